@@ -1,0 +1,180 @@
+// A private PostgreSQL 15 cluster that stands in for Supabase's hosted database.
+// `supabase start` needs Docker; this runs the Debian server binaries directly, as the
+// `postgres` OS user when we are root (PostgreSQL refuses to run as root).
+import { spawnSync, type SpawnSyncOptions } from "node:child_process";
+import { createHash } from "node:crypto";
+import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
+export const PG_BIN = process.env.PG_BIN ?? "/usr/lib/postgresql/15/bin";
+export const LOCAL_PASSWORD = "postgres";
+const SQL_DIR = join(REPO_ROOT, "scripts", "sql");
+
+export interface ClusterOptions {
+  /** folder name under .local/db and the label in messages */
+  name: string;
+  port: number;
+  /** throwaway clusters trade durability for speed (fsync off) */
+  throwaway?: boolean;
+  sharedBuffers?: string;
+}
+
+export interface Cluster {
+  name: string;
+  port: number;
+  dataDir: string;
+  /** URL for the non-superuser `postgres` role: what users and the Supabase CLI connect as */
+  url: (database?: string) => string;
+  /** URL for the bootstrap superuser: infrastructure only */
+  adminUrl: (database?: string) => string;
+}
+
+const isRoot = (): boolean => typeof process.getuid === "function" && process.getuid() === 0;
+
+function run(cmd: string, args: string[], opts: SpawnSyncOptions & { asPostgres?: boolean; allowFail?: boolean } = {}) {
+  const [file, argv] = opts.asPostgres && isRoot() ? ["runuser", ["-u", "postgres", "--", cmd, ...args]] : [cmd, args];
+  const res = spawnSync(file, argv, { encoding: "utf8", ...opts });
+  if (res.error) throw res.error;
+  if (res.status !== 0 && !opts.allowFail) {
+    throw new Error(`${cmd} ${args.join(" ")} failed (exit ${res.status}):\n${res.stderr ?? ""}${res.stdout ?? ""}`);
+  }
+  return res;
+}
+
+/** Where the cluster lives: `.local/db/<name>` in the repo, unless the postgres OS user cannot reach it. */
+function dataDirFor(name: string): string {
+  const inRepo = join(REPO_ROOT, ".local", "db", name);
+  if (!isRoot()) return inRepo;
+  const reachable = run("runuser", ["-u", "postgres", "--", "test", "-x", REPO_ROOT], { allowFail: true }).status === 0;
+  if (reachable) return inRepo;
+  const key = createHash("sha1").update(REPO_ROOT).digest("hex").slice(0, 12);
+  return join("/var/lib/postgresql/supabase-partitioning", key, name);
+}
+
+export function clusterFor(opts: ClusterOptions): Cluster {
+  const dataDir = dataDirFor(opts.name);
+  const enc = encodeURIComponent(LOCAL_PASSWORD);
+  return {
+    name: opts.name,
+    port: opts.port,
+    dataDir,
+    url: (db = "postgres") => `postgresql://postgres:${enc}@127.0.0.1:${opts.port}/${db}`,
+    adminUrl: (db = "postgres") => `postgresql://supabase_admin:${enc}@127.0.0.1:${opts.port}/${db}`,
+  };
+}
+
+function isRunning(c: Cluster): boolean {
+  if (!existsSync(join(c.dataDir, "PG_VERSION"))) return false;
+  return run(join(PG_BIN, "pg_ctl"), ["status", "-D", c.dataDir], { asPostgres: true, allowFail: true }).status === 0;
+}
+
+function initCluster(c: Cluster, opts: ClusterOptions): void {
+  mkdirSync(c.dataDir, { recursive: true });
+  if (isRoot()) {
+    // Every folder from .local (or the fallback root) down must be reachable by the postgres OS user.
+    const top = c.dataDir.startsWith(REPO_ROOT) ? join(REPO_ROOT, ".local") : "/var/lib/postgresql/supabase-partitioning";
+    run("chown", ["-R", "postgres:postgres", top]);
+  }
+  chmodSync(c.dataDir, 0o700);
+  const pwfile = join(c.dataDir, "..", `.${opts.name}.pw`);
+  writeFileSync(pwfile, `${LOCAL_PASSWORD}\n`, { mode: 0o644 });
+  try {
+    run(join(PG_BIN, "initdb"), [
+      "-D", c.dataDir, "-U", "supabase_admin", "--pwfile", pwfile,
+      "--auth-host=scram-sha-256", "--auth-local=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8",
+    ], { asPostgres: true });
+  } finally {
+    rmSync(pwfile, { force: true });
+  }
+  const conf = [
+    "",
+    "# --- supabase-partitioning local stack ---",
+    `port = ${opts.port}`,
+    "listen_addresses = '127.0.0.1'",
+    "unix_socket_directories = ''",
+    "shared_preload_libraries = 'pg_cron,pg_stat_statements'",
+    "cron.database_name = 'postgres'",
+    // jobs run in background workers: no libpq login (and so no password) is needed for cron
+    "cron.use_background_workers = on",
+    "cron.max_running_jobs = 8",
+    "max_worker_processes = 24",
+    "max_connections = 200",
+    // a partition tree with thousands of leaves needs lock slots for every leaf a statement touches
+    "max_locks_per_transaction = 512",
+    `shared_buffers = '${opts.sharedBuffers ?? "512MB"}'`,
+    "work_mem = '32MB'",
+    "maintenance_work_mem = '256MB'",
+    "pg_stat_statements.track = all",
+    "log_min_messages = warning",
+    "log_line_prefix = '%m [%p] %u@%d '",
+    ...(opts.throwaway ? ["fsync = off", "synchronous_commit = off", "full_page_writes = off"] : []),
+  ].join("\n");
+  writeFileSync(join(c.dataDir, "postgresql.conf"), readFileSync(join(c.dataDir, "postgresql.conf"), "utf8") + conf + "\n");
+  writeFileSync(join(c.dataDir, "pg_hba.conf"), [
+    "host all all 127.0.0.1/32 scram-sha-256",
+    "host all all ::1/128 scram-sha-256",
+    "",
+  ].join("\n"));
+  if (isRoot()) run("chown", ["postgres:postgres", join(c.dataDir, "postgresql.conf"), join(c.dataDir, "pg_hba.conf")]);
+}
+
+/** psql as the bootstrap superuser against one database, with ON_ERROR_STOP. */
+export function psqlAdmin(c: Cluster, database: string, args: string[], input?: string): string {
+  const res = run(join(PG_BIN, "psql"), [c.adminUrl(database), "-X", "-q", "-v", "ON_ERROR_STOP=1", ...args], {
+    input,
+    env: { ...process.env, PGCONNECT_TIMEOUT: "10" },
+  });
+  return res.stdout?.toString() ?? "";
+}
+
+function bootstrap(c: Cluster): void {
+  psqlAdmin(c, "postgres", ["-f", join(SQL_DIR, "bootstrap-cluster.sql")]);
+  for (const db of ["template1", "postgres"]) {
+    psqlAdmin(c, db, ["-v", `DBNAME=${db}`, "-f", join(SQL_DIR, "bootstrap-database.sql")]);
+  }
+  psqlAdmin(c, "postgres", ["-f", join(SQL_DIR, "bootstrap-cron.sql")]);
+}
+
+/**
+ * Start (creating and bootstrapping it first if needed) a cluster. Idempotent: a second call
+ * finds it running and only re-applies the idempotent bootstrap.
+ */
+export function ensureCluster(opts: ClusterOptions & { fresh?: boolean }): Cluster & { created: boolean; wasRunning: boolean } {
+  const c = clusterFor(opts);
+  if (opts.fresh) destroyCluster(c);
+  let created = false;
+  if (!existsSync(join(c.dataDir, "PG_VERSION"))) {
+    initCluster(c, opts);
+    created = true;
+  }
+  const wasRunning = isRunning(c);
+  if (!wasRunning) {
+    const logFile = join(c.dataDir, "..", `${opts.name}.log`);
+    if (isRoot()) {
+      writeFileSync(logFile, "", { flag: "a" });
+      run("chown", ["postgres:postgres", logFile]);
+    }
+    run(join(PG_BIN, "pg_ctl"), ["start", "-D", c.dataDir, "-l", logFile, "-w", "-t", "60"], { asPostgres: true });
+  }
+  bootstrap(c);
+  return { ...c, created, wasRunning };
+}
+
+export function stopCluster(c: Cluster, mode: "fast" | "immediate" = "fast"): boolean {
+  if (!isRunning(c)) return false;
+  run(join(PG_BIN, "pg_ctl"), ["stop", "-D", c.dataDir, "-m", mode, "-w", "-t", "60"], { asPostgres: true });
+  return true;
+}
+
+export function startStoppedCluster(c: Cluster): void {
+  if (isRunning(c)) return;
+  const logFile = join(c.dataDir, "..", `${c.name}.log`);
+  run(join(PG_BIN, "pg_ctl"), ["start", "-D", c.dataDir, "-l", logFile, "-w", "-t", "60"], { asPostgres: true });
+}
+
+export function destroyCluster(c: Cluster): void {
+  stopCluster(c, "immediate");
+  rmSync(c.dataDir, { recursive: true, force: true });
+}

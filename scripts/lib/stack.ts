@@ -1,0 +1,147 @@
+// The local stack: which ports and folders each stack uses, and the connection details file.
+import { spawn } from "node:child_process";
+import { existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { REPO_ROOT } from "./cluster.ts";
+import { makeApiKeys } from "./jwt-keys.ts";
+
+export interface StackProfile {
+  name: string;
+  dbPort: number;
+  functionsPort: number;
+  envFile: string;
+}
+
+/** `npm start`: the Supabase CLI's local defaults (API 54321, DB 54322). */
+export const DEV_STACK: StackProfile = {
+  name: "dev",
+  dbPort: 54322,
+  functionsPort: 54321,
+  envFile: join(REPO_ROOT, ".env.local"),
+};
+
+/** `npm test`: its own throwaway cluster on other ports, so both can run at once. */
+export const TEST_STACK: StackProfile = {
+  name: "test",
+  dbPort: 54330,
+  functionsPort: 54331,
+  envFile: join(REPO_ROOT, ".local", "test.env"),
+};
+
+// Same value as the Supabase CLI's local stack: local development only, never a hosted secret.
+export const LOCAL_JWT_SECRET = "super-secret-jwt-token-with-at-least-32-characters-long";
+
+export type StackEnv = Record<
+  | "SUPABASE_URL"
+  | "SUPABASE_FUNCTIONS_URL"
+  | "SUPABASE_DB_URL"
+  | "SUPABASE_ANON_KEY"
+  | "SUPABASE_SERVICE_ROLE_KEY"
+  | "JWT_SECRET"
+  | "FUNCTIONS_PORT"
+  | "DB_ADMIN_URL",
+  string
+>;
+
+export async function stackEnv(profile: StackProfile, dbUrl: string, adminUrl: string): Promise<StackEnv> {
+  const { anonKey, serviceRoleKey } = await makeApiKeys(LOCAL_JWT_SECRET);
+  const apiUrl = `http://127.0.0.1:${profile.functionsPort}`;
+  return {
+    SUPABASE_URL: apiUrl,
+    SUPABASE_FUNCTIONS_URL: `${apiUrl}/functions/v1`,
+    SUPABASE_DB_URL: dbUrl,
+    SUPABASE_ANON_KEY: anonKey,
+    SUPABASE_SERVICE_ROLE_KEY: serviceRoleKey,
+    JWT_SECRET: LOCAL_JWT_SECRET,
+    FUNCTIONS_PORT: String(profile.functionsPort),
+    DB_ADMIN_URL: adminUrl,
+  };
+}
+
+export function writeEnvFile(path: string, env: StackEnv): void {
+  const lines = [
+    "# Written by the local stack (scripts/lib/stack.ts). Local development values only.",
+    ...Object.entries(env).map(([k, v]) => `${k}=${v}`),
+    "",
+  ];
+  mkdirSync(join(path, ".."), { recursive: true });
+  writeFileSync(path, lines.join("\n"), { mode: 0o600 });
+}
+
+export function readEnvFile(path: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const line of readFileSync(path, "utf8").split("\n")) {
+    const m = /^([A-Z0-9_]+)=(.*)$/.exec(line.trim());
+    if (m?.[1] !== undefined && m[2] !== undefined) out[m[1]] = m[2];
+  }
+  return out;
+}
+
+const pidFile = (p: StackProfile) => join(REPO_ROOT, ".local", `functions-${p.name}.pid`);
+export const functionsLogFile = (p: StackProfile) => join(REPO_ROOT, ".local", `functions-${p.name}.log`);
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function waitForHttp(url: string, timeoutMs: number, isDead: () => boolean): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (isDead()) throw new Error("the functions server exited during start-up");
+    try {
+      const res = await fetch(url, { method: "OPTIONS" });
+      if (res.status < 500) return;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(`functions server did not answer at ${url} within ${timeoutMs} ms`);
+}
+
+/** Serves supabase/functions in the background (detached); idempotent. */
+export async function startFunctionsDaemon(p: StackProfile): Promise<{ pid: number; started: boolean }> {
+  const pf = pidFile(p);
+  if (existsSync(pf)) {
+    const pid = Number(readFileSync(pf, "utf8"));
+    if (pid > 0 && alive(pid)) return { pid, started: false };
+    rmSync(pf, { force: true });
+  }
+  const log = openSync(functionsLogFile(p), "a");
+  const child = spawn(
+    join(REPO_ROOT, "node_modules", ".bin", "tsx"),
+    [join(REPO_ROOT, "scripts", "serve-functions.ts"), "--env-file", p.envFile],
+    { cwd: REPO_ROOT, detached: true, stdio: ["ignore", log, log] },
+  );
+  child.unref();
+  const pid = child.pid ?? 0;
+  writeFileSync(pf, String(pid));
+  let exited = false;
+  child.on("exit", () => (exited = true));
+  try {
+    await waitForHttp(`http://127.0.0.1:${p.functionsPort}/functions/v1/health`, 120_000, () => exited);
+  } catch (e) {
+    const tail = readFileSync(functionsLogFile(p), "utf8").split("\n").slice(-30).join("\n");
+    throw new Error(`${(e as Error).message}\n--- ${functionsLogFile(p)} ---\n${tail}`);
+  }
+  return { pid, started: true };
+}
+
+export function stopFunctionsDaemon(p: StackProfile): boolean {
+  const pf = pidFile(p);
+  if (!existsSync(pf)) return false;
+  const pid = Number(readFileSync(pf, "utf8"));
+  rmSync(pf, { force: true });
+  if (!(pid > 0) || !alive(pid)) return false;
+  try {
+    process.kill(-pid, "SIGTERM"); // the whole process group: tsx, node and the Deno workers
+  } catch {
+    process.kill(pid, "SIGTERM");
+  }
+  return true;
+}

@@ -1,0 +1,52 @@
+// `npm start`: the main job on the local stack.
+// Starts PostgreSQL (a Supabase-like cluster), applies supabase/migrations with the real CLI,
+// loads the demo data, serves the edge functions and prints how to reach everything.
+import postgres from "postgres";
+import { ensureCluster } from "./lib/cluster.ts";
+import { pushMigrations } from "./lib/migrations.ts";
+import { DEFAULT_DEMO, generateDemoData } from "./lib/demo-data.ts";
+import { DEV_STACK, functionsLogFile, stackEnv, startFunctionsDaemon, writeEnvFile } from "./lib/stack.ts";
+
+const step = (msg: string) => console.log(`\n==> ${msg}`);
+
+step(`PostgreSQL 15 on 127.0.0.1:${DEV_STACK.dbPort}`);
+const cluster = ensureCluster({ name: DEV_STACK.name, port: DEV_STACK.dbPort, sharedBuffers: "2GB" });
+console.log(cluster.wasRunning ? "    already running" : cluster.created ? "    created and started" : "    started");
+console.log(`    data: ${cluster.dataDir}`);
+
+step("supabase db push (as postgres, the way users deploy)");
+const push = pushMigrations(cluster.url());
+console.log(push.applied.length ? push.applied.map((m) => `    applied ${m}`).join("\n") : "    up to date: nothing to apply");
+
+const env = await stackEnv(DEV_STACK, cluster.url(), cluster.adminUrl());
+writeEnvFile(DEV_STACK.envFile, env);
+
+step("demo data");
+const sql = postgres(cluster.url(), { max: 2, onnotice: () => {} });
+try {
+  const t0 = performance.now();
+  const counts = await generateDemoData(sql, DEFAULT_DEMO, (s) => console.log(`    … ${s}`));
+  console.log(counts.skipped ? "    already loaded" : `    loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  console.log(`    ${counts.companies} companies, ${counts.programs} programs, ${counts.sites} sites, ` +
+    `${counts.submissions} submissions, ${counts.petri} petri and ${counts.gasifier} gasifier observations`);
+} finally {
+  await sql.end();
+}
+
+step(`edge functions on http://127.0.0.1:${DEV_STACK.functionsPort}/functions/v1/<name>`);
+const fn = await startFunctionsDaemon(DEV_STACK);
+console.log(fn.started ? `    started (pid ${fn.pid}, log ${functionsLogFile(DEV_STACK)})` : `    already running (pid ${fn.pid})`);
+
+console.log(`
+Local stack is running. Connection details are in ${DEV_STACK.envFile}:
+  SUPABASE_URL              ${env.SUPABASE_URL}
+  SUPABASE_FUNCTIONS_URL    ${env.SUPABASE_FUNCTIONS_URL}
+  SUPABASE_DB_URL           ${env.SUPABASE_DB_URL}
+  SUPABASE_ANON_KEY         ${env.SUPABASE_ANON_KEY}
+  SUPABASE_SERVICE_ROLE_KEY ${env.SUPABASE_SERVICE_ROLE_KEY}
+
+Try:
+  curl -s ${env.SUPABASE_FUNCTIONS_URL}/health -H "Authorization: Bearer $SUPABASE_ANON_KEY"
+  psql "${env.SUPABASE_DB_URL}"
+Stop everything with: npm run stop
+`);

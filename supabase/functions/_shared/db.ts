@@ -1,0 +1,56 @@
+/**
+ * Postgres access for edge functions, run as the caller's database role so
+ * that Row Level Security applies exactly as it would through PostgREST.
+ */
+import postgres from "postgres";
+import { forbidden } from "./errors.ts";
+import type { Claims } from "./jwt.ts";
+
+export type Sql = postgres.Sql;
+export type Tx = postgres.TransactionSql;
+
+// Roles a JWT may map to. Anything else (e.g. a forged "postgres") must never
+// reach SET ROLE.
+const CALLER_ROLES = ["anon", "authenticated", "service_role"] as const;
+export type CallerRole = (typeof CALLER_ROLES)[number];
+
+// Module scope so that one isolate reuses its connections across requests;
+// created lazily so importing this file never needs the env var.
+let pool: Sql | null = null;
+
+export function getSql(): Sql {
+  if (pool) return pool;
+  const url = Deno.env.get("SUPABASE_DB_URL");
+  if (!url) throw new Error("SUPABASE_DB_URL is not set");
+  // prepare: false because hosted connections go through the transaction pooler.
+  pool = postgres(url, { max: 3, prepare: false, idle_timeout: 20 });
+  return pool;
+}
+
+function callerRole(role: string): CallerRole {
+  const match = CALLER_ROLES.find((allowed) => allowed === role);
+  if (!match) throw forbidden(`Role '${role}' may not access the database`);
+  return match;
+}
+
+function quoteIdent(name: string): string {
+  return `"${name.replaceAll('"', '""')}"`;
+}
+
+/**
+ * Runs fn in one transaction with request.jwt.claims and the role set locally,
+ * mirroring what PostgREST does, so auth.uid()/auth.jwt() and RLS work.
+ */
+export async function withCallerContext<T>(
+  claims: Claims,
+  fn: (tx: Tx) => Promise<T>,
+): Promise<T> {
+  const role = callerRole(claims.role);
+  const result = await getSql().begin(async (tx) => {
+    await tx`select set_config('request.jwt.claims', ${JSON.stringify(claims.raw)}, true)`;
+    await tx.unsafe(`set local role ${quoteIdent(role)}`);
+    return await fn(tx);
+  });
+  // postgres.js widens the result type for array results; fn's own type is exact.
+  return result as T;
+}

@@ -1,0 +1,46 @@
+// Fresh databases for integration tests: cloned from the migrated template in milliseconds.
+import postgres, { type Sql } from "postgres";
+import { randomBytes } from "node:crypto";
+import { testEnv } from "./env.ts";
+
+export interface FreshDb {
+  name: string;
+  /** URL for the non-superuser postgres role (what users and the app's server code use) */
+  url: string;
+  sql: Sql;
+  drop: () => Promise<void>;
+}
+
+function withDatabase(url: string, db: string): string {
+  const u = new URL(url);
+  u.pathname = `/${db}`;
+  return u.toString();
+}
+
+export async function freshDatabase(label: string, opts: { template?: string } = {}): Promise<FreshDb> {
+  const name = `t_${label.replace(/[^a-z0-9_]/gi, "_").toLowerCase().slice(0, 30)}_${randomBytes(3).toString("hex")}`;
+  const admin = postgres(testEnv.adminUrl, { max: 1, onnotice: () => {} });
+  try {
+    await admin.unsafe(`create database ${name} template ${opts.template ?? testEnv.templateDb} owner postgres`);
+  } finally {
+    await admin.end();
+  }
+  const url = withDatabase(testEnv.dbUrl, name);
+  const sql = postgres(url, { max: 4, onnotice: () => {} });
+  return {
+    name,
+    url,
+    sql,
+    drop: async () => {
+      await sql.end({ timeout: 5 });
+      const a = postgres(testEnv.adminUrl, { max: 1, onnotice: () => {} });
+      try {
+        await a.unsafe(`drop database if exists ${name} with (force)`);
+      } finally {
+        await a.end();
+      }
+    },
+  };
+}
+
+export { withDatabase };
