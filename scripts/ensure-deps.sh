@@ -46,7 +46,14 @@ command -v pg_prove >/dev/null || { echo "pg_prove not found: install libtap-par
 # npm dependencies: install when node_modules is absent or older than the lockfile
 if [[ ! -d node_modules || package-lock.json -nt node_modules/.package-lock.json ]]; then
   echo "==> npm ci"
-  npm ci --no-audit --no-fund --loglevel=error
+  # This registry serves the Supabase CLI's binary for linux-x64 only, so the lockfile cannot list
+  # the other platforms' optional packages and npm ci refuses it as "out of sync"; npm install
+  # --no-save installs exactly the locked versions without rewriting the lockfile.
+  if ! npm ci --no-audit --no-fund --loglevel=error 2>/tmp/npm-ci.$$.log; then
+    echo "    npm ci refused the lockfile ($(grep -m1 -o 'Missing: [^ ]*' /tmp/npm-ci.$$.log || echo 'see npm output')); using npm install --no-save"
+    npm install --no-audit --no-fund --no-save --loglevel=error
+  fi
+  rm -f /tmp/npm-ci.$$.log
 fi
 for bin in supabase deno tsx vitest; do
   [[ -x node_modules/.bin/$bin ]] || { echo "node_modules/.bin/$bin missing after npm ci" >&2; exit 1; }
