@@ -7,7 +7,8 @@ import { DEFAULT_DEMO, expectedCounts, generateDemoData, type DemoDataOptions } 
 import { DEV_STACK, readEnvFile } from "./lib/stack.ts";
 import { existsSync } from "node:fs";
 
-const flags: Record<string, keyof DemoDataOptions> = {
+type NumericOption = Exclude<keyof DemoDataOptions, "asOf">;
+const flags: Record<string, NumericOption> = {
   "--seed": "seed",
   "--companies": "companies",
   "--programs-per-company": "programsPerCompany",

@@ -52,7 +52,7 @@ try {
   await startFunctionsDaemon(TEST_STACK);
   log("functions served");
 
-  const report = join(REPO_ROOT, ".local", "vitest-report.json");
+  const report = join(REPO_ROOT, ".local", `vitest-report-${TEST_STACK.name}.json`);
   rmSync(report, { force: true });
   const vt = spawnSync(join(REPO_ROOT, "node_modules", ".bin", "vitest"),
     ["run", "--reporter=default", "--reporter=json", `--outputFile.json=${report}`, ...process.argv.slice(2)], {

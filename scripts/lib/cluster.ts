@@ -73,9 +73,13 @@ function isRunning(c: Cluster): boolean {
 function initCluster(c: Cluster, opts: ClusterOptions): void {
   mkdirSync(c.dataDir, { recursive: true });
   if (isRoot()) {
-    // Every folder from .local (or the fallback root) down must be reachable by the postgres OS user.
+    // Every folder from .local (or the fallback root) down to the new, empty data directory must
+    // belong to (or be reachable by) the postgres OS user. Not recursive: other clusters may be
+    // running under .local at the same time.
     const top = c.dataDir.startsWith(REPO_ROOT) ? join(REPO_ROOT, ".local") : "/var/lib/postgresql/supabase-partitioning";
-    run("chown", ["-R", "postgres:postgres", top]);
+    const chain: string[] = [];
+    for (let d = c.dataDir; d.length >= top.length; d = dirname(d)) chain.unshift(d);
+    run("chown", ["postgres:postgres", ...chain]);
   }
   chmodSync(c.dataDir, 0o700);
   const pwfile = join(c.dataDir, "..", `.${opts.name}.pw`);

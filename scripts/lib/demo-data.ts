@@ -59,7 +59,7 @@ export function expectedCounts(o: DemoDataOptions): DemoCounts {
 }
 
 export function validateDemoOptions(o: DemoDataOptions): void {
-  const ints: (keyof DemoDataOptions)[] = [
+  const ints: Exclude<keyof DemoDataOptions, "asOf" | "gasifierNullProgramShare">[] = [
     "seed", "companies", "programsPerCompany", "sitesPerProgram", "months",
     "petriPerSiteMonth", "gasifierPerSiteMonth", "observationsPerSubmission",
   ];

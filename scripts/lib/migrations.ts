@@ -12,7 +12,7 @@ export interface PushResult {
 }
 
 export function pushMigrations(dbUrl: string): PushResult {
-  const res = spawnSync(SUPABASE_BIN, ["db", "push", "--db-url", dbUrl, "--yes", "--workdir", REPO_ROOT], {
+  const res = spawnSync(SUPABASE_BIN, ["db", "push", `--remote=${dbUrl}`, "--yes", "--workdir", REPO_ROOT], {
     encoding: "utf8",
     env: { ...process.env, SUPABASE_TELEMETRY_DISABLED: "1", DO_NOT_TRACK: "1" },
     maxBuffer: 64 * 1024 * 1024,

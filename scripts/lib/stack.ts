@@ -20,12 +20,16 @@ export const DEV_STACK: StackProfile = {
   envFile: join(REPO_ROOT, ".env.local"),
 };
 
-/** `npm test`: its own throwaway cluster on other ports, so both can run at once. */
+/**
+ * `npm test`: its own throwaway cluster on other ports, so both can run at once.
+ * TEST_PORT_BASE=N moves it to N (database) and N+1 (functions) so several runs can coexist.
+ */
+const testBase = Number(process.env.TEST_PORT_BASE ?? 54330);
 export const TEST_STACK: StackProfile = {
-  name: "test",
-  dbPort: 54330,
-  functionsPort: 54331,
-  envFile: join(REPO_ROOT, ".local", "test.env"),
+  name: testBase === 54330 ? "test" : `test-${testBase}`,
+  dbPort: testBase,
+  functionsPort: testBase + 1,
+  envFile: join(REPO_ROOT, ".local", testBase === 54330 ? "test.env" : `test-${testBase}.env`),
 };
 
 // Same value as the Supabase CLI's local stack: local development only, never a hosted secret.

@@ -1,0 +1,228 @@
+-- =============================================================================
+-- Read API: get_observations_optimized and the submission-level views (the plan's
+-- "Application Code Updates").
+--
+-- Both read the LIVE table of a managed table (public.petri_observations: the legacy table before
+-- the swap, the partitioned tree after it) and build their statement with the partition keys as
+-- literals, so the planner prunes to the requested partitions at plan time instead of planning
+-- every leaf. Both are SECURITY INVOKER: RLS decides what the caller sees, as through PostgREST.
+--
+-- They are generated per managed table by partition_mgmt.install_read_api(), because their row
+-- type is the live table's: the swap and the rollback call it again.
+-- =============================================================================
+
+-- Parses a keyset cursor "<created_at ISO-8601>|<observation_id>" or raises an error that says why.
+create or replace function partition_mgmt.parse_cursor(p_cursor text, out cursor_ts timestamptz, out cursor_id uuid)
+language plpgsql immutable
+set search_path = ''
+as $$
+begin
+  if p_cursor is null then
+    return;
+  end if;
+  if p_cursor !~ '^[^|]+\|[0-9a-fA-F-]{36}$' then
+    raise exception 'invalid cursor "%"', left(p_cursor, 100)
+      using errcode = '22023', hint = 'Pass the next_cursor value returned by the previous page unchanged.';
+  end if;
+  begin
+    cursor_ts := split_part(p_cursor, '|', 1)::timestamptz;
+    cursor_id := split_part(p_cursor, '|', 2)::uuid;
+  exception when others then
+    raise exception 'invalid cursor "%": %', left(p_cursor, 100), sqlerrm
+      using errcode = '22023', hint = 'Pass the next_cursor value returned by the previous page unchanged.';
+  end;
+end
+$$;
+
+-- The caller may read p_company_id: a member of it, or a role that bypasses RLS (service_role).
+create or replace function partition_mgmt.assert_company_access(p_company_id uuid)
+returns void
+language plpgsql stable
+set search_path = ''
+as $$
+begin
+  if p_company_id is null then
+    raise exception 'p_company_id must not be null' using errcode = '22004', hint = 'Pass the company whose observations you want.';
+  end if;
+  if (select rolbypassrls from pg_catalog.pg_roles where rolname = current_user) then
+    return;
+  end if;
+  if not (p_company_id = any (private.user_company_ids())) then
+    raise exception 'company % is not one of your companies', p_company_id
+      using errcode = '42501', hint = 'Pass the company_id of your own company (public.users.company_id).';
+  end if;
+end
+$$;
+
+-- The statement get_observations_optimized runs, with every key as a literal (plan-time pruning).
+-- Validates the arguments; returns a statement that yields no rows when nothing can match.
+-- Separate from the RPC so tests and operators can EXPLAIN exactly what runs.
+create or replace function partition_mgmt.build_observations_query(
+  p_table_key text,
+  p_company_id uuid,
+  p_program_id uuid,
+  p_start_date timestamptz default null,
+  p_end_date timestamptz default null,
+  p_site_id uuid default null,
+  p_submission_id uuid default null,
+  p_limit integer default 100,
+  p_cursor text default null)
+returns text
+language plpgsql stable
+set search_path = ''
+as $$
+declare
+  c partition_mgmt.managed_tables := partition_mgmt.config(p_table_key);
+  v_where text[];
+  v_cursor record;
+  v_site uuid := p_site_id;
+  v_sub record;
+begin
+  perform partition_mgmt.assert_company_access(p_company_id);
+  if p_program_id is null then
+    raise exception 'p_program_id must not be null' using errcode = '22004', hint = 'Pass the program to read.';
+  end if;
+  if p_limit is null or p_limit < 1 or p_limit > 1000 then
+    raise exception 'p_limit must be between 1 and 1000, got %', coalesce(p_limit::text, 'null') using errcode = '22023';
+  end if;
+  if p_start_date is not null and p_end_date is not null and p_end_date < p_start_date then
+    raise exception 'p_end_date % is before p_start_date %', p_end_date, p_start_date
+      using errcode = '22023', hint = 'Swap them, or leave p_end_date null for "until now".';
+  end if;
+  if not exists (select from public.pilot_programs p where p.program_id = p_program_id and p.company_id = p_company_id) then
+    raise exception 'program % does not belong to company % (or is not visible to you)', p_program_id, p_company_id
+      using errcode = '42501', hint = 'Pass a program_id of the given company.';
+  end if;
+  select * into v_cursor from partition_mgmt.parse_cursor(p_cursor);
+  if p_submission_id is not null then
+    -- a submission pins the site: prune to it
+    select s.site_id, s.program_id into v_sub from public.submissions s where s.submission_id = p_submission_id;
+    if v_sub.site_id is null or v_sub.program_id <> p_program_id or (v_site is not null and v_sub.site_id <> v_site) then
+      return format('select t.* from %s t where false', partition_mgmt.live_table(p_table_key));
+    end if;
+    v_site := v_sub.site_id;
+  end if;
+
+  v_where := array[format('t.%I = %L', c.program_column, p_program_id), format('t.company_id = %L', p_company_id)];
+  if v_site is not null then
+    v_where := v_where || format('t.%I = %L', c.site_column, v_site);
+  end if;
+  if p_start_date is not null then
+    v_where := v_where || format('t.%I >= %L', c.time_column, p_start_date);
+  end if;
+  if p_end_date is not null then
+    v_where := v_where || format('t.%I < %L', c.time_column, p_end_date);
+  end if;
+  if p_submission_id is not null then
+    v_where := v_where || format('t.submission_id = %L', p_submission_id);
+  end if;
+  if v_cursor.cursor_ts is not null then
+    v_where := v_where || format('(t.%I, t.%I) < (%L::timestamptz, %L::uuid)', c.time_column, c.id_column, v_cursor.cursor_ts, v_cursor.cursor_id);
+  end if;
+  return format('select t.* from %s t where %s order by t.%I desc, t.%I desc limit %s',
+    partition_mgmt.live_table(p_table_key), array_to_string(v_where, ' and '), c.time_column, c.id_column, p_limit);
+end
+$$;
+grant execute on function partition_mgmt.build_observations_query(text, uuid, uuid, timestamptz, timestamptz, uuid, uuid, integer, text)
+  to authenticated, service_role;
+
+create or replace function partition_mgmt.install_read_api(p_table_key text)
+returns void
+language plpgsql
+set search_path = ''
+as $install$
+declare
+  c partition_mgmt.managed_tables := partition_mgmt.config(p_table_key);
+  v_live regclass := partition_mgmt.live_table(p_table_key);
+  v_fn text := case when c.table_key = 'petri' then 'get_observations_optimized' else format('get_%s_optimized', c.source_table) end;
+  v_rows_fn text := format('%s_rows_for_submission', c.table_key);
+  v_view text := format('%s_by_submission', c.source_table);
+  v_view_cols text;
+begin
+  -- ---------------------------------------------------------------------------
+  -- get_observations_optimized (plan signature first, then the optional filters)
+  -- ---------------------------------------------------------------------------
+  execute format('drop function if exists public.%I(uuid, uuid, timestamptz, timestamptz, uuid, uuid, integer, text)', v_fn);
+  execute format($f$
+    create function public.%1$I(
+      p_company_id uuid,
+      p_program_id uuid,
+      p_start_date timestamptz default null,
+      p_end_date timestamptz default null,
+      p_site_id uuid default null,
+      p_submission_id uuid default null,
+      p_limit integer default 100,
+      p_cursor text default null)
+    returns setof %2$s
+    language plpgsql stable
+    set search_path = ''
+    as $fn$
+    begin
+      return query execute partition_mgmt.build_observations_query(%3$L, p_company_id, p_program_id, p_start_date,
+        p_end_date, p_site_id, p_submission_id, p_limit, p_cursor);
+    end
+    $fn$$f$, v_fn, v_live, c.table_key);
+  execute format('comment on function public.%I(uuid, uuid, timestamptz, timestamptz, uuid, uuid, integer, text) is %L', v_fn,
+    format('Partition-aware read of %s: pruned to the program (and site/period when given), newest first, keyset-paginated '
+           '(cursor = "<%s>|<%s>" of the last row). RLS applies; p_company_id must be one of the caller''s companies.',
+           c.source_table, c.time_column, c.id_column));
+  execute format('revoke all on function public.%I(uuid, uuid, timestamptz, timestamptz, uuid, uuid, integer, text) from public, anon', v_fn);
+  execute format('grant execute on function public.%I(uuid, uuid, timestamptz, timestamptz, uuid, uuid, integer, text) to authenticated, service_role', v_fn);
+
+  -- ---------------------------------------------------------------------------
+  -- <table>_by_submission: .eq('submission_id', …) prunes to the submission's site
+  -- ---------------------------------------------------------------------------
+  execute format('drop view if exists public.%I', v_view);
+  execute format('drop function if exists partition_mgmt.%I(uuid, uuid, uuid)', v_rows_fn);
+  execute format($f$
+    create function partition_mgmt.%1$I(p_program_id uuid, p_site_id uuid, p_submission_id uuid)
+    returns setof %2$s
+    language plpgsql stable
+    rows 50
+    set search_path = ''
+    as $fn$
+    begin
+      return query execute format('select t.* from %2$s t where t.%3$I = %%L and t.%4$I = %%L and t.submission_id = %%L',
+        p_program_id, p_site_id, p_submission_id);
+    end
+    $fn$$f$, v_rows_fn, v_live, c.program_column, c.site_column);
+  execute format('revoke all on function partition_mgmt.%I(uuid, uuid, uuid) from public', v_rows_fn);
+  execute format('grant execute on function partition_mgmt.%I(uuid, uuid, uuid) to authenticated, service_role', v_rows_fn);
+
+  -- the view's submission_id is the submissions table's, so a filter on it reaches the primary key
+  select string_agg(case when attname = 'submission_id' then 's.submission_id' else format('r.%I', attname) end, ', ' order by attnum)
+    into v_view_cols
+  from pg_catalog.pg_attribute where attrelid = v_live and attnum > 0 and not attisdropped;
+  execute format('create view public.%I with (security_invoker = true) as
+                  select %s from public.submissions s
+                  cross join lateral partition_mgmt.%I(s.program_id, s.site_id, s.submission_id) r',
+    v_view, v_view_cols, v_rows_fn);
+  execute format('comment on view public.%I is %L', v_view,
+    format('Submission-level access to %s: filter with .eq(''submission_id'', …); reads only the submission''s site partitions. RLS applies (security_invoker).', c.source_table));
+  execute format('revoke all on public.%I from public, anon', v_view);
+  execute format('grant select on public.%I to authenticated, service_role', v_view);
+end
+$install$;
+
+grant execute on function partition_mgmt.parse_cursor(text), partition_mgmt.assert_company_access(uuid) to authenticated, service_role;
+
+select partition_mgmt.install_read_api(table_key) from partition_mgmt.managed_tables order by table_key;
+
+-- How many distinct partitions a statement's plan reads (plan-time pruning; partitions removed at
+-- run time still count). For operators checking a query, and for the pruning tests.
+create or replace function partition_mgmt.explain_partitions(p_sql text)
+returns table (partitions_scanned integer, partition_names text[])
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_plan jsonb;
+begin
+  execute 'explain (format json, costs off) ' || p_sql into v_plan;
+  return query
+    select count(distinct r.rel)::integer, array_agg(distinct r.rel order by r.rel)
+    from (select n #>> '{}' as rel from jsonb_path_query(v_plan, 'strict $.**."Relation Name"') n) r
+    where exists (select from partition_mgmt.partition_registry g where g.partition_name = r.rel);
+end
+$$;
+grant execute on function partition_mgmt.explain_partitions(text) to service_role;

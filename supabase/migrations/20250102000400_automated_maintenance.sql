@@ -1,0 +1,643 @@
+-- =============================================================================
+-- Automated maintenance (the plan's 005): the tree keeps itself healthy on pg_cron.
+--
+-- Nightly: premake partitions up to the horizon computed from now(), move rows out of DEFAULT
+-- partitions (creating their partitions), apply retention when configured, analyze what changed,
+-- refresh analytics.mv_daily_metrics. Weekly: statistics on the parents. Daily: purge of
+-- cron.job_run_details. Every action is logged in partition_mgmt.maintenance_log; health() turns
+-- the state of the tree into findings for alerting.
+--
+-- pg_cron runs `call partition_mgmt.run_maintenance()`, a procedure that commits after every
+-- step, so it never holds locks across the whole tree. The plan's
+-- `select partition_mgmt.schedule_maintenance()` does the same work in the caller's transaction.
+-- =============================================================================
+
+-- -----------------------------------------------------------------------------
+-- Settings and log
+-- -----------------------------------------------------------------------------
+alter table partition_mgmt.managed_tables
+  add column if not exists retention_months integer check (retention_months is null or retention_months >= 1),
+  add column if not exists retention_action text not null default 'archive' check (retention_action in ('archive', 'drop'));
+comment on column partition_mgmt.managed_tables.retention_months is
+  'Leaves entirely older than this many months are archived or dropped by maintenance. NULL (default): keep everything.';
+comment on column partition_mgmt.managed_tables.retention_action is
+  'archive: detach into schema partitions_archive (kept, hidden from the Data API); drop: detach and drop.';
+
+create table if not exists partition_mgmt.maintenance_settings (
+  id                        boolean primary key default true check (id),
+  lock_timeout              text not null default '500ms',
+  size_threshold_bytes      bigint not null default 1073741824,
+  stale_after               interval not null default '36 hours',
+  cron_history_retention    interval not null default '7 days',
+  move_batch_partitions     integer not null default 50 check (move_batch_partitions > 0)
+);
+insert into partition_mgmt.maintenance_settings default values on conflict (id) do nothing;
+comment on table partition_mgmt.maintenance_settings is
+  'Maintenance knobs: lock_timeout for DDL on hot tables, the partition size alert threshold (the plan''s 1 GB), when maintenance counts as stale, how long pg_cron run history is kept.';
+
+create schema if not exists partitions_archive;
+revoke all on schema partitions_archive from public, anon, authenticated;
+comment on schema partitions_archive is 'Leaves detached by retention (archive mode). Not exposed through the Data API.';
+
+create table if not exists partition_mgmt.archived_partitions (
+  partition_schema  text not null,
+  partition_name    text not null,
+  table_key         text not null,
+  program_id        uuid,
+  site_id           uuid,
+  range_start       timestamptz,
+  range_end         timestamptz,
+  archived_at       timestamptz not null default now(),
+  primary key (partition_schema, partition_name)
+);
+
+create table if not exists partition_mgmt.maintenance_log (
+  id                  bigint generated always as identity primary key,
+  run_id              uuid not null,
+  started_at          timestamptz not null default clock_timestamp(),
+  finished_at         timestamptz,
+  table_key           text,
+  action              text not null,
+  status              text not null default 'running' check (status in ('running', 'ok', 'error', 'skipped')),
+  partitions_touched  integer not null default 0,
+  rows_moved          bigint not null default 0,
+  error               text,
+  detail              jsonb
+);
+create index if not exists maintenance_log_started_idx on partition_mgmt.maintenance_log (started_at desc);
+comment on table partition_mgmt.maintenance_log is 'One row per maintenance action: what ran, on which table, what it touched, and any error.';
+
+create or replace function partition_mgmt.log_start(p_run_id uuid, p_table_key text, p_action text)
+returns bigint
+language sql
+set search_path = ''
+as $$
+  insert into partition_mgmt.maintenance_log (run_id, table_key, action) values (p_run_id, p_table_key, p_action) returning id
+$$;
+
+create or replace function partition_mgmt.log_finish(p_id bigint, p_status text, p_partitions integer default 0,
+  p_rows bigint default 0, p_error text default null, p_detail jsonb default null)
+returns void
+language sql
+set search_path = ''
+as $$
+  update partition_mgmt.maintenance_log
+     set finished_at = clock_timestamp(), status = p_status, partitions_touched = coalesce(p_partitions, 0),
+         rows_moved = coalesce(p_rows, 0), error = p_error, detail = p_detail
+   where id = p_id
+$$;
+
+-- -----------------------------------------------------------------------------
+-- Steps (each is also callable on its own)
+-- -----------------------------------------------------------------------------
+
+-- Premake for every running program, up to the horizon from now() (not from the newest data).
+create or replace function partition_mgmt.premake_partitions(p_table_key text)
+returns integer
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_prog uuid;
+  v_created integer := 0;
+begin
+  perform partition_mgmt.parent_of(p_table_key);
+  for v_prog in select program_id from public.pilot_programs where end_date > current_date order by start_date, program_id loop
+    v_created := v_created + partition_mgmt.precreate_program_partitions(v_prog, p_table_key);
+  end loop;
+  return v_created;
+end
+$$;
+
+-- Rows waiting in DEFAULT partitions, by the partition they belong in.
+create or replace function partition_mgmt.default_backlog(p_table_key text, p_limit integer default 1000)
+returns table (default_partition text, program_id uuid, site_id uuid, period_start timestamptz, first_ts timestamptz, row_count bigint)
+language plpgsql stable
+set search_path = ''
+as $$
+declare
+  c partition_mgmt.managed_tables := partition_mgmt.config(p_table_key);
+  r record;
+begin
+  for r in
+    select g.partition_schema, g.partition_name from partition_mgmt.partition_registry g
+    where g.table_key = p_table_key and g.is_default order by g.partition_name
+  loop
+    return query execute format(
+      'select %L::text, %I, %I, date_trunc(''month'', %I at time zone ''UTC'') at time zone ''UTC'', min(%I), count(*)
+       from %I.%I group by 2, 3, 4 order by 2, 3, 4 limit %s',
+      r.partition_schema || '.' || r.partition_name, c.program_column, c.site_column, c.time_column, c.time_column,
+      r.partition_schema, r.partition_name, p_limit);
+  end loop;
+end
+$$;
+
+-- Moves rows out of DEFAULT partitions by creating the partitions they belong in (each creation
+-- moves its rows in the same step). At most p_max_partitions creations per call: the procedure
+-- commits between calls, so each batch is its own transaction.
+create or replace function partition_mgmt.drain_defaults(p_table_key text, p_max_partitions integer default 50,
+  out partitions_created integer, out rows_moved bigint, out remaining bigint)
+language plpgsql
+set search_path = ''
+as $$
+declare
+  b record;
+  v_before bigint;
+  v_after bigint;
+  v_total bigint;
+begin
+  partitions_created := 0;
+  select coalesce(sum(x.row_count), 0) into v_total from partition_mgmt.default_backlog(p_table_key, 1000000) x;
+  for b in select * from partition_mgmt.default_backlog(p_table_key, p_max_partitions) limit p_max_partitions loop
+    v_before := (select count(*) from partition_mgmt.partition_registry);
+    -- the earliest row of the group: for a weekly site, later weeks come in the next rounds
+    perform partition_mgmt.ensure_period_partition(p_table_key, b.program_id, b.site_id, b.first_ts);
+    v_after := (select count(*) from partition_mgmt.partition_registry);
+    partitions_created := partitions_created + (v_after - v_before)::integer;
+  end loop;
+  select coalesce(sum(x.row_count), 0) into remaining from partition_mgmt.default_backlog(p_table_key, 1000000) x;
+  rows_moved := v_total - remaining;
+end
+$$;
+
+-- Retention: leaves entirely older than retention_months are archived (detached into
+-- partitions_archive, kept) or dropped, as configured. Nothing happens unless configured.
+create or replace function partition_mgmt.apply_retention(p_table_key text)
+returns integer
+language plpgsql
+set search_path = ''
+as $$
+declare
+  c partition_mgmt.managed_tables := partition_mgmt.config(p_table_key);
+  v_cutoff timestamptz;
+  r record;
+  v_parent text;
+  v_count integer := 0;
+begin
+  if c.retention_months is null then
+    return 0;
+  end if;
+  v_cutoff := (date_trunc('month', now() at time zone 'UTC') - make_interval(months => c.retention_months)) at time zone 'UTC';
+  for r in
+    select g.* from partition_mgmt.partition_registry g
+    where g.table_key = p_table_key and g.level = 'period' and not g.is_default and g.range_end <= v_cutoff
+    order by g.range_start
+  loop
+    select format('%I.%I', n.nspname, p.relname) into v_parent
+    from pg_catalog.pg_inherits i
+    join pg_catalog.pg_class p on p.oid = i.inhparent join pg_catalog.pg_namespace n on n.oid = p.relnamespace
+    where i.inhrelid = format('%I.%I', r.partition_schema, r.partition_name)::regclass;
+    -- the keys of rows leaving the table leave the key table too
+    execute format('delete from partition_mgmt.observation_keys k using %I.%I t where k.table_key = %L and k.observation_id = t.%I',
+      r.partition_schema, r.partition_name, p_table_key, c.id_column);
+    perform partition_mgmt.run_ddl(format('alter table %s detach partition %I.%I', v_parent, r.partition_schema, r.partition_name));
+    if c.retention_action = 'drop' then
+      execute format('drop table %I.%I', r.partition_schema, r.partition_name);
+    else
+      execute format('alter table %I.%I set schema partitions_archive', r.partition_schema, r.partition_name);
+      insert into partition_mgmt.archived_partitions (partition_schema, partition_name, table_key, program_id, site_id, range_start, range_end)
+      values ('partitions_archive', r.partition_name, p_table_key, r.program_id, r.site_id, r.range_start, r.range_end)
+      on conflict do nothing;
+    end if;
+    delete from partition_mgmt.partition_registry where partition_schema = r.partition_schema and partition_name = r.partition_name;
+    v_count := v_count + 1;
+  end loop;
+  return v_count;
+end
+$$;
+
+-- Analyze leaves that changed since their last analyze (and, with p_include_parents, the
+-- partitioned parents, whose statistics autovacuum never gathers). Returns tables analyzed.
+create or replace function partition_mgmt.analyze_all_partitions(p_include_parents boolean default false)
+returns integer
+language plpgsql
+set search_path = ''
+as $$
+declare
+  r record;
+  v_count integer := 0;
+begin
+  for r in
+    select g.partition_schema, g.partition_name
+    from partition_mgmt.partition_registry g
+    join pg_catalog.pg_stat_all_tables s on s.relid = to_regclass(format('%I.%I', g.partition_schema, g.partition_name))
+    where g.is_leaf and (s.n_mod_since_analyze > 0 or coalesce(s.last_analyze, s.last_autoanalyze) is null)
+      and s.n_live_tup + s.n_dead_tup + s.n_mod_since_analyze > 0
+    order by 1, 2
+  loop
+    execute format('analyze %I.%I', r.partition_schema, r.partition_name);
+    v_count := v_count + 1;
+  end loop;
+  if p_include_parents then
+    for r in select parent from partition_mgmt.managed_tables where parent is not null loop
+      execute format('analyze %s', r.parent);
+      v_count := v_count + 1;
+    end loop;
+  end if;
+  return v_count;
+end
+$$;
+
+-- Drops leaves that are empty, entirely in the past by more than p_days, and belong to an ended
+-- program. Never the current or a future period, never a DEFAULT. Returns the partitions dropped.
+create or replace function partition_mgmt.cleanup_empty_partitions(p_days integer default 30)
+returns integer
+language plpgsql
+set search_path = ''
+as $$
+declare
+  r record;
+  v_empty boolean;
+  v_parent text;
+  v_count integer := 0;
+begin
+  if p_days is null or p_days < 0 then
+    raise exception 'p_days must be a non-negative number of days, got %', p_days;
+  end if;
+  for r in
+    select g.* from partition_mgmt.partition_registry g
+    join public.pilot_programs p on p.program_id = g.program_id
+    where g.level = 'period' and g.is_leaf and not g.is_default
+      and g.range_end < now() - make_interval(days => p_days)
+      and g.range_end <= date_trunc('month', now() at time zone 'UTC') at time zone 'UTC'
+      and p.end_date < current_date
+    order by g.table_key, g.range_start
+  loop
+    execute format('select not exists (select from %I.%I)', r.partition_schema, r.partition_name) into v_empty;
+    continue when not v_empty;
+    select format('%I.%I', n.nspname, p.relname) into v_parent
+    from pg_catalog.pg_inherits i
+    join pg_catalog.pg_class p on p.oid = i.inhparent join pg_catalog.pg_namespace n on n.oid = p.relnamespace
+    where i.inhrelid = format('%I.%I', r.partition_schema, r.partition_name)::regclass;
+    perform partition_mgmt.run_ddl(format('alter table %s detach partition %I.%I', v_parent, r.partition_schema, r.partition_name));
+    execute format('drop table %I.%I', r.partition_schema, r.partition_name);
+    delete from partition_mgmt.partition_registry where partition_schema = r.partition_schema and partition_name = r.partition_name;
+    v_count := v_count + 1;
+  end loop;
+  return v_count;
+end
+$$;
+
+create or replace function partition_mgmt.refresh_metrics()
+returns text
+language plpgsql
+set search_path = ''
+as $$
+begin
+  if to_regprocedure('analytics.refresh_daily_metrics()') is null then
+    return 'absent';
+  end if;
+  return analytics.refresh_daily_metrics();
+end
+$$;
+
+create or replace function partition_mgmt.purge_cron_history()
+returns bigint
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_count bigint;
+begin
+  if to_regclass('cron.job_run_details') is null then
+    return 0;
+  end if;
+  execute 'delete from cron.job_run_details where end_time < now() - $1'
+    using (select cron_history_retention from partition_mgmt.maintenance_settings);
+  get diagnostics v_count = row_count;
+  return v_count;
+end
+$$;
+
+create or replace function partition_mgmt.weekly_statistics()
+returns integer
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_run uuid := gen_random_uuid();
+  v_log bigint := partition_mgmt.log_start(v_run, null, 'weekly_statistics');
+  v_n integer;
+begin
+  v_n := partition_mgmt.analyze_all_partitions(true);
+  perform partition_mgmt.log_finish(v_log, 'ok', v_n);
+  return v_n;
+end
+$$;
+
+-- -----------------------------------------------------------------------------
+-- One table's nightly work, each step logged; a failing step is logged and the next runs.
+-- -----------------------------------------------------------------------------
+create or replace function partition_mgmt.maintain_step(p_run_id uuid, p_table_key text, p_action text)
+returns boolean
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_log bigint := partition_mgmt.log_start(p_run_id, p_table_key, p_action);
+  v_n integer := 0;
+  v_drain record;
+  v_text text;
+begin
+  begin
+    perform set_config('partition_mgmt.lock_timeout', (select lock_timeout from partition_mgmt.maintenance_settings), true);
+    case p_action
+      when 'premake' then
+        v_n := partition_mgmt.premake_partitions(p_table_key);
+        perform partition_mgmt.log_finish(v_log, 'ok', v_n);
+      when 'drain_defaults' then
+        select * into v_drain from partition_mgmt.drain_defaults(p_table_key,
+          (select move_batch_partitions from partition_mgmt.maintenance_settings));
+        perform partition_mgmt.log_finish(v_log, 'ok', v_drain.partitions_created, v_drain.rows_moved, null,
+          jsonb_build_object('remaining', v_drain.remaining));
+        return v_drain.remaining > 0 and v_drain.partitions_created > 0;   -- more batches to do
+      when 'retention' then
+        v_n := partition_mgmt.apply_retention(p_table_key);
+        perform partition_mgmt.log_finish(v_log, 'ok', v_n);
+      when 'analyze' then
+        v_n := partition_mgmt.analyze_all_partitions(false);
+        perform partition_mgmt.log_finish(v_log, 'ok', v_n);
+      when 'refresh_metrics' then
+        v_text := partition_mgmt.refresh_metrics();
+        perform partition_mgmt.log_finish(v_log, 'ok', 0, 0, null, jsonb_build_object('mode', v_text));
+      else
+        raise exception 'unknown maintenance action "%"', p_action;
+    end case;
+  exception when others then
+    perform partition_mgmt.log_finish(v_log, 'error', 0, 0, sqlerrm,
+      jsonb_build_object('sqlstate', sqlstate));
+  end;
+  return false;
+end
+$$;
+
+create or replace function partition_mgmt.maintenance_lock_key()
+returns bigint
+language sql immutable
+set search_path = ''
+as $$ select hashtextextended('partition_mgmt:maintenance', 0) $$;
+
+-- The nightly entry point for pg_cron: commits after every step (and every batch of the default
+-- drain). A second concurrent run finds the lock taken, logs 'skipped' and returns.
+-- (No SET clause: PostgreSQL forbids COMMIT in a procedure that has one. Not SECURITY DEFINER,
+-- and every name in it is schema-qualified.)
+create or replace procedure partition_mgmt.run_maintenance(p_table_key text default null)
+language plpgsql
+as $$
+declare
+  v_run uuid := gen_random_uuid();
+  v_table text;
+  v_action text;
+  v_more boolean;
+  v_log bigint;
+  v_rounds integer;
+begin
+  if not pg_try_advisory_lock(partition_mgmt.maintenance_lock_key()) then
+    v_log := partition_mgmt.log_start(v_run, p_table_key, 'run');
+    perform partition_mgmt.log_finish(v_log, 'skipped', 0, 0, null, jsonb_build_object('reason', 'another maintenance run is in progress'));
+    commit;
+    return;
+  end if;
+  v_log := partition_mgmt.log_start(v_run, p_table_key, 'run');
+  commit;
+  for v_table in select table_key from partition_mgmt.managed_tables
+                 where parent is not null and (p_table_key is null or table_key = p_table_key) order by table_key loop
+    foreach v_action in array array['premake', 'drain_defaults', 'retention', 'analyze'] loop
+      v_rounds := 0;
+      loop
+        v_more := partition_mgmt.maintain_step(v_run, v_table, v_action);
+        commit;
+        v_rounds := v_rounds + 1;
+        exit when not v_more or v_rounds >= 1000;
+      end loop;
+    end loop;
+  end loop;
+  perform partition_mgmt.maintain_step(v_run, null, 'refresh_metrics');
+  commit;
+  perform partition_mgmt.log_finish(v_log, case when exists (select from partition_mgmt.maintenance_log
+    where run_id = v_run and status = 'error') then 'error' else 'ok' end);
+  commit;
+  -- (no exception block here: it would forbid the COMMITs; steps catch their own errors, and a
+  -- session-level advisory lock ends with the session that pg_cron opens for the job)
+  perform pg_advisory_unlock(partition_mgmt.maintenance_lock_key());
+end
+$$;
+
+-- The plan's entry point (`select partition_mgmt.schedule_maintenance();`): the same work in the
+-- caller's transaction. Safe at any time and concurrently: a second run skips. Returns the run id.
+create or replace function partition_mgmt.schedule_maintenance(p_table_key text default null)
+returns uuid
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_run uuid := gen_random_uuid();
+  v_table text;
+  v_action text;
+  v_log bigint;
+  v_rounds integer;
+begin
+  v_log := partition_mgmt.log_start(v_run, p_table_key, 'run');
+  if not pg_try_advisory_xact_lock(partition_mgmt.maintenance_lock_key()) then
+    perform partition_mgmt.log_finish(v_log, 'skipped', 0, 0, null, jsonb_build_object('reason', 'another maintenance run is in progress'));
+    return v_run;
+  end if;
+  for v_table in select table_key from partition_mgmt.managed_tables
+                 where parent is not null and (p_table_key is null or table_key = p_table_key) order by table_key loop
+    foreach v_action in array array['premake', 'drain_defaults', 'retention', 'analyze'] loop
+      v_rounds := 0;
+      while partition_mgmt.maintain_step(v_run, v_table, v_action) and v_rounds < 1000 loop
+        v_rounds := v_rounds + 1;
+      end loop;
+    end loop;
+  end loop;
+  perform partition_mgmt.maintain_step(v_run, null, 'refresh_metrics');
+  perform partition_mgmt.log_finish(v_log, case when exists (select from partition_mgmt.maintenance_log
+    where run_id = v_run and status = 'error') then 'error' else 'ok' end);
+  return v_run;
+end
+$$;
+
+-- -----------------------------------------------------------------------------
+-- Health: one row per finding, nothing on a healthy tree
+-- -----------------------------------------------------------------------------
+create or replace function partition_mgmt.health()
+returns table (severity text, finding text, table_key text, detail text)
+language plpgsql stable
+set search_path = ''
+as $$
+declare
+  s partition_mgmt.maintenance_settings;
+  m record;
+  v_n bigint;
+  v_detail text;
+  v_last timestamptz;
+begin
+  select * into s from partition_mgmt.maintenance_settings;
+  for m in select * from partition_mgmt.managed_tables where parent is not null order by table_key loop
+    select coalesce(sum(b.row_count), 0), string_agg(distinct b.default_partition, ', ')
+      into v_n, v_detail from partition_mgmt.default_backlog(m.table_key, 100000) b;
+    if v_n > 0 then
+      return query select 'warning', 'rows in default partitions', m.table_key,
+        format('%s row(s) in %s; run partition_mgmt.schedule_maintenance() to move them', v_n, left(v_detail, 300));
+    end if;
+
+    select count(*), string_agg(format('program %s site %s', x.program_id, x.site_id), '; ')
+      into v_n, v_detail
+    from (select s2.program_id, s2.site_id from public.sites s2
+          join public.pilot_programs p on p.program_id = s2.program_id
+          where p.end_date >= ((date_trunc('month', now() at time zone 'UTC') + interval '1 month'))::date
+            and partition_mgmt.site_granularity_for(m.table_key, s2.site_id) <> 'none'
+            and not exists (
+              select from partition_mgmt.partition_registry r
+              where r.table_key = m.table_key and r.program_id = s2.program_id and r.site_id = s2.site_id
+                and r.is_leaf and not r.is_default
+                and (r.range_start is null or (r.range_start <= (date_trunc('month', now() at time zone 'UTC') + interval '1 month') at time zone 'UTC'
+                                                and r.range_end > (date_trunc('month', now() at time zone 'UTC') + interval '1 month') at time zone 'UTC')))) x;
+    if v_n > 0 then
+      return query select 'warning', 'next period partitions missing', m.table_key,
+        format('%s running site(s) have no partition for next month: %s', v_n, left(v_detail, 300));
+    end if;
+
+    return query
+      select 'warning', 'partition over size threshold', m.table_key,
+             format('%s is %s (threshold %s): consider weekly granularity for site %s',
+                    v.partition_name, pg_catalog.pg_size_pretty(v.size_bytes), pg_catalog.pg_size_pretty(s.size_threshold_bytes), v.site_id)
+      from partition_mgmt.v_partition_stats v
+      where v.table_key = m.table_key and v.is_leaf and v.size_bytes > s.size_threshold_bytes;
+
+    return query
+      select 'warning', 'leaf budget exceeded', b.table_key, b.advice
+      from partition_mgmt.leaf_budget_report() b where b.table_key = m.table_key and b.over_budget;
+  end loop;
+
+  select max(l.finished_at) into v_last from partition_mgmt.maintenance_log l
+  where l.action = 'run' and l.status = 'ok';
+  if v_last is null or v_last < now() - s.stale_after then
+    return query select 'warning', 'maintenance stale', null::text,
+      case when v_last is null then 'maintenance has never completed successfully'
+           else format('last successful maintenance finished %s ago (alert after %s)', date_trunc('second', now() - v_last), s.stale_after) end;
+  end if;
+
+  return query
+    select 'error', 'maintenance action failed', l.table_key, format('%s at %s: %s', l.action, l.started_at, l.error)
+    from partition_mgmt.maintenance_log l
+    where l.status = 'error' and l.started_at > now() - s.stale_after;
+
+  if to_regclass('cron.job_run_details') is not null then
+    return query execute $q$
+      select 'error', 'cron job failed', null::text, format('%s at %s: %s', j.jobname, d.start_time, left(d.return_message, 200))
+      from cron.job_run_details d join cron.job j on j.jobid = d.jobid
+      where d.status = 'failed' and d.start_time > now() - $1
+        and j.jobname like 'partition-%'$q$ using s.stale_after;
+  end if;
+end
+$$;
+
+-- -----------------------------------------------------------------------------
+-- Query performance (the plan's "Check query performance"): operators only
+-- -----------------------------------------------------------------------------
+do $$
+begin
+  if exists (select from pg_catalog.pg_extension where extname = 'pg_stat_statements') then
+    execute format($v$
+      create or replace view partition_mgmt.v_observation_query_stats as
+      select s.query, s.calls, s.mean_exec_time, s.max_exec_time, s.total_exec_time, s.mean_plan_time, s.rows
+      from %I.pg_stat_statements s
+      where s.query ilike '%%petri_observations%%' or s.query ilike '%%gasifier_observations%%'
+      order by s.mean_exec_time desc$v$,
+      (select extnamespace::regnamespace::text from pg_catalog.pg_extension where extname = 'pg_stat_statements'));
+    revoke all on partition_mgmt.v_observation_query_stats from public, anon, authenticated;
+    grant select on partition_mgmt.v_observation_query_stats to service_role;
+  else
+    raise notice 'pg_stat_statements is not installed: partition_mgmt.v_observation_query_stats not created';
+  end if;
+end
+$$;
+
+-- -----------------------------------------------------------------------------
+-- Scheduling on pg_cron
+-- -----------------------------------------------------------------------------
+create or replace function partition_mgmt.cron_available()
+returns boolean
+language sql stable
+set search_path = ''
+as $$ select exists (select from pg_catalog.pg_extension where extname = 'pg_cron') $$;
+
+-- (Re)creates the named jobs; cron.schedule with an existing name replaces it, so this never
+-- duplicates. Returns the jobs as scheduled.
+create or replace function partition_mgmt.setup_maintenance_jobs(
+  p_nightly text default '0 2 * * *',
+  p_weekly text default '0 3 * * 0',
+  p_purge text default '30 3 * * *')
+returns table (jobname text, schedule text, command text)
+language plpgsql
+set search_path = ''
+as $$
+begin
+  if not partition_mgmt.cron_available() then
+    raise exception 'pg_cron is not installed in database %', current_database()
+      using hint = 'Enable it (Dashboard > Database > Extensions, or create extension pg_cron with schema pg_catalog) in the database named by cron.database_name.';
+  end if;
+  execute 'select cron.schedule($1, $2, $3)' using 'partition-maintenance-nightly', p_nightly, 'call partition_mgmt.run_maintenance()';
+  execute 'select cron.schedule($1, $2, $3)' using 'partition-statistics-weekly', p_weekly, 'select partition_mgmt.weekly_statistics()';
+  execute 'select cron.schedule($1, $2, $3)' using 'partition-cron-history-purge', p_purge, 'select partition_mgmt.purge_cron_history()';
+  return query execute 'select jobname::text, schedule::text, command::text from cron.job where jobname like ''partition-%'' order by jobname';
+end
+$$;
+
+-- Reschedule one job, or pause/resume one or all of them.
+create or replace function partition_mgmt.set_maintenance_job(p_jobname text, p_schedule text default null, p_active boolean default null)
+returns table (jobname text, schedule text, active boolean)
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_job record;
+  v_found boolean := false;
+begin
+  if not partition_mgmt.cron_available() then
+    raise exception 'pg_cron is not installed in database %', current_database();
+  end if;
+  for v_job in execute 'select jobid, jobname from cron.job where jobname like ''partition-%'' and ($1 is null or jobname = $1)' using p_jobname loop
+    v_found := true;
+    execute 'select cron.alter_job(job_id => $1, schedule => $2, active => $3)' using v_job.jobid, p_schedule, p_active;
+  end loop;
+  if not v_found then
+    raise exception 'no maintenance job named "%"', p_jobname
+      using hint = 'Jobs: partition-maintenance-nightly, partition-statistics-weekly, partition-cron-history-purge (or NULL for all).';
+  end if;
+  return query execute 'select jobname::text, schedule::text, active from cron.job where jobname like ''partition-%'' order by jobname';
+end
+$$;
+
+-- Enable pg_cron as Supabase does and schedule the jobs. pg_cron lives in one database
+-- (cron.database_name, `postgres` on Supabase); elsewhere (e.g. a test clone) this is skipped.
+do $$
+begin
+  if not partition_mgmt.cron_available()
+     and current_database() = coalesce(current_setting('cron.database_name', true), 'postgres') then
+    begin
+      create extension if not exists pg_cron with schema pg_catalog;
+    exception when insufficient_privilege or feature_not_supported or undefined_file then
+      raise notice 'could not enable pg_cron (%): enable it in the dashboard, then run select partition_mgmt.setup_maintenance_jobs();', sqlerrm;
+    end;
+  end if;
+  if partition_mgmt.cron_available() then
+    perform partition_mgmt.setup_maintenance_jobs();
+  else
+    raise notice 'pg_cron not available in database %: maintenance jobs not scheduled', current_database();
+  end if;
+end
+$$;
+
+-- -----------------------------------------------------------------------------
+-- Privileges: operators (postgres, service_role) only
+-- -----------------------------------------------------------------------------
+revoke all on all tables in schema partition_mgmt from anon, authenticated;
+grant select on partition_mgmt.managed_tables to authenticated;
+grant select on all tables in schema partition_mgmt to service_role;
+revoke execute on all functions in schema partition_mgmt from public, anon;
+grant execute on function partition_mgmt.health(), partition_mgmt.schedule_maintenance(text),
+  partition_mgmt.cleanup_empty_partitions(integer), partition_mgmt.analyze_all_partitions(boolean),
+  partition_mgmt.validate_partitions(), partition_mgmt.leaf_budget_report() to service_role;

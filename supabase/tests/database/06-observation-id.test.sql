@@ -1,0 +1,192 @@
+-- observation_id across the partition tree (migration 20250102000200_partitioning_strategy): the key
+-- table partition_mgmt.observation_keys and the routed access by id.
+-- Covers: observation_id unique across partitions (same id in another site, another month, the same
+-- leaf at another time, or twice in one statement raises unique_violation 23505 and leaves no
+-- stray key), each managed table has its own id space; the key table follows inserts, non-key
+-- updates, key-changing updates that move the row to another partition (time, site, id) and
+-- deletes, and a deleted id can be used again; with the swap simulated (the tree renamed to
+-- public.petri_observations, rolled back with the test), get/update/delete_observation_by_id touch
+-- exactly the right row, a routed update of a key moves the row and its keys, unknown ids give
+-- null/false, routing does not depend on the session's time zone or DateStyle; EXPLAIN of the
+-- routed select, update and delete names exactly one leaf (the row's), while the unrouted
+-- `where observation_id = …` plans every leaf.
+begin;
+select plan(39);
+set local timezone = 'UTC';
+
+insert into public.companies (company_id, name) values ('c6000000-0000-4000-8000-000000000001', 'Id Co');
+insert into public.pilot_programs (program_id, name, start_date, end_date, company_id)
+values ('6a000001-0000-4000-8000-000000000001', 'Id program', '2024-01-01', '2024-03-31', 'c6000000-0000-4000-8000-000000000001');
+insert into public.sites (site_id, program_id, name)
+values ('6b000001-0000-4000-8000-000000000001', '6a000001-0000-4000-8000-000000000001', 'Site 1'),
+       ('6b000002-0000-4000-8000-000000000001', '6a000001-0000-4000-8000-000000000001', 'Site 2');
+
+-- Simulated swap: the app's table name now means the partitioned tree (managed_tables.parent is a
+-- regclass and follows; live_table() resolves the name).
+alter table public.petri_observations rename to petri_observations_legacy_t;
+alter table public.petri_observations_partitioned rename to petri_observations;
+
+-- Partitions a statement's plan reads: the distinct "Relation Name"s of its EXPLAIN that are
+-- partitions of a managed table.
+create function pg_temp.partitions_in_plan(p_sql text)
+returns text[]
+language plpgsql
+as $$
+declare
+  v_plan jsonb;
+begin
+  execute 'explain (format json, costs off) ' || p_sql into v_plan;
+  return (select coalesce(array_agg(distinct r.name order by r.name), '{}')
+          from (select n #>> '{}' as name from jsonb_path_query(v_plan, 'strict $.**."Relation Name"') n) r
+          where exists (select from partition_mgmt.partition_registry g where g.partition_name = r.name));
+end
+$$;
+
+create function pg_temp.observation_sql(p_id text, p_site text, p_at text, p_code text default 'code')
+returns text
+language sql
+as $$
+  select format('insert into public.petri_observations (observation_id, submission_id, site_id, program_id, petri_code, created_at)
+                 values (%L, %L, %L, %L, %L, %L)', p_id, '6d000001-0000-4000-8000-000000000001', p_site,
+                '6a000001-0000-4000-8000-000000000001', p_code, p_at)
+$$;
+
+create function pg_temp.keys_of(p_id uuid)
+returns text
+language sql
+as $$
+  select string_agg(format('%s %s', site_id, created_at), '; ')
+  from partition_mgmt.observation_keys where table_key = 'petri' and observation_id = p_id
+$$;
+
+-- ---------------------------------------------------------------------------
+-- Uniqueness across partitions
+-- ---------------------------------------------------------------------------
+select lives_ok(pg_temp.observation_sql('6e000001-0000-4000-8000-000000000001', '6b000001-0000-4000-8000-000000000001', '2024-01-10 09:00+00'),
+  'an observation is inserted');
+select throws_ok(pg_temp.observation_sql('6e000001-0000-4000-8000-000000000001', '6b000002-0000-4000-8000-000000000001', '2024-02-10 09:00+00'),
+  '23505', null, 'the same id in another site and month is a unique_violation');
+select throws_ok(pg_temp.observation_sql('6e000001-0000-4000-8000-000000000001', '6b000001-0000-4000-8000-000000000001', '2024-03-10 09:00+00'),
+  '23505', null, 'the same id in another month of the same site is a unique_violation');
+select throws_ok(pg_temp.observation_sql('6e000001-0000-4000-8000-000000000001', '6b000001-0000-4000-8000-000000000001', '2024-01-11 09:00+00'),
+  '23505', null, 'the same id in the same leaf at another time is a unique_violation');
+select throws_ok(pg_temp.observation_sql('6e000001-0000-4000-8000-000000000001', '6b000001-0000-4000-8000-000000000001', '2024-01-10 09:00+00'),
+  '23505', null, 'the same id with the same keys is a unique_violation');
+select throws_ok(
+  $$insert into public.petri_observations (observation_id, submission_id, site_id, program_id, petri_code, created_at)
+    values ('6e000009-0000-4000-8000-000000000001', '6d000001-0000-4000-8000-000000000001', '6b000001-0000-4000-8000-000000000001',
+            '6a000001-0000-4000-8000-000000000001', 'a', '2024-01-12 09:00+00'),
+           ('6e000009-0000-4000-8000-000000000001', '6d000001-0000-4000-8000-000000000001', '6b000002-0000-4000-8000-000000000001',
+            '6a000001-0000-4000-8000-000000000001', 'b', '2024-02-12 09:00+00')$$,
+  '23505', null, 'one statement inserting an id twice into two partitions is a unique_violation');
+select is((select count(*)::int from public.petri_observations where observation_id = '6e000009-0000-4000-8000-000000000001'), 0,
+  'and inserts neither row');
+select is(pg_temp.keys_of('6e000001-0000-4000-8000-000000000001'),
+  '6b000001-0000-4000-8000-000000000001 2024-01-10 09:00:00+00', 'the rejected duplicates left the first row''s keys alone');
+select is(pg_temp.keys_of('6e000009-0000-4000-8000-000000000001'), null, 'and no stray key behind');
+select lives_ok(
+  $$insert into public.gasifier_observations_partitioned (observation_id, submission_id, site_id, program_id, gasifier_code, created_at)
+    values ('6e000001-0000-4000-8000-000000000001', '6d000001-0000-4000-8000-000000000001', '6b000002-0000-4000-8000-000000000001',
+            '6a000001-0000-4000-8000-000000000001', 'g', '2024-02-10 09:00+00')$$,
+  'each managed table has its own id space: the petri id is free in the gasifier tree');
+
+-- ---------------------------------------------------------------------------
+-- The key table follows every change of the keys
+-- ---------------------------------------------------------------------------
+update public.petri_observations set petri_code = 'renamed' where observation_id = '6e000001-0000-4000-8000-000000000001';
+select is(pg_temp.keys_of('6e000001-0000-4000-8000-000000000001'),
+  '6b000001-0000-4000-8000-000000000001 2024-01-10 09:00:00+00', 'an update of a non-key column keeps the keys');
+update public.petri_observations set created_at = '2024-02-20 09:00+00' where observation_id = '6e000001-0000-4000-8000-000000000001';
+select is(
+  (select tableoid::regclass::text from public.petri_observations where observation_id = '6e000001-0000-4000-8000-000000000001'),
+  'partitions.petri_p_6a0000010000_s_6b0000010000_2024_02', 'an update of created_at to another month moves the row to that leaf');
+select is(pg_temp.keys_of('6e000001-0000-4000-8000-000000000001'),
+  '6b000001-0000-4000-8000-000000000001 2024-02-20 09:00:00+00', 'and the key table follows the move');
+update public.petri_observations set site_id = '6b000002-0000-4000-8000-000000000001' where observation_id = '6e000001-0000-4000-8000-000000000001';
+select is(
+  (select tableoid::regclass::text from public.petri_observations where observation_id = '6e000001-0000-4000-8000-000000000001'),
+  'partitions.petri_p_6a0000010000_s_6b0000020000_2024_02', 'an update of site_id moves the row to the other site''s leaf');
+select is(pg_temp.keys_of('6e000001-0000-4000-8000-000000000001'),
+  '6b000002-0000-4000-8000-000000000001 2024-02-20 09:00:00+00', 'and the key table follows that move too');
+update public.petri_observations set observation_id = '6e000002-0000-4000-8000-000000000001' where observation_id = '6e000001-0000-4000-8000-000000000001';
+select is(pg_temp.keys_of('6e000001-0000-4000-8000-000000000001'), null,
+  'after changing the id, the old id has no keys');
+select is(pg_temp.keys_of('6e000002-0000-4000-8000-000000000001'),
+  '6b000002-0000-4000-8000-000000000001 2024-02-20 09:00:00+00', 'and the new id has the row''s keys');
+delete from public.petri_observations where observation_id = '6e000002-0000-4000-8000-000000000001';
+select is(pg_temp.keys_of('6e000002-0000-4000-8000-000000000001'), null, 'a delete removes the keys');
+select lives_ok(pg_temp.observation_sql('6e000002-0000-4000-8000-000000000001', '6b000001-0000-4000-8000-000000000001', '2024-03-01 00:00+00'),
+  'a deleted id can be used again');
+select is(
+  (select count(*)::int from partition_mgmt.observation_keys where table_key = 'petri'),
+  (select count(*)::int from public.petri_observations), 'the key table has one entry per row');
+
+-- ---------------------------------------------------------------------------
+-- Routed access by id
+-- ---------------------------------------------------------------------------
+select lives_ok(pg_temp.observation_sql('6e000003-0000-4000-8000-000000000001', '6b000001-0000-4000-8000-000000000001', '2024-01-20 10:30:15.123456+00', 'three'),
+  'a second observation is inserted');
+select lives_ok(pg_temp.observation_sql('6e000004-0000-4000-8000-000000000001', '6b000002-0000-4000-8000-000000000001', '2024-03-20 10:30+00', 'four'),
+  'a third observation is inserted');
+
+select is(public.get_observation_by_id('petri', '6e000003-0000-4000-8000-000000000001') ->> 'petri_code', 'three',
+  'get_observation_by_id finds the row by id alone');
+set local timezone = 'America/Sao_Paulo';
+set local datestyle = 'SQL, DMY';
+select is(public.get_observation_by_id('petri', '6e000003-0000-4000-8000-000000000001') ->> 'petri_code', 'three',
+  'routing survives another session time zone and DateStyle (microseconds included)');
+set local timezone = 'UTC';
+set local datestyle = 'ISO, MDY';
+select is(public.get_observation_by_id('petri_observations', '6e000099-0000-4000-8000-000000000001'), null,
+  'get_observation_by_id of an unknown id is null');
+select is(public.update_observation_by_id('petri', '6e000003-0000-4000-8000-000000000001', '{"petri_code": "three v2"}') ->> 'petri_code',
+  'three v2', 'update_observation_by_id returns the updated row');
+select results_eq(
+  $$select observation_id::text, petri_code from public.petri_observations order by observation_id$$,
+  $$values ('6e000002-0000-4000-8000-000000000001'::text, 'code'::text), ('6e000003-0000-4000-8000-000000000001', 'three v2'),
+           ('6e000004-0000-4000-8000-000000000001', 'four')$$,
+  'and changed that row only');
+select is(
+  public.update_observation_by_id('petri', '6e000003-0000-4000-8000-000000000001', '{"created_at": "2024-03-05T00:00:00Z"}') ->> 'created_at',
+  '2024-03-05T00:00:00+00:00', 'a routed update of created_at succeeds');
+select is(
+  (select tableoid::regclass::text from public.petri_observations where observation_id = '6e000003-0000-4000-8000-000000000001'),
+  'partitions.petri_p_6a0000010000_s_6b0000010000_2024_03', 'the row moved to its new month');
+select is(public.get_observation_by_id('petri', '6e000003-0000-4000-8000-000000000001') ->> 'petri_code', 'three v2',
+  'and is still found by id (the keys followed)');
+select is(public.update_observation_by_id('petri', '6e000099-0000-4000-8000-000000000001', '{"petri_code": "x"}'), null,
+  'update_observation_by_id of an unknown id changes nothing');
+
+-- ---------------------------------------------------------------------------
+-- Plans: the routed statements read one leaf, the unrouted one every leaf
+-- ---------------------------------------------------------------------------
+select is(
+  pg_temp.partitions_in_plan(format('select * from public.petri_observations where %s',
+    partition_mgmt.routed_predicate('petri', '6e000004-0000-4000-8000-000000000001'))),
+  array['petri_p_6a0000010000_s_6b0000020000_2024_03'], 'the routed select plans exactly the row''s leaf');
+select is(
+  pg_temp.partitions_in_plan(format('update public.petri_observations set petri_code = %L where %s', 'x',
+    partition_mgmt.routed_predicate('petri', '6e000004-0000-4000-8000-000000000001'))),
+  array['petri_p_6a0000010000_s_6b0000020000_2024_03'], 'the routed update plans exactly the row''s leaf');
+select is(
+  pg_temp.partitions_in_plan(format('delete from public.petri_observations where %s',
+    partition_mgmt.routed_predicate('petri', '6e000004-0000-4000-8000-000000000001'))),
+  array['petri_p_6a0000010000_s_6b0000020000_2024_03'], 'the routed delete plans exactly the row''s leaf');
+select is(
+  cardinality(pg_temp.partitions_in_plan($$update public.petri_observations set petri_code = 'x'
+                                          where observation_id = '6e000004-0000-4000-8000-000000000001'$$)),
+  (select count(*)::int from partition_mgmt.partition_registry where table_key = 'petri' and is_leaf),
+  'the unrouted update by observation_id plans every leaf');
+
+select is(public.delete_observation_by_id('petri', '6e000004-0000-4000-8000-000000000001'), true,
+  'delete_observation_by_id deletes the row');
+select results_eq(
+  $$select observation_id::text from public.petri_observations order by observation_id$$,
+  $$values ('6e000002-0000-4000-8000-000000000001'::text), ('6e000003-0000-4000-8000-000000000001')$$,
+  'and no other row');
+select is(pg_temp.keys_of('6e000004-0000-4000-8000-000000000001'), null, 'its keys are gone');
+select is(public.delete_observation_by_id('petri', '6e000004-0000-4000-8000-000000000001'), false,
+  'deleting it again reports false');
+
+select * from finish();
+rollback;
