@@ -475,6 +475,7 @@ declare
 begin
   select * into s from partition_mgmt.maintenance_settings;
   for m in select * from partition_mgmt.managed_tables where parent is not null order by table_key loop
+   begin
     select coalesce(sum(b.row_count), 0), string_agg(distinct b.default_partition, ', ')
       into v_n, v_detail from partition_mgmt.default_backlog(m.table_key, 100000) b;
     if v_n > 0 then
@@ -509,6 +510,10 @@ begin
     return query
       select 'warning', 'leaf budget exceeded', b.table_key, b.advice
       from partition_mgmt.leaf_budget_report() b where b.table_key = m.table_key and b.over_budget;
+   exception when others then
+    -- one broken table must not hide the findings of the others
+    return query select 'error', 'health check failed', m.table_key, format('%s (%s)', sqlerrm, sqlstate);
+   end;
   end loop;
 
   select max(l.finished_at) into v_last from partition_mgmt.maintenance_log l
@@ -533,6 +538,39 @@ begin
   end if;
 end
 $$;
+
+-- -----------------------------------------------------------------------------
+-- Partition creation on program/site insert, per table and never fatal to the app's insert:
+-- a failure is logged (health() reports it) and maintenance creates the partitions later,
+-- while the rows wait in a DEFAULT partition.
+-- -----------------------------------------------------------------------------
+create or replace function partition_mgmt.on_program_or_site_insert()
+returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_program uuid := (to_jsonb(new) ->> 'program_id')::uuid;
+  v_site uuid := case when tg_table_name = 'sites' then (to_jsonb(new) ->> 'site_id')::uuid end;
+  v_table text;
+  v_log bigint;
+begin
+  for v_table in select table_key from partition_mgmt.managed_tables where parent is not null order by table_key loop
+    begin
+      perform partition_mgmt.precreate_program_partitions(v_program, v_table, v_site);
+    exception when others then
+      raise warning 'partitions of % for program % site % not created now: % (maintenance will retry)',
+        v_table, v_program, coalesce(v_site::text, '-'), sqlerrm;
+      v_log := partition_mgmt.log_start(gen_random_uuid(), v_table, 'create_on_insert');
+      perform partition_mgmt.log_finish(v_log, 'error', 0, 0, sqlerrm,
+        jsonb_build_object('sqlstate', sqlstate, 'program_id', v_program, 'site_id', v_site));
+    end;
+  end loop;
+  return new;
+end
+$$;
+revoke all on function partition_mgmt.on_program_or_site_insert() from public;
 
 -- -----------------------------------------------------------------------------
 -- Query performance (the plan's "Check query performance"): operators only
