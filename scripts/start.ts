@@ -50,3 +50,18 @@ Try:
   psql "${env.SUPABASE_DB_URL}"
 Stop everything with: npm run stop
 `);
+
+// ---------------------------------------------------------------------------------------------
+// The main job: the plan's online migration on the demo data, with a simulated app writing.
+// ---------------------------------------------------------------------------------------------
+import { runOnlineMigrationDemo } from "./lib/main-job.ts";
+step("online migration of the observation tables (the plan, phases 3-4) while a simulated app writes");
+{
+  const mj = postgres(cluster.url(), { max: 2, onnotice: () => {} });
+  try {
+    await runOnlineMigrationDemo(mj, cluster.url(), (s) => console.log(s));
+  } finally {
+    await mj.end();
+  }
+}
+console.log("\nThe stack keeps running. Stop it with: npm run stop");

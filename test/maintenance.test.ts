@@ -314,7 +314,11 @@ describe("maintenance concurrency and lock hygiene", () => {
     const lockTimeoutMs = 500;
     await db.sql`update partition_mgmt.maintenance_settings set lock_timeout = ${`${lockTimeoutMs}ms`}`;
 
-    const app = postgres(db.url, { max: 6, onnotice: () => {} });
+    // The app's own lock_timeout is the bound: an app statement that waited on a lock longer than
+    // twice maintenance's lock_timeout would fail and be counted as an error. (Wall-clock latency
+    // on this shared 2-core machine also includes CPU contention, so it is reported, not asserted.)
+    const appLockTimeoutMs = 2 * lockTimeoutMs;
+    const app = postgres(db.url, { max: 6, onnotice: () => {}, connection: { lock_timeout: appLockTimeoutMs } });
     let stop = false;
     const errors: string[] = [];
     let maxWait = 0;
@@ -355,13 +359,13 @@ describe("maintenance concurrency and lock hygiene", () => {
       await maintenance.end();
       await app.end();
     }
-    console.log(`maintenance under load: ${statements} app statements, longest ${maxWait.toFixed(1)} ms (lock_timeout ${lockTimeoutMs} ms), ${errors.length} errors`);
+    console.log(`maintenance under load: ${statements} app statements, longest ${maxWait.toFixed(1)} ms wall clock ` +
+      `(maintenance lock_timeout ${lockTimeoutMs} ms, app lock_timeout ${appLockTimeoutMs} ms), ${errors.length} errors`);
     expect(errors).toEqual([]);
     expect(statements).toBeGreaterThan(100);
-    // An app statement can queue behind a maintenance lock request for at most lock_timeout (the
-    // request then gives up and retries later), plus the few milliseconds the step holds the lock
-    // once granted. Without lock_timeout/commit-per-step, waits would last a whole run (seconds).
-    expect(maxWait).toBeLessThan(2 * lockTimeoutMs);
+    // (An app statement queues behind a maintenance lock request for at most that request's
+    // lock_timeout, plus the milliseconds the step holds the lock once granted; without
+    // lock_timeout and commit-per-step the app would wait for whole runs and fail above.)
     const failed = await db.sql`select action, error from partition_mgmt.maintenance_log where status = 'error'`;
     expect(failed).toEqual([]);
   });

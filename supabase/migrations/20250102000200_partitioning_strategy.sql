@@ -972,8 +972,9 @@ returns table (table_key text, leaves bigint, defaults bigint, budget integer, o
 language sql stable
 set search_path = ''
 as $$
+  -- every leaf counts, DEFAULT partitions included: each one costs planning time and memory
   select m.table_key,
-         count(*) filter (where r.is_leaf and not r.is_default),
+         count(*) filter (where r.is_leaf),
          count(*) filter (where r.is_default),
          m.leaf_budget,
          count(*) filter (where r.is_leaf) > m.leaf_budget,
@@ -1060,7 +1061,7 @@ begin
            else format('%s drifted: %s', v_n, left(v_detail, 500)) end;
 
     return query select 'leaf budget', b.table_key, case when b.over_budget then 'warning' else 'ok' end,
-      format('%s leaves, %s defaults, budget %s: %s', b.leaves, b.defaults, b.budget, b.advice)
+      format('%s leaves (%s of them defaults), budget %s: %s', b.leaves, b.defaults, b.budget, b.advice)
     from partition_mgmt.leaf_budget_report() b where b.table_key = m.table_key;
   end loop;
 end

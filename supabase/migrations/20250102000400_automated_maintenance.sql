@@ -160,6 +160,24 @@ begin
 end
 $$;
 
+-- A managed table in the middle of an online migration is left alone by cleanup and retention:
+-- its copy's partitions are empty until the backfill reaches them. (The migration functions are
+-- installed by a later migration, hence the lookup by name.)
+create or replace function partition_mgmt.migration_busy(p_table_key text)
+returns boolean
+language plpgsql stable
+set search_path = ''
+as $$
+declare
+  v boolean := false;
+begin
+  if to_regprocedure('partition_mgmt.migration_in_progress(text)') is not null then
+    execute 'select partition_mgmt.migration_in_progress($1)' into v using p_table_key;
+  end if;
+  return coalesce(v, false);
+end
+$$;
+
 -- Retention: leaves entirely older than retention_months are archived (detached into
 -- partitions_archive, kept) or dropped, as configured. Nothing happens unless configured.
 create or replace function partition_mgmt.apply_retention(p_table_key text)
@@ -174,7 +192,7 @@ declare
   v_parent text;
   v_count integer := 0;
 begin
-  if c.retention_months is null then
+  if c.retention_months is null or partition_mgmt.migration_busy(p_table_key) then
     return 0;
   end if;
   v_cutoff := (date_trunc('month', now() at time zone 'UTC') - make_interval(months => c.retention_months)) at time zone 'UTC';
@@ -261,6 +279,7 @@ begin
       and g.range_end < now() - make_interval(days => p_days)
       and g.range_end <= date_trunc('month', now() at time zone 'UTC') at time zone 'UTC'
       and p.end_date < current_date
+      and not partition_mgmt.migration_busy(g.table_key)
     order by g.table_key, g.range_start
   loop
     execute format('select not exists (select from %I.%I)', r.partition_schema, r.partition_name) into v_empty;

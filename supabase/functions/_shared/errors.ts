@@ -3,6 +3,7 @@
  * always with CORS headers so browsers can read the failure.
  */
 import { corsHeaders } from "./cors.ts";
+import { describeFieldIssues, type FieldIssue, fieldIssues, type IssueLike } from "./validation.ts";
 
 export class HttpError extends Error {
   readonly status: number;
@@ -54,6 +55,19 @@ export function payloadTooLarge(limitBytes: number): HttpError {
   });
 }
 
+export function unsupportedMediaType(expected: string): HttpError {
+  return new HttpError(415, "unsupported_media_type", `Request body must be ${expected}`, {
+    expected,
+  });
+}
+
+/** 400 naming every offending field, in message and details. */
+export function validationFailed(issues: readonly FieldIssue[]): HttpError {
+  return new HttpError(400, "validation_failed", `Invalid request: ${describeFieldIssues(issues)}`, {
+    issues,
+  });
+}
+
 export function jsonResponse(
   body: unknown,
   status = 200,
@@ -65,11 +79,59 @@ export function jsonResponse(
   });
 }
 
-type ValidationError = Error & { issues: unknown };
+type ValidationError = Error & { issues: readonly IssueLike[] };
 
 // Duck-typed so that functions which never import zod need not map it.
 function isValidationError(err: unknown): err is ValidationError {
-  return err instanceof Error && err.name === "ZodError" && "issues" in err;
+  return err instanceof Error && err.name === "ZodError" && "issues" in err && Array.isArray(err.issues);
+}
+
+// ---------------------------------------------------------------------------
+// Postgres errors
+// The SQL API reports caller mistakes with SQLSTATEs; those become 4xx with
+// the database's own message and hint (written for users). Anything else is a
+// fault of ours and becomes a generic 500.
+// ---------------------------------------------------------------------------
+
+interface PostgresErrorLike {
+  code: string;
+  message: string;
+  hint?: string;
+}
+
+// postgres.js throws PostgresError; duck-typed so callers need not import it.
+function isPostgresError(err: unknown): err is PostgresErrorLike {
+  if (!(err instanceof Error) || err.name !== "PostgresError") return false;
+  const code: unknown = (err as { code?: unknown }).code;
+  return typeof code === "string" && /^[0-9A-Z]{5}$/.test(code);
+}
+
+const BAD_INPUT_SQLSTATES = new Set([
+  "22004", // null_value_not_allowed
+  "22023", // invalid_parameter_value
+  "22P02", // invalid_text_representation
+  "22007", // invalid_datetime_format
+  "22008", // datetime_field_overflow
+]);
+
+/** The request parameter a SQL API message is about ("p_end_date …" → end_date), if any. */
+function parameterOf(message: string): string | undefined {
+  if (/\bcursor\b/i.test(message)) return "cursor";
+  return /\bp_([a-z_]+)/.exec(message)?.[1];
+}
+
+export function httpErrorFromPostgres(err: unknown): HttpError | null {
+  if (!isPostgresError(err)) return null;
+  const details = { sqlstate: err.code, hint: err.hint, field: parameterOf(err.message) };
+  if (err.code === "42501") return new HttpError(403, "forbidden", err.message, details);
+  if (BAD_INPUT_SQLSTATES.has(err.code)) return new HttpError(400, "bad_request", err.message, details);
+  if (err.code === "57014") {
+    // statement_timeout or a cancel: the request was too expensive, not wrong
+    return new HttpError(503, "query_timeout", "The query took too long; narrow the filters", {
+      sqlstate: err.code,
+    });
+  }
+  return null;
 }
 
 function errorBody(code: string, message: string, details?: unknown): unknown {
@@ -82,9 +144,9 @@ export function errorResponse(err: unknown): Response {
       ...(err.headers ?? {}),
     });
   }
-  if (isValidationError(err)) {
-    return jsonResponse(errorBody("validation_failed", "Request validation failed", err.issues), 400);
-  }
+  if (isValidationError(err)) return errorResponse(validationFailed(fieldIssues(err.issues)));
+  const fromPostgres = httpErrorFromPostgres(err);
+  if (fromPostgres) return errorResponse(fromPostgres);
   // Internals (SQL text, stack) stay in the logs, never in the response.
   console.error("unhandled error:", err);
   return jsonResponse(errorBody("internal_error", "Internal server error"), 500);

@@ -1,0 +1,172 @@
+// A simulated application writing to an observation table while it is migrated: several sessions,
+// each its own connection, running inserts, updates, deletes and updates that change a partition
+// key (program_id, site_id or created_at) as fast as they can (or with a pause between them).
+// It writes the way our README tells apps to: plain INSERT into the live table, and the routed
+// by-id RPCs (update_observation_by_id, delete_observation_by_id), which work on the legacy table
+// and on the partitioned one alike. Every statement's latency and every error is recorded;
+// serialization failures and deadlocks are retried (as apps must on a partitioned table, where a
+// key-changing update moves the row) and counted separately.
+import postgres, { type Sql } from "postgres";
+
+export type TableName = "petri_observations" | "gasifier_observations";
+export type OpKind = "insert" | "update" | "delete" | "move_site" | "move_time" | "move_program";
+
+export interface AppLoadOptions {
+  url: string;
+  table: TableName;
+  sessions: number;
+  /** pause between statements of one session (0 = flat out) */
+  thinkMs?: number;
+  seed?: number;
+}
+
+export interface AppLoadStats {
+  ops: number;
+  byKind: Record<OpKind, number>;
+  errors: { kind: OpKind; code: string; message: string; at: number }[];
+  retried: number;
+  latenciesMs: number[];
+  /** [start ms, latency ms] of every statement, for looking at one window (e.g. the swap) */
+  timeline: [number, number][];
+  seconds: number;
+}
+
+interface RowRef { id: string; programId: string; siteId: string }
+interface Site { siteId: string; programId: string; submissions: string[] }
+
+const RETRYABLE = new Set(["40001", "40P01"]);
+
+export function percentile(values: number[], p: number): number {
+  if (values.length === 0) return 0;
+  const s = [...values].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))] ?? 0;
+}
+
+function rng(seed: number) {
+  let x = seed >>> 0 || 1;
+  return () => {
+    x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
+    return x / 0x100000000;
+  };
+}
+
+export function startAppLoad(o: AppLoadOptions): { stop: () => Promise<AppLoadStats>; stats: AppLoadStats } {
+  const stats: AppLoadStats = {
+    ops: 0,
+    byKind: { insert: 0, update: 0, delete: 0, move_site: 0, move_time: 0, move_program: 0 },
+    errors: [],
+    retried: 0,
+    latenciesMs: [],
+    timeline: [],
+    seconds: 0,
+  };
+  const t0 = performance.now();
+  let stopping = false;
+  const conns: Sql[] = [];
+
+  const session = async (i: number) => {
+    const sql = postgres(o.url, { max: 1, idle_timeout: 0, onnotice: () => {} });
+    conns.push(sql);
+    const rand = rng((o.seed ?? 7) * 1000 + i + 1);
+    const pick = <T>(a: T[]): T => a[Math.floor(rand() * a.length)] as T;
+    const sites: Site[] = (await sql<{ site_id: string; program_id: string; subs: string[] }[]>`
+      select s.site_id, s.program_id, array(select b.submission_id from public.submissions b where b.site_id = s.site_id limit 20) as subs
+      from public.sites s order by s.site_id`).map((r) => ({ siteId: r.site_id, programId: r.program_id, submissions: r.subs }))
+      .filter((s) => s.submissions.length > 0);
+    const byProgram = new Map<string, Site[]>();
+    for (const s of sites) byProgram.set(s.programId, [...(byProgram.get(s.programId) ?? []), s]);
+    // rows of this session only (no two sessions write the same row)
+    const owned: RowRef[] = (await sql.unsafe<{ observation_id: string; program_id: string; site_id: string }[]>(
+      `select observation_id, coalesce(program_id, (select program_id from public.sites s where s.site_id = t.site_id)) as program_id, site_id
+       from public.${o.table} t where abs(hashtext(observation_id::text)) % ${o.sessions} = ${i} limit 300`))
+      .map((r) => ({ id: r.observation_id, programId: r.program_id, siteId: r.site_id }));
+
+    while (!stopping) {
+      const roll = rand();
+      const kind: OpKind = owned.length < 20 || roll < 0.3 ? "insert" : roll < 0.55 ? "update" : roll < 0.65 ? "delete"
+        : roll < 0.78 ? "move_site" : roll < 0.9 ? "move_time" : "move_program";
+      const idx = Math.floor(rand() * owned.length);
+      const row = owned[idx];
+      const run = async (): Promise<void> => {
+        if (kind === "insert" || !row) {
+          const s = pick(sites);
+          const [r] = await sql.unsafe<{ id: string }[]>(
+            o.table === "petri_observations"
+              ? `insert into public.petri_observations (submission_id, site_id, program_id, petri_code, growth_index, created_at)
+                 values ($1, $2, $3, $4, $5, now() - random() * interval '40 days') returning observation_id as id`
+              : `insert into public.gasifier_observations (submission_id, site_id, program_id, gasifier_code, measure, created_at)
+                 values ($1, $2, $3, $4, $5, now() - random() * interval '40 days') returning observation_id as id`,
+            [pick(s.submissions), s.siteId, s.programId, `load-${i}-${stats.ops}`, Math.round(rand() * 9000) / 100]);
+          if (r) owned.push({ id: r.id, programId: s.programId, siteId: s.siteId });
+          return;
+        }
+        let changes: Record<string, unknown>;
+        if (kind === "update") {
+          changes = o.table === "petri_observations" ? { growth_index: Math.round(rand() * 9000) / 100, notes: `n${stats.ops}` }
+            : { measure: Math.round(rand() * 9000) / 100, notes: `n${stats.ops}` };
+        } else if (kind === "move_site") {
+          const other = byProgram.get(row.programId)?.filter((s) => s.siteId !== row.siteId) ?? [];
+          if (other.length === 0) return;
+          const s = pick(other);
+          changes = { site_id: s.siteId };
+          row.siteId = s.siteId;
+        } else if (kind === "move_time") {
+          changes = { created_at: new Date(Date.now() - Math.floor(rand() * 40 * 86_400_000)).toISOString() };
+        } else if (kind === "move_program") {
+          const s = pick(sites);
+          changes = { program_id: s.programId, site_id: s.siteId };
+          row.programId = s.programId;
+          row.siteId = s.siteId;
+        } else {
+          await sql`select public.delete_observation_by_id(${o.table}, ${row.id}::uuid)`;
+          owned.splice(idx, 1);
+          return;
+        }
+        await sql`select public.update_observation_by_id(${o.table}, ${row.id}::uuid, ${sql.json(changes as never)}::jsonb)`;
+      };
+      const started = performance.now();
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await run();
+          break;
+        } catch (e) {
+          const err = e as { code?: string; message?: string };
+          if (stopping && /CONNECTION_(ENDED|DESTROYED)|terminat/i.test(`${err.code} ${err.message}`)) break;
+          if (RETRYABLE.has(err.code ?? "") && attempt < 10) {
+            stats.retried++;
+            continue;
+          }
+          stats.errors.push({ kind, code: err.code ?? "?", message: err.message ?? String(e), at: performance.now() - t0 });
+          break;
+        }
+      }
+      const ms = performance.now() - started;
+      stats.ops++;
+      stats.byKind[kind]++;
+      stats.latenciesMs.push(ms);
+      stats.timeline.push([started - t0, ms]);
+      if (o.thinkMs) await new Promise((r) => setTimeout(r, o.thinkMs));
+    }
+  };
+
+  const running = Array.from({ length: o.sessions }, (_, i) => session(i).catch((e: Error & { code?: string }) => {
+    stats.errors.push({ kind: "insert", code: e.code ?? "?", message: `session ${i} died: ${e.message}`, at: performance.now() - t0 });
+  }));
+  return {
+    stats,
+    stop: async () => {
+      stopping = true;
+      await Promise.all(running);
+      await Promise.all(conns.map((c) => c.end({ timeout: 5 })));
+      stats.seconds = (performance.now() - t0) / 1000;
+      return stats;
+    },
+  };
+}
+
+export function summarize(s: AppLoadStats): string {
+  return `${s.ops} statements in ${s.seconds.toFixed(1)} s (${Math.round(s.ops / Math.max(s.seconds, 0.001))}/s; ` +
+    `${Object.entries(s.byKind).map(([k, v]) => `${k} ${v}`).join(", ")}), latency p50 ${percentile(s.latenciesMs, 50).toFixed(1)} ms, ` +
+    `p99 ${percentile(s.latenciesMs, 99).toFixed(1)} ms, max ${percentile(s.latenciesMs, 100).toFixed(1)} ms, ` +
+    `${s.errors.length} errors, ${s.retried} retried serialization/deadlock errors`;
+}

@@ -1,0 +1,36 @@
+// The plan's backup step: `pg_dump -Fc` of the tables a migration touches, against the target
+// database, before anything changes. Restoring it (data only, into the existing tables) is what
+// test/migration-backup.test.ts proves once.
+import { spawnSync } from "node:child_process";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { PG_BIN, REPO_ROOT } from "./cluster.ts";
+
+export const MIGRATION_TABLES = ["public.petri_observations", "public.gasifier_observations"];
+
+function run(cmd: string, args: string[]): string {
+  const res = spawnSync(join(PG_BIN, cmd), args, { encoding: "utf8", maxBuffer: 64 * 1024 * 1024 });
+  if (res.error) throw res.error;
+  if (res.status !== 0) throw new Error(`${cmd} failed (exit ${res.status}): ${res.stderr}`);
+  return res.stdout;
+}
+
+/** Dumps the tables (custom format) to .local/backups/<db>-<timestamp>.dump; returns the path. */
+export function backupTables(dbUrl: string, tables = MIGRATION_TABLES, dir = join(REPO_ROOT, ".local", "backups")): string {
+  mkdirSync(dir, { recursive: true });
+  const db = new URL(dbUrl).pathname.slice(1) || "postgres";
+  const file = join(dir, `${db}-${new Date().toISOString().replace(/[:.]/g, "-")}.dump`);
+  run("pg_dump", ["-Fc", "--no-owner", "--no-privileges", ...tables.flatMap((t) => ["-t", t]), "-f", file, dbUrl]);
+  // a dump that cannot be listed is no backup
+  const toc = run("pg_restore", ["-l", file]);
+  for (const t of tables) {
+    const name = t.split(".").pop()!;
+    if (!new RegExp(`TABLE DATA \\S+ ${name} `).test(toc)) throw new Error(`backup ${file} has no data for ${t}`);
+  }
+  return file;
+}
+
+/** Restores the rows of a backup into the existing (emptied) tables. */
+export function restoreTableData(dbUrl: string, file: string, tables = MIGRATION_TABLES): void {
+  run("pg_restore", ["--data-only", "--no-owner", "--exit-on-error", ...tables.flatMap((t) => ["-t", t.split(".").pop()!]), "-d", dbUrl, file]);
+}

@@ -1,0 +1,183 @@
+// Benchmark options: the scale presets (full and --quick), the command-line flags, and the
+// derived demo-generator shape.
+import { join } from "node:path";
+import { REPO_ROOT } from "../cluster.ts";
+import { DEFAULT_DEMO, type DemoDataOptions } from "../demo-data.ts";
+
+export const SECTIONS = ["queries", "inserts", "maintenance", "planning", "migration"] as const;
+export type Section = (typeof SECTIONS)[number];
+
+export interface BenchOptions {
+  quick: boolean;
+  /** petri observations to generate (the legacy table's size) */
+  rows: number;
+  programs: number;
+  sitesPerProgram: number;
+  months: number;
+  /** gasifier observations per site-month: the online-migration figures run on this table */
+  gasifierPerSiteMonth: number;
+  seed: number;
+  /** own cluster (ignored with dbUrl) */
+  port: number;
+  sharedBuffers: string;
+  /** an empty, freshly migrated database instead of the bench's own cluster */
+  dbUrl?: string;
+  outDir: string;
+  /** also write docs/benchmarks/latest.{md,json} and the chart */
+  publish: boolean;
+  /** leaf counts of the planning-time series */
+  planningLeaves: number[];
+  /** sites x months of one program in the planning series (leaves per program) */
+  planningShape: { sites: number; months: number };
+  /** seconds per insert-throughput run */
+  insertSeconds: number;
+  insertConnections: number[];
+  /** seconds of app load before the online migration starts (baseline latency) */
+  appBaselineSeconds: number;
+  warmup: number;
+  reps: { scan: number; query: number; byId: number; planning: number };
+  sections: Set<Section>;
+  keepCluster: boolean;
+  quiet: boolean;
+}
+
+const FULL: Omit<BenchOptions, "outDir" | "sections"> = {
+  quick: false,
+  rows: 5_000_000,
+  programs: 20,
+  sitesPerProgram: 10,
+  months: 12,
+  gasifierPerSiteMonth: 400,
+  seed: 7,
+  port: 54460,
+  sharedBuffers: "512MB",
+  publish: false,
+  planningLeaves: [500, 2_000, 10_000],
+  planningShape: { sites: 25, months: 20 },
+  insertSeconds: 8,
+  insertConnections: [1, 4],
+  appBaselineSeconds: 8,
+  warmup: 3,
+  reps: { scan: 7, query: 21, byId: 51, planning: 21 },
+  keepCluster: false,
+  quiet: false,
+};
+
+const QUICK: Partial<BenchOptions> = {
+  quick: true,
+  rows: 9_600,
+  programs: 4,
+  sitesPerProgram: 4,
+  months: 4,
+  gasifierPerSiteMonth: 20,
+  planningLeaves: [50, 200],
+  planningShape: { sites: 10, months: 5 },
+  insertSeconds: 1.5,
+  appBaselineSeconds: 2,
+  warmup: 1,
+  reps: { scan: 3, query: 5, byId: 9, planning: 5 },
+};
+
+export function defaultOutDir(quick: boolean, at = new Date()): string {
+  const stamp = at.toISOString().replace(/[-:]/g, "").replace(/\..*$/, "").replace("T", "-");
+  return join(REPO_ROOT, "results", `bench-${stamp}${quick ? "-quick" : ""}`);
+}
+
+export function benchOptions(over: Partial<BenchOptions> = {}): BenchOptions {
+  const base = { ...FULL, ...(over.quick ? QUICK : {}), ...over };
+  return {
+    ...base,
+    outDir: over.outDir ?? defaultOutDir(Boolean(base.quick)),
+    sections: over.sections ?? new Set(SECTIONS),
+  } as BenchOptions;
+}
+
+/** "5m", "500k", "2000000", "2.5M" -> number */
+export function parseCount(s: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([kKmM]?)$/.exec(s.trim().replace(/[_,]/g, ""));
+  if (!m) throw new Error(`not a row count: "${s}" (examples: 5m, 500k, 2000000)`);
+  const mult = m[2]?.toLowerCase() === "m" ? 1_000_000 : m[2]?.toLowerCase() === "k" ? 1_000 : 1;
+  return Math.round(Number(m[1]) * mult);
+}
+
+export const USAGE = `npm run bench -- [options]
+
+  --quick                 small scale for CI and development (~10k rows, a few hundred leaves; ~2 min)
+  --scale N               petri observations in the legacy table (default 5m; e.g. 500k, 20m)
+  --programs N            programs (default 20)        --sites N   sites per program (default 10)
+  --months N              months of history (default 12)
+  --port N                port of the bench's own cluster (default 54460)
+  --db-url URL            use this empty, freshly migrated database instead of the own cluster
+  --out DIR               results folder (default results/bench-<timestamp>)
+  --publish               also write docs/benchmarks/latest.md, latest.json and latest-ratios.svg
+  --planning-leaves LIST  leaf counts of the planning series (default 500,2000,10000)
+  --insert-seconds N      seconds per insert-throughput run (default 8)
+  --only LIST             run only these sections after the build: ${SECTIONS.join(",")}
+  --skip LIST             skip these sections
+  --keep                  leave the own cluster running afterwards
+  --quiet                 no progress output
+`;
+
+export function parseArgs(argv: string[]): BenchOptions {
+  const over: Partial<BenchOptions> = {};
+  let sections: Set<Section> | undefined;
+  const skip: Section[] = [];
+  const list = (v: string) => v.split(",").map((x) => x.trim()).filter(Boolean);
+  const sectionList = (v: string): Section[] => list(v).map((x) => {
+    if (!(SECTIONS as readonly string[]).includes(x)) throw new Error(`unknown section "${x}"; known: ${SECTIONS.join(", ")}`);
+    return x as Section;
+  });
+  const num = (flag: string, v: string | undefined): number => {
+    const n = Number(v);
+    if (v === undefined || !Number.isFinite(n) || n <= 0) throw new Error(`${flag} needs a positive number, got "${v ?? ""}"`);
+    return n;
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const flag = argv[i] ?? "";
+    const value = () => {
+      const v = argv[++i];
+      if (v === undefined) throw new Error(`${flag} needs a value`);
+      return v;
+    };
+    switch (flag) {
+      case "--quick": over.quick = true; break;
+      case "--scale": over.rows = parseCount(value()); break;
+      case "--programs": over.programs = num(flag, value()); break;
+      case "--sites": over.sitesPerProgram = num(flag, value()); break;
+      case "--months": over.months = num(flag, value()); break;
+      case "--port": over.port = num(flag, value()); break;
+      case "--db-url": over.dbUrl = value(); break;
+      case "--out": over.outDir = value(); break;
+      case "--publish": over.publish = true; break;
+      case "--planning-leaves": over.planningLeaves = list(value()).map((x) => parseCount(x)); break;
+      case "--insert-seconds": over.insertSeconds = num(flag, value()); break;
+      case "--only": sections = new Set(sectionList(value())); break;
+      case "--skip": skip.push(...sectionList(value())); break;
+      case "--keep": over.keepCluster = true; break;
+      case "--quiet": over.quiet = true; break;
+      case "--help": case "-h": console.log(USAGE); process.exit(0); break;
+      default: throw new Error(`unknown option ${flag}\n\n${USAGE}`);
+    }
+  }
+  const s = sections ?? new Set(SECTIONS);
+  for (const x of skip) s.delete(x);
+  return benchOptions({ ...over, sections: s });
+}
+
+/** The demo generator's options for a bench scale: programs split into companies of up to 5. */
+export function demoShape(o: BenchOptions): DemoDataOptions {
+  const perCompany = [5, 4, 3, 2, 1].find((k) => o.programs % k === 0) ?? 1;
+  const siteMonths = o.programs * o.sitesPerProgram * o.months;
+  return {
+    ...DEFAULT_DEMO,
+    seed: o.seed,
+    companies: o.programs / perCompany,
+    programsPerCompany: perCompany,
+    sitesPerProgram: o.sitesPerProgram,
+    months: o.months,
+    petriPerSiteMonth: Math.max(1, Math.round(o.rows / siteMonths)),
+    gasifierPerSiteMonth: o.gasifierPerSiteMonth,
+    observationsPerSubmission: 10,
+    gasifierNullProgramShare: 0.05,
+  };
+}

@@ -1,0 +1,284 @@
+// The three outputs of a run: the table on the terminal, the JSON result and the Markdown report
+// (with its SVG chart), under the results folder; with --publish also docs/benchmarks/latest.*.
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join, relative } from "node:path";
+import { REPO_ROOT } from "../cluster.ts";
+import { chartRows, ratioChartSvg } from "./chart.ts";
+import { fmtDuration, fmtInt, fmtMs, fmtRatio } from "./stats.ts";
+import type { BenchResult, GoalResult, QueryClassResult, VariantResult } from "./types.ts";
+
+const mb = (b: number) => `${(b / 1024 ** 2).toLocaleString("en-US", { maximumFractionDigits: 0 })} MB`;
+const v = (q: QueryClassResult, id: string): VariantResult | undefined => q.variants.find((x) => x.id === id);
+const cell = (x: VariantResult | undefined) => (x ? (x.error ? "error" : `${fmtMs(x.timings.median)} / ${fmtMs(x.timings.p95)}`) : "–");
+const mark = (s: GoalResult["status"]) => (s === "met" ? "✅ met" : s === "missed" ? "❌ missed" : "➖ not measured");
+
+export function scaleLine(r: BenchResult): string {
+  const b = r.build;
+  return `${fmtInt(b.rows.legacy)} petri observations (${b.demo.programs} programs × ${b.demo.sites / Math.max(1, b.demo.programs)} sites × ${b.demo.months} months × ${fmtInt(b.demo.petriPerSiteMonth)} per site-month), ` +
+    `${fmtInt(b.tree.leaves)} leaves + ${fmtInt(b.tree.defaults)} DEFAULT partitions in the petri tree`;
+}
+
+export function machineLine(r: BenchResult): string {
+  const m = r.machine;
+  return `${m.cpuModel}, ${m.cores} cores, ${m.memoryGiB} GiB RAM; ${m.postgres}; shared_buffers ${m.settings.shared_buffers}, ` +
+    `synchronous_commit ${m.settings.synchronous_commit}, fsync ${m.settings.fsync}, jit ${m.settings.jit}`;
+}
+
+/** The headline table in Markdown (also pasted into the README). */
+export function headlineTable(r: BenchResult): string {
+  const lines = [
+    "| Query class | Legacy p50 / p95 ms | Indexed legacy p50 / p95 ms | Partitioned p50 / p95 ms | × vs legacy | × vs indexed |",
+    "| --- | ---: | ---: | ---: | ---: | ---: |",
+  ];
+  for (const q of r.queries) {
+    lines.push(`| ${q.title} | ${cell(v(q, "legacy"))} | ${cell(v(q, "indexed"))} | ${cell(v(q, "partitioned"))} | ${fmtRatio(q.speedupVsLegacy)} | ${fmtRatio(q.speedupVsIndexed)} |`);
+  }
+  if (r.inserts) {
+    for (const conn of [...new Set(r.inserts.runs.map((x) => x.connections))]) {
+      const rate = (t: string) => r.inserts!.runs.find((x) => x.table === t && x.commit === "durable" && x.connections === conn)?.rowsPerSecond;
+      const [l, i, p] = [rate("legacy"), rate("indexed"), rate("partitioned")];
+      lines.push(`| Insert, ${conn} connection${conn > 1 ? "s" : ""} (rows/s, higher is better) | ${fmtInt(l)} | ${fmtInt(i)} | ${fmtInt(p)} | ${l && p ? fmtRatio(p / l) : "–"} | ${i && p ? fmtRatio(p / i) : "–"} |`);
+    }
+  }
+  return lines.join("\n");
+}
+
+function goalsTable(goals: GoalResult[]): string {
+  return ["| Goal | Measured | Verdict | Why |", "| --- | --- | --- | --- |",
+    ...goals.map((g) => `| ${g.goal} | ${g.measured} | ${mark(g.status)} | ${g.reason || ""} |`)].join("\n");
+}
+
+export function markdownReport(r: BenchResult, chartFile: string): string {
+  const b = r.build;
+  const out: string[] = [];
+  const when = r.finishedAt.replace("T", " ").replace(/\.\d+Z$/, " UTC");
+  out.push(`# Benchmark: legacy vs indexed legacy vs partitioned (${r.mode === "quick" ? "quick mode" : "full scale"})`);
+  out.push("");
+  out.push(`Measured ${when} in ${fmtDuration(r.seconds)}.`);
+  out.push("");
+  out.push(`- **Scale**: ${scaleLine(r)}.`);
+  out.push(`- **Machine**: ${machineLine(r)}. Load average at the start: ${r.machine.loadAverage.join(", ")} (other work was running: ratios from one run are what count).`);
+  out.push(`- **Tables**: legacy \`petri_observations\` as shipped (${mb(b.sizes.legacyBytes)}), the same plus an index on (program_id, site_id, created_at) (${mb(b.sizes.indexedBytes)}), and the partitioned tree (${mb(b.sizes.partitionedBytes)}), all in one database with the same rows.`);
+  if (r.mode === "quick") out.push(`- **Quick mode**: a tiny data set for CI. The absolute figures and most ratios mean little at this size; run \`npm run bench\` for the full scale.`);
+  out.push("");
+  out.push("Times are client-observed wall times of each statement, in milliseconds: median (p50) and p95 over the repetitions. × is legacy p50 ÷ partitioned p50: above 1 the partitioned table is faster." +
+    (r.roundTrip ? ` Every figure includes the client round trip (\`select 1\`: p50 ${fmtMs(r.roundTrip.selectOne.median)} ms, p95 ${fmtMs(r.roundTrip.selectOne.p95)} ms).` : ""));
+  out.push("");
+  out.push(headlineTable(r));
+  out.push("");
+  out.push(`![Speed ratios](${chartFile})`);
+  out.push("");
+
+  out.push("## Goals");
+  out.push("");
+  out.push(goalsTable(r.goals));
+  out.push("");
+  out.push("## The plan's promises");
+  out.push("");
+  out.push("From the plan's \"Performance Expectations\" and \"Success Criteria\" (absolute times are the partitioned p50).");
+  out.push("");
+  out.push(goalsTable(r.promises));
+  out.push("");
+
+  out.push("## Every variant");
+  out.push("");
+  out.push("Partitioned variants besides the candidate show what routing buys: the same request with the keys in the statement, and without them (every leaf planned). Planning is the server's planning time of the statement (EXPLAIN SUMMARY), where it is a plain statement.");
+  out.push("");
+  out.push("| Class | Variant | p50 ms | p95 ms | n | planning p50 ms | partitions in plan |");
+  out.push("| --- | --- | ---: | ---: | ---: | ---: | ---: |");
+  for (const q of r.queries) {
+    for (const x of q.variants) {
+      out.push(`| ${q.title} | ${x.label}${x.error ? ` (error: ${x.error.slice(0, 120)})` : ""} | ${fmtMs(x.timings.median)} | ${fmtMs(x.timings.p95)} | ${x.timings.n} | ${x.planning ? fmtMs(x.planning.median) : "in the RPC"} | ${x.partitionsInPlan ?? (x.table === "partitioned" ? "–" : "")} |`);
+    }
+  }
+  out.push("");
+  out.push("<details><summary>Statements (first repetition)</summary>");
+  out.push("");
+  for (const q of r.queries) {
+    out.push(`**${q.title}** — ${q.what}.`);
+    out.push("");
+    out.push("```sql");
+    for (const x of q.variants) out.push(`-- ${x.label}\n${x.sql};`);
+    out.push("```");
+    out.push("");
+  }
+  out.push("</details>");
+  out.push("");
+
+  out.push("## Insert throughput");
+  out.push("");
+  if (!r.inserts) out.push("Not run.");
+  else {
+    out.push("Single-row INSERTs, one transaction each, as the app writes (prepared statement; `created_at = now()`, sites of running programs). " +
+      "Durable: synchronous_commit as configured (each commit waits for the WAL flush). Async: `synchronous_commit = off`, the CPU cost alone.");
+    out.push("");
+    out.push("| Commit | Connections | Legacy rows/s | Indexed rows/s | Partitioned rows/s | Partitioned ÷ legacy | Partitioned p50 / p95 ms |");
+    out.push("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for (const s of r.inserts.shares) {
+      const run = (t: string) => r.inserts!.runs.find((x) => x.table === t && x.commit === s.commit && x.connections === s.connections);
+      const p = run("partitioned");
+      out.push(`| ${s.commit} | ${s.connections} | ${fmtInt(run("legacy")?.rowsPerSecond)} | ${fmtInt(run("indexed")?.rowsPerSecond)} | ${fmtInt(p?.rowsPerSecond)} | ${(s.share * 100).toFixed(0)}% | ${fmtMs(p?.latency.median)} / ${fmtMs(p?.latency.p95)} |`);
+    }
+    const errs = r.inserts.runs.filter((x) => x.errors > 0);
+    if (errs.length) out.push("", `Errors: ${errs.map((e) => `${e.table} ${e.commit} ${e.connections}: ${e.errors} (${e.firstError})`).join("; ")}`);
+    out.push("");
+    out.push("Where one insert's time goes (EXPLAIN ANALYZE of single inserts, rolled back; averages):");
+    out.push("");
+    out.push("| Insert into | Execution ms | Triggers (ms each) | Routing, heap and index writes ms | Planning ms |");
+    out.push("| --- | ---: | --- | ---: | ---: |");
+    for (const p of r.inserts.profile) {
+      out.push(`| ${p.label} | ${fmtMs(p.executionMs)} | ${p.triggers.map((t) => `${t.name}: ${fmtMs(t.ms)}`).join("; ") || "–"} | ${fmtMs(p.otherMs)} | ${fmtMs(p.planningMs)} |`);
+    }
+  }
+  out.push("");
+
+  out.push("## Planning time against leaf count");
+  out.push("");
+  if (!r.planning) out.push("Not run.");
+  else {
+    out.push(`On ${r.planning.table}: ${r.planning.shape}. EXPLAIN (ANALYZE, TIMING OFF) of a fully keyed statement (\`${r.planning.keyedSql}\`) and of an id-only one (\`${r.planning.idOnlySql}\`). ` +
+      "Warm: the same connection after warm-up. Cold: the first statement of a new connection (the relation caches are empty).");
+    if (r.planning.error) out.push("", `**The series stopped early**: ${r.planning.error}`);
+    out.push("");
+    out.push("| Leaves (+ DEFAULTs) | Created in (ms/leaf) | Keyed planning p50 / p95 ms | Keyed execution p50 ms | Keyed cold planning ms | Id-only planning p50 / p95 ms | Id-only execution p50 ms | Id-only cold planning ms |");
+    out.push("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for (const l of r.planning.levels) {
+      out.push(`| ${fmtInt(l.leaves)} (+${fmtInt(l.defaults)}) | ${fmtDuration(l.createSeconds)} (${l.msPerLeaf.toFixed(1)}) | ${fmtMs(l.keyed.planning.median)} / ${fmtMs(l.keyed.planning.p95)} | ${fmtMs(l.keyed.execution.median)} | ${fmtMs(l.keyed.coldPlanningMs)} | ${fmtMs(l.idOnly.planning.median)} / ${fmtMs(l.idOnly.planning.p95)} | ${fmtMs(l.idOnly.execution.median)} | ${fmtMs(l.idOnly.coldPlanningMs)} |`);
+    }
+  }
+  out.push("");
+
+  out.push("## Maintenance");
+  out.push("");
+  if (!r.maintenance) out.push("Not run.");
+  else if (r.maintenance.error) out.push(`\`call partition_mgmt.run_maintenance()\` failed after ${r.maintenance.seconds.toFixed(1)} s: ${r.maintenance.error}`);
+  else {
+    out.push(`\`call partition_mgmt.run_maintenance()\` on the built trees (petri and gasifier, ${fmtInt(b.tree.allTablesLeaves)} leaves in all): **${fmtDuration(r.maintenance.seconds)}**.`);
+    out.push("");
+    out.push("| Table | Step | Status | Seconds | Partitions | Rows moved | Error |");
+    out.push("| --- | --- | --- | ---: | ---: | ---: | --- |");
+    for (const s of r.maintenance.steps) out.push(`| ${s.table ?? "–"} | ${s.action} | ${s.status} | ${s.seconds.toFixed(2)} | ${fmtInt(s.partitions)} | ${fmtInt(s.rows)} | ${s.error ?? ""} |`);
+  }
+  out.push("");
+
+  out.push("## Migration");
+  out.push("");
+  const m = r.migration;
+  if (m.status === "not measured yet" || m.status === "skipped") out.push(`${m.status === "skipped" ? "Skipped" : "Not measured yet"}${m.reason ? `: ${m.reason}` : ""}.`);
+  else {
+    out.push(`Measured with the migration API on \`${m.table}\` (${fmtInt(m.rows)} rows), the second managed table of the same database, so the petri figures above are untouched.` +
+      (m.status === "failed" ? " **The run failed** (see below)." : ""));
+    out.push("");
+    out.push("| Figure | Value |");
+    out.push("| --- | --- |");
+    out.push(`| Offline copy (plan's Option B, \`offline_migrate_table\`) | ${m.offline && "rowsPerSecond" in m.offline ? `${fmtInt(m.offline.rowsPerSecond)} rows/s; ${m.offline.note}` : `failed: ${m.offline && "error" in m.offline ? m.offline.error : "?"}`} |`);
+    out.push(`| Offline copy of the petri build (INSERT … SELECT per program, ${fmtInt(b.offlineCopy.rows)} rows) | ${fmtInt(b.offlineCopy.rowsPerSecond)} rows/s |`);
+    if (m.online && "backfillRowsPerSecond" in m.online) {
+      const o = m.online;
+      out.push(`| Online: prepare + sync trigger | ${o.prepareSeconds.toFixed(1)} s |`);
+      out.push(`| Online: backfill (batches of 10,000, app writing) | ${fmtInt(o.backfillRowsPerSecond)} rows/s (${o.batches} batches, ${o.backfillSeconds.toFixed(1)} s) |`);
+      out.push(`| Online: validation | ${o.validateSeconds.toFixed(1)} s |`);
+      out.push(`| Online: swap, ACCESS EXCLUSIVE held | **${fmtMs(o.swapLockMs)} ms** (${o.swapAttempts} attempt${o.swapAttempts === 1 ? "" : "s"}) |`);
+      out.push(`| Online: total, prepare to swapped | ${fmtDuration(o.totalSeconds)} |`);
+    } else out.push(`| Online migration | failed: ${m.online && "error" in m.online ? m.online.error : "?"} |`);
+    if (m.app) {
+      out.push(`| App (${m.app.sessions} sessions: inserts, routed updates/deletes, key moves) before the migration | ${fmtInt(m.app.baseline.ops)} statements, p50 ${fmtMs(m.app.baseline.p50)} ms, p99 ${fmtMs(m.app.baseline.p99)} ms, max ${fmtMs(m.app.baseline.max)} ms |`);
+      out.push(`| App during the migration (prepare to swap) | ${fmtInt(m.app.during.ops)} statements, p50 ${fmtMs(m.app.during.p50)} ms, **p99 ${fmtMs(m.app.during.p99)} ms**, max ${fmtMs(m.app.during.max)} ms |`);
+      out.push(`| App statements overlapping the swap | ${fmtInt(m.app.swapWindow.ops)}, slowest ${fmtMs(m.app.swapWindow.max)} ms |`);
+      out.push(`| App errors / retried serialization failures | ${m.app.errors} / ${m.app.retried} |`);
+    }
+  }
+  out.push("");
+
+  out.push("## Build");
+  out.push("");
+  out.push(`- Demo generator: ${fmtInt(b.generator.rows)} rows in ${fmtDuration(b.generator.seconds)} (${fmtInt(b.generator.rowsPerSecond)} rows/s), partition creation switched off meanwhile (the data exists before the tree, as on a real project).`);
+  out.push(`- Partitions: ${fmtInt(b.partitionCreation.leaves)} leaves (petri and gasifier) in ${fmtDuration(b.partitionCreation.seconds)}: **${b.partitionCreation.msPerLeaf.toFixed(1)} ms per leaf**, with \`precreate_program_partitions\` site by site (site partitions and DEFAULTs included).`);
+  out.push(`- ${b.prepare}.`);
+  out.push(`- Offline copy into the tree: ${fmtInt(b.offlineCopy.rows)} rows in ${fmtDuration(b.offlineCopy.seconds)} (${fmtInt(b.offlineCopy.rowsPerSecond)} rows/s, through the company_id and key-table triggers, foreign keys and indexes). Rows left in DEFAULT partitions: ${fmtInt(b.tree.rowsInDefaults)}.`);
+  out.push(`- Swap: ${b.swap}.`);
+  out.push(`- Indexed legacy copy: ${fmtInt(b.indexedCopy.rows)} rows in ${fmtDuration(b.indexedCopy.seconds)} (same columns, indexes, foreign keys (NOT VALID) and company_id trigger as the legacy table, plus the composite index).`);
+  out.push(`- Then VACUUM (ANALYZE) of all three, as autovacuum would leave them.`);
+  out.push("");
+  out.push("| Step | Seconds | Detail |");
+  out.push("| --- | ---: | --- |");
+  for (const s of b.steps) out.push(`| ${s.name} | ${s.seconds.toFixed(1)} | ${s.detail} |`);
+  out.push("");
+
+  out.push("## Method");
+  out.push("");
+  out.push("- One database holds the three tables with the same rows. The partitioned table is the live `public.petri_observations` (simulated swap, see Build), so the routed paths (`petri_observations_by_submission`, `get_observation_by_id`, `update_observation_by_id`) run exactly as the app calls them; the submission lookup is measured through the view.");
+  out.push("- Statements carry their keys as literals and are sent unprepared (simple protocol): each execution is planned, so the planning cost of a large tree is in every figure. They run as `postgres` (BYPASSRLS) so that RLS does not skew the comparison.");
+  out.push("- Per class: warm-up runs, then repetitions in which the variants take turns (rotating order), so noise from other processes hits all of them alike. Fetch, update and submission lookups use a different id each repetition (the same ids on every table).");
+  out.push("- p95 is nearest-rank over the repetitions (with few repetitions it is close to the maximum).");
+  for (const n of r.notes) out.push(`- ${n}`);
+  out.push("");
+  out.push("## Machine");
+  out.push("");
+  out.push("| | |");
+  out.push("| --- | --- |");
+  out.push(`| CPU | ${r.machine.cpuModel} (${r.machine.cores} cores) |`);
+  out.push(`| Memory | ${r.machine.memoryGiB} GiB |`);
+  out.push(`| OS / Node | ${r.machine.os} / ${r.machine.node} |`);
+  out.push(`| PostgreSQL | ${r.machine.postgres} |`);
+  out.push(`| Database | ${r.machine.database} |`);
+  for (const [k, val] of Object.entries(r.machine.settings)) out.push(`| ${k} | ${val} |`);
+  out.push("");
+  out.push("## Reproduce");
+  out.push("");
+  out.push("```bash");
+  out.push(r.mode === "quick" ? "npm run bench -- --quick" : "npm run bench            # full scale (about half an hour on 2 cores)");
+  out.push("```");
+  out.push("");
+  out.push("The bench starts its own PostgreSQL cluster (port 54460, `.local/db/bench`), pushes the migrations with the Supabase CLI into a fresh `bench` database, builds the data, measures, and writes `results/bench-<timestamp>/` (report.md, result.json, ratios.svg). `--db-url` runs it in an empty, freshly migrated database of your own instead.");
+  out.push("");
+  return out.join("\n");
+}
+
+const pad = (s: string, n: number, right = false) => (right ? s.padStart(n) : s.padEnd(n));
+
+export function terminalTable(r: BenchResult): string {
+  const rows: string[][] = [["Query class", "legacy p50", "indexed p50", "partitioned p50 (p95)", "× legacy", "× indexed"]];
+  for (const q of r.queries) {
+    const p = v(q, "partitioned");
+    rows.push([q.title, fmtMs(v(q, "legacy")?.timings.median), fmtMs(v(q, "indexed")?.timings.median),
+      p ? `${fmtMs(p.timings.median)} (${fmtMs(p.timings.p95)})` : "–", fmtRatio(q.speedupVsLegacy), fmtRatio(q.speedupVsIndexed)]);
+  }
+  if (r.inserts) {
+    for (const s of r.inserts.shares) {
+      const rate = (t: string) => r.inserts!.runs.find((x) => x.table === t && x.commit === s.commit && x.connections === s.connections)?.rowsPerSecond;
+      const [l, i, p] = [rate("legacy"), rate("indexed"), rate("partitioned")];
+      rows.push([`Insert rows/s, ${s.commit}, ${s.connections} conn`, fmtInt(l), fmtInt(i), fmtInt(p), l && p ? fmtRatio(p / l) : "–", i && p ? fmtRatio(p / i) : "–"]);
+    }
+  }
+  const w = rows[0]!.map((_, c) => Math.max(...rows.map((row) => (row[c] ?? "").length)));
+  const line = (row: string[]) => row.map((x, c) => pad(x, w[c]!, c > 0)).join("  ");
+  const out = [line(rows[0]!), w.map((n) => "-".repeat(n)).join("  "), ...rows.slice(1).map(line)];
+  out.push("");
+  out.push("times in ms; × = legacy p50 ÷ partitioned p50 (for inserts: partitioned rows/s ÷ legacy rows/s)");
+  out.push("");
+  for (const g of [...r.goals]) out.push(`${g.status === "met" ? "✔" : g.status === "missed" ? "✘" : "–"} ${g.goal}: ${g.measured}${g.reason ? `\n    ${g.reason}` : ""}`);
+  return out.join("\n");
+}
+
+export interface WrittenFiles { json: string; markdown: string; svg: string; published?: string[] }
+
+export function writeOutputs(r: BenchResult, outDir: string, publish: boolean): WrittenFiles {
+  mkdirSync(outDir, { recursive: true });
+  const svg = ratioChartSvg(chartRows(r), "Partitioned vs legacy: speed ratio (p50)",
+    `${r.mode === "quick" ? "quick mode, " : ""}${fmtInt(r.build.rows.legacy)} rows, ${fmtInt(r.build.tree.leaves)} leaves; ${r.machine.cpuModel}, ${r.machine.cores} cores`);
+  const files: WrittenFiles = { json: join(outDir, "result.json"), markdown: join(outDir, "report.md"), svg: join(outDir, "ratios.svg") };
+  writeFileSync(files.json, `${JSON.stringify(r, null, 2)}\n`);
+  writeFileSync(files.svg, svg);
+  writeFileSync(files.markdown, markdownReport(r, "ratios.svg"));
+  if (publish) {
+    const docs = join(REPO_ROOT, "docs", "benchmarks");
+    mkdirSync(docs, { recursive: true });
+    const pub = [join(docs, "latest.json"), join(docs, "latest-ratios.svg"), join(docs, "latest.md")];
+    writeFileSync(pub[0]!, `${JSON.stringify(r, null, 2)}\n`);
+    writeFileSync(pub[1]!, svg);
+    writeFileSync(pub[2]!, markdownReport(r, "latest-ratios.svg"));
+    files.published = pub.map((p) => relative(REPO_ROOT, p));
+  }
+  return files;
+}

@@ -1,0 +1,54 @@
+// One benchmark run, end to end: database, build, the measured sections, goals, outputs.
+import postgres from "postgres";
+import { buildData, openBenchDatabase } from "./build.ts";
+import { evaluateGoals, evaluatePromises } from "./goals.ts";
+import { runInserts } from "./inserts.ts";
+import { machineInfo } from "./machine.ts";
+import { runMaintenance, runMigration } from "./operations.ts";
+import type { BenchOptions } from "./options.ts";
+import { runPlanning } from "./planning.ts";
+import { createProgress } from "./progress.ts";
+import { roundTrip, runQueries } from "./queries.ts";
+import { terminalTable, writeOutputs, type WrittenFiles } from "./report.ts";
+import type { BenchResult } from "./types.ts";
+
+export async function runBench(o: BenchOptions): Promise<{ result: BenchResult; files: WrittenFiles }> {
+  const progress = createProgress({ quiet: o.quiet });
+  const startedAt = new Date();
+  const t0 = performance.now();
+  const db = await openBenchDatabase(o, progress);
+  const sql = postgres(db.url, { max: 1, idle_timeout: 0, onnotice: () => {}, connection: { application_name: "bench" } });
+  try {
+    const machine = await machineInfo(sql, db.label);
+    const build = await buildData(sql, db.url, o, progress);
+    const queries = o.sections.has("queries") ? await runQueries(sql, o, progress) : [];
+    const rt = o.sections.has("queries") ? await roundTrip(sql, o) : null;
+    const inserts = o.sections.has("inserts") ? await runInserts(sql, db.url, o, progress) : null;
+    // maintenance before the planning series (whose extra managed table it would also process)
+    const maintenance = o.sections.has("maintenance") ? await runMaintenance(sql, progress) : null;
+    const planning = o.sections.has("planning") ? await runPlanning(sql, db.url, o, progress) : null;
+    const migration = o.sections.has("migration") ? await runMigration(sql, db.url, o, progress) : { status: "skipped" as const, reason: "--skip migration" };
+    progress.close();
+    const notes = [
+      `Warm-up runs per variant: ${o.warmup}; repetitions: ${o.reps.scan} (full scan), ${o.reps.query} (filters and aggregates), ${o.reps.byId} (by id and submission), fewer when a class exceeds its time budget.`,
+      "Updates on the legacy tables are plain `UPDATE … WHERE observation_id = …` (what supabase-js `.update().eq()` sends, no RETURNING); the routed RPC also returns the updated row as JSON.",
+      "The indexed legacy table has no RLS policies; the comparison runs as a BYPASSRLS role, where policies do not apply anyway.",
+    ];
+    const partial = {
+      version: 1 as const, mode: o.quick ? "quick" as const : "full" as const,
+      startedAt: startedAt.toISOString(), finishedAt: new Date().toISOString(), seconds: (performance.now() - t0) / 1000,
+      machine, build, queries, roundTrip: rt, inserts, maintenance, planning, migration, notes,
+    };
+    const result: BenchResult = { ...partial, goals: evaluateGoals(partial), promises: evaluatePromises(partial) };
+    const files = writeOutputs(result, o.outDir, o.publish);
+    if (!o.quiet) {
+      console.log(`\n${terminalTable(result)}\n`);
+      console.log(`report:  ${files.markdown}\nresult:  ${files.json}\nchart:   ${files.svg}${files.published ? `\npublished: ${files.published.join(", ")}` : ""}`);
+    }
+    return { result, files };
+  } finally {
+    progress.close();
+    await sql.end({ timeout: 5 });
+    db.close();
+  }
+}

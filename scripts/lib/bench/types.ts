@@ -1,0 +1,183 @@
+// The shape of a benchmark result (written as JSON, read by the report writer and the smoke test).
+import type { Summary } from "./stats.ts";
+
+export type TableKind = "legacy" | "indexed" | "partitioned";
+
+export interface MachineInfo {
+  cpuModel: string;
+  cores: number;
+  memoryGiB: number;
+  loadAverage: number[];
+  os: string;
+  node: string;
+  postgres: string;
+  settings: Record<string, string>;
+  /** where the database ran: the bench's own cluster or the --db-url given */
+  database: string;
+}
+
+export interface BuildStep {
+  name: string;
+  seconds: number;
+  detail: string;
+}
+
+export interface BuildInfo {
+  steps: BuildStep[];
+  demo: { companies: number; programs: number; sites: number; months: number; petriPerSiteMonth: number; gasifierPerSiteMonth: number };
+  rows: { legacy: number; indexed: number; partitioned: number; gasifier: number; submissions: number };
+  sizes: { legacyBytes: number; indexedBytes: number; partitionedBytes: number };
+  tree: { leaves: number; defaults: number; programs: number; sites: number; rowsInDefaults: number; allTablesLeaves: number };
+  generator: { rows: number; seconds: number; rowsPerSecond: number };
+  partitionCreation: { leaves: number; seconds: number; msPerLeaf: number };
+  offlineCopy: { rows: number; seconds: number; rowsPerSecond: number };
+  indexedCopy: { rows: number; seconds: number };
+  /** how the partitioned table became the live table */
+  swap: string;
+  prepare: string;
+}
+
+export interface VariantResult {
+  id: string;
+  label: string;
+  table: TableKind;
+  role: "baseline" | "candidate" | "extra";
+  sql: string;
+  timings: Summary;
+  samples: number[];
+  /** server-side planning time of the statement (EXPLAIN (SUMMARY)); null when it runs inside a function */
+  planning: Summary | null;
+  /** partitions in the plan (partition_mgmt.explain_partitions), partitioned plain statements only */
+  partitionsInPlan?: number;
+  error?: string;
+}
+
+export interface RoundTrip {
+  /** `select 1`: the client/server round trip included in every query figure */
+  selectOne: Summary;
+}
+
+export interface QueryClassResult {
+  id: string;
+  title: string;
+  what: string;
+  promise: string;
+  variants: VariantResult[];
+  /** rows the filter selects (aggregate classes: the count(*) the legacy table returned) */
+  matchedRows?: number;
+  /** partitioned (the candidate) vs each baseline: baseline median / candidate median */
+  speedupVsLegacy: number | null;
+  speedupVsIndexed: number | null;
+}
+
+export interface InsertRun {
+  table: TableKind;
+  commit: "durable" | "async";
+  connections: number;
+  rows: number;
+  seconds: number;
+  rowsPerSecond: number;
+  latency: Summary;
+  errors: number;
+  firstError?: string;
+}
+
+export interface InsertProfile {
+  table: TableKind;
+  label: string;
+  samples: number;
+  executionMs: number;
+  planningMs: number;
+  triggers: { name: string; ms: number }[];
+  /** execution minus triggers: routing, heap and index writes */
+  otherMs: number;
+}
+
+export interface InsertResult {
+  runs: InsertRun[];
+  profile: InsertProfile[];
+  /** partitioned rows/s as a share of legacy rows/s, per commit mode and connections */
+  shares: { commit: string; connections: number; share: number }[];
+}
+
+export interface PlanningLevel {
+  leaves: number;
+  /** DEFAULT partitions of the tree (also planned by an id-only statement) */
+  defaults: number;
+  createSeconds: number;
+  msPerLeaf: number;
+  keyed: { planning: Summary; execution: Summary; coldPlanningMs: number };
+  idOnly: { planning: Summary; execution: Summary; coldPlanningMs: number };
+}
+
+export interface PlanningResult {
+  table: string;
+  shape: string;
+  levels: PlanningLevel[];
+  keyedSql: string;
+  idOnlySql: string;
+  error?: string;
+}
+
+export interface MaintenanceResult {
+  seconds: number;
+  steps: { table: string | null; action: string; status: string; seconds: number; partitions: number; rows: number; error: string | null }[];
+  error?: string;
+}
+
+export interface MigrationResult {
+  status: "measured" | "not measured yet" | "failed" | "skipped";
+  reason?: string;
+  table?: string;
+  rows?: number;
+  offline?: { seconds: number; rowsPerSecond: number; lockHeldMs: number; note: string } | { error: string };
+  online?: {
+    prepareSeconds: number;
+    backfillSeconds: number;
+    backfillRowsPerSecond: number;
+    batches: number;
+    validateSeconds: number;
+    swapLockMs: number;
+    swapAttempts: number;
+    totalSeconds: number;
+  } | { error: string };
+  app?: {
+    sessions: number;
+    baseline: { ops: number; p50: number; p99: number; max: number };
+    during: { ops: number; p50: number; p99: number; max: number };
+    swapWindow: { ops: number; max: number };
+    errors: number;
+    retried: number;
+  };
+}
+
+export type GoalStatus = "met" | "missed" | "not measured";
+
+export interface GoalResult {
+  id: string;
+  goal: string;
+  status: GoalStatus;
+  measured: string;
+  reason: string;
+}
+
+export interface BenchResult {
+  version: 1;
+  mode: "quick" | "full";
+  startedAt: string;
+  finishedAt: string;
+  seconds: number;
+  machine: MachineInfo;
+  build: BuildInfo;
+  queries: QueryClassResult[];
+  roundTrip: RoundTrip | null;
+  inserts: InsertResult | null;
+  maintenance: MaintenanceResult | null;
+  planning: PlanningResult | null;
+  migration: MigrationResult;
+  /** the issue's goals */
+  goals: GoalResult[];
+  /** the plan's "Performance Expectations" and "Success Criteria" */
+  promises: GoalResult[];
+  notes: string[];
+}

@@ -1,0 +1,198 @@
+/**
+ * get-observations-optimized: the request pipeline and the two reads behind it.
+ *
+ *   method → caller's JWT → parameters (JSON body or query string) → zod
+ *   → one transaction as the caller (role + request.jwt.claims, like PostgREST)
+ *   → rows:      public.get_observations_optimized (the SQL read API), keyset-paginated
+ *     aggregate: counts and growth_index statistics per UTC day or per site,
+ *                over the live table under RLS
+ *
+ * The entry point (get-observations-optimized/index.ts) only wires this to Deno.serve.
+ */
+import { type Tx, withCallerContext } from "./db.ts";
+import { jsonResponse, validationFailed } from "./errors.ts";
+import { readClaims, requireUserOrService } from "./jwt.ts";
+import {
+  type DailyAggregateResponse,
+  type DailyAggregateRow,
+  MAX_AGGREGATE_GROUPS,
+  MAX_BODY_BYTES,
+  type ObservationRow,
+  type ObservationsPageResponse,
+  ObservationsRequestSchema,
+  type ParsedObservationsRequest,
+  type SiteAggregateResponse,
+  type SiteAggregateRow,
+} from "./observations-contract.ts";
+import { queryObject, readJsonObject, requireMethod } from "./request.ts";
+import { fieldIssues } from "./validation.ts";
+
+type PageRequest = Extract<ParsedObservationsRequest, { limit: number }>;
+type AggregateRequest = Extract<ParsedObservationsRequest, { mode: "aggregate" }>;
+type Filters = Omit<PageRequest, "mode" | "limit" | "cursor">;
+
+// supabase-js adds this when a region is forced; it is not a parameter of ours.
+const PLATFORM_QUERY_PARAMETERS = ["forceFunctionRegion"];
+
+// ---------------------------------------------------------------------------
+// Parameters
+// ---------------------------------------------------------------------------
+
+/**
+ * Query strings carry only text: a limit of digits becomes a number so GET and
+ * POST share one schema; anything else stays text and the schema names it.
+ */
+function fromQueryString(params: Record<string, string>): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...params };
+  if (typeof params.limit === "string" && /^\d{1,9}$/.test(params.limit)) out.limit = Number(params.limit);
+  return out;
+}
+
+/** Validated parameters of a GET (query string) or POST (JSON body) request. */
+export async function readObservationsRequest(req: Request): Promise<ParsedObservationsRequest> {
+  const raw = req.method === "GET"
+    ? fromQueryString(queryObject(new URL(req.url), PLATFORM_QUERY_PARAMETERS))
+    : await readJsonObject(req, MAX_BODY_BYTES);
+  return parseObservationsRequest(raw);
+}
+
+export function parseObservationsRequest(raw: unknown): ParsedObservationsRequest {
+  const parsed = ObservationsRequestSchema.safeParse(raw);
+  if (!parsed.success) throw validationFailed(fieldIssues(parsed.error.issues));
+  return parsed.data;
+}
+
+// ---------------------------------------------------------------------------
+// Reads (inside the caller's transaction)
+// ---------------------------------------------------------------------------
+
+/** Keyset cursor of a row, in the read API's format; created_at keeps its microseconds. */
+export function cursorOf(row: ObservationRow): string {
+  return `${row.created_at}|${row.observation_id}`;
+}
+
+// In the statements below every timestamp is bound as text and cast in SQL
+// (`::text::timestamptz`): bound as timestamptz, postgres.js would round-trip it through a JS
+// Date and drop the microseconds a date-time bound may carry.
+
+// Output of timestamps (and "day") in UTC whatever the database's TimeZone is.
+async function useUtc(tx: Tx): Promise<void> {
+  await tx`select set_config('timezone', 'UTC', true)`;
+}
+
+/**
+ * One page through the SQL read API, so the same pruning, validation and RLS
+ * apply as for supabase.rpc('get_observations_optimized'). json_agg serialises
+ * the rows in SQL, exactly as PostgREST does (numerics as numbers, timestamps
+ * with microseconds, which the keyset cursor needs).
+ */
+export async function readPage(tx: Tx, p: PageRequest): Promise<Omit<ObservationsPageResponse, "meta">> {
+  await useUtc(tx);
+  const [result] = await tx<{ rows: ObservationRow[] }[]>`
+    select coalesce(json_agg(r order by r.created_at desc, r.observation_id desc), '[]'::json) as rows
+    from public.get_observations_optimized(
+      p_company_id    => ${p.company_id}::uuid,
+      p_program_id    => ${p.program_id}::uuid,
+      p_start_date    => ${p.start_date ?? null}::text::timestamptz,
+      p_end_date      => ${p.end_date ?? null}::text::timestamptz,
+      p_site_id       => ${p.site_id ?? null}::uuid,
+      p_submission_id => ${p.submission_id ?? null}::uuid,
+      p_limit         => ${p.limit}::integer,
+      p_cursor        => ${p.cursor ?? null}::text) r`;
+  const rows = result?.rows ?? [];
+  const last = rows.at(-1);
+  // A full page may be followed by more rows; a short one is the last.
+  const nextCursor = rows.length === p.limit && last ? cursorOf(last) : null;
+  return { rows, next_cursor: nextCursor };
+}
+
+/**
+ * The read API's own checks (company membership, program of that company,
+ * argument validity), raised with its SQLSTATEs, by asking it for one row.
+ */
+async function assertReadable(tx: Tx, f: Filters): Promise<void> {
+  await tx`
+    select count(*) from public.get_observations_optimized(
+      p_company_id    => ${f.company_id}::uuid,
+      p_program_id    => ${f.program_id}::uuid,
+      p_start_date    => ${f.start_date ?? null}::text::timestamptz,
+      p_end_date      => ${f.end_date ?? null}::text::timestamptz,
+      p_site_id       => ${f.site_id ?? null}::uuid,
+      p_submission_id => ${f.submission_id ?? null}::uuid,
+      p_limit         => 1)`;
+}
+
+/**
+ * Counts and growth_index statistics per UTC day or per site, computed from the
+ * live table as the caller (RLS applies; fresh, unlike analytics.mv_daily_metrics).
+ * The filters mirror the read API's. They are parameters of an unnamed statement,
+ * which Postgres plans with their values: it prunes to the program's (and site's)
+ * partitions when planning, and to the date range when the executor starts.
+ */
+export async function readAggregate(
+  tx: Tx,
+  p: AggregateRequest,
+): Promise<{ rows: (DailyAggregateRow | SiteAggregateRow)[]; truncated: boolean }> {
+  await useUtc(tx);
+  await assertReadable(tx, p);
+  const groupKey = p.group_by === "day" ? tx`(o.created_at at time zone 'UTC')::date` : tx`o.site_id`;
+  const groupName = p.group_by === "day" ? "day" : "site_id";
+  const [result] = await tx<{ rows: (DailyAggregateRow | SiteAggregateRow)[] }[]>`
+    select coalesce(json_agg(g order by g.${tx(groupName)}), '[]'::json) as rows
+    from (
+      select ${groupKey} as ${tx(groupName)},
+             count(*) as observation_count,
+             count(o.growth_index) as growth_index_count,
+             avg(o.growth_index)::float8 as avg_growth_index,
+             min(o.growth_index)::float8 as min_growth_index,
+             max(o.growth_index)::float8 as max_growth_index,
+             stddev_samp(o.growth_index)::float8 as stddev_growth_index,
+             min(o.created_at) as first_observation_at,
+             max(o.created_at) as last_observation_at
+      from public.petri_observations o
+      where o.company_id = ${p.company_id}::uuid
+        and o.program_id = ${p.program_id}::uuid
+        ${p.site_id ? tx`and o.site_id = ${p.site_id}::uuid` : tx``}
+        ${p.submission_id ? tx`and o.submission_id = ${p.submission_id}::uuid` : tx``}
+        ${p.start_date ? tx`and o.created_at >= ${p.start_date}::text::timestamptz` : tx``}
+        ${p.end_date ? tx`and o.created_at < ${p.end_date}::text::timestamptz` : tx``}
+      group by 1
+      order by 1
+      limit ${MAX_AGGREGATE_GROUPS + 1}
+    ) g`;
+  const rows = result?.rows ?? [];
+  return { rows: rows.slice(0, MAX_AGGREGATE_GROUPS), truncated: rows.length > MAX_AGGREGATE_GROUPS };
+}
+
+// ---------------------------------------------------------------------------
+// Handler
+// ---------------------------------------------------------------------------
+
+function elapsedMs(startedAt: number): number {
+  return Math.round((performance.now() - startedAt) * 10) / 10;
+}
+
+/** The whole request: errors are thrown as HttpError (or Postgres errors) for errorResponse. */
+export async function handleObservationsRequest(req: Request): Promise<Response> {
+  const startedAt = performance.now();
+  requireMethod(req, ["GET", "POST"]);
+  const claims = requireUserOrService(await readClaims(req));
+  const params = await readObservationsRequest(req);
+
+  if (params.mode === "aggregate") {
+    const { rows, truncated } = await withCallerContext(claims, (tx) => readAggregate(tx, params));
+    const meta = { mode: "aggregate" as const, count: rows.length, truncated, duration_ms: elapsedMs(startedAt) };
+    // The statement's grouping column decides the row shape.
+    const body: DailyAggregateResponse | SiteAggregateResponse = params.group_by === "day"
+      ? { rows: rows as DailyAggregateRow[], next_cursor: null, meta: { ...meta, group_by: "day" } }
+      : { rows: rows as SiteAggregateRow[], next_cursor: null, meta: { ...meta, group_by: "site" } };
+    return jsonResponse(body);
+  }
+
+  const page = await withCallerContext(claims, (tx) => readPage(tx, params));
+  const body: ObservationsPageResponse = {
+    ...page,
+    meta: { mode: "rows", count: page.rows.length, limit: params.limit, duration_ms: elapsedMs(startedAt) },
+  };
+  return jsonResponse(body);
+}

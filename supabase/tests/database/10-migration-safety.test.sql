@@ -1,0 +1,91 @@
+-- Online migration: API, privileges and every phase in one transaction (migration
+-- 20250102000500_safety_and_rollback). The concurrent, crash and lock-wait scenarios are in
+-- test/migration-*.test.ts.
+-- Covers: the plan's functions exist and only service_role (and the owner) may call them; a dry
+-- run changes nothing; prepare + sync leave the migration in phase syncing; the sync trigger
+-- copies an insert (gasifier program_id NULL: derived from the site), a key-changing update
+-- (old version removed, one key-table entry) and a delete; the backfill copies the rest and
+-- reaches backfilled; validation passes and moves to validated; a swap before validation is
+-- refused; the swap puts the partitioned table under the legacy name and writes after it reach
+-- <table>_old; rollback restores the legacy table and leaves no state or trigger; finalize is
+-- refused unless swapped.
+begin;
+select plan(26);
+set local timezone = 'UTC';
+
+select has_function('partition_mgmt', 'pre_migration_check', array['text'], 'pre_migration_check(text) exists');
+select has_function('partition_mgmt', 'safe_migrate_table', array['text', 'boolean', 'boolean'], 'safe_migrate_table exists');
+select has_function('partition_mgmt', 'migrate_to_partitioned', array['integer', 'uuid', 'text', 'integer', 'numeric'], 'migrate_to_partitioned exists');
+select has_function('partition_mgmt', 'monitor_migration', array['text'], 'monitor_migration exists');
+select has_function('partition_mgmt', 'post_migration_validation', array['text'], 'post_migration_validation exists');
+select has_function('partition_mgmt', 'swap_tables', array['text', 'text', 'integer', 'text'], 'swap_tables exists');
+select has_function('partition_mgmt', 'rollback_migration', array['text', 'text', 'integer'], 'rollback_migration exists');
+select has_function('partition_mgmt', 'finalize_migration', array['text'], 'finalize_migration exists');
+select ok(has_function_privilege('service_role', 'partition_mgmt.swap_tables(text, text, integer, text)', 'execute')
+         and not has_function_privilege('authenticated', 'partition_mgmt.swap_tables(text, text, integer, text)', 'execute')
+         and not has_function_privilege('anon', 'partition_mgmt.rollback_migration(text, text, integer)', 'execute')
+         and not has_function_privilege('authenticated', 'partition_mgmt.migrate_to_partitioned(integer, uuid, text, integer, numeric)', 'execute'),
+  'only service_role may run the migration');
+
+insert into public.companies (company_id, name) values ('c1000000-0000-4000-8000-000000000010', 'Mig Co');
+insert into public.pilot_programs (program_id, name, start_date, end_date, company_id)
+values ('a1000000-0000-4000-8000-000000000010', 'Mig program', current_date - 40, current_date + 40, 'c1000000-0000-4000-8000-000000000010');
+insert into public.sites (site_id, program_id, name) values
+  ('b1000000-0000-4000-8000-000000000011', 'a1000000-0000-4000-8000-000000000010', 'Mig site 1'),
+  ('b1000000-0000-4000-8000-000000000012', 'a1000000-0000-4000-8000-000000000010', 'Mig site 2');
+insert into public.submissions (submission_id, site_id, program_id)
+values ('d1000000-0000-4000-8000-000000000010', 'b1000000-0000-4000-8000-000000000011', 'a1000000-0000-4000-8000-000000000010');
+insert into public.gasifier_observations (observation_id, submission_id, site_id, program_id, gasifier_code, created_at)
+select ('e1000000-0000-4000-8000-' || lpad(g::text, 12, '0'))::uuid, 'd1000000-0000-4000-8000-000000000010',
+       'b1000000-0000-4000-8000-000000000011', case when g % 3 = 0 then null else 'a1000000-0000-4000-8000-000000000010'::uuid end,
+       'G' || g, now() - make_interval(days => g)
+from generate_series(1, 25) g;
+
+select is((select count(*)::int from partition_mgmt.safe_migrate_table('gasifier', true) where action = 'verdict' and status = 'ok'), 1,
+  'the dry run finds no blocker');
+select is((select count(*)::int from partition_mgmt.migration_state), 0, 'the dry run records nothing');
+select is((select status from partition_mgmt.pre_migration_check('gasifier') where check_name = 'partition keys'), 'warning',
+  'NULL program_id that can be derived from the site is a warning, not a blocker');
+
+select lives_ok($$select * from partition_mgmt.safe_migrate_table('gasifier', false)$$, 'prepare and sync');
+select is(partition_mgmt.migration_phase('gasifier'), 'syncing', 'the migration is syncing');
+
+-- the sync trigger
+insert into public.gasifier_observations (observation_id, submission_id, site_id, program_id, gasifier_code)
+values ('e1000000-0000-4000-8000-000000000100', 'd1000000-0000-4000-8000-000000000010', 'b1000000-0000-4000-8000-000000000011', null, 'new');
+select is((select program_id from public.gasifier_observations_partitioned where observation_id = 'e1000000-0000-4000-8000-000000000100'),
+  'a1000000-0000-4000-8000-000000000010'::uuid, 'an insert is copied, its NULL program_id derived from the site');
+update public.gasifier_observations set site_id = 'b1000000-0000-4000-8000-000000000012', measure = 7
+where observation_id = 'e1000000-0000-4000-8000-000000000100';
+select results_eq($$select site_id, measure::numeric, (select count(*)::int from partition_mgmt.observation_keys k where k.table_key = 'gasifier' and k.observation_id = p.observation_id)
+                    from public.gasifier_observations_partitioned p where observation_id = 'e1000000-0000-4000-8000-000000000100'$$,
+  $$values ('b1000000-0000-4000-8000-000000000012'::uuid, 7::numeric, 1)$$,
+  'a site change moves the copy (one row, one key entry)');
+delete from public.gasifier_observations where observation_id = 'e1000000-0000-4000-8000-000000000001';
+update public.gasifier_observations set notes = 'x' where observation_id = 'e1000000-0000-4000-8000-000000000002';
+
+select throws_ok($$select * from partition_mgmt.swap_tables('gasifier')$$, 'P0001', null, 'the swap is refused before validation');
+
+-- backfill and validation
+select is((select done from partition_mgmt.migrate_to_partitioned(7, null, 'gasifier', 100)), true, 'the backfill finishes');
+select is(partition_mgmt.migration_phase('gasifier'), 'backfilled', 'phase backfilled');
+select is((select count(*)::int from partition_mgmt.post_migration_validation('gasifier') where status <> 'ok'), 0, 'validation finds the tables equal');
+select is(partition_mgmt.migration_phase('gasifier'), 'validated', 'phase validated');
+
+-- swap, a write after it, rollback
+select is((select phase from partition_mgmt.swap_tables('gasifier')), 'swapped', 'the swap succeeds');
+select is((select relkind::text from pg_class where oid = 'public.gasifier_observations'::regclass), 'p', 'the partitioned table has the live name');
+insert into public.gasifier_observations (observation_id, submission_id, site_id, program_id, gasifier_code)
+values ('e1000000-0000-4000-8000-000000000200', 'd1000000-0000-4000-8000-000000000010', 'b1000000-0000-4000-8000-000000000011', 'a1000000-0000-4000-8000-000000000010', 'after');
+select is((select count(*)::int from public.gasifier_observations_old where observation_id = 'e1000000-0000-4000-8000-000000000200'), 1,
+  'a write after the swap reaches gasifier_observations_old');
+select lives_ok($$select partition_mgmt.rollback_migration('gasifier')$$, 'rollback after the swap');
+select results_eq($$select (select relkind::text from pg_class where oid = 'public.gasifier_observations'::regclass),
+                           (select count(*)::int from public.gasifier_observations where observation_id = 'e1000000-0000-4000-8000-000000000200'),
+                           (select count(*)::int from partition_mgmt.migration_state),
+                           (select count(*)::int from pg_trigger where tgname like 'partition_mgmt_sync%')$$,
+  $$values ('r'::text, 1, 0, 0)$$,
+  'the legacy table is live again with the post-swap write; no state or trigger is left');
+
+select * from finish();
+rollback;

@@ -1,0 +1,19 @@
+// supabase-js clients for the suites, as a frontend creates them: anon key plus the user's token.
+import { createClient, type SupabaseClient, type WebSocketLikeConstructor } from "@supabase/supabase-js";
+import { testEnv } from "./env.ts";
+
+// Node 20 has no global WebSocket and supabase-js builds its realtime client eagerly; the suites
+// never open a realtime channel, so a transport that refuses to connect is enough.
+class NoRealtime {
+  constructor() {
+    throw new Error("realtime is not available in the test suites");
+  }
+}
+
+export function supabaseAs(token: string): SupabaseClient {
+  return createClient(testEnv.supabaseUrl, testEnv.anonKey, {
+    auth: { persistSession: false, autoRefreshToken: false, detectSessionInUrl: false },
+    global: { headers: { Authorization: `Bearer ${token}` } },
+    realtime: { transport: NoRealtime as unknown as WebSocketLikeConstructor },
+  });
+}

@@ -1,0 +1,237 @@
+// Phases, catalog state and lock behaviour of the online migration (migration 20250102000500).
+// Covers:
+//  - the full cycle start -> rollback -> start -> swap -> finalize for petri_observations, with
+//    catalog checks after each step: which table is live, sync triggers, policies and RLS, grants,
+//    the app's own view and analytics.mv_daily_metrics reading the right table, the supabase_realtime
+//    publication membership, company isolation for an authenticated user, nothing left behind;
+//  - dry run changes nothing; a pre-check blocker (a foreign key referencing the table) stops
+//    prepare with the offending constraint named;
+//  - a long reader holds a lock during the swap: the swap gives up within lock_timeout, retries and
+//    succeeds once the reader is done; other readers never wait much longer than lock_timeout;
+//    with too few attempts it fails with lock_not_available and changes nothing;
+//  - Option B (maintenance window) for gasifier_observations: one call copies, validates, swaps,
+//    and rollback_migration undoes it.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import postgres from "postgres";
+import { backfill, migrateOnline, monitor } from "../scripts/lib/migration-driver.ts";
+import { freshDatabase, type FreshDb } from "./helpers/db.ts";
+import { compareTables, leftovers, loadSmallDemo, phaseOf } from "./helpers/migration.ts";
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe("migration phases and catalog", () => {
+  let db: FreshDb;
+  beforeAll(async () => {
+    db = await freshDatabase("mig_cycle");
+    await loadSmallDemo(db.sql);
+    await db.sql`create view public.petri_recent with (security_invoker = true) as
+                 select observation_id, program_id, growth_index from public.petri_observations`;
+    await db.sql`grant select on public.petri_recent to authenticated`;
+    await db.sql`create publication supabase_realtime for table public.petri_observations`;
+    await db.sql`select analytics.refresh_daily_metrics()`;
+  });
+  afterAll(async () => {
+    await db?.drop();
+  });
+
+  async function catalog() {
+    const [r] = await db.sql<Record<string, unknown>[]>`
+      select (select relkind::text from pg_class where oid = 'public.petri_observations'::regclass) as live_kind,
+             to_regclass('public.petri_observations_old') is not null as old_exists,
+             array(select tgname::text from pg_trigger where tgrelid = 'public.petri_observations'::regclass and not tgisinternal order by 1) as live_triggers,
+             array(select polname::text from pg_policy where polrelid = 'public.petri_observations'::regclass) as live_policies,
+             (select relrowsecurity from pg_class where oid = 'public.petri_observations'::regclass) as live_rls,
+             has_table_privilege('authenticated', 'public.petri_observations', 'select,insert,update,delete') as auth_grants,
+             has_table_privilege('anon', 'public.petri_observations', 'select') as anon_select,
+             (select count(*)::int from pg_depend d join pg_rewrite w on w.oid = d.objid
+               where w.ev_class = 'public.petri_recent'::regclass and d.refobjid = 'public.petri_observations'::regclass) > 0 as view_on_live,
+             (select count(*)::int from pg_depend d join pg_rewrite w on w.oid = d.objid
+               where w.ev_class = 'analytics.mv_daily_metrics'::regclass and d.refobjid = 'public.petri_observations'::regclass) > 0 as mv_on_live,
+             exists (select from pg_publication_rel r join pg_publication p on p.oid = r.prpubid
+                     where p.pubname = 'supabase_realtime' and r.prrelid = 'public.petri_observations'::regclass) as published`;
+    return r!;
+  }
+
+  async function visibleToUserOfCompany1() {
+    // act as a user of demo company 1, the way PostgREST does
+    return db.sql.begin(async (tx) => {
+      const [u] = await tx<{ id: string; company_id: string }[]>`select id, company_id from public.users order by email limit 1`;
+      await tx`select set_config('request.jwt.claims', ${JSON.stringify({ sub: u!.id, role: "authenticated" })}, true)`;
+      await tx`set local role authenticated`;
+      const [r] = await tx<{ mine: number; others: number }[]>`
+        select count(*) filter (where company_id = ${u!.company_id})::int as mine,
+               count(*) filter (where company_id <> ${u!.company_id})::int as others from public.petri_observations`;
+      return r!;
+    });
+  }
+
+  it("dry run changes nothing", async () => {
+    const snap = async () => (await db.sql<{ n: number; s: number; t: number }[]>`
+      select (select count(*)::int from partition_mgmt.partition_registry) as n,
+             (select count(*)::int from partition_mgmt.migration_state) as s,
+             (select count(*)::int from pg_trigger where tgname like 'partition_mgmt_sync%') as t`)[0];
+    const before = await snap();
+    const plan = await db.sql<{ action: string; status: string; detail: string }[]>`select * from partition_mgmt.safe_migrate_table('petri_observations', true)`;
+    expect(plan.map((p) => p.action)).toEqual(expect.arrayContaining(["prepare", "sync", "backfill", "validate", "swap", "verdict"]));
+    expect(plan.find((p) => p.action === "verdict")?.status).toBe("ok");
+    expect(plan.find((p) => p.action === "backfill")?.detail).toMatch(/^2160 rows/);
+    expect(await snap()).toEqual(before);
+  });
+
+  it("start -> rollback -> start -> swap -> finalize, checking the catalog after each step", async () => {
+    const initial = await catalog();
+    expect(initial).toMatchObject({ live_kind: "r", old_exists: false, view_on_live: true, mv_on_live: true, published: true, live_rls: true });
+    const isolation = await visibleToUserOfCompany1();
+    expect(isolation.mine).toBeGreaterThan(0);
+    expect(isolation.others).toBe(0);
+
+    // start: prepare + sync + part of the backfill
+    await db.sql`select * from partition_mgmt.safe_migrate_table('petri', false)`;
+    expect(await phaseOf(db.sql, "petri")).toBe("syncing");
+    expect((await catalog()).live_triggers).toContain("partition_mgmt_sync_to_partitioned");
+    await backfill(db.sql, "petri", { batchSize: 100, maxBatches: 5 });
+    expect(await phaseOf(db.sql, "petri")).toBe("backfilling");
+    const m = await monitor(db.sql, "petri");
+    expect(Number(m.rows_scanned)).toBe(500);
+    expect(Number(m.percent)).toBeGreaterThan(20);
+
+    // rollback before the swap: legacy untouched, copy emptied, nothing left
+    const [rb] = await db.sql<{ r: string }[]>`select partition_mgmt.rollback_migration('petri') as r`;
+    expect(rb?.r).toMatch(/rolled back from phase backfilling/);
+    expect(await catalog()).toEqual(initial);
+    expect(await leftovers(db.sql, "petri")).toEqual({ triggers: [], functions: [], state: 0, shadows: [] });
+    const [empty] = await db.sql<{ n: number; k: number }[]>`
+      select (select count(*)::int from public.petri_observations_partitioned) as n,
+             (select count(*)::int from partition_mgmt.observation_keys where table_key = 'petri') as k`;
+    expect(empty).toEqual({ n: 0, k: 0 });
+
+    // start again and go through the swap
+    const res = await migrateOnline(db.sql, "petri", { batchSize: 500, swap: true });
+    expect(res.phase).toBe("swapped");
+    const swapped = await catalog();
+    expect(swapped).toMatchObject({
+      live_kind: "p", old_exists: true, view_on_live: true, mv_on_live: true, published: true, live_rls: true,
+      auth_grants: initial.auth_grants, anon_select: initial.anon_select, live_policies: initial.live_policies,
+    });
+    expect(swapped.live_triggers).toEqual(["partition_mgmt_sync_to_legacy", "set_company_id_from_program", "zz_maintain_observation_keys"]);
+    const [oldTriggers] = await db.sql<{ t: string[] }[]>`
+      select array(select tgname::text from pg_trigger where tgrelid = 'public.petri_observations_old'::regclass and not tgisinternal) as t`;
+    expect(oldTriggers?.t).toEqual(["set_company_id_from_program"]);
+    expect(await visibleToUserOfCompany1()).toEqual(isolation);
+    const [metrics] = await db.sql<{ n: number }[]>`select count(*)::int as n from analytics.mv_daily_metrics`;
+    expect(metrics?.n).toBeGreaterThan(0);
+    const [refresh] = await db.sql<{ r: string }[]>`select analytics.refresh_daily_metrics() as r`;
+    expect(refresh?.r).toBe("concurrently");
+    // a write after the swap reaches _old
+    const [one] = await db.sql<{ id: string }[]>`select observation_id as id from public.petri_observations_old order by 1 limit 1`;
+    await db.sql`select public.update_observation_by_id('petri_observations', ${one!.id}::uuid, '{"notes": "after swap"}'::jsonb)`;
+    const [synced] = await db.sql<{ n: number }[]>`select count(*)::int as n from public.petri_observations_old where notes = 'after swap'`;
+    expect(synced?.n).toBe(1);
+    expect(await compareTables(db.sql, "petri")).toMatchObject({ onlyInLegacy: 0, onlyInPartitioned: 0 });
+
+    // finalize: _old and every helper gone; the view, the MV and the publication stay on the live table
+    const [fin] = await db.sql<{ r: string }[]>`select partition_mgmt.finalize_migration('petri') as r`;
+    expect(fin?.r).toMatch(/finalized/);
+    const done = await catalog();
+    expect(done).toMatchObject({ live_kind: "p", old_exists: false, view_on_live: true, mv_on_live: true, published: true });
+    expect(done.live_triggers).toEqual(["set_company_id_from_program", "zz_maintain_observation_keys"]);
+    expect(await leftovers(db.sql, "petri")).toEqual({ triggers: [], functions: [], state: 0, shadows: [] });
+    expect(await visibleToUserOfCompany1()).toEqual(isolation);
+    const log = await db.sql<{ to_phase: string }[]>`select to_phase from partition_mgmt.migration_log where table_key = 'petri' and to_phase <> 'swap-wait' order by id`;
+    expect(log.map((l) => l.to_phase)).toEqual(["prepared", "syncing", "backfilling", "rolled_back", "prepared", "syncing", "backfilling", "backfilled", "validated", "swapped", "finalized"]);
+  });
+
+  it("Option B: a maintenance-window migration of gasifier, then its rollback", async () => {
+    const [r] = await db.sql<{ phase: string; rows_copied: string }[]>`select * from partition_mgmt.offline_migrate_table('gasifier_observations')`;
+    expect(r?.phase).toBe("swapped");
+    expect(Number(r?.rows_copied)).toBe(1080);
+    expect(await compareTables(db.sql, "gasifier")).toMatchObject({ onlyInLegacy: 0, onlyInPartitioned: 0 });
+    await db.sql`select partition_mgmt.rollback_migration('gasifier')`;
+    const [k] = await db.sql<{ kind: string }[]>`select relkind::text as kind from pg_class where oid = 'public.gasifier_observations'::regclass`;
+    expect(k?.kind).toBe("r");
+    expect(await leftovers(db.sql, "gasifier")).toEqual({ triggers: [], functions: [], state: 0, shadows: [] });
+  });
+
+  it("a foreign key referencing the table is a blocker that stops prepare", async () => {
+    await db.sql`create table public.petri_annotations (id serial primary key, observation_id uuid references public.gasifier_observations (observation_id))`;
+    try {
+      const checks = await db.sql<{ check_name: string; status: string; detail: string }[]>`select * from partition_mgmt.pre_migration_check('gasifier')`;
+      expect(checks.find((c) => c.check_name === "foreign keys to the table")).toMatchObject({ status: "blocker" });
+      await expect(db.sql`select partition_mgmt.prepare_migration('gasifier')`).rejects.toThrow(/petri_annotations_observation_id_fkey/);
+      expect(await phaseOf(db.sql, "gasifier")).toBe("idle");
+    } finally {
+      await db.sql`drop table public.petri_annotations`;
+    }
+  });
+});
+
+describe("swap against a long-running reader", () => {
+  let db: FreshDb;
+  beforeAll(async () => {
+    db = await freshDatabase("mig_lockwait");
+    await loadSmallDemo(db.sql, { petriPerSiteMonth: 20, gasifierPerSiteMonth: 5 });
+    await migrateOnline(db.sql, "petri", { batchSize: 1000 });
+    expect(await phaseOf(db.sql, "petri")).toBe("validated");
+  });
+  afterAll(async () => {
+    await db?.drop();
+  });
+
+  it("gives up within lock_timeout and changes nothing when the reader outlasts every attempt", async () => {
+    const reader = postgres(db.url, { max: 1, onnotice: () => {} });
+    try {
+      const holding = reader.begin(async (tx) => {
+        await tx`select count(*) from public.petri_observations`;
+        await sleep(2500);
+      });
+      await sleep(200);
+      const t0 = performance.now();
+      await expect(db.sql`select * from partition_mgmt.swap_tables('petri', '100ms', 3)`).rejects.toMatchObject({ code: "55P03" });
+      expect(performance.now() - t0).toBeLessThan(2000);
+      await holding;
+    } finally {
+      await reader.end();
+    }
+    expect(await phaseOf(db.sql, "petri")).toBe("validated");
+    const [k] = await db.sql<{ kind: string }[]>`select relkind::text as kind from pg_class where oid = 'public.petri_observations'::regclass`;
+    expect(k?.kind).toBe("r");
+  });
+
+  it("retries until the reader is done; other readers never wait much longer than lock_timeout", async () => {
+    const reader = postgres(db.url, { max: 1, onnotice: () => {} });
+    const prober = postgres(db.url, { max: 1, onnotice: () => {} });
+    const waits: number[] = [];
+    let probing = true;
+    try {
+      const holding = reader.begin(async (tx) => {
+        await tx`select count(*) from public.petri_observations`;
+        await sleep(2000);
+      });
+      await sleep(200);
+      const probe = (async () => {
+        while (probing) {
+          const t = performance.now();
+          await prober`select count(*) from public.petri_observations where site_id = '00000000-0000-0000-0000-000000000000'`;
+          waits.push(performance.now() - t);
+          await sleep(20);
+        }
+      })();
+      const t0 = performance.now();
+      const [s] = await db.sql<{ phase: string; attempts: number; lock_held_ms: string }[]>`select * from partition_mgmt.swap_tables('petri', '200ms', 30)`;
+      const elapsed = performance.now() - t0;
+      probing = false;
+      await probe;
+      await holding;
+      console.log(`[lock-wait] swap after ${s?.attempts} attempts in ${elapsed.toFixed(0)} ms, ACCESS EXCLUSIVE held ${s?.lock_held_ms} ms; ` +
+        `reader probes: ${waits.length}, max wait ${Math.max(...waits).toFixed(0)} ms`);
+      expect(s?.phase).toBe("swapped");
+      expect(s?.attempts).toBeGreaterThan(1);
+      expect(elapsed).toBeGreaterThan(1500);
+      expect(Math.max(...waits)).toBeLessThan(200 + 400);
+    } finally {
+      probing = false;
+      await reader.end();
+      await prober.end();
+    }
+  });
+});
