@@ -4,6 +4,7 @@
 import postgres from "postgres";
 import { ensureCluster } from "./lib/cluster.ts";
 import { pushMigrations } from "./lib/migrations.ts";
+import { runOnlineMigrationDemo } from "./lib/main-job.ts";
 import { DEFAULT_DEMO, generateDemoData } from "./lib/demo-data.ts";
 import { DEV_STACK, functionsLogFile, stackEnv, startFunctionsDaemon, writeEnvFile } from "./lib/stack.ts";
 
@@ -54,7 +55,6 @@ Stop everything with: npm run stop
 // ---------------------------------------------------------------------------------------------
 // The main job: the plan's online migration on the demo data, with a simulated app writing.
 // ---------------------------------------------------------------------------------------------
-import { runOnlineMigrationDemo } from "./lib/main-job.ts";
 step("online migration of the observation tables (the plan, phases 3-4) while a simulated app writes");
 {
   const mj = postgres(cluster.url(), { max: 2, onnotice: () => {} });

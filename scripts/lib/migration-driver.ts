@@ -110,6 +110,6 @@ export async function migrateOnline(sql: Sql, table: string, o: DriveOptions = {
 export function progressBar(m: MonitorRow, width = 30): string {
   const pct = Math.min(100, Number(m.percent));
   const filled = Math.round((pct / 100) * width);
-  return `[${"#".repeat(filled)}${".".repeat(width - filled)}] ${pct.toFixed(1).padStart(5)}%  ${m.rows_scanned}/${m.rows_total ?? "?"} rows` +
+  return `[${"#".repeat(filled)}${".".repeat(width - filled)}] ${pct.toFixed(1).padStart(5)}%  ${m.rows_scanned}/${m.rows_total === null || m.rows_total === undefined ? "?" : Math.max(Number(m.rows_total), Number(m.rows_scanned))} rows` +
     `  ${m.rows_per_second ?? "-"} rows/s  eta ${m.eta ?? "-"}  ${m.phase}  defaults ${m.pending_in_defaults}`;
 }
