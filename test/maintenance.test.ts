@@ -305,7 +305,7 @@ describe("maintenance concurrency and lock hygiene", () => {
     expect(statuses).toEqual([]);
   });
 
-  it("under a read/write load, maintenance causes no error and no wait beyond lock_timeout", async () => {
+  it("under a read/write load, maintenance causes no error and no app lock wait beyond 2x its lock_timeout", async () => {
     const [{ running } = { running: "" }] = await db.sql<{ running: string }[]>`
       select program_id as running from public.pilot_programs where name = 'running'`;
     const sites = (await db.sql<{ id: string }[]>`select site_id as id from public.sites where program_id = ${running}`).map((r) => r.id);
@@ -396,8 +396,10 @@ describe("pg_cron fires the maintenance", () => {
     await sql`select * from partition_mgmt.set_maintenance_job(null, null, true)`;
 
     const [mark] = await sql<{ t: Date }[]>`select now() as t`;
-    // every minute for the test (this pg_cron, 1.4, has no seconds schedules)
+    // every minute for the test (this pg_cron, 1.4, has no seconds schedules); a failing job of
+    // ours fires in the same minute so health() has a failed cron run to report
     await sql`select * from partition_mgmt.set_maintenance_job('partition-maintenance-nightly', '* * * * *')`;
+    await sql`select cron.schedule('partition-test-failing', '* * * * *', 'select 1/0')`;
     const deadline = Date.now() + 90_000;
     let run: { status: string }[] = [];
     while (Date.now() < deadline) {
@@ -411,5 +413,28 @@ describe("pg_cron fires the maintenance", () => {
       select d.status from cron.job_run_details d join cron.job j using (jobid)
       where j.jobname = 'partition-maintenance-nightly' and d.start_time > ${mark!.t} order by d.start_time limit 1`;
     expect(details?.status).toBe("succeeded");
+
+    let failed: { finding: string; detail: string }[] = [];
+    while (Date.now() < deadline + 30_000) {
+      failed = await sql<{ finding: string; detail: string }[]>`
+        select finding, detail from partition_mgmt.health() where finding = 'cron job failed'`;
+      if (failed.length > 0) break;
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+    await sql`select cron.unschedule('partition-test-failing')`;
+    expect(failed[0]?.detail).toMatch(/partition-test-failing .*division by zero/);
+    await sql`delete from cron.job_run_details where command = 'select 1/0'`;
+  });
+
+  it("the query statistics view is there for operators only", async () => {
+    const [v] = await sql<{ svc: boolean; auth: boolean; anon: boolean }[]>`
+      select has_table_privilege('service_role', 'partition_mgmt.v_observation_query_stats', 'select') as svc,
+             has_table_privilege('authenticated', 'partition_mgmt.v_observation_query_stats', 'select') as auth,
+             has_table_privilege('anon', 'partition_mgmt.v_observation_query_stats', 'select') as anon`;
+    expect(v).toEqual({ svc: true, auth: false, anon: false });
+    await sql`select count(*) from public.petri_observations where program_id = gen_random_uuid()`;
+    const rows = await sql<{ calls: number }[]>`
+      select calls::int from partition_mgmt.v_observation_query_stats where query ilike '%petri_observations where program_id%'`;
+    expect(rows.length).toBeGreaterThan(0);
   });
 });
