@@ -1,0 +1,177 @@
+// `npm run admin -- <action> [--table petri] [options]`: the partition-admin edge function from a
+// terminal, with the service role key (from the environment or .env.local). Readable tables for
+// checks, validation, stats and health; a progress bar for backfill, which loops until done.
+import { parseArgs } from "node:util";
+import { ADMIN_ACTIONS, type AdminAction, type AdminOutcome, type AdminRequest, DEFAULT_BACKFILL_SECONDS } from "../supabase/functions/_shared/admin-contract.ts";
+import { AdminError, adminEnv, adminSupabase, invokeAdmin } from "./lib/admin-client.ts";
+import { REPO_ROOT } from "./lib/cluster.ts";
+import { type MonitorRow, progressBar } from "./lib/migration-driver.ts";
+
+const USAGE = `usage: npm run admin -- <action> [--table <key|name>] [options]
+
+actions: ${ADMIN_ACTIONS.join(", ")}
+  a phase run: precheck, plan, prepare, sync-on, backfill, validate, swap, finalize (or rollback)
+
+options:
+  --table <t>          petri | gasifier | petri_observations | … (required by the phase actions)
+  --batch-size <n>     backfill: rows per batch (default 5000)
+  --max-batches <n>    backfill: batches per call (default: as many as --max-seconds allows)
+  --max-seconds <s>    backfill: seconds of batches per call (default ${DEFAULT_BACKFILL_SECONDS}, at most 20)
+  --once               backfill: one call instead of looping until done
+  --lock-timeout <d>   swap, rollback, sync-off: lock_timeout per attempt ("1s")
+  --attempts <n>       swap, rollback, sync-off: attempts at the lock (10)
+  --no-postpone        plan: show the swap as not postponed
+  --json               raw JSON answers`;
+
+type Row = Record<string, unknown>;
+
+/** Keeps tables narrow: long texts are cut, objects shown as JSON. */
+function printable(rows: Row[], columns?: string[]): Row[] {
+  return rows.map((r) => {
+    const out: Row = {};
+    for (const key of columns ?? Object.keys(r)) {
+      const v = r[key];
+      const s = v === null || v === undefined ? "" : typeof v === "object" ? JSON.stringify(v) : String(v);
+      out[key] = s.length > 110 ? `${s.slice(0, 107)}...` : s;
+    }
+    return out;
+  });
+}
+
+function printRows(title: string, rows: unknown, columns?: string[]): void {
+  if (!Array.isArray(rows)) return;
+  console.log(title);
+  if (rows.length === 0) console.log("  (none)");
+  else console.table(printable(rows as Row[], columns));
+}
+
+function printOutcome(o: Pick<AdminOutcome, "action" | "table_key" | "phase" | "result">): void {
+  const r = o.result ?? {};
+  const where = o.table_key ? ` ${o.table_key}` : "";
+  switch (o.action as AdminAction) {
+    case "status":
+      printRows("migrations", r.migrations, ["table_key", "phase", "rows_scanned", "rows_total", "percent", "rows_per_second", "eta", "postpone_swap", "last_error"]);
+      printRows("recent phase changes", r.log);
+      break;
+    case "monitor":
+      printRows("migrations", r.rows, ["table_key", "phase", "rows_copied", "rows_scanned", "rows_total", "percent", "rows_per_second", "eta", "pending_in_defaults", "batches", "last_error"]);
+      break;
+    case "precheck":
+      printRows(`pre-migration checks${where}`, r.rows, ["table_key", "check_name", "status", "detail"]);
+      break;
+    case "plan":
+      printRows(`plan${where} (dry run: nothing changed)`, r.rows, ["step", "phase", "action", "status", "detail"]);
+      break;
+    case "validate":
+      printRows(`validation${where}`, r.rows, ["check_name", "status", "legacy_value", "partitioned_value", "detail"]);
+      break;
+    case "swap":
+      printRows(`swap${where}`, r.rows);
+      break;
+    case "maintenance":
+      printRows(`maintenance run ${String(r.run_id ?? "")}`, r.rows, ["table_key", "action", "status", "partitions_touched", "rows_moved", "error"]);
+      break;
+    case "health":
+      printRows("health findings", r.rows, ["severity", "finding", "table_key", "detail"]);
+      break;
+    default:
+      if (typeof r.message === "string") console.log(r.message);
+      else console.log(JSON.stringify(r, null, 2));
+  }
+  if (o.phase) console.log(`phase of ${o.table_key}: ${o.phase}`);
+}
+
+function asMonitorRow(p: Row): MonitorRow {
+  const s = (v: unknown) => (v === null || v === undefined ? null : String(v));
+  return {
+    table_key: String(p.table_key), phase: String(p.phase), rows_copied: String(p.rows_copied ?? 0), rows_scanned: String(p.rows_scanned ?? 0),
+    rows_total: s(p.rows_total), percent: String(p.percent ?? 0), rows_per_second: s(p.rows_per_second), eta: s(p.eta),
+    pending_in_defaults: String(p.pending_in_defaults ?? 0), batches: String(p.batches ?? 0), last_error: s(p.last_error), swap_lock_ms: s(p.swap_lock_ms),
+  };
+}
+
+/** Calls backfill until the copy is complete, redrawing the progress bar after every call. */
+async function backfillLoop(send: (r: AdminRequest) => Promise<AdminOutcome>, request: AdminRequest, once: boolean, json: boolean): Promise<AdminOutcome> {
+  for (;;) {
+    const o = await send(request);
+    const progress = o.result?.progress as Row | undefined;
+    if (json) console.log(JSON.stringify(o));
+    else if (progress) {
+      const line = `${String(o.table_key).padEnd(10)} ${progressBar(asMonitorRow(progress))}`;
+      if (process.stdout.isTTY) process.stdout.write(`\r${line}`);
+      else console.log(line);
+    }
+    if (o.result?.done === true || once) {
+      if (!json && process.stdout.isTTY) process.stdout.write("\n");
+      if (!json && o.result?.done === true) console.log(`backfill of ${o.table_key} complete: phase ${o.phase}; next: validate`);
+      return o;
+    }
+  }
+}
+
+async function main(): Promise<number> {
+  const { values, positionals } = parseArgs({
+    allowPositionals: true,
+    options: {
+      table: { type: "string", short: "t" },
+      "batch-size": { type: "string" },
+      "max-seconds": { type: "string" },
+      "max-batches": { type: "string" },
+      "lock-timeout": { type: "string" },
+      attempts: { type: "string" },
+      "no-postpone": { type: "boolean" },
+      once: { type: "boolean" },
+      json: { type: "boolean" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  const action = positionals[0];
+  if (values.help || !action) {
+    console.log(USAGE);
+    return action || values.help ? 0 : 2;
+  }
+  const num = (v: string | undefined) => (v === undefined ? undefined : Number(v));
+  const request = {
+    action,
+    ...(values.table ? { table: values.table } : {}),
+    ...(values["batch-size"] ? { batch_size: num(values["batch-size"]) } : {}),
+    ...(values["max-seconds"] ? { max_seconds: num(values["max-seconds"]) } : {}),
+    ...(values["max-batches"] ? { max_batches: num(values["max-batches"]) } : {}),
+    ...(values["lock-timeout"] ? { lock_timeout: values["lock-timeout"] } : {}),
+    ...(values.attempts ? { attempts: num(values.attempts) } : {}),
+    ...(values["no-postpone"] ? { postpone_swap: false } : {}),
+  } as AdminRequest;
+
+  const env = adminEnv(REPO_ROOT);
+  const supabase = adminSupabase(env.url, env.serviceRoleKey);
+  const send = (r: AdminRequest) => invokeAdmin(supabase, r);
+  try {
+    const outcome = action === "backfill"
+      ? await backfillLoop(send, request, values.once === true, values.json === true)
+      : await send(request);
+    if (values.json) {
+      if (action !== "backfill") console.log(JSON.stringify(outcome, null, 2));
+    } else if (action !== "backfill") {
+      printOutcome(outcome);
+    }
+    return 0;
+  } catch (err) {
+    if (!(err instanceof AdminError)) throw err;
+    if (process.stdout.isTTY && action === "backfill") process.stdout.write("\n");
+    const d = err.details ?? {};
+    if (values.json) {
+      console.log(JSON.stringify({ error: { status: err.status, code: err.code, message: err.message, details: d } }, null, 2));
+    } else if (d.result && typeof d.action === "string") {
+      // checks with blockers, a failed validation: the rows say why
+      printOutcome({ action: d.action, table_key: (d.table_key as string | null) ?? null, phase: (d.phase as string | null) ?? null, result: d.result as Row });
+    }
+    console.error(`error${err.status ? ` (HTTP ${err.status} ${err.code})` : ""}: ${err.message}`);
+    if (typeof d.hint === "string") console.error(`hint: ${d.hint}`);
+    return 1;
+  }
+}
+
+main().then((code) => process.exit(code), (err: unknown) => {
+  console.error(err instanceof Error ? err.message : err);
+  process.exit(1);
+});

@@ -1,0 +1,120 @@
+/**
+ * The HTTP contract of partition-admin: the operator actions and their parameters.
+ *
+ * Imported by the edge function (Deno) and by the Node CLI (scripts/admin.ts), so it
+ * imports nothing but "zod". Each action is one call of the SQL API through
+ * partition_mgmt.admin_run (migration 20250102000600_admin_api.sql).
+ */
+import { z } from "zod";
+
+export const ADMIN_FUNCTION = "partition-admin";
+
+/** Actions, in the order an operator runs them; each maps to partition_mgmt.admin_actions(). */
+export const ADMIN_ACTIONS = [
+  "status",
+  "precheck",
+  "plan",
+  "prepare",
+  "sync-on",
+  "sync-off",
+  "backfill",
+  "monitor",
+  "validate",
+  "swap",
+  "rollback",
+  "finalize",
+  "maintenance",
+  "health",
+] as const;
+export type AdminAction = (typeof ADMIN_ACTIONS)[number];
+
+/** Actions that work on one table (the others accept one, or act on every managed table). */
+export const TABLE_ACTIONS: readonly AdminAction[] = [
+  "plan",
+  "prepare",
+  "sync-on",
+  "sync-off",
+  "backfill",
+  "validate",
+  "swap",
+  "rollback",
+  "finalize",
+];
+
+/** A backfill call runs batches for at most this long, so every HTTP call stays short. */
+export const MAX_BACKFILL_SECONDS = 20;
+export const DEFAULT_BACKFILL_SECONDS = 5;
+export const MAX_BATCH_SIZE = 100_000;
+export const MAX_BODY_BYTES = 4 * 1024;
+
+export const AdminRequestSchema = z
+  .strictObject({
+    action: z.enum(ADMIN_ACTIONS, { error: `must be one of: ${ADMIN_ACTIONS.join(", ")}` }),
+    /** A table key ("petri") or table name ("petri_observations", "public.petri_observations"). */
+    table: z
+      .string({ error: "must be a string: a managed table key or name" })
+      .regex(/^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$/, "must be a table key or [schema.]table name")
+      .optional(),
+    /** backfill: rows per keyset batch. */
+    batch_size: z
+      .int({ error: `must be an integer from 1 to ${MAX_BATCH_SIZE}` })
+      .min(1, `must be an integer from 1 to ${MAX_BATCH_SIZE}`)
+      .max(MAX_BATCH_SIZE, `must be an integer from 1 to ${MAX_BATCH_SIZE}`)
+      .optional(),
+    /** backfill: at most this many batches in this call (default: as many as max_seconds allows). */
+    max_batches: z
+      .int({ error: "must be an integer from 1 to 1000000" })
+      .min(1, "must be an integer from 1 to 1000000")
+      .max(1_000_000, "must be an integer from 1 to 1000000")
+      .optional(),
+    /** backfill: run batches for at most this many seconds in this call. */
+    max_seconds: z
+      .number({ error: `must be a number of seconds from 0.1 to ${MAX_BACKFILL_SECONDS}` })
+      .min(0.1, `must be a number of seconds from 0.1 to ${MAX_BACKFILL_SECONDS}`)
+      .max(MAX_BACKFILL_SECONDS, `must be a number of seconds from 0.1 to ${MAX_BACKFILL_SECONDS}`)
+      .optional(),
+    /** swap, rollback, sync-off: lock_timeout per attempt at ACCESS EXCLUSIVE ("500ms", "1s"). */
+    lock_timeout: z.string().regex(/^\d{1,5}(ms|s)$/, 'must be a duration like "500ms" or "2s"').optional(),
+    /** swap, rollback, sync-off: attempts at the lock, with backoff. */
+    attempts: z.int({ error: "must be an integer from 1 to 50" }).min(1, "must be an integer from 1 to 50").max(50, "must be an integer from 1 to 50").optional(),
+    /** plan: show the swap as postponed (default true). */
+    postpone_swap: z.boolean({ error: "must be true or false" }).optional(),
+  })
+  .superRefine((value, ctx) => {
+    if (value.table === undefined && TABLE_ACTIONS.includes(value.action)) {
+      ctx.addIssue({ code: "custom", path: ["table"], message: `is required for action "${value.action}"` });
+    }
+  });
+
+export type AdminRequest = z.input<typeof AdminRequestSchema>;
+export type ParsedAdminRequest = z.output<typeof AdminRequestSchema>;
+
+/** What partition_mgmt.admin_run returns (and a 200 answers with). */
+export const AdminOutcomeSchema = z.object({
+  status: z.enum(["ok", "error", "busy", "invalid"]),
+  action: z.string(),
+  table_key: z.string().nullable(),
+  phase: z.string().nullable().optional(),
+  /** The action's result: { rows } (checks, validation, …), { message } (phases), or backfill's { done, step, progress }. */
+  result: z.record(z.string(), z.unknown()).nullable().optional(),
+  error: z.object({ sqlstate: z.string().nullable(), message: z.string(), hint: z.string().nullable().optional() }).nullable().optional(),
+  duration_ms: z.number(),
+  audit_id: z.number().nullable(),
+});
+export type AdminOutcome = z.infer<typeof AdminOutcomeSchema>;
+
+/** The backfill progress row (partition_mgmt.monitor_migration). */
+export interface BackfillProgress {
+  table_key: string;
+  phase: string;
+  rows_copied: number;
+  rows_scanned: number;
+  rows_total: number | null;
+  percent: number;
+  rows_per_second: number | null;
+  eta: string | null;
+  pending_in_defaults: number;
+  batches: number;
+  last_error: string | null;
+  swap_lock_ms: number | null;
+}

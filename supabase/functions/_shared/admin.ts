@@ -1,0 +1,113 @@
+/**
+ * partition-admin: operator actions on the partition migration, for the service role only.
+ *
+ * Every action is one statement, `select partition_mgmt.admin_run(action, table, args)`, run as
+ * the caller (set local role service_role, request.jwt.claims set): the SQL dispatcher calls the
+ * SQL API, holds the per-table try-lock and writes the audit row in the same transaction, and
+ * reports the outcome instead of raising. This module only checks who calls, validates the
+ * request and maps the outcome to HTTP. Refused and invalid requests are audited here.
+ */
+import { AdminRequestSchema, MAX_BODY_BYTES, type AdminOutcome, type ParsedAdminRequest } from "./admin-contract.ts";
+import { getSql, withCallerContext } from "./db.ts";
+import { forbidden, HttpError, jsonResponse, validationFailed } from "./errors.ts";
+import { type Claims, readClaims, type ServiceClaims } from "./jwt.ts";
+import { readJsonObject, requireMethod } from "./request.ts";
+import { describeFieldIssues, fieldIssues } from "./validation.ts";
+
+/** Only the service role: the phases rename, lock and drop the app's tables. */
+export function requireServiceRole(claims: Claims): ServiceClaims {
+  if (claims.role === "service_role") return claims as ServiceClaims;
+  throw forbidden(`partition-admin accepts only the service role key (the caller's role is '${claims.role}')`);
+}
+
+/** The action's arguments as admin_run takes them (everything but action and table). */
+function argumentsOf(req: ParsedAdminRequest): Record<string, unknown> {
+  const { action: _action, table: _table, ...args } = req;
+  return args;
+}
+
+function elapsedMs(startedAt: number): number {
+  return Math.round((performance.now() - startedAt) * 10) / 10;
+}
+
+/** Audit row for a call refused before it reached the SQL API (best effort: never hides the answer). */
+async function auditRejected(
+  claims: Claims,
+  raw: Record<string, unknown>,
+  status: "refused" | "invalid",
+  error: string,
+  startedAt: number,
+): Promise<void> {
+  const action = typeof raw.action === "string" ? raw.action.slice(0, 100) : "?";
+  try {
+    await getSql()`
+      select partition_mgmt.admin_record(${action}, null, ${JSON.stringify(raw)}::text::jsonb, ${status}, null, ${error},
+        ${elapsedMs(startedAt)}, ${JSON.stringify({ role: claims.role, sub: claims.sub ?? null })}::text::jsonb)`;
+  } catch (err) {
+    console.error("partition-admin: could not audit a rejected call:", err);
+  }
+}
+
+/** Runs one action through the SQL dispatcher as the service role. */
+export async function runAdminAction(claims: ServiceClaims, req: ParsedAdminRequest): Promise<AdminOutcome> {
+  const args = JSON.stringify(argumentsOf(req));
+  const [row] = await withCallerContext(claims, (tx) =>
+    tx<{ outcome: AdminOutcome }[]>`
+      select partition_mgmt.admin_run(${req.action}, ${req.table ?? null}, ${args}::text::jsonb) as outcome`
+  );
+  if (!row) throw new Error("partition_mgmt.admin_run returned no row");
+  return row.outcome;
+}
+
+/** HTTP status of an outcome that is not ok. */
+function statusOf(outcome: AdminOutcome): { status: number; code: string } {
+  if (outcome.status === "invalid") return { status: 400, code: "bad_request" };
+  if (outcome.status === "busy") return { status: 409, code: "already_running" };
+  const sqlstate = outcome.error?.sqlstate ?? null;
+  if (sqlstate === null || sqlstate === "P0001") return { status: 409, code: "action_failed" };
+  if (sqlstate.startsWith("22")) return { status: 400, code: "bad_request" };
+  if (sqlstate === "42501") return { status: 403, code: "forbidden" };
+  // lock_timeout exhausted (swap, sync), statement timeout: retry later
+  if (sqlstate === "55P03" || sqlstate === "57014") return { status: 503, code: "retry_later" };
+  return { status: 500, code: "action_failed" };
+}
+
+export function outcomeResponse(outcome: AdminOutcome): Response {
+  if (outcome.status === "ok") return jsonResponse(outcome);
+  const { status, code } = statusOf(outcome);
+  // Callers are the service role: the database's message and hint are for them.
+  throw new HttpError(status, code, outcome.error?.message ?? `${outcome.action} failed`, {
+    sqlstate: outcome.error?.sqlstate ?? null,
+    hint: outcome.error?.hint ?? null,
+    action: outcome.action,
+    table_key: outcome.table_key,
+    phase: outcome.phase ?? null,
+    result: outcome.result ?? null,
+    audit_id: outcome.audit_id,
+    duration_ms: outcome.duration_ms,
+  });
+}
+
+/** The whole request: errors are thrown as HttpError for errorResponse. */
+export async function handleAdminRequest(req: Request): Promise<Response> {
+  const startedAt = performance.now();
+  requireMethod(req, ["POST"]);
+  const claims = await readClaims(req);
+  let service: ServiceClaims;
+  try {
+    service = requireServiceRole(claims);
+  } catch (err) {
+    // refused before validation: the audit keeps what was asked, whatever its shape
+    const asked = await readJsonObject(req, MAX_BODY_BYTES).catch(() => ({}));
+    await auditRejected(claims, asked, "refused", (err as Error).message, startedAt);
+    throw err;
+  }
+  const raw = await readJsonObject(req, MAX_BODY_BYTES);
+  const parsed = AdminRequestSchema.safeParse(raw);
+  if (!parsed.success) {
+    const issues = fieldIssues(parsed.error.issues);
+    await auditRejected(claims, raw, "invalid", describeFieldIssues(issues), startedAt);
+    throw validationFailed(issues);
+  }
+  return outcomeResponse(await runAdminAction(service, parsed.data));
+}
