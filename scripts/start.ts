@@ -64,4 +64,17 @@ step("online migration of the observation tables (the plan, phases 3-4) while a 
     await mj.end();
   }
 }
-console.log("\nThe stack keeps running. Stop it with: npm run stop");
+step("maintenance (what pg_cron runs nightly) and health");
+{
+  const m = postgres(cluster.url(), { max: 1, onnotice: () => {} });
+  try {
+    const t0 = performance.now();
+    await m`call partition_mgmt.run_maintenance()`;
+    console.log(`    run_maintenance: ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    const findings = await m<{ severity: string; finding: string; detail: string }[]>`select severity, finding, detail from partition_mgmt.health()`;
+    console.log(findings.length ? findings.map((f) => `    ${f.severity}: ${f.finding}: ${f.detail}`).join("\n") : "    health: no findings");
+  } finally {
+    await m.end();
+  }
+}
+console.log("\nThe stack keeps running. Operate it with npm run admin -- <action> (see README). Stop it with: npm run stop");
