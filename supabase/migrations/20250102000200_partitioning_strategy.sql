@@ -461,8 +461,11 @@ begin
   -- The primary key must contain all partition keys; observation_id leads so a leaf finds an id fast.
   execute format('alter table %s add constraint %I primary key (%I, %I, %I, %I)',
     v_parent, c.partitioned_table || '_pkey', c.id_column, c.program_column, c.site_column, c.time_column);
-  execute format('create index %I on %s (%I, %I, %I desc, %I desc)', c.partitioned_table || '_keys_time_idx', v_parent,
-    c.program_column, c.site_column, c.time_column, c.id_column);
+  -- Time order inside each leaf (its program and site are fixed by the partition bounds), so a
+  -- newest-first page of a program or a site is a Merge Append of index scans that stops after one
+  -- page, with or without a site filter; also the keyset cursor's order.
+  execute format('create index %I on %s (%I desc, %I desc)', c.partitioned_table || '_time_idx', v_parent,
+    c.time_column, c.id_column);
   if exists (select from pg_catalog.pg_attribute where attrelid = v_parent and attname = 'submission_id' and not attisdropped) then
     execute format('create index %I on %s (submission_id)', c.partitioned_table || '_submission_idx', v_parent);
   end if;
