@@ -2,11 +2,12 @@
 // Legacy table as shipped vs the same with a composite index vs the partitioned tree, in one
 // database, one run. See `npm run bench -- --help` and the README's "Benchmarks" section.
 import { parseArgs } from "./lib/bench/options.ts";
-import { runBench } from "./lib/bench/run.ts";
+import { renderSaved, runBench } from "./lib/bench/run.ts";
 
 try {
   const options = parseArgs(process.argv.slice(2));
-  await runBench(options);
+  if (options.render) renderSaved(options);
+  else await runBench(options);
   process.exit(0);
 } catch (e) {
   console.error(`\nbench failed: ${(e as Error).stack ?? e}`);

@@ -18,7 +18,8 @@ import { pushMigrations } from "../migrations.ts";
 import { demoShape, type BenchOptions } from "./options.ts";
 import type { Progress } from "./progress.ts";
 import { fmtInt } from "./stats.ts";
-import type { BuildInfo, BuildStep } from "./types.ts";
+import { summarize } from "./stats.ts";
+import type { BuildInfo, BuildStep, SessionProbe } from "./types.ts";
 
 export const TABLES = {
   legacy: "public.petri_observations_legacy_bench",
@@ -86,6 +87,57 @@ async function assertEmptyMigrated(url: string): Promise<void> {
     if ((n?.n ?? 0) > 0) throw new Error(`${url}: public.petri_observations already holds rows. The bench needs an empty, freshly migrated database; omit --db-url to use its own cluster.`);
   } finally {
     await sql.end();
+  }
+}
+
+class Rollback extends Error {}
+
+/** Runs `fn` in a transaction that is rolled back; returns its wall time in ms. */
+async function rolledBack(sql: Sql, fn: (tx: Sql) => Promise<unknown>): Promise<number> {
+  const t0 = performance.now();
+  try {
+    await sql.begin(async (tx) => {
+      await fn(tx as unknown as Sql);
+      throw new Rollback();
+    });
+  } catch (e) {
+    if (!(e instanceof Rollback)) throw e;
+  }
+  return performance.now() - t0;
+}
+
+/**
+ * A session that has written into every leaf keeps a compiled copy of each row trigger and each
+ * foreign-key check per leaf; every catalog change it later sees is then processed against all of
+ * them. Compared here: a CREATE TABLE and a single-row insert (both rolled back) in the copy's
+ * session and in a fresh one, plus the first insert into a leaf in the fresh session.
+ */
+async function probeSessions(copySql: Sql, url: string): Promise<SessionProbe> {
+  const [t] = await copySql<{ site_id: string; program_id: string; submission_id: string }[]>`
+    select s.site_id, s.program_id, (select b.submission_id from public.submissions b where b.site_id = s.site_id limit 1) as submission_id
+    from public.sites s join public.pilot_programs p using (program_id)
+    where p.end_date >= current_date and p.start_date <= current_date order by s.site_id limit 1`;
+  if (!t) throw new Error("no running site for the session probe");
+  const ddl = `create table public.bench_session_probe (like public.petri_observations including defaults including constraints)`;
+  const ins = `insert into public.petri_observations_partitioned (submission_id, site_id, program_id, petri_code, created_at)
+               values ('${t.submission_id}', '${t.site_id}', '${t.program_id}', 'probe', now())`;
+  const measure = async (sql: Sql) => {
+    const first = await rolledBack(sql, (tx) => tx.unsafe(ins));
+    const d: number[] = [];
+    const i: number[] = [];
+    for (let k = 0; k < 7; k++) {
+      d.push(await rolledBack(sql, (tx) => tx.unsafe(ddl)));
+      i.push(await rolledBack(sql, (tx) => tx.unsafe(ins)));
+    }
+    return { ddlMs: summarize(d).median, insertMs: summarize(i).median, firstInsertMs: first };
+  };
+  const copySession = await measure(copySql);
+  const fresh = postgres(url, { max: 1, idle_timeout: 0, onnotice: () => {} });
+  try {
+    const freshSession = await measure(fresh);
+    return { copySession, freshSession };
+  } finally {
+    await fresh.end({ timeout: 5 });
   }
 }
 
@@ -196,18 +248,29 @@ export async function buildData(sql: Sql, url: string, o: BenchOptions, p: Progr
     const programs = await sql<{ program_id: string; n: number }[]>`
       select program_id, count(*)::int as n from public.petri_observations group by program_id order by program_id`;
     const totalRows = programs.reduce((a, r) => a + r.n, 0);
-    const copy = await timed(`offline copy into the partitioned table (INSERT … SELECT per program)`, async () => {
-      const t0 = performance.now();
-      let done = 0;
-      for (const [i, prog] of programs.entries()) {
-        await sql.unsafe(`insert into public.petri_observations_partitioned (${cols?.c}) select ${cols?.c} from public.petri_observations where program_id = ${q(prog.program_id)}`);
-        done += prog.n;
-        const secs = (performance.now() - t0) / 1000;
-        p.update(`program ${i + 1}/${programs.length}, ${fmtInt(done)}/${fmtInt(totalRows)} rows, ${fmtInt(done / secs)} rows/s`);
-      }
-      const seconds = (performance.now() - t0) / 1000;
-      return { rows: done, seconds, rowsPerSecond: done / seconds };
-    }, (r) => `${fmtInt(r.rows)} rows, ${fmtInt(r.rowsPerSecond)} rows/s (with the company_id and key-table triggers, FKs and indexes)`);
+    // the copy runs in a session of its own, as an operator's would; afterwards the probe compares
+    // that session (which has written into every leaf) with a fresh one
+    const copySql = postgres(url, { max: 1, idle_timeout: 0, onnotice: () => {} });
+    let sessionProbe: SessionProbe | undefined;
+    let copy: BuildInfo["offlineCopy"];
+    try {
+      copy = await timed(`offline copy into the partitioned table (INSERT … SELECT per program)`, async () => {
+        const t0 = performance.now();
+        let done = 0;
+        for (const [i, prog] of programs.entries()) {
+          await copySql.unsafe(`insert into public.petri_observations_partitioned (${cols?.c}) select ${cols?.c} from public.petri_observations where program_id = ${q(prog.program_id)}`);
+          done += prog.n;
+          const secs = (performance.now() - t0) / 1000;
+          p.update(`program ${i + 1}/${programs.length}, ${fmtInt(done)}/${fmtInt(totalRows)} rows, ${fmtInt(done / secs)} rows/s`);
+        }
+        const seconds = (performance.now() - t0) / 1000;
+        return { rows: done, seconds, rowsPerSecond: done / seconds };
+      }, (r) => `${fmtInt(r.rows)} rows, ${fmtInt(r.rowsPerSecond)} rows/s (with the company_id and key-table triggers, FKs and indexes)`);
+      sessionProbe = await timed("session probe: the copy's session vs a fresh one", () => probeSessions(copySql, url),
+        (r) => `CREATE TABLE ${r.copySession.ddlMs.toFixed(1)} ms vs ${r.freshSession.ddlMs.toFixed(1)} ms; insert ${r.copySession.insertMs.toFixed(2)} ms vs ${r.freshSession.insertMs.toFixed(2)} ms (first into a leaf: ${r.freshSession.firstInsertMs.toFixed(1)} ms)`);
+    } finally {
+      await copySql.end({ timeout: 5 });
+    }
 
     // 5. the partitioned table becomes the live table
     const swap = "simulated: legacy renamed to petri_observations_legacy_bench, the partitioned table to petri_observations, " +
@@ -303,6 +366,7 @@ export async function buildData(sql: Sql, url: string, o: BenchOptions, p: Progr
       generator: { rows: gen.counts.petri + gen.counts.gasifier, seconds: gen.seconds, rowsPerSecond: (gen.counts.petri + gen.counts.gasifier) / gen.seconds },
       partitionCreation: creation,
       offlineCopy: copy,
+      ...(sessionProbe ? { sessionProbe } : {}),
       indexedCopy,
       swap,
       prepare,

@@ -4,7 +4,7 @@
 import { fmtInt, fmtMs, fmtRatio } from "./stats.ts";
 import type { BenchResult, GoalResult, QueryClassResult, VariantResult } from "./types.ts";
 
-type ResultSoFar = Omit<BenchResult, "goals" | "promises">;
+type ResultSoFar = Omit<BenchResult, "goals" | "promises" | "findings">;
 
 const cls = (r: ResultSoFar, id: string): QueryClassResult | undefined => r.queries.find((q) => q.id === id);
 const variant = (r: ResultSoFar, id: string, v: string): VariantResult | undefined => cls(r, id)?.variants.find((x) => x.id === v);
@@ -38,6 +38,14 @@ function shortfall(r: ResultSoFar, classId: string, x: number, min: number): str
   const base = c ? `${c.text}, a ceiling of about ${c.n.toFixed(0)}×; ` : "";
   return `${base}what keeps it at ${fmtRatio(x)}: the partitioned statement's own cost (${planNote(r, classId)}) against a legacy full scan of only ` +
     `${fmtMs(p50(variant(r, classId, "legacy")))} ms${r.build.rows.legacy < 1_000_000 ? " (a small table: the ratio grows with it)" : ""}.`;
+}
+
+/** When even the legacy table misses an absolute goal on this machine, say so: the floor is the machine's. */
+function baselineNote(r: ResultSoFar, classId: string, goalMs: number, why = ""): string {
+  const l = variant(r, classId, "legacy");
+  const rt = r.roundTrip ? ` The client round trip alone (select 1) is ${fmtMs(r.roundTrip.selectOne.median)} ms.` : "";
+  if (l && p50(l) > goalMs) return ` Even the legacy table needs ${fmtMs(p50(l))} ms for the same request here${why}: on this machine the floor is above the goal.${rt}`;
+  return rt;
 }
 
 export function evaluateGoals(r: ResultSoFar): GoalResult[] {
@@ -83,7 +91,7 @@ export function evaluateGoals(r: ResultSoFar): GoalResult[] {
           `the view finds the submission's program and site, then runs a statement keyed by program and site but not by month, which reads every month of the site` +
           `${subKeys ? ` (that statement alone: p50 ${fmtMs(p50(subKeys))} ms, ${planNote(r, "submission_lookup", "partitioned_site_keys")})` : ""}; ` +
           `the rest is the lateral join and the PL/pgSQL function with its dynamic statement.` +
-          (r.roundTrip ? ` The round trip alone is ${fmtMs(r.roundTrip.selectOne.median)} ms.` : ""),
+          baselineNote(r, "submission_lookup", 1),
       });
     }
   }
@@ -101,7 +109,7 @@ export function evaluateGoals(r: ResultSoFar): GoalResult[] {
         reason: !enoughLeaves ? small : ok ? "" :
           `the RPC resolves the table, checks the column names, looks the keys up in partition_mgmt.observation_keys and runs the keyed UPDATE ` +
           `(a keyed UPDATE alone: p50 ${fmtMs(p50(updKeys))} ms, ${planNote(r, "update_by_id", "partitioned_keys")}).` +
-          (r.roundTrip ? ` The round trip alone is ${fmtMs(r.roundTrip.selectOne.median)} ms.` : ""),
+          baselineNote(r, "update_by_id", 2, " (each UPDATE commits, and the commit waits for the WAL flush)"),
       });
     }
   }
@@ -180,5 +188,52 @@ export function evaluatePromises(r: ResultSoFar): GoalResult[] {
   ratio("program_50x_range", "date_range", 50, "program_id queries 50×+ faster: program + one month");
   ratio("site_100x_filter", "site_filter", 100, "Site-specific queries 100×+ faster: site aggregate");
   ratio("site_100x_aggregate", "plan_aggregate", 100, "Site-specific queries 100×+ faster: plan's example aggregate");
+  return out;
+}
+
+/** Where the engine is slow, stated with this run's numbers (only what the run measured). */
+export function findings(r: ResultSoFar): string[] {
+  const out: string[] = [];
+  const full = cls(r, "full_scan");
+  const jitOn = variant(r, "full_scan", "partitioned");
+  const jitOff = variant(r, "full_scan", "partitioned_nojit");
+  if (full && jitOn && jitOff && p50(jitOn) > 1.5 * p50(jitOff)) {
+    out.push(`**JIT on a statement over the whole tree.** The full scan takes ${fmtMs(p50(jitOn))} ms with the server's JIT and ${fmtMs(p50(jitOff))} ms with \`set jit = off\`: ` +
+      `the plan has one scan node per leaf (${fmtInt(jitOn.partitionsInPlan)} partitions) and JIT compiles each (legacy: ${fmtMs(p50(variant(r, "full_scan", "legacy")))} ms). ` +
+      "Statements that read most of the tree (reports, exports) should run with jit off (or a higher jit_above_cost) for the roles that send them.");
+  }
+  const page = cls(r, "program_page");
+  if (page && (page.speedupVsLegacy ?? 0) < 50) {
+    out.push(`**The read API's default request (newest rows of a program) reads and sorts the whole program**: ${fmtMs(p50(variant(r, "program_page", "partitioned")))} ms ` +
+      `(${planNote(r, "program_page")}), because each leaf's index starts with (program_id, site_id) and gives no created_at order when only the program is given. ` +
+      "An index on (created_at desc, observation_id desc) per leaf would let the Merge Append stop after one page.");
+  }
+  const sp = r.build.sessionProbe;
+  if (sp && sp.copySession.ddlMs > 3 * sp.freshSession.ddlMs) {
+    out.push(`**A session that has written into every leaf gets slow at catalog changes.** After the copy (${fmtInt(r.build.tree.leaves)} leaves), a CREATE TABLE in the copy's session took ` +
+      `${fmtMs(sp.copySession.ddlMs)} ms vs ${fmtMs(sp.freshSession.ddlMs)} ms in a fresh one; a single-row insert ${fmtMs(sp.copySession.insertMs)} ms vs ${fmtMs(sp.freshSession.insertMs)} ms. ` +
+      "PostgreSQL compiles the two PL/pgSQL row triggers and the three foreign-key checks once per leaf and session, and every invalidation the session processes walks all of them. " +
+      "Run the copy and the backfill in their own sessions, and let the pooler recycle app sessions (e.g. a server lifetime) rather than keep one for days.");
+  }
+  if (sp) {
+    out.push(`**The first insert into a leaf in a new session costs ${fmtMs(sp.freshSession.firstInsertMs)} ms** (then ${fmtMs(sp.freshSession.insertMs)} ms): compiling that leaf's triggers and foreign-key checks.` +
+      (r.inserts?.firstTouch.length ? ` In the insert warm-up, the first insert per site and connection averaged ${r.inserts.firstTouch.map((f) => `${fmtMs(f.meanMs)} ms (${f.table})`).join(", ")}.` : ""));
+  }
+  const cp = r.inserts?.copyProfile;
+  if (cp?.length) {
+    const p = cp.find((x) => x.label === "partitioned");
+    const l = cp.find((x) => x.label === "legacy");
+    if (p && l) {
+      out.push(`**The copy (and the backfill) run at ${fmtInt(r.build.offlineCopy.rowsPerSecond)} rows/s**: ${fmtInt(p.executionMs * 1000)} µs per row into the tree vs ${fmtInt(l.executionMs * 1000)} µs into the legacy table; ` +
+        `per row: ${p.triggers.map((t) => `${t.name} ${fmtInt(t.ms * 1000)} µs`).join(", ")}, routing and writes ${fmtInt(p.otherMs * 1000)} µs. ` +
+        "The row triggers (company_id, key table) and the per-row foreign-key checks dominate: a copy could skip the company_id trigger for rows that already carry it and check foreign keys once per batch.");
+    }
+  }
+  const lv = r.planning?.levels.at(-1);
+  if (lv) {
+    out.push(`**Statements without the keys plan every leaf**: at ${fmtInt(lv.leaves)} leaves an id-only statement plans in ${fmtMs(lv.idOnly.planning.median)} ms warm and ` +
+      `${fmtMs(lv.idOnly.coldPlanningMs)} ms as the first statement of a new session (a keyed one: ${fmtMs(lv.keyed.planning.median)} ms / ${fmtMs(lv.keyed.coldPlanningMs)} ms). ` +
+      "Anything that reaches the table without program_id, site_id and created_at (ad-hoc .eq('observation_id') calls, joins on the id) pays this: use the routed RPCs.");
+  }
   return out;
 }

@@ -6,7 +6,7 @@
 //     against writes from the copy to the swap), then rollback_migration;
 //   - online: prepare + sync, keyset backfill, validation and swap while a simulated app
 //     (scripts/lib/app-load.ts) writes to the table; its latency before and during the migration.
-import type { Sql } from "postgres";
+import postgres, { type Sql } from "postgres";
 import { startAppLoad } from "../app-load.ts";
 import * as driver from "../migration-driver.ts";
 import type { BenchOptions } from "./options.ts";
@@ -16,7 +16,17 @@ import type { MaintenanceResult, MigrationResult } from "./types.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-export async function runMaintenance(sql: Sql, progress: Progress): Promise<MaintenanceResult> {
+/** In a session of its own, as pg_cron runs it. */
+export async function runMaintenance(url: string, progress: Progress): Promise<MaintenanceResult> {
+  const sql = postgres(url, { max: 1, idle_timeout: 0, onnotice: () => {}, connection: { application_name: "bench-maintenance" } });
+  try {
+    return await maintenance(sql, progress);
+  } finally {
+    await sql.end({ timeout: 5 });
+  }
+}
+
+async function maintenance(sql: Sql, progress: Progress): Promise<MaintenanceResult> {
   progress.step("maintenance: call partition_mgmt.run_maintenance()");
   const [b] = await sql<{ id: number }[]>`select coalesce(max(id), 0)::int as id from partition_mgmt.maintenance_log`;
   const t0 = performance.now();
@@ -41,7 +51,17 @@ function windowStats(timeline: [number, number][], from: number, to: number): Wi
   return { ops: lat.length, p50: percentile(lat, 50), p99: percentile(lat, 99), max: percentile(lat, 100) };
 }
 
-export async function runMigration(sql: Sql, url: string, o: BenchOptions, progress: Progress): Promise<MigrationResult> {
+/** The migration's own session (the backfill writes into every leaf of the gasifier tree). */
+export async function runMigration(url: string, o: BenchOptions, progress: Progress): Promise<MigrationResult> {
+  const sql = postgres(url, { max: 1, idle_timeout: 0, onnotice: () => {}, connection: { application_name: "bench-migration" } });
+  try {
+    return await migration(sql, url, o, progress);
+  } finally {
+    await sql.end({ timeout: 5 });
+  }
+}
+
+async function migration(sql: Sql, url: string, o: BenchOptions, progress: Progress): Promise<MigrationResult> {
   const table = "gasifier_observations";
   const [has] = await sql<{ api: boolean }[]>`
     select to_regprocedure('partition_mgmt.migrate_to_partitioned(integer,uuid,text,integer,numeric)') is not null

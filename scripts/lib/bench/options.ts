@@ -1,6 +1,6 @@
 // Benchmark options: the scale presets (full and --quick), the command-line flags, and the
 // derived demo-generator shape.
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { REPO_ROOT } from "../cluster.ts";
 import { DEFAULT_DEMO, type DemoDataOptions } from "../demo-data.ts";
 
@@ -39,6 +39,8 @@ export interface BenchOptions {
   sections: Set<Section>;
   keepCluster: boolean;
   quiet: boolean;
+  /** re-render the report of an existing result.json instead of measuring */
+  render?: string;
 }
 
 const FULL: Omit<BenchOptions, "outDir" | "sections"> = {
@@ -116,6 +118,8 @@ export const USAGE = `npm run bench -- [options]
   --skip LIST             skip these sections
   --keep                  leave the own cluster running afterwards
   --quiet                 no progress output
+  --render FILE           write report.md and ratios.svg again from a result.json (no measuring);
+                          with --publish also docs/benchmarks/latest.*
 `;
 
 export function parseArgs(argv: string[]): BenchOptions {
@@ -155,12 +159,15 @@ export function parseArgs(argv: string[]): BenchOptions {
       case "--skip": skip.push(...sectionList(value())); break;
       case "--keep": over.keepCluster = true; break;
       case "--quiet": over.quiet = true; break;
+      case "--render": over.render = value(); break;
       case "--help": case "-h": console.log(USAGE); process.exit(0); break;
       default: throw new Error(`unknown option ${flag}\n\n${USAGE}`);
     }
   }
   const s = sections ?? new Set(SECTIONS);
   for (const x of skip) s.delete(x);
+  // re-rendering writes next to the result it reads unless told otherwise
+  if (over.render && !over.outDir) over.outDir = dirname(over.render);
   return benchOptions({ ...over, sections: s });
 }
 

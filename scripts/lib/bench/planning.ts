@@ -42,7 +42,18 @@ export async function dropPlanningTable(sql: Sql): Promise<void> {
   await sql.unsafe(`drop function if exists partition_mgmt.${KEY}_maintain_keys()`);
 }
 
-export async function runPlanning(sql: Sql, url: string, o: BenchOptions, progress: Progress): Promise<PlanningResult> {
+const connect = (url: string, name: string) => postgres(url, { max: 1, idle_timeout: 0, onnotice: () => {}, connection: { application_name: name } });
+
+export async function runPlanning(url: string, o: BenchOptions, progress: Progress): Promise<PlanningResult> {
+  const sql = connect(url, "bench-planning");
+  try {
+    return await planningSeries(sql, url, o, progress);
+  } finally {
+    await sql.end({ timeout: 5 });
+  }
+}
+
+async function planningSeries(sql: Sql, url: string, o: BenchOptions, progress: Progress): Promise<PlanningResult> {
   const { sites, months } = o.planningShape;
   const perProgram = sites * months;
   const keyedOf = (prog: string, site: string, m: number) =>
@@ -72,18 +83,24 @@ export async function runPlanning(sql: Sql, url: string, o: BenchOptions, progre
       progress.step(`planning series: grow to ${fmtInt(target)} leaves`);
       const t0 = performance.now();
       const startLeaves = leaves;
+      // partitions are made in a session of their own (as the insert trigger's or maintenance's)
+      const creator = connect(url, "bench-planning-create");
+      try {
       while (leaves < target) {
         const prog = { id: randomUUID(), sites: [] as string[] };
         programs.push(prog);
         for (let s = 0; s < sites; s++) {
           const site = randomUUID();
           prog.sites.push(site);
-          await sql`select count(partition_mgmt.ensure_period_partition(${KEY}, ${prog.id}::uuid, ${site}::uuid, ts))
+          await creator`select count(partition_mgmt.ensure_period_partition(${KEY}, ${prog.id}::uuid, ${site}::uuid, ts))
                     from generate_series(${monthStart(0)}::timestamptz, ${monthStart(months - 1)}::timestamptz, interval '1 month') ts`;
           leaves += months;
           const secs = (performance.now() - t0) / 1000;
           progress.update(`${fmtInt(leaves)}/${fmtInt(target)} leaves, ${((secs * 1000) / (leaves - startLeaves)).toFixed(1)} ms/leaf`);
         }
+      }
+      } finally {
+        await creator.end({ timeout: 5 });
       }
       const levelMs = performance.now() - t0;
       createMs += levelMs;
@@ -97,7 +114,7 @@ export async function runPlanning(sql: Sql, url: string, o: BenchOptions, progre
       const d = { planning: [] as number[], execution: [] as number[] };
       // cold: the first statement of a brand-new connection (each kind its own connection)
       const cold = async (statement: string) => {
-        const c = postgres(url, { max: 1, onnotice: () => {} });
+        const c = connect(url, "bench-planning-cold");
         try {
           return (await explain(c, statement))["Planning Time"];
         } finally {
@@ -106,20 +123,25 @@ export async function runPlanning(sql: Sql, url: string, o: BenchOptions, progre
       };
       const coldKeyed = await cold(keyed(0));
       const coldId = await cold(idOnly());
-      for (let w = 0; w < Math.max(2, o.warmup); w++) {
-        await explain(sql, keyed(w));
-        await explain(sql, idOnly());
-      }
-      const t1 = performance.now();
-      for (let i = 0; i < o.reps.planning; i++) {
-        const a = await explain(sql, keyed(i));
-        k.planning.push(a["Planning Time"]);
-        k.execution.push(a["Execution Time"]);
-        const b = await explain(sql, idOnly());
-        d.planning.push(b["Planning Time"]);
-        d.execution.push(b["Execution Time"]);
-        progress.update(`repetition ${i + 1}/${o.reps.planning}`);
-        if (i >= 4 && performance.now() - t1 > 90_000) break;
+      const meter = connect(url, "bench-planning-measure");
+      try {
+        for (let w = 0; w < Math.max(2, o.warmup); w++) {
+          await explain(meter, keyed(w));
+          await explain(meter, idOnly());
+        }
+        const t1 = performance.now();
+        for (let i = 0; i < o.reps.planning; i++) {
+          const a = await explain(meter, keyed(i));
+          k.planning.push(a["Planning Time"]);
+          k.execution.push(a["Execution Time"]);
+          const b = await explain(meter, idOnly());
+          d.planning.push(b["Planning Time"]);
+          d.execution.push(b["Execution Time"]);
+          progress.update(`repetition ${i + 1}/${o.reps.planning}`);
+          if (i >= 4 && performance.now() - t1 > 90_000) break;
+        }
+      } finally {
+        await meter.end({ timeout: 5 });
       }
       const [defs] = await sql<{ n: number }[]>`
         select count(*)::int as n from partition_mgmt.partition_registry where table_key = ${KEY} and is_default`;

@@ -57,7 +57,7 @@ export function markdownReport(r: BenchResult, chartFile: string): string {
   out.push(`Measured ${when} in ${fmtDuration(r.seconds)}.`);
   out.push("");
   out.push(`- **Scale**: ${scaleLine(r)}.`);
-  out.push(`- **Machine**: ${machineLine(r)}. Load average at the start: ${r.machine.loadAverage.join(", ")} (other work was running: ratios from one run are what count).`);
+  out.push(`- **Machine**: ${machineLine(r)}. Load average (1/5/15 min) at the start: ${r.machine.loadAverage.join(", ")}${r.machine.loadAverageEnd ? `, at the end: ${r.machine.loadAverageEnd.join(", ")}` : ""} (other work shares the machine: ratios from one run are what count).`);
   out.push(`- **Tables**: legacy \`petri_observations\` as shipped (${mb(b.sizes.legacyBytes)}), the same plus an index on (program_id, site_id, created_at) (${mb(b.sizes.indexedBytes)}), and the partitioned tree (${mb(b.sizes.partitionedBytes)}), all in one database with the same rows.`);
   if (r.mode === "quick") out.push(`- **Quick mode**: a tiny data set for CI. The absolute figures and most ratios mean little at this size; run \`npm run bench\` for the full scale.`);
   out.push("");
@@ -73,6 +73,12 @@ export function markdownReport(r: BenchResult, chartFile: string): string {
   out.push("");
   out.push(goalsTable(r.goals));
   out.push("");
+  if (r.findings?.length) {
+    out.push("## Findings: where the engine is slow");
+    out.push("");
+    for (const f of r.findings) out.push(`- ${f}`);
+    out.push("");
+  }
   out.push("## The plan's promises");
   out.push("");
   out.push("From the plan's \"Performance Expectations\" and \"Success Criteria\" (absolute times are the partitioned p50).");
@@ -119,6 +125,11 @@ export function markdownReport(r: BenchResult, chartFile: string): string {
       const p = run("partitioned");
       out.push(`| ${s.commit} | ${s.connections} | ${fmtInt(run("legacy")?.rowsPerSecond)} | ${fmtInt(run("indexed")?.rowsPerSecond)} | ${fmtInt(p?.rowsPerSecond)} | ${(s.share * 100).toFixed(0)}% | ${fmtMs(p?.latency.median)} / ${fmtMs(p?.latency.p95)} |`);
     }
+    if (r.inserts.firstTouch?.length) {
+      out.push("");
+      out.push(`Before the timed runs every connection inserted once into each target site (its current month's leaf), as a long-lived app connection has: ` +
+        r.inserts.firstTouch.map((f) => `${f.table} mean ${fmtMs(f.meanMs)} ms (p95 ${fmtMs(f.p95Ms)} ms) over ${fmtInt(f.inserts)} inserts`).join("; ") + ".");
+    }
     const errs = r.inserts.runs.filter((x) => x.errors > 0);
     if (errs.length) out.push("", `Errors: ${errs.map((e) => `${e.table} ${e.commit} ${e.connections}: ${e.errors} (${e.firstError})`).join("; ")}`);
     out.push("");
@@ -128,6 +139,17 @@ export function markdownReport(r: BenchResult, chartFile: string): string {
     out.push("| --- | ---: | --- | ---: | ---: |");
     for (const p of r.inserts.profile) {
       out.push(`| ${p.label} | ${fmtMs(p.executionMs)} | ${p.triggers.map((t) => `${t.name}: ${fmtMs(t.ms)}`).join("; ") || "–"} | ${fmtMs(p.otherMs)} | ${fmtMs(p.planningMs)} |`);
+    }
+  }
+  if (r.inserts?.copyProfile?.length) {
+    out.push("");
+    out.push(`Where the copy's time goes: INSERT … SELECT of one site's month (${fmtInt(r.inserts.copyProfile[0]!.samples)} rows, fresh ids, rolled back), per row${r.inserts.copyProfileNote ? ` (${r.inserts.copyProfileNote})` : ""}:`);
+    out.push("");
+    out.push("| Insert into | µs per row | Triggers (µs per row) | Routing, heap and index writes µs per row |");
+    out.push("| --- | ---: | --- | ---: |");
+    const us = (ms: number) => fmtInt(ms * 1000);
+    for (const p of r.inserts.copyProfile) {
+      out.push(`| ${p.label} | ${us(p.executionMs)} | ${p.triggers.map((t) => `${t.name}: ${us(t.ms)}`).join("; ") || "–"} | ${us(p.otherMs)} |`);
     }
   }
   out.push("");
@@ -196,6 +218,11 @@ export function markdownReport(r: BenchResult, chartFile: string): string {
   out.push(`- Partitions: ${fmtInt(b.partitionCreation.leaves)} leaves (petri and gasifier) in ${fmtDuration(b.partitionCreation.seconds)}: **${b.partitionCreation.msPerLeaf.toFixed(1)} ms per leaf**, with \`precreate_program_partitions\` site by site (site partitions and DEFAULTs included).`);
   out.push(`- ${b.prepare}.`);
   out.push(`- Offline copy into the tree: ${fmtInt(b.offlineCopy.rows)} rows in ${fmtDuration(b.offlineCopy.seconds)} (${fmtInt(b.offlineCopy.rowsPerSecond)} rows/s, through the company_id and key-table triggers, foreign keys and indexes). Rows left in DEFAULT partitions: ${fmtInt(b.tree.rowsInDefaults)}.`);
+  if (b.sessionProbe) {
+    const sp = b.sessionProbe;
+    out.push(`- Session probe after the copy (CREATE TABLE / single-row insert, rolled back; medians): the copy's session ${fmtMs(sp.copySession.ddlMs)} ms / ${fmtMs(sp.copySession.insertMs)} ms, ` +
+      `a fresh session ${fmtMs(sp.freshSession.ddlMs)} ms / ${fmtMs(sp.freshSession.insertMs)} ms (its first insert into the leaf: ${fmtMs(sp.freshSession.firstInsertMs)} ms).`);
+  }
   out.push(`- Swap: ${b.swap}.`);
   out.push(`- Indexed legacy copy: ${fmtInt(b.indexedCopy.rows)} rows in ${fmtDuration(b.indexedCopy.seconds)} (same columns, indexes, foreign keys (NOT VALID) and company_id trigger as the legacy table, plus the composite index).`);
   out.push(`- Then VACUUM (ANALYZE) of all three, as autovacuum would leave them.`);
@@ -208,6 +235,7 @@ export function markdownReport(r: BenchResult, chartFile: string): string {
   out.push("## Method");
   out.push("");
   out.push("- One database holds the three tables with the same rows. The partitioned table is the live `public.petri_observations` (simulated swap, see Build), so the routed paths (`petri_observations_by_submission`, `get_observation_by_id`, `update_observation_by_id`) run exactly as the app calls them; the submission lookup is measured through the view.");
+  out.push("- Every section runs in sessions of its own (queries in one connection, inserts in pre-warmed connections, maintenance, planning and migration each in new ones): what one session has cached changes its speed (see Findings).");
   out.push("- Statements carry their keys as literals and are sent unprepared (simple protocol): each execution is planned, so the planning cost of a large tree is in every figure. They run as `postgres` (BYPASSRLS) so that RLS does not skew the comparison.");
   out.push("- Per class: warm-up runs, then repetitions in which the variants take turns (rotating order), so noise from other processes hits all of them alike. Fetch, update and submission lookups use a different id each repetition (the same ids on every table).");
   out.push("- p95 is nearest-rank over the repetitions (with few repetitions it is close to the maximum).");

@@ -1,16 +1,32 @@
 // One benchmark run, end to end: database, build, the measured sections, goals, outputs.
+import { readFileSync } from "node:fs";
+import os from "node:os";
 import postgres from "postgres";
 import { buildData, openBenchDatabase } from "./build.ts";
-import { evaluateGoals, evaluatePromises } from "./goals.ts";
+import { evaluateGoals, evaluatePromises, findings } from "./goals.ts";
 import { runInserts } from "./inserts.ts";
 import { machineInfo } from "./machine.ts";
 import { runMaintenance, runMigration } from "./operations.ts";
 import type { BenchOptions } from "./options.ts";
 import { runPlanning } from "./planning.ts";
 import { createProgress } from "./progress.ts";
-import { roundTrip, runQueries } from "./queries.ts";
+import { runQueries } from "./queries.ts";
 import { terminalTable, writeOutputs, type WrittenFiles } from "./report.ts";
 import type { BenchResult } from "./types.ts";
+
+/** Goals, promises and outputs again from a saved result (report wording changes need no new run). */
+export function renderSaved(o: BenchOptions): WrittenFiles {
+  const file = o.render!;
+  const saved = JSON.parse(readFileSync(file, "utf8")) as BenchResult;
+  const { goals: _g, promises: _p, findings: _f, ...partial } = saved;
+  const result: BenchResult = { ...partial, goals: evaluateGoals(partial), promises: evaluatePromises(partial), findings: findings(partial) };
+  const files = writeOutputs(result, o.outDir, o.publish);
+  if (!o.quiet) {
+    console.log(`${terminalTable(result)}\n`);
+    console.log(`report:  ${files.markdown}\nresult:  ${files.json}\nchart:   ${files.svg}${files.published ? `\npublished: ${files.published.join(", ")}` : ""}`);
+  }
+  return files;
+}
 
 export async function runBench(o: BenchOptions): Promise<{ result: BenchResult; files: WrittenFiles }> {
   const progress = createProgress({ quiet: o.quiet });
@@ -21,14 +37,18 @@ export async function runBench(o: BenchOptions): Promise<{ result: BenchResult; 
   try {
     const machine = await machineInfo(sql, db.label);
     const build = await buildData(sql, db.url, o, progress);
-    const queries = o.sections.has("queries") ? await runQueries(sql, o, progress) : [];
-    const rt = o.sections.has("queries") ? await roundTrip(sql, o) : null;
-    const inserts = o.sections.has("inserts") ? await runInserts(sql, db.url, o, progress) : null;
+    // Each section runs in sessions of its own: a session's caches (every leaf it has touched, a
+    // compiled trigger and foreign-key check per leaf it has written) change its speed.
+    const q = o.sections.has("queries") ? await runQueries(db.url, o, progress) : null;
+    const queries = q?.classes ?? [];
+    const rt = q?.roundTrip ?? null;
+    const inserts = o.sections.has("inserts") ? await runInserts(db.url, o, progress) : null;
     // maintenance before the planning series (whose extra managed table it would also process)
-    const maintenance = o.sections.has("maintenance") ? await runMaintenance(sql, progress) : null;
-    const planning = o.sections.has("planning") ? await runPlanning(sql, db.url, o, progress) : null;
-    const migration = o.sections.has("migration") ? await runMigration(sql, db.url, o, progress) : { status: "skipped" as const, reason: "--skip migration" };
+    const maintenance = o.sections.has("maintenance") ? await runMaintenance(db.url, progress) : null;
+    const planning = o.sections.has("planning") ? await runPlanning(db.url, o, progress) : null;
+    const migration = o.sections.has("migration") ? await runMigration(db.url, o, progress) : { status: "skipped" as const, reason: "--skip migration" };
     progress.close();
+    machine.loadAverageEnd = os.loadavg().map((x) => Math.round(x * 100) / 100);
     const notes = [
       `Warm-up runs per variant: ${o.warmup}; repetitions: ${o.reps.scan} (full scan), ${o.reps.query} (filters and aggregates), ${o.reps.byId} (by id and submission), fewer when a class exceeds its time budget.`,
       "Updates on the legacy tables are plain `UPDATE … WHERE observation_id = …` (what supabase-js `.update().eq()` sends, no RETURNING); the routed RPC also returns the updated row as JSON.",
@@ -39,7 +59,7 @@ export async function runBench(o: BenchOptions): Promise<{ result: BenchResult; 
       startedAt: startedAt.toISOString(), finishedAt: new Date().toISOString(), seconds: (performance.now() - t0) / 1000,
       machine, build, queries, roundTrip: rt, inserts, maintenance, planning, migration, notes,
     };
-    const result: BenchResult = { ...partial, goals: evaluateGoals(partial), promises: evaluatePromises(partial) };
+    const result: BenchResult = { ...partial, goals: evaluateGoals(partial), promises: evaluatePromises(partial), findings: findings(partial) };
     const files = writeOutputs(result, o.outDir, o.publish);
     if (!o.quiet) {
       console.log(`\n${terminalTable(result)}\n`);

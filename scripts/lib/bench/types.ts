@@ -8,6 +8,8 @@ export interface MachineInfo {
   cores: number;
   memoryGiB: number;
   loadAverage: number[];
+  /** load average when the run finished */
+  loadAverageEnd?: number[];
   os: string;
   node: string;
   postgres: string;
@@ -22,6 +24,12 @@ export interface BuildStep {
   detail: string;
 }
 
+export interface SessionProbe {
+  /** the session that copied every row (it has written into every leaf) */
+  copySession: { ddlMs: number; insertMs: number; firstInsertMs: number };
+  freshSession: { ddlMs: number; insertMs: number; firstInsertMs: number };
+}
+
 export interface BuildInfo {
   steps: BuildStep[];
   demo: { companies: number; programs: number; sites: number; months: number; petriPerSiteMonth: number; gasifierPerSiteMonth: number };
@@ -31,6 +39,7 @@ export interface BuildInfo {
   generator: { rows: number; seconds: number; rowsPerSecond: number };
   partitionCreation: { leaves: number; seconds: number; msPerLeaf: number };
   offlineCopy: { rows: number; seconds: number; rowsPerSecond: number };
+  sessionProbe?: SessionProbe;
   indexedCopy: { rows: number; seconds: number };
   /** how the partitioned table became the live table */
   swap: string;
@@ -95,7 +104,12 @@ export interface InsertProfile {
 
 export interface InsertResult {
   runs: InsertRun[];
+  /** the warm-up: the first insert into each target site's leaf through each connection */
+  firstTouch: { table: TableKind; inserts: number; meanMs: number; p95Ms: number }[];
   profile: InsertProfile[];
+  /** per-row cost of a bulk INSERT … SELECT (the offline copy's statement), ms per row */
+  copyProfile?: InsertProfile[];
+  copyProfileNote?: string;
   /** partitioned rows/s as a share of legacy rows/s, per commit mode and connections */
   shares: { commit: string; connections: number; share: number }[];
 }
@@ -179,5 +193,7 @@ export interface BenchResult {
   goals: GoalResult[];
   /** the plan's "Performance Expectations" and "Success Criteria" */
   promises: GoalResult[];
+  /** where the engine is slow, with this run's numbers */
+  findings: string[];
   notes: string[];
 }
