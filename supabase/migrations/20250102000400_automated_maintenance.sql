@@ -103,6 +103,9 @@ declare
 begin
   perform partition_mgmt.parent_of(p_table_key);
   for v_prog in select program_id from public.pilot_programs where end_date > current_date order by start_date, program_id loop
+    -- a program deleted since the loop started is skipped; one still there stays until we commit
+    perform from public.pilot_programs where program_id = v_prog for key share;
+    continue when not found;
     v_created := v_created + partition_mgmt.precreate_program_partitions(v_prog, p_table_key);
   end loop;
   return v_created;

@@ -383,6 +383,9 @@ begin
 
   -- partitions: every program's, then every (program, site, month) present in the data
   for r in select program_id from public.pilot_programs order by start_date, program_id loop
+    -- a program deleted since the loop started is skipped; one still there stays until we commit
+    perform from public.pilot_programs where program_id = r.program_id for key share;
+    continue when not found;
     perform partition_mgmt.precreate_program_partitions(r.program_id, v_key);
   end loop;
   for r in execute format(
