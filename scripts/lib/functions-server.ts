@@ -393,15 +393,11 @@ function sendError(res: http.ServerResponse, status: number, code: string, messa
     return;
   }
   const body = JSON.stringify({ error: { code, message } });
-  // answering before the request body was read: the socket must not be reused (see forward())
-  const unread = !res.req.complete;
-  if (unread) res.shouldKeepAlive = false;
   res.writeHead(status, {
     "Content-Type": "application/json; charset=utf-8",
     "Content-Length": Buffer.byteLength(body),
     // Lets browser callers read gateway errors, as they can on the platform.
     "Access-Control-Allow-Origin": "*",
-    ...(unread ? { Connection: "close" } : {}),
   });
   res.end(body);
 }
@@ -484,15 +480,7 @@ function forward(
       agent,
     });
     upstream.on("response", (answer) => {
-      const headers = endToEndHeaders(answer.headers);
-      if (!req.complete) {
-        // The worker answered before reading the whole body (e.g. 413): the client's socket still
-        // carries unread bytes, so it must not be reused for the next request (a client that did
-        // would see ECONNRESET).
-        headers.connection = "close";
-        res.shouldKeepAlive = false;
-      }
-      res.writeHead(answer.statusCode ?? 502, answer.statusMessage, headers);
+      res.writeHead(answer.statusCode ?? 502, answer.statusMessage, endToEndHeaders(answer.headers));
       answer.pipe(res);
       answer.on("end", () => resolve("answered"));
       answer.on("error", () => {
