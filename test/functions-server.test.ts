@@ -219,6 +219,13 @@ Deno.serve(() => {
   return new Response(body);
 });
 `;
+// Answers before reading the request body, as a size limit does.
+const EARLY_ANSWER = `
+Deno.serve((req) => {
+  if (req.method === "GET") return new Response("fine");
+  return new Response("too large", { status: 413 });
+});
+`;
 const BROKEN = `throw new Error("boom at import");`;
 
 /** files: paths relative to supabase/functions → source text. */
@@ -250,7 +257,7 @@ describe("functions server mechanics", () => {
   const lines: string[] = [];
 
   beforeAll(async () => {
-    const names = ["echo", "default-export", "options-handler", "crashy", "streaming"];
+    const names = ["echo", "default-export", "options-handler", "crashy", "streaming", "early-answer"];
     const config = names.map((n) => `[functions.${n}]\nverify_jwt = false\n`).join("\n");
     root = await writeProject(
       {
@@ -259,6 +266,7 @@ describe("functions server mechanics", () => {
         "options-handler/index.ts": OPTIONS_HANDLER,
         "crashy/index.ts": CRASHY,
         "streaming/index.ts": STREAMING,
+        "early-answer/index.ts": EARLY_ANSWER,
         "_shared/index.ts": "export const notAFunction = true;",
         "no-entry-folder/helper.ts": "export const x = 1;",
       },
@@ -275,7 +283,7 @@ describe("functions server mechanics", () => {
   const call = (fn: string, init?: RequestInit) => fetch(`${server.url}/functions/v1/${fn}`, init);
 
   it("discovers only folders with an entrypoint, skipping _-prefixed ones", () => {
-    expect(server.functions).toEqual(["crashy", "default-export", "echo", "options-handler", "streaming"]);
+    expect(server.functions).toEqual(["crashy", "default-export", "early-answer", "echo", "options-handler", "streaming"]);
   });
 
   it("forwards method, sub-path, query, headers and body; returns status and headers", async () => {
@@ -316,6 +324,39 @@ describe("functions server mechanics", () => {
   it("streams response bodies", async () => {
     expect(await (await call("streaming")).text()).toBe("one two three");
   });
+
+  it("keeps the caller's connection usable after answering before the request body was read", async () => {
+    // The caller's pooled keep-alive socket carries the next request; cutting
+    // it after an early answer made that request fail with ECONNRESET.
+    const chunk = new TextEncoder().encode("x".repeat(8_000));
+    const chunked = (): ReadableStream<Uint8Array> => {
+      let sent = 0;
+      return new ReadableStream<Uint8Array>({
+        pull(controller) {
+          if (sent++ < 8) controller.enqueue(chunk);
+          else controller.close();
+        },
+      });
+    };
+    const failures: string[] = [];
+    for (let i = 0; i < 60; i++) {
+      const bodies: BodyInit[] = [chunked(), "y".repeat(1_000_000)];
+      for (const body of bodies) {
+        try {
+          const init: RequestInit & { duplex?: "half" } = { method: "POST", body };
+          if (body instanceof ReadableStream) init.duplex = "half";
+          const big = await call("early-answer", init);
+          if (big.status !== 413 || (await big.text()) !== "too large") failures.push(`upload ${i}: ${big.status}`);
+          const next = await call("early-answer");
+          if (next.status !== 200 || (await next.text()) !== "fine") failures.push(`GET ${i}: ${next.status}`);
+        } catch (err) {
+          const cause = (err as { cause?: { code?: string } }).cause?.code;
+          failures.push(`round ${i}: ${(err as Error).message}${cause ? ` (${cause})` : ""}`);
+        }
+      }
+    }
+    expect(failures).toEqual([]);
+  }, 60_000);
 
   it("answers 502 when a worker crashes, then restarts it on the next request", async () => {
     const died = await call("crashy/die");

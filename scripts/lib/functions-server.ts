@@ -461,6 +461,20 @@ function endToEndHeaders(headers: http.IncomingHttpHeaders): http.OutgoingHttpHe
  */
 type ForwardOutcome = "answered" | "unreachable" | "client-gone";
 
+/**
+ * After a complete answer, discard what is left of the caller's body (a
+ * function may answer, say 413, without reading it). Cutting the connection
+ * instead breaks a caller still writing its body (EPIPE) and, worse, the
+ * next request the caller's pool sends on that keep-alive socket
+ * (ECONNRESET); never reading it stalls the socket. Node's requestTimeout
+ * bounds a caller that never stops sending.
+ */
+function discardRestOfBody(req: http.IncomingMessage, upstream: http.ClientRequest): void {
+  req.unpipe(upstream);
+  upstream.destroy();
+  if (!req.complete) req.resume();
+}
+
 /** Streams req to the worker and the worker's answer back to res. */
 function forward(
   req: http.IncomingMessage,
@@ -471,6 +485,8 @@ function forward(
 ): Promise<ForwardOutcome> {
   return new Promise((resolve) => {
     let clientGone = false;
+    // The worker's whole answer has been read (it may still be flushing to the caller).
+    let answered = false;
     const upstream = http.request({
       host: "127.0.0.1",
       port,
@@ -482,13 +498,21 @@ function forward(
     upstream.on("response", (answer) => {
       res.writeHead(answer.statusCode ?? 502, answer.statusMessage, endToEndHeaders(answer.headers));
       answer.pipe(res);
-      answer.on("end", () => resolve("answered"));
+      answer.on("end", () => {
+        answered = true;
+        discardRestOfBody(req, upstream);
+        resolve("answered");
+      });
       answer.on("error", () => {
+        if (answered) return;
         res.destroy();
         resolve("answered");
       });
     });
     upstream.on("error", () => {
+      // A worker that answered and then stopped reading the body (or was
+      // disconnected by discardRestOfBody) is done: the answer stands.
+      if (answered) return;
       if (clientGone) return resolve("client-gone");
       // After headers all we can do is cut the stream; before, the worker is down.
       if (res.headersSent) {
