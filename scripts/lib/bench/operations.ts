@@ -51,39 +51,46 @@ function windowStats(timeline: [number, number][], from: number, to: number): Wi
   return { ops: lat.length, p50: percentile(lat, 50), p99: percentile(lat, 99), max: percentile(lat, 100) };
 }
 
-/** The migration's own session (the backfill writes into every leaf of the gasifier tree). */
-export async function runMigration(url: string, o: BenchOptions, progress: Progress): Promise<MigrationResult> {
-  const sql = postgres(url, { max: 1, idle_timeout: 0, onnotice: () => {}, connection: { application_name: "bench-migration" } });
+/** A new session for one phase: a session that has written into every leaf is slow at everything after (see Findings). */
+async function inSession<T>(url: string, name: string, fn: (sql: Sql) => Promise<T>): Promise<T> {
+  const sql = postgres(url, { max: 1, idle_timeout: 0, onnotice: () => {}, connection: { application_name: name } });
   try {
-    return await migration(sql, url, o, progress);
+    return await fn(sql);
   } finally {
     await sql.end({ timeout: 5 });
   }
 }
 
-async function migration(sql: Sql, url: string, o: BenchOptions, progress: Progress): Promise<MigrationResult> {
+/**
+ * Each phase in a session of its own (the copy's or the backfill's session has compiled every
+ * leaf's triggers, which would slow whatever ran after it in that session).
+ */
+export async function runMigration(url: string, o: BenchOptions, progress: Progress): Promise<MigrationResult> {
   const table = "gasifier_observations";
-  const [has] = await sql<{ api: boolean }[]>`
-    select to_regprocedure('partition_mgmt.migrate_to_partitioned(integer,uuid,text,integer,numeric)') is not null
-       and to_regprocedure('partition_mgmt.swap_tables(text,text,integer,text)') is not null
-       and to_regprocedure('partition_mgmt.offline_migrate_table(text,text,integer)') is not null as api`;
-  if (!has?.api) return { status: "not measured yet", reason: "the migration API (partition_mgmt.migrate_to_partitioned, swap_tables, offline_migrate_table) is not in this database" };
-  const [n] = await sql<{ n: number }[]>`select count(*)::int as n from public.gasifier_observations`;
-  const rows = n?.n ?? 0;
+  const pre = await inSession(url, "bench-migration", async (sql) => {
+    const [has] = await sql<{ api: boolean }[]>`
+      select to_regprocedure('partition_mgmt.migrate_to_partitioned(integer,uuid,text,integer,numeric)') is not null
+         and to_regprocedure('partition_mgmt.swap_tables(text,text,integer,text)') is not null
+         and to_regprocedure('partition_mgmt.offline_migrate_table(text,text,integer)') is not null as api`;
+    const [n] = await sql<{ n: number }[]>`select count(*)::int as n from public.gasifier_observations`;
+    return { api: Boolean(has?.api), rows: n?.n ?? 0 };
+  });
+  if (!pre.api) return { status: "not measured yet", reason: "the migration API (partition_mgmt.migrate_to_partitioned, swap_tables, offline_migrate_table) is not in this database" };
+  const rows = pre.rows;
   const result: MigrationResult = { status: "measured", table, rows };
 
   // offline copy (Option B), then back
   progress.step(`migration: offline copy of ${table} (${fmtInt(rows)} rows, table locked against writes)`);
   try {
-    const [before] = await sql<{ id: number }[]>`select coalesce(max(id), 0)::int as id from partition_mgmt.migration_log`;
+    const [before] = await inSession(url, "bench-migration", (sql) => sql<{ id: number }[]>`select coalesce(max(id), 0)::int as id from partition_mgmt.migration_log`);
     const t0 = performance.now();
-    const [r] = await sql<{ rows_copied: string; lock_held_ms: string }[]>`
-      select * from partition_mgmt.offline_migrate_table(${table})`;
+    const [r] = await inSession(url, "bench-migration-offline", (sql) => sql<{ rows_copied: string; lock_held_ms: string }[]>`
+      select * from partition_mgmt.offline_migrate_table(${table})`);
     const seconds = (performance.now() - t0) / 1000;
     // the copy alone: from 'prepared' to 'backfilled' in the migration log
-    const [c] = await sql<{ copy: number | null }[]>`
+    const [c] = await inSession(url, "bench-migration", (sql) => sql<{ copy: number | null }[]>`
       select extract(epoch from max(at) filter (where to_phase = 'backfilled') - max(at) filter (where to_phase = 'prepared'))::float8 as copy
-      from partition_mgmt.migration_log where id > ${before?.id ?? 0} and table_key = 'gasifier'`;
+      from partition_mgmt.migration_log where id > ${before?.id ?? 0} and table_key = 'gasifier'`);
     const copySeconds = c?.copy && c.copy > 0 ? c.copy : seconds;
     result.offline = {
       seconds,
@@ -91,13 +98,13 @@ async function migration(sql: Sql, url: string, o: BenchOptions, progress: Progr
       lockHeldMs: Number(r?.lock_held_ms ?? 0),
       note: `writes blocked for the whole ${seconds.toFixed(1)} s call (copy ${copySeconds.toFixed(1)} s, validation, swap); rows/s over the copy alone`,
     };
-    progress.update("rollback_migration");
-    await sql`select partition_mgmt.rollback_migration(${table})`;
+    progress.update("rollback_migration (in a new session)");
+    await inSession(url, "bench-migration-rollback", (sql) => sql`select partition_mgmt.rollback_migration(${table})`);
     progress.done(`${fmtInt(result.offline.rowsPerSecond)} rows/s; window ${seconds.toFixed(1)} s`);
   } catch (e) {
     result.offline = { error: (e as Error).message };
     progress.done(`failed: ${(e as Error).message}`);
-    await sql`select partition_mgmt.rollback_migration(${table})`.catch(() => {});
+    await inSession(url, "bench-migration-rollback", (sql) => sql`select partition_mgmt.rollback_migration(${table})`).catch(() => {});
   }
 
   // online, with the app writing
@@ -112,37 +119,44 @@ async function migration(sql: Sql, url: string, o: BenchOptions, progress: Progr
     progress.update(`baseline latency, ${o.appBaselineSeconds} s`);
     await sleep(o.appBaselineSeconds * 1000);
     tMig = performance.now();
-    const blockers = (await driver.preMigrationCheck(sql, table)).filter((c) => c.status === "blocker");
-    if (blockers.length) throw new Error(`pre-migration check: ${blockers.map((b) => `${b.check_name}: ${b.detail}`).join("; ")}`);
-    progress.update("prepare + sync trigger");
-    await sql`select * from partition_mgmt.safe_migrate_table(${table}, false, true)`;
-    const prepareSeconds = (performance.now() - tMig) / 1000;
+    const prepareSeconds = await inSession(url, "bench-migration-prepare", async (sql) => {
+      const blockers = (await driver.preMigrationCheck(sql, table)).filter((c) => c.status === "blocker");
+      if (blockers.length) throw new Error(`pre-migration check: ${blockers.map((b) => `${b.check_name}: ${b.detail}`).join("; ")}`);
+      progress.update("prepare + sync trigger");
+      await sql`select * from partition_mgmt.safe_migrate_table(${table}, false, true)`;
+      return (performance.now() - tMig) / 1000;
+    });
     const tB = performance.now();
-    const batches = await driver.backfill(sql, table, {
-      batchSize: 10_000,
-      onProgress: (m) => progress.update(`backfill ${driver.progressBar(m, 20)}`),
-      progressEveryMs: 1000,
+    const { batches, scanned } = await inSession(url, "bench-migration-backfill", async (sql) => {
+      const b = await driver.backfill(sql, table, {
+        batchSize: 10_000,
+        onProgress: (m) => progress.update(`backfill ${driver.progressBar(m, 20)}`),
+        progressEveryMs: 1000,
+      });
+      return { batches: b, scanned: Number((await driver.monitor(sql, table)).rows_scanned) };
     });
     const backfillSeconds = (performance.now() - tB) / 1000;
-    const m = await driver.monitor(sql, table);
-    progress.update("validation");
-    const tV = performance.now();
-    const validation = await driver.validate(sql, table);
-    const validateSeconds = (performance.now() - tV) / 1000;
-    const bad = validation.filter((v) => v.status !== "ok");
-    if (bad.length) throw new Error(`validation: ${bad.map((b) => `${b.check_name}: ${b.detail}`).join("; ")}`);
-    progress.update("swap");
-    tSwap0 = performance.now();
-    const [s] = await sql<{ attempts: number; lock_held_ms: string }[]>`select * from partition_mgmt.swap_tables(${table}, '1s', 10)`;
-    tSwap1 = performance.now();
+    const { validateSeconds, swap } = await inSession(url, "bench-migration-swap", async (sql) => {
+      progress.update("validation");
+      const tV = performance.now();
+      const validation = await driver.validate(sql, table);
+      const validateSeconds = (performance.now() - tV) / 1000;
+      const bad = validation.filter((v) => v.status !== "ok");
+      if (bad.length) throw new Error(`validation: ${bad.map((b) => `${b.check_name}: ${b.detail}`).join("; ")}`);
+      progress.update("swap");
+      tSwap0 = performance.now();
+      const [s] = await sql<{ attempts: number; lock_held_ms: string }[]>`select * from partition_mgmt.swap_tables(${table}, '1s', 10)`;
+      tSwap1 = performance.now();
+      return { validateSeconds, swap: s };
+    });
     result.online = {
       prepareSeconds,
       backfillSeconds,
-      backfillRowsPerSecond: Number(m.rows_scanned) / backfillSeconds,
+      backfillRowsPerSecond: scanned / backfillSeconds,
       batches,
       validateSeconds,
-      swapLockMs: Number(s?.lock_held_ms ?? 0),
-      swapAttempts: s?.attempts ?? 0,
+      swapLockMs: Number(swap?.lock_held_ms ?? 0),
+      swapAttempts: swap?.attempts ?? 0,
       totalSeconds: (tSwap1 - tMig) / 1000,
     };
     await sleep(1000); // the app goes on writing into the swapped-in table

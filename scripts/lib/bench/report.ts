@@ -189,7 +189,7 @@ export function markdownReport(r: BenchResult, chartFile: string): string {
   if (m.status === "not measured yet" || m.status === "skipped") out.push(`${m.status === "skipped" ? "Skipped" : "Not measured yet"}${m.reason ? `: ${m.reason}` : ""}.`);
   else {
     out.push(`Measured with the migration API on \`${m.table}\` (${fmtInt(m.rows)} rows), the second managed table of the same database, so the petri figures above are untouched.` +
-      (m.status === "failed" ? " **The run failed** (see below)." : ""));
+      (m.status === "failed" ? " **The run failed** (see below)." : "") + (m.note ? ` ${m.note}.` : ""));
     out.push("");
     out.push("| Figure | Value |");
     out.push("| --- | --- |");

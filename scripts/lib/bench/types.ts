@@ -142,6 +142,8 @@ export interface MaintenanceResult {
 export interface MigrationResult {
   status: "measured" | "not measured yet" | "failed" | "skipped";
   reason?: string;
+  /** how the figures were taken, when it differs from the rest of the run */
+  note?: string;
   table?: string;
   rows?: number;
   offline?: { seconds: number; rowsPerSecond: number; lockHeldMs: number; note: string } | { error: string };
