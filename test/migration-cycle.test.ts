@@ -4,8 +4,8 @@
 //    catalog checks after each step: which table is live, sync triggers, policies and RLS, grants,
 //    the app's own view and analytics.mv_daily_metrics reading the right table, the supabase_realtime
 //    publication membership, company isolation for an authenticated user, nothing left behind;
-//  - dry run changes nothing; a pre-check blocker (a foreign key referencing the table) stops
-//    prepare with the offending constraint named;
+//  - dry run changes nothing; a pre-check blocker (a two-column foreign key referencing the table,
+//    which the swap cannot carry) stops prepare with the offending constraint named;
 //  - a long reader holds a lock during the swap: the swap gives up within lock_timeout, retries and
 //    succeeds once the reader is done; other readers never wait much longer than lock_timeout;
 //    with too few attempts it fails with lock_not_available and changes nothing;
@@ -113,7 +113,7 @@ describe("migration phases and catalog", () => {
       live_kind: "p", old_exists: true, view_on_live: true, mv_on_live: true, published: true, live_rls: true,
       auth_grants: initial.auth_grants, anon_select: initial.anon_select, live_policies: initial.live_policies,
     });
-    expect(swapped.live_triggers).toEqual(["partition_mgmt_sync_to_legacy", "set_company_id_from_program", "zz_maintain_observation_keys"]);
+    expect(swapped.live_triggers).toEqual(["partition_mgmt_sync_to_legacy", "set_company_id_from_program", "zz_maintain_observation_keys", "zz_move_observation_keys"]);
     const [oldTriggers] = await db.sql<{ t: string[] }[]>`
       select array(select tgname::text from pg_trigger where tgrelid = 'public.petri_observations_old'::regclass and not tgisinternal) as t`;
     expect(oldTriggers?.t).toEqual(["set_company_id_from_program"]);
@@ -134,7 +134,7 @@ describe("migration phases and catalog", () => {
     expect(fin?.r).toMatch(/finalized/);
     const done = await catalog();
     expect(done).toMatchObject({ live_kind: "p", old_exists: false, view_on_live: true, mv_on_live: true, published: true });
-    expect(done.live_triggers).toEqual(["set_company_id_from_program", "zz_maintain_observation_keys"]);
+    expect(done.live_triggers).toEqual(["set_company_id_from_program", "zz_maintain_observation_keys", "zz_move_observation_keys"]);
     expect(await leftovers(db.sql, "petri")).toEqual({ triggers: [], functions: [], state: 0, shadows: [] });
     expect(await visibleToUserOfCompany1()).toEqual(isolation);
     const log = await db.sql<{ to_phase: string }[]>`select to_phase from partition_mgmt.migration_log where table_key = 'petri' and to_phase <> 'swap-wait' order by id`;
@@ -152,15 +152,19 @@ describe("migration phases and catalog", () => {
     expect(await leftovers(db.sql, "gasifier")).toEqual({ triggers: [], functions: [], state: 0, shadows: [] });
   });
 
-  it("a foreign key referencing the table is a blocker that stops prepare", async () => {
-    await db.sql`create table public.petri_annotations (id serial primary key, observation_id uuid references public.gasifier_observations (observation_id))`;
+  it("a foreign key that cannot be carried (two columns) is a blocker that stops prepare", async () => {
+    await db.sql`create unique index gasifier_observations_id_site_key on public.gasifier_observations (observation_id, site_id)`;
+    await db.sql`create table public.petri_annotations (id serial primary key, observation_id uuid, site_id uuid,
+                 foreign key (observation_id, site_id) references public.gasifier_observations (observation_id, site_id))`;
     try {
       const checks = await db.sql<{ check_name: string; status: string; detail: string }[]>`select * from partition_mgmt.pre_migration_check('gasifier')`;
       expect(checks.find((c) => c.check_name === "foreign keys to the table")).toMatchObject({ status: "blocker" });
-      await expect(db.sql`select partition_mgmt.prepare_migration('gasifier')`).rejects.toThrow(/petri_annotations_observation_id_fkey/);
+      expect(checks.find((c) => c.check_name === "foreign key petri_annotations_observation_id_site_id_fkey")?.detail).toMatch(/2 columns/);
+      await expect(db.sql`select partition_mgmt.prepare_migration('gasifier')`).rejects.toThrow(/petri_annotations_observation_id_site_id_fkey/);
       expect(await phaseOf(db.sql, "gasifier")).toBe("idle");
     } finally {
       await db.sql`drop table public.petri_annotations`;
+      await db.sql`drop index public.gasifier_observations_id_site_key`;
     }
   });
 });

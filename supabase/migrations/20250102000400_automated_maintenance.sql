@@ -208,6 +208,11 @@ begin
     from pg_catalog.pg_inherits i
     join pg_catalog.pg_class p on p.oid = i.inhparent join pg_catalog.pg_namespace n on n.oid = p.relnamespace
     where i.inhrelid = format('%I.%I', r.partition_schema, r.partition_name)::regclass;
+    -- rows of other tables that reference these get their ON DELETE action, or keep the month
+    -- (partition_mgmt.release_references, migration 0700)
+    if not partition_mgmt.release_references(p_table_key, format('%I.%I', r.partition_schema, r.partition_name)::regclass) then
+      continue;
+    end if;
     -- the keys of rows leaving the table leave the key table too
     execute format('delete from partition_mgmt.observation_keys k using %I.%I t where k.table_key = %L and k.observation_id = t.%I',
       r.partition_schema, r.partition_name, p_table_key, c.id_column);

@@ -77,6 +77,21 @@ grant select on partition_mgmt.migration_state, partition_mgmt.migration_log to 
 -- Helpers
 -- -----------------------------------------------------------------------------
 
+-- Writes the app made to the legacy table during the migration with a NULL program (a nullable
+-- column there, a NOT NULL partition key after the swap). Filled by the sync trigger; while it
+-- has rows for a table, swap_tables refuses, because the same writes would fail after the swap.
+create table if not exists partition_mgmt.null_key_writes (
+  table_key       text not null references partition_mgmt.managed_tables (table_key) on delete cascade,
+  observation_id  uuid not null,
+  operation       text not null,
+  at              timestamptz not null default clock_timestamp()
+);
+create index if not exists null_key_writes_table_key_at_idx on partition_mgmt.null_key_writes (table_key, at);
+revoke all on partition_mgmt.null_key_writes from public, anon, authenticated;
+grant select on partition_mgmt.null_key_writes to service_role;
+comment on table partition_mgmt.null_key_writes is
+  'Rows the app wrote without a program during a migration (derived from the site while copying). swap_tables refuses while a table has any: make the app send the program, delete them, swap again.';
+
 create or replace function partition_mgmt.log_migration(p_table_key text, p_from text, p_to text, p_detail jsonb default '{}'::jsonb)
 returns void
 language sql
@@ -227,6 +242,7 @@ declare
   v_n2 bigint;
   v_text text;
   v_phase text;
+  v_fk record;
   v_key text := case when p_table is null then null else partition_mgmt.resolve_table_key(p_table) end;
 begin
   for m in select * from partition_mgmt.managed_tables mt where v_key is null or mt.table_key = v_key order by mt.table_key loop
@@ -289,12 +305,22 @@ begin
            else format('%s row(s) lie outside their program''s dates: prepare creates partitions for their months too', v_n) end;
 
     -- what hangs on the table
-    select count(*), string_agg(format('%s.%s', c.conrelid::regclass, c.conname), ', ') into v_n, v_text
-    from pg_catalog.pg_constraint c where c.contype = 'f' and c.confrelid = v_legacy;
-    return query select m.table_key, 'foreign keys to the table', case when v_n = 0 then 'ok' else 'blocker' end,
+    -- carried at the swap as references enforced by triggers (migration 0700)
+    select count(*), count(*) filter (where not f.supported), string_agg(format('%s.%s', f.child_table, f.constraint_name), ', ')
+      into v_n, v_n2, v_text from partition_mgmt.referencing_foreign_keys(m.table_key, v_legacy) f;
+    return query select m.table_key, 'foreign keys to the table', case when v_n2 > 0 then 'blocker' else 'ok' end,
       case when v_n = 0 then 'no foreign key references the table'
-           else format('%s foreign key(s) reference %s: %s. A partitioned table can only be referenced through a key containing %s, %s and %s. Hint: replace them with a check against partition_mgmt.observation_keys, or drop them, before migrating.',
-                       v_n, v_legacy, v_text, m.program_column, m.site_column, m.time_column) end;
+           else format('%s foreign key(s) reference %s: %s; %s of them cannot be carried (see the rows below)', v_n, v_legacy, v_text, v_n2) end;
+    for v_fk in select * from partition_mgmt.referencing_foreign_keys(m.table_key, v_legacy) loop
+      return query select m.table_key, format('foreign key %s', v_fk.constraint_name),
+        case when not v_fk.supported then 'blocker' when not v_fk.child_indexed then 'warning' else 'ok' end,
+        case when not v_fk.supported then
+               format('%s on %s (%s) cannot be carried: %s', v_fk.constraint_name, v_fk.child_table, v_fk.definition, v_fk.reason)
+             else format('%s on %s (%s): at the swap it becomes a reference enforced by triggers against partition_mgmt.observation_keys, with the same ON DELETE / ON UPDATE rule; rollback declares it again%s',
+                         v_fk.constraint_name, v_fk.child_table, v_fk.definition,
+                         case when v_fk.child_indexed then '' else format('. Hint: %s.%s has no index, so every delete of an observation scans %s: create index concurrently on %s (%I)',
+                                                                        v_fk.child_table, v_fk.child_column, v_fk.child_table, v_fk.child_table, v_fk.child_column) end) end;
+    end loop;
     select count(*), string_agg(c.conname, ', ') into v_n, v_text
     from pg_catalog.pg_constraint c where c.contype = 'f' and c.conrelid = v_legacy;
     return query select m.table_key, 'foreign keys from the table', 'ok',
@@ -479,7 +505,7 @@ begin
           return null;
         end if;
       end if;
-      v_program := %8$s;
+      v_program := %8$s;%14$s
       if v_program is null then
         raise exception 'cannot place %% %% in %%: %% is NULL and site %% has no program', %9$L, new.%3$I, %2$L, %10$L, new.%5$I
           using errcode = 'not_null_violation', hint = 'Set the program of the row (or of its site).';
@@ -493,7 +519,13 @@ begin
       p_table_key,
       case when v_nullable then format('coalesce(new.%I, (select s.program_id from public.sites s where s.site_id = new.%I))', c.program_column, c.site_column)
            else format('new.%I', c.program_column) end,
-      c.source_table, c.program_column, v_cols, v_new, coalesce(v_set_parent, format('%1$I = excluded.%1$I', c.id_column)));
+      c.source_table, c.program_column, v_cols, v_new, coalesce(v_set_parent, format('%1$I = excluded.%1$I', c.id_column)),
+      -- the app still writes rows without the program: after the swap those writes would fail,
+      -- so swap_tables refuses while any is recorded
+      case when v_nullable then format('
+      if new.%1$I is null and (tg_op = ''INSERT'' or old.%1$I is not null) then
+        insert into partition_mgmt.null_key_writes (table_key, observation_id, operation) values (%2$L, new.%3$I, tg_op);
+      end if;', c.program_column, p_table_key, c.id_column) else '' end);
 
   -- partitioned (live after the swap) -> legacy (<table>_old): a row moved to another partition
   -- arrives as DELETE + INSERT, an id change as UPDATE.
@@ -1036,6 +1068,7 @@ begin
         execute format('alter table %s rename to %I', v_legacy, c.source_table || '_old');
         execute format('alter table %s rename to %I', c.parent, c.source_table);
         v_carried := partition_mgmt.carry_dependents(p_table_key, v_legacy, c.parent, p_plan, true);
+        perform partition_mgmt.carry_references(p_table_key, v_legacy, c.parent);
         execute format('create trigger partition_mgmt_sync_to_legacy after insert or update or delete on %s for each row execute function partition_mgmt.%I()',
           c.parent, p_table_key || '_sync_to_legacy');
         update partition_mgmt.migration_state set carried_triggers = v_carried where table_key = p_table_key;
@@ -1044,6 +1077,7 @@ begin
         execute format('alter table %s rename to %I', c.parent, c.partitioned_table);
         execute format('alter table %s rename to %I', v_legacy, c.source_table);
         perform partition_mgmt.carry_dependents(p_table_key, c.parent, v_legacy, p_plan, false);
+        perform partition_mgmt.restore_references(p_table_key, c.parent);
         for v_a in select generate_subscripts(carried_triggers, 1) from partition_mgmt.migration_state where table_key = p_table_key loop
           execute format('drop trigger if exists %I on %s', (select carried_triggers[v_a] from partition_mgmt.migration_state where table_key = p_table_key), c.parent);
         end loop;
@@ -1078,6 +1112,7 @@ declare
   c partition_mgmt.managed_tables := partition_mgmt.config(v_key);
   v_phase text := partition_mgmt.migration_phase(v_key);
   v_plan jsonb;
+  v_blocked text;
   r record;
 begin
   if p_final_check not in ('count', 'none') then
@@ -1092,6 +1127,21 @@ begin
       using hint = format('Finish the backfill (partition_mgmt.migrate_to_partitioned) and run select * from partition_mgmt.post_migration_validation(%L) first.', v_key);
   end if;
   perform pg_advisory_xact_lock(hashtextextended('partition_mgmt:migrate:' || v_key, 0));
+  select string_agg(format('%s on %s: %s', f.constraint_name, f.child_table, f.reason), '; ') into v_blocked
+  from partition_mgmt.referencing_foreign_keys(v_key, partition_mgmt.legacy_table(v_key)) f where not f.supported;
+  if v_blocked is not null then
+    raise exception 'cannot swap "%": foreign keys that cannot be carried reference it: %', v_key, v_blocked
+      using errcode = 'feature_not_supported', hint = 'Drop or change those constraints (see pre_migration_check), then swap again. Nothing was changed.';
+  end if;
+  select format('%s write(s) (the last: %s of %s at %s)', count(*), (array_agg(w.operation order by w.at desc))[1],
+                (array_agg(w.observation_id order by w.at desc))[1], max(w.at))
+    into v_blocked from partition_mgmt.null_key_writes w where w.table_key = v_key having count(*) > 0;
+  if v_blocked is not null then
+    raise exception 'cannot swap "%": the app wrote % without %.% since the migration started; after the swap % is a NOT NULL partition key and those writes would fail',
+      v_key, v_blocked, c.source_table, c.program_column, c.program_column
+      using errcode = 'not_null_violation',
+            hint = format('Make the app send %s (the program of the site), then run delete from partition_mgmt.null_key_writes where table_key = %L; and swap again. Nothing was changed.', c.program_column, v_key);
+  end if;
   v_plan := partition_mgmt.prebuild_dependents(partition_mgmt.legacy_table(v_key), c.parent, format('%I.%I', c.source_schema, c.source_table));
   select * into r from partition_mgmt.swap_critical(v_key, 'forward', p_lock_timeout, p_attempts, p_final_check, v_plan);
   update partition_mgmt.migration_state s set phase = 'swapped', swap_attempts = r.attempts, swap_lock_ms = r.held_ms, swapped_at = now(), updated_at = now()
@@ -1136,6 +1186,7 @@ begin
            where c.relkind = 'm' and c.relname like '%\_\_mig' loop
     execute format('drop materialized view if exists %s', r.name);
   end loop;
+  delete from partition_mgmt.null_key_writes where table_key = p_table_key;
   delete from partition_mgmt.migration_state where table_key = p_table_key;
 end
 $$;
@@ -1178,7 +1229,10 @@ begin
   perform partition_mgmt.drop_migration_helpers(v_key);
   perform partition_mgmt.log_migration(v_key, v_phase, 'rolled_back', '{}'::jsonb);
   return format('%s: rolled back from phase %s; %s.%s is the legacy table again, untouched%s', v_key, v_phase, c.source_schema, c.source_table,
-    case when v_phase = 'swapped' then ' and with every write made since the swap' else '' end);
+    case when v_phase = 'swapped' then ' and with every write made since the swap' else '' end)
+    || case when exists (select from pg_catalog.pg_constraint k where k.contype = 'f' and k.confrelid = v_legacy and not k.convalidated)
+            then format('; foreign keys to it are declared again NOT VALID: run select partition_mgmt.validate_restored_references(%L) to validate them', v_key)
+            else '' end;
 end
 $$;
 

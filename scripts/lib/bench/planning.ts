@@ -40,6 +40,7 @@ export async function dropPlanningTable(sql: Sql): Promise<void> {
   await sql`delete from partition_mgmt.observation_keys where table_key = ${KEY}`;
   await sql.unsafe(`drop table if exists public.${SOURCE}`);
   await sql.unsafe(`drop function if exists partition_mgmt.${KEY}_maintain_keys()`);
+  await sql.unsafe(`drop function if exists partition_mgmt.${KEY}_move_keys()`);
 }
 
 const connect = (url: string, name: string) => postgres(url, { max: 1, idle_timeout: 0, onnotice: () => {}, connection: { application_name: name } });

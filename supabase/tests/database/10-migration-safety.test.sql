@@ -10,7 +10,7 @@
 -- <table>_old; rollback restores the legacy table and leaves no state or trigger; finalize is
 -- refused unless swapped.
 begin;
-select plan(26);
+select plan(28);
 set local timezone = 'UTC';
 
 select has_function('partition_mgmt', 'pre_migration_check', array['text'], 'pre_migration_check(text) exists');
@@ -71,6 +71,13 @@ select is((select done from partition_mgmt.migrate_to_partitioned(7, null, 'gasi
 select is(partition_mgmt.migration_phase('gasifier'), 'backfilled', 'phase backfilled');
 select is((select count(*)::int from partition_mgmt.post_migration_validation('gasifier') where status <> 'ok'), 0, 'validation finds the tables equal');
 select is(partition_mgmt.migration_phase('gasifier'), 'validated', 'phase validated');
+
+-- the insert without program_id above: the same insert would fail after the swap
+select throws_like($$select * from partition_mgmt.swap_tables('gasifier')$$,
+  '%the app wrote 1 write(s) (the last: INSERT of e1000000-0000-4000-8000-000000000100%without gasifier_observations.program_id%',
+  'the swap is refused while the app writes rows without program_id');
+select is(partition_mgmt.migration_phase('gasifier'), 'validated', 'the refused swap changed nothing');
+delete from partition_mgmt.null_key_writes where table_key = 'gasifier';
 
 -- swap, a write after it, rollback
 select is((select phase from partition_mgmt.swap_tables('gasifier')), 'swapped', 'the swap succeeds');

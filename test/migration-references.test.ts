@@ -1,0 +1,338 @@
+// Foreign keys from other tables to petri_observations (migration 20250102000700): the swap carries
+// them as trigger-enforced references, rollback declares them again, and the rules hold after the
+// swap exactly as the declared constraints did before it, for every ON DELETE / ON UPDATE action,
+// for rows moved between partitions, across concurrent transactions, for deferred constraints,
+// TRUNCATE and retention.
+import { randomUUID } from "node:crypto";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import postgres from "postgres";
+import { migrateOnline } from "../scripts/lib/migration-driver.ts";
+import { freshDatabase, type FreshDb } from "./helpers/db.ts";
+import { leftovers, loadSmallDemo, phaseOf } from "./helpers/migration.ts";
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+interface PgError {
+  code?: string;
+  message: string;
+  detail?: string;
+}
+
+/** Inserts a copy of observation src under a new id (columns as the live table has them). */
+async function cloneObservation(sql: postgres.Sql, src: string, nid: string): Promise<void> {
+  await sql`insert into public.petri_observations
+            select (jsonb_populate_record(null::public.petri_observations, to_jsonb(o) || jsonb_build_object('observation_id', ${nid}::text))).*
+            from public.petri_observations o where o.observation_id = ${src}`;
+}
+
+async function pgError(p: Promise<unknown>): Promise<PgError> {
+  try {
+    await p;
+  } catch (e) {
+    return e as PgError;
+  }
+  throw new Error("expected the statement to fail, and it succeeded");
+}
+
+describe("foreign keys that reference the migrated table", () => {
+  let db: FreshDb;
+  // observations picked per test, so no test depends on another's deletes
+  let ids: string[] = [];
+
+  beforeAll(async () => {
+    db = await freshDatabase("mig_refs");
+    await loadSmallDemo(db.sql);
+    await db.sql.unsafe(`
+      create table public.observation_notes (
+        note_id uuid primary key default gen_random_uuid(),
+        observation_id uuid not null references public.petri_observations (observation_id) on delete cascade on update cascade,
+        body text);
+      create index on public.observation_notes (observation_id);
+      create table public.observation_reviews (
+        review_id uuid primary key default gen_random_uuid(),
+        observation_id uuid references public.petri_observations (observation_id));
+      create index on public.observation_reviews (observation_id);
+      create table public.observation_flags (
+        flag_id uuid primary key default gen_random_uuid(),
+        observation_id uuid references public.petri_observations (observation_id) on delete set null);
+      create table public.observation_drafts (
+        draft_id uuid primary key default gen_random_uuid(),
+        observation_id uuid references public.petri_observations (observation_id) deferrable initially deferred);`);
+    const rows = await db.sql<{ observation_id: string }[]>`
+      select observation_id from public.petri_observations order by observation_id limit 40`;
+    ids = rows.map((r) => r.observation_id);
+    // every observation in ids[0..19] is referenced by a note and a flag; 10..14 also by a review
+    for (const id of ids.slice(0, 20)) {
+      await db.sql`insert into public.observation_notes (observation_id, body) values (${id}, 'note')`;
+      await db.sql`insert into public.observation_flags (observation_id) values (${id})`;
+    }
+    for (const id of ids.slice(10, 15)) await db.sql`insert into public.observation_reviews (observation_id) values (${id})`;
+  });
+  afterAll(async () => {
+    await db?.drop();
+  });
+
+  const declared = async () =>
+    (await db.sql<{ name: string; valid: boolean }[]>`
+      select conname::text as name, convalidated as valid from pg_constraint
+      where contype = 'f' and confrelid = 'public.petri_observations'::regclass order by 1`);
+  const carried = async () =>
+    (await db.sql<{ name: string }[]>`select constraint_name as name from partition_mgmt.carried_references order by 1`).map((r) => r.name);
+  const count = async (table: string, id: string) =>
+    Number((await db.sql.unsafe(`select count(*)::int as n from public.${table} where observation_id = $1`, [id]))[0]?.n);
+
+  it("pre_migration_check lists each one as carried (ok), and warns about a missing index", async () => {
+    const checks = await db.sql<{ check_name: string; status: string; detail: string }[]>`
+      select check_name, status, detail from partition_mgmt.pre_migration_check('petri')`;
+    expect(checks.find((c) => c.check_name === "foreign keys to the table")).toMatchObject({ status: "ok" });
+    expect(checks.find((c) => c.check_name === "foreign key observation_notes_observation_id_fkey")).toMatchObject({ status: "ok" });
+    const flags = checks.find((c) => c.check_name === "foreign key observation_flags_observation_id_fkey");
+    expect(flags?.status).toBe("warning");
+    expect(flags?.detail).toMatch(/has no index/);
+  });
+
+  it("the swap replaces the declared constraints with triggers and records them", async () => {
+    await migrateOnline(db.sql, "petri", { batchSize: 500, swap: true });
+    expect(await phaseOf(db.sql, "petri")).toBe("swapped");
+    expect(await declared()).toEqual([]);
+    expect(await carried()).toEqual([
+      "observation_drafts_observation_id_fkey",
+      "observation_flags_observation_id_fkey",
+      "observation_notes_observation_id_fkey",
+      "observation_reviews_observation_id_fkey",
+    ]);
+    const [t] = await db.sql<{ live: string[]; notes: string[] }[]>`
+      select array(select tgname::text from pg_trigger where tgrelid = 'public.petri_observations'::regclass and tgname like 'zzz_ref%' order by 1) as live,
+             array(select tgname::text from pg_trigger where tgrelid = 'public.observation_notes'::regclass and not tgisinternal) as notes`;
+    expect(t!.live).toHaveLength(4 * 2 + 1); // delete + update trigger per reference, one TRUNCATE guard
+    expect(t!.notes).toHaveLength(1);
+  });
+
+  it("refuses a reference to an observation that does not exist, with the constraint's name", async () => {
+    const err = await pgError(db.sql`insert into public.observation_notes (observation_id) values (gen_random_uuid())`);
+    expect(err.code).toBe("23503");
+    expect(err.message).toMatch(/violates foreign key constraint "observation_notes_observation_id_fkey"/);
+    expect(err.detail).toMatch(/is not present in table/);
+    const err2 = await pgError(db.sql`update public.observation_reviews set observation_id = gen_random_uuid() where observation_id = ${ids[10]!}`);
+    expect(err2.code).toBe("23503");
+    // a NULL reference is allowed, as with a declared constraint
+    await db.sql`insert into public.observation_reviews (observation_id) values (null)`;
+  });
+
+  it("a row moved to another site, month and program keeps every reference (no cascade, no SET NULL)", async () => {
+    const id = ids[0]!;
+    const [target] = await db.sql<{ program_id: string; site_id: string }[]>`
+      select s.program_id, s.site_id from public.sites s
+      where s.program_id <> (select program_id from public.petri_observations where observation_id = ${id})
+      order by s.site_id limit 1`;
+    await db.sql`update public.petri_observations set program_id = ${target!.program_id}, site_id = ${target!.site_id},
+                 created_at = created_at - interval '20 days' where observation_id = ${id}`;
+    expect(await count("observation_notes", id)).toBe(1);
+    expect(await count("observation_flags", id)).toBe(1);
+    const [o] = await db.sql<{ site_id: string }[]>`select site_id from public.petri_observations where observation_id = ${id}`;
+    expect(o!.site_id).toBe(target!.site_id);
+  });
+
+  it("ON DELETE CASCADE deletes the notes, SET NULL clears the flags", async () => {
+    const id = ids[1]!;
+    await db.sql`delete from public.petri_observations where observation_id = ${id}`;
+    expect(await count("observation_notes", id)).toBe(0);
+    expect(await count("observation_flags", id)).toBe(0);
+    expect(Number((await db.sql`select count(*)::int as n from public.observation_flags where observation_id is null`)[0]?.n)).toBeGreaterThanOrEqual(1);
+  });
+
+  it("NO ACTION refuses to delete an observation that a review references, and changes nothing", async () => {
+    const id = ids[10]!;
+    const err = await pgError(db.sql`delete from public.petri_observations where observation_id = ${id}`);
+    expect(err.code).toBe("23503");
+    expect(err.message).toMatch(/violates foreign key constraint "observation_reviews_observation_id_fkey" on table/);
+    expect(await count("petri_observations", id)).toBe(1);
+    expect(await count("observation_notes", id)).toBe(1);
+    // through the routed delete too
+    const err2 = await pgError(db.sql`select public.delete_observation_by_id('petri_observations', ${id})`);
+    expect(err2.code).toBe("23503");
+  });
+
+  it("ON UPDATE CASCADE follows an id change, within a partition and together with a move", async () => {
+    const id = ids[2]!;
+    // its flag (ON UPDATE NO ACTION) would pin the id: see the last statement of this test
+    await db.sql`delete from public.observation_flags where observation_id = ${id}`;
+    const nid = randomUUID();
+    await db.sql`update public.petri_observations set observation_id = ${nid} where observation_id = ${id}`;
+    expect(await count("observation_notes", id)).toBe(0);
+    expect(await count("observation_notes", nid)).toBe(1);
+    // id change and a move to another month in one statement (arrives as a delete + insert)
+    const nid2 = randomUUID();
+    await db.sql`update public.petri_observations set observation_id = ${nid2}, created_at = created_at - interval '35 days' where observation_id = ${nid}`;
+    expect(await count("observation_notes", nid)).toBe(0);
+    expect(await count("observation_notes", nid2)).toBe(1);
+    // NO ACTION on update: a review pins its observation's id
+    const err = await pgError(db.sql`update public.petri_observations set observation_id = gen_random_uuid() where observation_id = ${ids[11]!}`);
+    expect(err.code).toBe("23503");
+  });
+
+  it("a deferred constraint is checked at commit", async () => {
+    const nid = randomUUID();
+    // the draft first, its observation later in the same transaction
+    await db.sql.begin(async (tx) => {
+      await tx`insert into public.observation_drafts (observation_id) values (${nid})`;
+      await cloneObservation(tx as unknown as postgres.Sql, ids[3]!, nid);
+    });
+    expect(await count("observation_drafts", nid)).toBe(1);
+    const err = await pgError(db.sql.begin(async (tx) => {
+      await tx`insert into public.observation_drafts (observation_id) values (gen_random_uuid())`;
+    }));
+    expect(err.code).toBe("23503");
+    // a draft that is gone again by commit time is not checked
+    await db.sql.begin(async (tx) => {
+      await tx`insert into public.observation_drafts (draft_id, observation_id) values ('00000000-0000-4000-8000-00000000d1af', gen_random_uuid())`;
+      await tx`delete from public.observation_drafts where draft_id = '00000000-0000-4000-8000-00000000d1af'`;
+    });
+  });
+
+  it("a delete waits for a concurrent transaction that adds a reference, then refuses", async () => {
+    const id = ids[25]!;
+    const other = postgres(db.url, { max: 1, onnotice: () => {} });
+    try {
+      let release!: () => void;
+      const held = new Promise<void>((r) => (release = r));
+      let inserted!: () => void;
+      const insertedP = new Promise<void>((r) => (inserted = r));
+      const writer = other.begin(async (tx) => {
+        await tx`insert into public.observation_reviews (observation_id) values (${id})`;
+        inserted();
+        await held;
+      });
+      await insertedP;
+      const started = performance.now();
+      const deleting = pgError(db.sql`delete from public.petri_observations where observation_id = ${id}`);
+      await sleep(400);
+      release();
+      await writer;
+      const err = await deleting;
+      expect(performance.now() - started).toBeGreaterThanOrEqual(350);
+      expect(err.code).toBe("23503");
+      expect(await count("petri_observations", id)).toBe(1);
+    } finally {
+      await other.end();
+    }
+  });
+
+  it("TRUNCATE is refused while references exist", async () => {
+    const err = await pgError(db.sql`truncate public.petri_observations`);
+    expect(err.message).toMatch(/cannot truncate a table referenced in a foreign key constraint/);
+    expect(Number((await db.sql`select count(*)::int as n from public.petri_observations`)[0]?.n)).toBeGreaterThan(0);
+  });
+
+  it("rollback declares the constraints again on the legacy table, with every write made since the swap", async () => {
+    const nid = randomUUID();
+    await cloneObservation(db.sql, ids[4]!, nid);
+    await db.sql`insert into public.observation_notes (observation_id) values (${nid})`;
+    const [msg] = await db.sql<{ m: string }[]>`select partition_mgmt.rollback_migration('petri') as m`;
+    expect(msg!.m).toMatch(/validate_restored_references/);
+    expect(await carried()).toEqual([]);
+    expect((await declared()).map((d) => d.valid)).toEqual([false, false, false, false]);
+    const [v] = await db.sql<{ v: string[] }[]>`select partition_mgmt.validate_restored_references('petri') as v`;
+    expect(v!.v).toHaveLength(4);
+    expect((await declared()).every((d) => d.valid)).toBe(true);
+    const [t] = await db.sql<{ n: number }[]>`select count(*)::int as n from pg_trigger where tgname like 'zzz_ref%'`;
+    expect(t!.n).toBe(0);
+    expect(await leftovers(db.sql, "petri")).toEqual({ triggers: [], functions: [], state: 0, shadows: [] });
+    // the declared constraint is what enforces it now
+    const err = await pgError(db.sql`delete from public.petri_observations where observation_id = ${ids[10]!}`);
+    expect(err.message).toMatch(/observation_reviews_observation_id_fkey/);
+    await db.sql`delete from public.petri_observations where observation_id = ${nid}`;
+    expect(await count("observation_notes", nid)).toBe(0);
+  });
+
+  it("swap again and finalize: the references outlive the legacy table", async () => {
+    await migrateOnline(db.sql, "petri", { batchSize: 500, swap: true });
+    await db.sql`select partition_mgmt.finalize_migration('petri')`;
+    expect(await db.sql`select to_regclass('public.petri_observations_old') as t`).toEqual([{ t: null }]);
+    expect(await carried()).toHaveLength(4);
+    const err = await pgError(db.sql`insert into public.observation_reviews (observation_id) values (gen_random_uuid())`);
+    expect(err.code).toBe("23503");
+    const id = ids[5]!;
+    await db.sql`delete from public.petri_observations where observation_id = ${id}`;
+    expect(await count("observation_notes", id)).toBe(0);
+  });
+
+  it("retention keeps a month that a NO ACTION reference points into, and cascades for the rest", async () => {
+    // retention of 1 month drops the months that ended before last month began.
+    // Two observations of such months in different leaves: one gets a review (NO ACTION), the
+    // other's leaf holds notes (CASCADE) but nothing that pins it
+    const [reviewed] = await db.sql<{ id: string; leaf: string }[]>`
+      select o.observation_id::text as id, o.tableoid::regclass::text as leaf from public.petri_observations o
+      where o.created_at < date_trunc('month', now()) - interval '1 month' order by o.observation_id limit 1`;
+    await db.sql`insert into public.observation_reviews (observation_id) values (${reviewed!.id})`;
+    const reviews = await count("observation_reviews", reviewed!.id);
+    const [noted] = await db.sql<{ id: string; leaf: string }[]>`
+      select o.observation_id::text as id, o.tableoid::regclass::text as leaf from public.petri_observations o
+      where o.created_at < date_trunc('month', now()) - interval '1 month' and o.tableoid <> ${reviewed!.leaf}::regclass
+        and not exists (select from public.petri_observations x
+                        where x.tableoid = o.tableoid
+                          and (exists (select from public.observation_reviews r where r.observation_id = x.observation_id)
+                               or exists (select from public.observation_drafts d where d.observation_id = x.observation_id)))
+      order by o.observation_id limit 1`;
+    await db.sql`insert into public.observation_notes (observation_id, body) values (${noted!.id}, 'goes with its month')`;
+    await db.sql`update partition_mgmt.managed_tables set retention_months = 1, retention_action = 'drop' where table_key = 'petri'`;
+    try {
+      await db.sql`select partition_mgmt.apply_retention('petri')`;
+    } finally {
+      await db.sql`update partition_mgmt.managed_tables set retention_months = null where table_key = 'petri'`;
+    }
+    const [r] = await db.sql<{ reviewed: string | null; noted: string | null }[]>`
+      select to_regclass(${reviewed!.leaf})::text as reviewed, to_regclass(${noted!.leaf})::text as noted`;
+    expect(r!.reviewed).not.toBeNull();
+    expect(r!.noted).toBeNull();
+    expect(await count("observation_notes", noted!.id)).toBe(0);
+    expect(await count("observation_reviews", reviewed!.id)).toBe(reviews);
+    expect(await count("petri_observations", reviewed!.id)).toBe(1);
+    // no note or flag points at an observation that is gone
+    const [dangling] = await db.sql<{ n: number }[]>`
+      select count(*)::int as n from public.observation_notes n
+      where not exists (select from partition_mgmt.observation_keys k where k.table_key = 'petri' and k.observation_id = n.observation_id)`;
+    expect(dangling!.n).toBe(0);
+  });
+});
+
+describe("gasifier rows the app writes without program_id during the migration", () => {
+  let db: FreshDb;
+  beforeAll(async () => {
+    db = await freshDatabase("mig_nullprog");
+    await loadSmallDemo(db.sql);
+  });
+  afterAll(async () => {
+    await db?.drop();
+  });
+
+  it("are copied with the site's program, and stop the swap until the app sends program_id", async () => {
+    await db.sql`select * from partition_mgmt.safe_migrate_table('gasifier', false, true)`;
+    // the app, still on the legacy table, inserts a row without program_id (allowed there)
+    const [src] = await db.sql<{ id: string; program_id: string }[]>`
+      select observation_id::text as id, program_id::text from public.gasifier_observations where program_id is not null order by observation_id limit 1`;
+    const nid = randomUUID();
+    await db.sql`insert into public.gasifier_observations
+                 select (jsonb_populate_record(null::public.gasifier_observations,
+                         to_jsonb(o) || jsonb_build_object('observation_id', ${nid}::text, 'program_id', null))).*
+                 from public.gasifier_observations o where o.observation_id = ${src!.id}`;
+    const [copy] = await db.sql<{ program_id: string }[]>`
+      select program_id::text from public.gasifier_observations_partitioned where observation_id = ${nid}`;
+    expect(copy!.program_id).toBe(src!.program_id);
+
+    await migrateOnline(db.sql, "gasifier", { batchSize: 1000 });
+    const err = await pgError(db.sql`select * from partition_mgmt.swap_tables('gasifier')`);
+    expect(err.code).toBe("23502");
+    expect(err.message).toMatch(/the app wrote 1 write\(s\) .*without gasifier_observations\.program_id/);
+    expect(err.message).toContain(nid);
+    expect(await phaseOf(db.sql, "gasifier")).toBe("validated");
+
+    // the operator fixes the app, clears the record, and swaps
+    await db.sql`delete from partition_mgmt.null_key_writes where table_key = 'gasifier'`;
+    const [s] = await db.sql<{ phase: string }[]>`select * from partition_mgmt.swap_tables('gasifier')`;
+    expect(s!.phase).toBe("swapped");
+    await db.sql`select partition_mgmt.rollback_migration('gasifier')`;
+    const [left] = await db.sql<{ n: number }[]>`select count(*)::int as n from partition_mgmt.null_key_writes`;
+    expect(left!.n).toBe(0);
+  });
+});
