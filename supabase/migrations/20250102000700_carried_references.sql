@@ -370,6 +370,3 @@ begin
   return true;
 end
 $$;
-
--- Any table that already went live (swapped before this migration) keeps working: nothing to do,
--- since the swap refused referenced tables until now.
