@@ -617,10 +617,14 @@ begin
       select l.* from %2$s l, bounds b where ($1 is null or l.%1$I > $1) and l.%1$I <= b.upper and %3$s
       for share of l
     ), ins as (
-      insert into %4$s (%5$s) select %6$s from src l on conflict do nothing returning 1
+      -- in leaf order: the AFTER row events of one statement are fired in the order of the rows,
+      -- and each switch to another leaf costs a search through every leaf the statement opened
+      -- (ExecGetTriggerResultRel), so random ids over thousands of leaves cost O(rows x leaves)
+      insert into %4$s (%5$s) select %6$s from src l order by l.%7$I, l.%8$I on conflict do nothing returning 1
     )
     select (select count(*) from src), (select count(*) from ins), (select upper from bounds)$q$,
-    c.id_column, v_legacy, v_filter, c.parent, partition_mgmt.column_list(c.parent), partition_mgmt.legacy_select_list(p_table_key, 'l'))
+    c.id_column, v_legacy, v_filter, c.parent, partition_mgmt.column_list(c.parent), partition_mgmt.legacy_select_list(p_table_key, 'l'),
+    c.site_column, c.time_column)
     into rows_scanned, rows_copied, high_water using v_from, p_batch_size;
   v_ms := extract(epoch from clock_timestamp() - v_t0) * 1000;
   if high_water is null then
@@ -1419,8 +1423,9 @@ begin
   perform partition_mgmt.install_sync_functions(v_key);
   -- the "stopped application": writers wait on this lock until the swap commits
   perform partition_mgmt.run_ddl(format('lock table %s in exclusive mode', v_legacy), p_lock_timeout, p_attempts);
-  execute format('insert into %s (%s) select %s from %s l', c.parent, partition_mgmt.column_list(c.parent),
-    partition_mgmt.legacy_select_list(v_key, 'l'), v_legacy);
+  -- in leaf order (see backfill_batch)
+  execute format('insert into %s (%s) select %s from %s l order by l.%I, l.%I', c.parent, partition_mgmt.column_list(c.parent),
+    partition_mgmt.legacy_select_list(v_key, 'l'), v_legacy, c.site_column, c.time_column);
   get diagnostics v_n = row_count;
   update partition_mgmt.migration_state s set phase = 'backfilled', rows_scanned = v_n, rows_copied = v_n, updated_at = now() where s.table_key = v_key;
   perform partition_mgmt.log_migration(v_key, 'prepared', 'backfilled', jsonb_build_object('rows', v_n, 'mode', 'offline'));

@@ -258,7 +258,7 @@ export async function buildData(sql: Sql, url: string, o: BenchOptions, p: Progr
         const t0 = performance.now();
         let done = 0;
         for (const [i, prog] of programs.entries()) {
-          await copySql.unsafe(`insert into public.petri_observations_partitioned (${cols?.c}) select ${cols?.c} from public.petri_observations where program_id = ${q(prog.program_id)}`);
+          await copySql.unsafe(`insert into public.petri_observations_partitioned (${cols?.c}) select ${cols?.c} from public.petri_observations where program_id = ${q(prog.program_id)} order by site_id, created_at`);
           done += prog.n;
           const secs = (performance.now() - t0) / 1000;
           p.update(`program ${i + 1}/${programs.length}, ${fmtInt(done)}/${fmtInt(totalRows)} rows, ${fmtInt(done / secs)} rows/s`);
