@@ -10,7 +10,8 @@ import { type MonitorRow, progressBar } from "./lib/migration-driver.ts";
 const USAGE = `usage: npm run admin -- <action> [--table <key|name>] [options]
 
 actions: ${ADMIN_ACTIONS.join(", ")}
-  a phase run: precheck, plan, prepare, sync-on, backfill, validate, swap, finalize (or rollback)
+  a phase run: precheck, plan, prepare, sync-on, backfill, validate, swap, finalize (or rollback,
+  then validate-references when foreign keys reference the table)
 
 options:
   --table <t>          petri | gasifier | petri_observations | … (required by the phase actions)

@@ -118,6 +118,7 @@ as $$
     ('validate',    true,  true,  'post_migration_validation(table)'),
     ('swap',        true,  true,  'swap_tables(table, lock_timeout, attempts)'),
     ('rollback',    true,  true,  'rollback_migration(table, lock_timeout, attempts)'),
+    ('validate-references', true, true, 'validate_restored_references(table), after a rollback that declared foreign keys again'),
     ('finalize',    true,  true,  'finalize_migration(table)'),
     ('maintenance', false, false, 'schedule_maintenance(table) + its maintenance_log rows'),
     ('health',      false, false, 'health()')
@@ -184,6 +185,9 @@ begin
     return jsonb_build_object('message', partition_mgmt.rollback_migration(p_key, v_lock_timeout, v_attempts));
   when 'finalize' then
     return jsonb_build_object('message', partition_mgmt.finalize_migration(p_key));
+  when 'validate-references' then
+    -- a call of its own: the scans run without the swap's lock (migration 0700)
+    return jsonb_build_object('validated', to_jsonb(partition_mgmt.validate_restored_references(p_key)));
   when 'maintenance' then
     v_run := partition_mgmt.schedule_maintenance(p_key);
     v_rows := partition_mgmt.admin_rows(format(

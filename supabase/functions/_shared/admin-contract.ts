@@ -22,6 +22,7 @@ export const ADMIN_ACTIONS = [
   "validate",
   "swap",
   "rollback",
+  "validate-references",
   "finalize",
   "maintenance",
   "health",
@@ -38,6 +39,7 @@ export const TABLE_ACTIONS: readonly AdminAction[] = [
   "validate",
   "swap",
   "rollback",
+  "validate-references",
   "finalize",
 ];
 
