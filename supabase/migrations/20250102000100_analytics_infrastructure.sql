@@ -81,6 +81,7 @@ returns text
 language plpgsql
 security definer
 set search_path = ''
+set jit = off  -- JIT compiles every leaf's expressions again in each statement: seconds per statement
 as $$
 declare
   v_populated boolean;

@@ -311,6 +311,7 @@ create or replace function partition_mgmt.stash_rows(p_from regclass, p_where te
 returns bigint
 language plpgsql
 set search_path = ''
+set jit = off  -- JIT compiles every leaf's expressions again in each statement: seconds per statement
 as $$
 declare
   v_count bigint;
@@ -340,6 +341,7 @@ create or replace function partition_mgmt.unstash_rows(p_to regclass)
 returns bigint
 language plpgsql
 set search_path = ''
+set jit = off  -- JIT compiles every leaf's expressions again in each statement: seconds per statement
 as $$
 declare
   v_count bigint;
@@ -1049,6 +1051,7 @@ create or replace function partition_mgmt.validate_partitions()
 returns table (check_name text, table_key text, status text, detail text)
 language plpgsql stable
 set search_path = ''
+set jit = off  -- JIT compiles every leaf's expressions again in each statement: seconds per statement
 as $$
 declare
   m record;

@@ -142,6 +142,7 @@ create or replace function partition_mgmt.drain_defaults(p_table_key text, p_max
   out partitions_created integer, out rows_moved bigint, out remaining bigint)
 language plpgsql
 set search_path = ''
+set jit = off  -- JIT compiles every leaf's expressions again in each statement: seconds per statement
 as $$
 declare
   b record;
@@ -187,6 +188,7 @@ create or replace function partition_mgmt.apply_retention(p_table_key text)
 returns integer
 language plpgsql
 set search_path = ''
+set jit = off  -- JIT compiles every leaf's expressions again in each statement: seconds per statement
 as $$
 declare
   c partition_mgmt.managed_tables := partition_mgmt.config(p_table_key);

@@ -234,6 +234,7 @@ create or replace function partition_mgmt.pre_migration_check(p_table text defau
 returns table (table_key text, check_name text, status text, detail text)
 language plpgsql
 set search_path = ''
+set jit = off  -- JIT compiles every leaf's expressions again in each statement: seconds per statement
 as $$
 declare
   m partition_mgmt.managed_tables;
@@ -369,6 +370,7 @@ create or replace function partition_mgmt.prepare_migration(p_table text, p_mode
 returns text
 language plpgsql
 set search_path = ''
+set jit = off  -- JIT compiles every leaf's expressions again in each statement: seconds per statement
 as $$
 declare
   v_key text := partition_mgmt.resolve_table_key(p_table);
@@ -586,6 +588,7 @@ create or replace function partition_mgmt.backfill_batch(p_table_key text, p_bat
   out rows_scanned bigint, out rows_copied bigint, out high_water uuid)
 language plpgsql
 set search_path = ''
+set jit = off  -- JIT compiles every leaf's expressions again in each statement: seconds per statement
 as $$
 declare
   c partition_mgmt.managed_tables := partition_mgmt.config(p_table_key);
@@ -777,6 +780,7 @@ create or replace function partition_mgmt.post_migration_validation(p_table text
 returns table (table_key text, check_name text, status text, legacy_value text, partitioned_value text, detail text)
 language plpgsql
 set search_path = ''
+set jit = off  -- JIT compiles every leaf's expressions again in each statement: seconds per statement
 as $$
 declare
   v_key text := case when p_table is null then null else partition_mgmt.resolve_table_key(p_table) end;
@@ -860,6 +864,7 @@ create or replace function partition_mgmt.compare_tables(p_table text,
   out only_in_legacy bigint, out only_in_partitioned bigint, out sample text)
 language plpgsql
 set search_path = ''
+set jit = off  -- JIT compiles every leaf's expressions again in each statement: seconds per statement
 as $$
 declare
   v_key text := partition_mgmt.resolve_table_key(p_table);
@@ -890,6 +895,7 @@ create or replace function partition_mgmt.prebuild_dependents(p_from regclass, p
 returns jsonb
 language plpgsql
 set search_path = ''
+set jit = off  -- JIT compiles every leaf's expressions again in each statement: seconds per statement
 as $$
 declare
   d record;
@@ -1032,6 +1038,7 @@ create or replace function partition_mgmt.swap_critical(p_table_key text, p_dire
   out attempts integer, out held_ms numeric)
 language plpgsql
 set search_path = ''
+set jit = off  -- JIT compiles every leaf's expressions again in each statement: seconds per statement
 as $$
 declare
   c partition_mgmt.managed_tables := partition_mgmt.config(p_table_key);
@@ -1165,6 +1172,7 @@ create or replace function partition_mgmt.empty_partitioned_copy(p_table_key tex
 returns void
 language plpgsql
 set search_path = ''
+set jit = off  -- JIT compiles every leaf's expressions again in each statement: seconds per statement
 as $$
 declare
   c partition_mgmt.managed_tables := partition_mgmt.config(p_table_key);
@@ -1404,6 +1412,7 @@ create or replace function partition_mgmt.offline_migrate_table(p_table text, p_
 returns table (table_key text, phase text, rows_copied bigint, lock_held_ms numeric, detail text)
 language plpgsql
 set search_path = ''
+set jit = off  -- JIT compiles every leaf's expressions again in each statement: seconds per statement
 as $$
 declare
   v_key text := partition_mgmt.resolve_table_key(p_table);
