@@ -183,8 +183,8 @@ export function evaluatePromises(r: ResultSoFar): GoalResult[] {
   };
   ratio("program_50x_filter", "program_filter", 50, "program_id queries 50×+ faster: program aggregate");
   ratio("program_50x_page", "program_page", 50, "program_id queries 50×+ faster: program page (newest 100)",
-    `the partitioned statement reads and sorts the program's rows from every leaf (${planNote(r, "program_page")}): each leaf's index starts with site_id, ` +
-    `so without a site filter it yields no created_at order, and the Merge Append cannot stop after 100 rows.`);
+    `the partitioned statement opens every leaf of the program (${planNote(r, "program_page")}): each leaf's index on (created_at desc, observation_id desc) ` +
+    `lets the Merge Append stop after 100 rows, so what remains is planning and starting one index scan per leaf, a cost that grows with the program's months and sites.`);
   ratio("program_50x_range", "date_range", 50, "program_id queries 50×+ faster: program + one month");
   ratio("site_100x_filter", "site_filter", 100, "Site-specific queries 100×+ faster: site aggregate");
   ratio("site_100x_aggregate", "plan_aggregate", 100, "Site-specific queries 100×+ faster: plan's example aggregate");
@@ -204,9 +204,9 @@ export function findings(r: ResultSoFar): string[] {
   }
   const page = cls(r, "program_page");
   if (page && (page.speedupVsLegacy ?? 0) < 50) {
-    out.push(`**The read API's default request (newest rows of a program) reads and sorts the whole program**: ${fmtMs(p50(variant(r, "program_page", "partitioned")))} ms ` +
-      `(${planNote(r, "program_page")}), because each leaf's index starts with (program_id, site_id) and gives no created_at order when only the program is given. ` +
-      "An index on (created_at desc, observation_id desc) per leaf would let the Merge Append stop after one page.");
+    out.push(`**The read API's default request (newest rows of a program) opens every leaf of the program**: ${fmtMs(p50(variant(r, "program_page", "partitioned")))} ms ` +
+      `(${planNote(r, "program_page")}). The per-leaf index on (created_at desc, observation_id desc) makes the Merge Append stop after one page; ` +
+      "the rest is planning and starting one scan per leaf. Passing a site or a date range (the API's optional filters) prunes it to a few leaves.");
   }
   const sp = r.build.sessionProbe;
   if (sp && sp.copySession.ddlMs > 3 * sp.freshSession.ddlMs) {

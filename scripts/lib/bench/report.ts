@@ -255,7 +255,7 @@ export function markdownReport(r: BenchResult, chartFile: string): string {
   out.push("## Reproduce");
   out.push("");
   out.push("```bash");
-  out.push(r.mode === "quick" ? "npm run bench -- --quick" : "npm run bench            # full scale (about half an hour on 2 cores)");
+  out.push(r.mode === "quick" ? "npm run bench -- --quick" : "npm run bench            # full scale (the published run took 69 min on 2 cores)");
   out.push("```");
   out.push("");
   out.push("The bench starts its own PostgreSQL cluster (port 54460, `.local/db/bench`), pushes the migrations with the Supabase CLI into a fresh `bench` database, builds the data, measures, and writes `results/bench-<timestamp>/` (report.md, result.json, ratios.svg). `--db-url` runs it in an empty, freshly migrated database of your own instead.");
