@@ -48,12 +48,18 @@ async function auditRejected(
   }
 }
 
+/** Actions that rename or re-trigger a whole tree under ACCESS EXCLUSIVE run in a new session. */
+const FRESH_SESSION_ACTIONS: ReadonlySet<string> = new Set(["swap", "rollback", "sync-off", "finalize"]);
+
 /** Runs one action through the SQL dispatcher as the service role. */
 export async function runAdminAction(claims: ServiceClaims, req: ParsedAdminRequest): Promise<AdminOutcome> {
   const args = JSON.stringify(argumentsOf(req));
-  const [row] = await withCallerContext(claims, (tx) =>
-    tx<{ outcome: AdminOutcome }[]>`
-      select partition_mgmt.admin_run(${req.action}, ${req.table ?? null}, ${args}::text::jsonb) as outcome`
+  const [row] = await withCallerContext(
+    claims,
+    (tx) =>
+      tx<{ outcome: AdminOutcome }[]>`
+      select partition_mgmt.admin_run(${req.action}, ${req.table ?? null}, ${args}::text::jsonb) as outcome`,
+    { freshSession: FRESH_SESSION_ACTIONS.has(req.action) },
   );
   if (!row) throw new Error("partition_mgmt.admin_run returned no row");
   return row.outcome;

@@ -18,12 +18,16 @@ export type CallerRole = (typeof CALLER_ROLES)[number];
 // created lazily so importing this file never needs the env var.
 let pool: Sql | null = null;
 
-export function getSql(): Sql {
-  if (pool) return pool;
+function dbUrl(): string {
   const url = Deno.env.get("SUPABASE_DB_URL");
   if (!url) throw new Error("SUPABASE_DB_URL is not set");
+  return url;
+}
+
+export function getSql(): Sql {
+  if (pool) return pool;
   // prepare: false because hosted connections go through the transaction pooler.
-  pool = postgres(url, { max: 3, prepare: false, idle_timeout: 20 });
+  pool = postgres(dbUrl(), { max: 3, prepare: false, idle_timeout: 20 });
   return pool;
 }
 
@@ -44,13 +48,22 @@ function quoteIdent(name: string): string {
 export async function withCallerContext<T>(
   claims: Claims,
   fn: (tx: Tx) => Promise<T>,
+  options: { freshSession?: boolean } = {},
 ): Promise<T> {
   const role = callerRole(claims.role);
-  const result = await getSql().begin(async (tx) => {
-    await tx`select set_config('request.jwt.claims', ${JSON.stringify(claims.raw)}, true)`;
-    await tx.unsafe(`set local role ${quoteIdent(role)}`);
-    return await fn(tx);
-  });
-  // postgres.js widens the result type for array results; fn's own type is exact.
-  return result as T;
+  // A fresh session for statements that change the catalog of a whole partition tree: a pooled
+  // session that has touched every leaf (a backfill) processes each catalog change slowly, and
+  // the swap does that while it holds ACCESS EXCLUSIVE.
+  const sql = options.freshSession ? postgres(dbUrl(), { max: 1, prepare: false }) : getSql();
+  try {
+    const result = await sql.begin(async (tx) => {
+      await tx`select set_config('request.jwt.claims', ${JSON.stringify(claims.raw)}, true)`;
+      await tx.unsafe(`set local role ${quoteIdent(role)}`);
+      return await fn(tx);
+    });
+    // postgres.js widens the result type for array results; fn's own type is exact.
+    return result as T;
+  } finally {
+    if (options.freshSession) await sql.end({ timeout: 5 });
+  }
 }
