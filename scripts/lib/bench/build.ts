@@ -20,6 +20,7 @@ import type { Progress } from "./progress.ts";
 import { fmtInt } from "./stats.ts";
 import { summarize } from "./stats.ts";
 import type { BuildInfo, BuildStep, SessionProbe } from "./types.ts";
+import { benchSession } from "./session.ts";
 
 export const TABLES = {
   legacy: "public.petri_observations_legacy_bench",
@@ -132,7 +133,7 @@ async function probeSessions(copySql: Sql, url: string): Promise<SessionProbe> {
     return { ddlMs: summarize(d).median, insertMs: summarize(i).median, firstInsertMs: first };
   };
   const copySession = await measure(copySql);
-  const fresh = postgres(url, { max: 1, idle_timeout: 0, onnotice: () => {} });
+  const fresh = benchSession(url, "bench-session-probe");
   try {
     const freshSession = await measure(fresh);
     return { copySession, freshSession };
@@ -250,7 +251,7 @@ export async function buildData(sql: Sql, url: string, o: BenchOptions, p: Progr
     const totalRows = programs.reduce((a, r) => a + r.n, 0);
     // the copy runs in a session of its own, as an operator's would; afterwards the probe compares
     // that session (which has written into every leaf) with a fresh one
-    const copySql = postgres(url, { max: 1, idle_timeout: 0, onnotice: () => {} });
+    const copySql = benchSession(url, "bench-copy");
     let sessionProbe: SessionProbe | undefined;
     let copy: BuildInfo["offlineCopy"];
     try {

@@ -4,12 +4,13 @@
 // Measured with durable commits (what the app gets) and with synchronous_commit = off (the CPU
 // cost alone, which a fast disk or group commit would expose). Then a profile of one insert per
 // table from EXPLAIN ANALYZE: where the time goes, trigger by trigger.
-import postgres, { type Sql } from "postgres";
+import type { Sql } from "postgres";
 import { TABLES } from "./build.ts";
 import type { BenchOptions } from "./options.ts";
 import type { Progress } from "./progress.ts";
 import { fmtInt, summarize, type Summary } from "./stats.ts";
 import type { InsertProfile, InsertResult, InsertRun, TableKind } from "./types.ts";
+import { benchSession } from "./session.ts";
 
 interface Target { siteId: string; programId: string; submissionId: string }
 
@@ -68,7 +69,7 @@ async function insertRun(conns: Sql[], kind: TableKind, commit: "durable" | "asy
 
 /** Opens n connections and inserts once into every target through each; returns the warm-up cost. */
 async function warmPool(url: string, kind: TableKind, n: number, t: Target[]): Promise<{ conns: Sql[]; firstTouch: Summary }> {
-  const conns = Array.from({ length: n }, () => postgres(url, { max: 1, idle_timeout: 0, onnotice: () => {}, connection: { application_name: `bench-insert-${kind}` } }));
+  const conns = Array.from({ length: n }, () => benchSession(url, `bench-insert-${kind}`));
   const text = insertSql(TABLES[kind]);
   const times: number[] = [];
   for (const c of conns) {
@@ -177,7 +178,7 @@ export async function profileCopy(sql: Sql, samples = 2000): Promise<InsertProfi
 }
 
 export async function runInserts(url: string, o: BenchOptions, progress: Progress): Promise<InsertResult> {
-  const main = postgres(url, { max: 1, idle_timeout: 0, onnotice: () => {}, connection: { application_name: "bench-inserts" } });
+  const main = benchSession(url, "bench-inserts");
   const pools = new Map<TableKind, Sql[]>();
   try {
     const t = await targets(main);
@@ -213,7 +214,7 @@ export async function runInserts(url: string, o: BenchOptions, progress: Progres
       select format('%I.%I', partition_schema, partition_name) as name from partition_mgmt.partition_registry
       where table_key = 'petri' and level = 'period' and not is_default and site_id = ${x.siteId}
         and range_start <= now() and range_end > now()`;
-    const prof = postgres(url, { max: 1, idle_timeout: 0, onnotice: () => {}, connection: { application_name: "bench-insert-profile" } });
+    const prof = benchSession(url, "bench-insert-profile");
     let copyProfile: InsertProfile[] = [];
     try {
       for (const kind of KINDS) profile.push(await profileInsert(prof, kind, TABLES[kind], kind, x, samples));

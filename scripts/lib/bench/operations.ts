@@ -6,19 +6,20 @@
 //     against writes from the copy to the swap), then rollback_migration;
 //   - online: prepare + sync, keyset backfill, validation and swap while a simulated app
 //     (scripts/lib/app-load.ts) writes to the table; its latency before and during the migration.
-import postgres, { type Sql } from "postgres";
+import type { Sql } from "postgres";
 import { startAppLoad } from "../app-load.ts";
 import * as driver from "../migration-driver.ts";
 import type { BenchOptions } from "./options.ts";
 import type { Progress } from "./progress.ts";
 import { fmtInt, percentile } from "./stats.ts";
 import type { MaintenanceResult, MigrationResult } from "./types.ts";
+import { benchSession, inSession } from "./session.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** In a session of its own, as pg_cron runs it. */
 export async function runMaintenance(url: string, progress: Progress): Promise<MaintenanceResult> {
-  const sql = postgres(url, { max: 1, idle_timeout: 0, onnotice: () => {}, connection: { application_name: "bench-maintenance" } });
+  const sql = benchSession(url, "bench-maintenance");
   try {
     return await maintenance(sql, progress);
   } finally {
@@ -51,15 +52,6 @@ function windowStats(timeline: [number, number][], from: number, to: number): Wi
   return { ops: lat.length, p50: percentile(lat, 50), p99: percentile(lat, 99), max: percentile(lat, 100) };
 }
 
-/** A new session for one phase: a session that has written into every leaf is slow at everything after (see Findings). */
-async function inSession<T>(url: string, name: string, fn: (sql: Sql) => Promise<T>): Promise<T> {
-  const sql = postgres(url, { max: 1, idle_timeout: 0, onnotice: () => {}, connection: { application_name: name } });
-  try {
-    return await fn(sql);
-  } finally {
-    await sql.end({ timeout: 5 });
-  }
-}
 
 /**
  * Each phase in a session of its own (the copy's or the backfill's session has compiled every

@@ -6,12 +6,13 @@
 // warm (the same connection, caches loaded) and cold (the first statement of a new connection, as
 // after a pooler opens one). The table is dropped afterwards.
 import { randomUUID } from "node:crypto";
-import postgres, { type Sql } from "postgres";
+import type { Sql } from "postgres";
 import { TABLES } from "./build.ts";
 import type { BenchOptions } from "./options.ts";
 import type { Progress } from "./progress.ts";
 import { fmtInt, summarize } from "./stats.ts";
 import type { PlanningLevel, PlanningResult } from "./types.ts";
+import { benchSession } from "./session.ts";
 
 const KEY = "bplan";
 const SOURCE = "bench_planning_source";
@@ -43,10 +44,8 @@ export async function dropPlanningTable(sql: Sql): Promise<void> {
   await sql.unsafe(`drop function if exists partition_mgmt.${KEY}_move_keys()`);
 }
 
-const connect = (url: string, name: string) => postgres(url, { max: 1, idle_timeout: 0, onnotice: () => {}, connection: { application_name: name } });
-
 export async function runPlanning(url: string, o: BenchOptions, progress: Progress): Promise<PlanningResult> {
-  const sql = connect(url, "bench-planning");
+  const sql = benchSession(url, "bench-planning");
   try {
     return await planningSeries(sql, url, o, progress);
   } finally {
@@ -85,7 +84,7 @@ async function planningSeries(sql: Sql, url: string, o: BenchOptions, progress: 
       const t0 = performance.now();
       const startLeaves = leaves;
       // partitions are made in a session of their own (as the insert trigger's or maintenance's)
-      const creator = connect(url, "bench-planning-create");
+      const creator = benchSession(url, "bench-planning-create");
       try {
       while (leaves < target) {
         const prog = { id: randomUUID(), sites: [] as string[] };
@@ -115,7 +114,7 @@ async function planningSeries(sql: Sql, url: string, o: BenchOptions, progress: 
       const d = { planning: [] as number[], execution: [] as number[] };
       // cold: the first statement of a brand-new connection (each kind its own connection)
       const cold = async (statement: string) => {
-        const c = connect(url, "bench-planning-cold");
+        const c = benchSession(url, "bench-planning-cold");
         try {
           return (await explain(c, statement))["Planning Time"];
         } finally {
@@ -124,7 +123,7 @@ async function planningSeries(sql: Sql, url: string, o: BenchOptions, progress: 
       };
       const coldKeyed = await cold(keyed(0));
       const coldId = await cold(idOnly());
-      const meter = connect(url, "bench-planning-measure");
+      const meter = benchSession(url, "bench-planning-measure");
       try {
         for (let w = 0; w < Math.max(2, o.warmup); w++) {
           await explain(meter, keyed(w));

@@ -6,12 +6,13 @@
 // literal-key statement is: planning cost, the price of many partitions, is part of every figure.
 // Variants of one class run interleaved (rep 1 of each, rep 2 of each, …, in rotating order), so
 // noise from the other processes on the machine hits all of them alike.
-import postgres, { type Sql } from "postgres";
+import type { Sql } from "postgres";
 import { TABLES } from "./build.ts";
 import type { BenchOptions } from "./options.ts";
 import type { Progress } from "./progress.ts";
 import { speedup, summarize, type Summary } from "./stats.ts";
 import type { QueryClassResult, RoundTrip, TableKind, VariantResult } from "./types.ts";
+import { benchSession } from "./session.ts";
 
 export interface QueryParams {
   programId: string;
@@ -279,7 +280,7 @@ export async function roundTrip(sql: Sql, o: BenchOptions): Promise<RoundTrip> {
 
 /** Every query class, and the round trip, in a session of their own (one connection, as an app's pooled one). */
 export async function runQueries(url: string, o: BenchOptions, progress: Progress): Promise<{ classes: QueryClassResult[]; roundTrip: RoundTrip }> {
-  const sql = postgres(url, { max: 1, idle_timeout: 0, onnotice: () => {}, connection: { application_name: "bench-queries" } });
+  const sql = benchSession(url, "bench-queries");
   try {
     progress.step("sample keys, submissions and ids");
     const params = await pickParams(sql);

@@ -1,7 +1,6 @@
 // One benchmark run, end to end: database, build, the measured sections, goals, outputs.
 import { readFileSync } from "node:fs";
 import os from "node:os";
-import postgres from "postgres";
 import { buildData, openBenchDatabase } from "./build.ts";
 import { evaluateGoals, evaluatePromises, findings } from "./goals.ts";
 import { runInserts } from "./inserts.ts";
@@ -13,6 +12,7 @@ import { createProgress } from "./progress.ts";
 import { runQueries } from "./queries.ts";
 import { terminalTable, writeOutputs, type WrittenFiles } from "./report.ts";
 import type { BenchResult } from "./types.ts";
+import { benchSession } from "./session.ts";
 
 /** Goals, promises and outputs again from a saved result (report wording changes need no new run). */
 export function renderSaved(o: BenchOptions): WrittenFiles {
@@ -33,7 +33,7 @@ export async function runBench(o: BenchOptions): Promise<{ result: BenchResult; 
   const startedAt = new Date();
   const t0 = performance.now();
   const db = await openBenchDatabase(o, progress);
-  const sql = postgres(db.url, { max: 1, idle_timeout: 0, onnotice: () => {}, connection: { application_name: "bench" } });
+  const sql = benchSession(db.url, "bench");
   try {
     const machine = await machineInfo(sql, db.label);
     const build = await buildData(sql, db.url, o, progress);
