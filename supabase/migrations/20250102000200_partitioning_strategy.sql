@@ -363,6 +363,32 @@ $$;
 -- The partitioned parent, derived from the live legacy table
 -- -----------------------------------------------------------------------------
 
+-- Name of the transaction-local setting in which the key move trigger records an id change (read
+-- by the references of migration 0700 when the update also moved the row, which then arrives as a
+-- delete).
+create or replace function partition_mgmt.renamed_id_setting(p_table_key text, p_id uuid)
+returns text
+language sql
+immutable
+set search_path = ''
+as $$
+  select format('partition_mgmt.renamed_%s_%s', md5(p_table_key), replace(p_id::text, '-', '_'))
+$$;
+
+-- The error of a second row with an observation id the table already has.
+create or replace function partition_mgmt.raise_duplicate_id(p_id_column text, p_id uuid, p_table text)
+returns void
+language plpgsql
+set search_path = ''
+as $$
+begin
+  raise exception 'duplicate % % in %', p_id_column, p_id, p_table
+    using errcode = 'unique_violation',
+          detail = 'observation ids are unique across every partition of the table',
+          hint = 'Use a new id, or update the existing row.';
+end
+$$;
+
 -- Key-table triggers, generated per managed table with its own column names (a row trigger must
 -- read NEW's fields by name; generating it keeps the per-row cost to plain field access).
 --
@@ -415,10 +441,7 @@ begin
         -- the same keys: the second half of a move (a true duplicate with the same keys already
         -- failed on the leaf's primary key)
         if (v_k.program_id, v_k.site_id, v_k.created_at) is distinct from (new.%4$I, new.%5$I, new.%6$I) then
-          raise exception 'duplicate %3$s %% in %7$s', new.%3$I
-            using errcode = 'unique_violation',
-                  detail = 'observation ids are unique across every partition of the table',
-                  hint = 'Use a new id, or update the existing row.';
+          perform partition_mgmt.raise_duplicate_id(%3$L, new.%3$I, %7$L);
         end if;
       end if;
       return new;
@@ -439,15 +462,11 @@ begin
       set observation_id = new.%3$I, program_id = new.%4$I, site_id = new.%5$I, created_at = new.%6$I
       where table_key = %2$L and observation_id = old.%3$I;
       if new.%3$I <> old.%3$I then
-        -- read by carried references when this update moves the row (it then arrives as a delete)
-        perform set_config(format('partition_mgmt.renamed_%%s_%%s', md5(%2$L), replace(old.%3$I::text, '-', '_')), new.%3$I::text, true);
+        perform set_config(partition_mgmt.renamed_id_setting(%2$L, old.%3$I), new.%3$I::text, true);
       end if;
       return new;
     exception when unique_violation then
-      raise exception 'duplicate %3$s %% in %7$s', new.%3$I
-        using errcode = 'unique_violation',
-              detail = 'observation ids are unique across every partition of the table',
-              hint = 'Use a new id, or update the existing row.';
+      perform partition_mgmt.raise_duplicate_id(%3$L, new.%3$I, %7$L);
     end
     $body$
     $f$, v_move_fn, c.table_key, c.id_column, c.program_column, c.site_column, c.time_column, c.partitioned_table);

@@ -73,16 +73,6 @@ as $$
   order by c.conrelid::regclass::text, c.conname
 $$;
 
--- Name of the transaction-local setting in which the key move trigger records an id change.
-create or replace function partition_mgmt.renamed_id_setting(p_table_key text, p_id uuid)
-returns text
-language sql
-immutable
-set search_path = ''
-as $$
-  select format('partition_mgmt.renamed_%s_%s', md5(p_table_key), replace(p_id::text, '-', '_'))
-$$;
-
 -- Constraint trigger on the referencing table. Arguments: table key, constraint name, column,
 -- name of the referenced table (for the message), referenced column.
 create or replace function partition_mgmt.reference_check()
