@@ -620,6 +620,32 @@ begin
 end
 $$;
 
+-- The parent, locked ACCESS SHARE until commit. DDL names the parent by its name, and a swap
+-- renames it: a name read in the instant a concurrent rename commits is stale, so the LOCK fails
+-- (undefined_table) and is retried with the fresh name; once locked, the rename waits for us.
+create or replace function partition_mgmt.lock_parent(p_table_key text)
+returns regclass
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v regclass := partition_mgmt.parent_of(p_table_key);
+  v_attempt integer := 0;
+begin
+  loop
+    begin
+      execute format('lock table only %s in access share mode', v);
+      return v;
+    exception when undefined_table then
+      v_attempt := v_attempt + 1;
+      if v_attempt >= 3 then
+        raise;
+      end if;
+    end;
+  end loop;
+end
+$$;
+
 -- Program partition (LIST by site, with its own DEFAULT). Returns its qualified name.
 create or replace function partition_mgmt.ensure_program_partition(p_table_key text, p_program_id uuid)
 returns text
@@ -648,6 +674,7 @@ begin
     return v_name;
   end if;
 
+  v_parent := partition_mgmt.lock_parent(p_table_key);
   v_name := format('%s_p_%s', c.name_prefix, partition_mgmt.alias_for(p_program_id));
   v_default_part := v_name || '_default';
   -- Built standalone (no lock on the hot parent), then attached. The CHECK implies the partition
