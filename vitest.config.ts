@@ -1,13 +1,20 @@
 import { defineConfig } from "vitest/config";
 
+// pg_cron fires jobs only in the cluster's shared `postgres` database, where a job's run is visible
+// to every suite (health() reports failed jobs): its suite runs alone, after all the others.
+const CRON_SUITE = "test/pg-cron.test.ts";
+
 export default defineConfig({
   test: {
-    include: ["test/**/*.test.ts"],
     testTimeout: 180_000,
     hookTimeout: 180_000,
     pool: "forks",
     // two cores: two files at a time, each on its own database cloned from the migrated template
     maxWorkers: 2,
     minWorkers: 1,
+    projects: [
+      { extends: true, test: { name: "suites", include: ["test/**/*.test.ts"], exclude: [CRON_SUITE], sequence: { groupOrder: 0 } } },
+      { extends: true, test: { name: "pg-cron", include: [CRON_SUITE], sequence: { groupOrder: 1 } } },
+    ],
   },
 });

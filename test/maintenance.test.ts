@@ -1,7 +1,8 @@
 // Automated maintenance (migration 20250102000400): premake from now(), draining of DEFAULT
 // partitions, cleanup, retention, concurrent runs, health findings, and lock hygiene under load.
-// Each test gets its own database cloned from the migrated template; the pg_cron test uses the
-// cluster's `postgres` database, the only one pg_cron serves.
+// Each test gets its own database cloned from the migrated template; the job-scheduling test uses
+// the cluster's `postgres` database, the only one pg_cron serves (test/pg-cron.test.ts waits for
+// the jobs to really run).
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import postgres, { type Sql } from "postgres";
 import { freshDatabase, type FreshDb } from "./helpers/db.ts";
@@ -371,14 +372,17 @@ describe("maintenance concurrency and lock hygiene", () => {
   });
 });
 
-describe("pg_cron fires the maintenance", () => {
+describe("maintenance jobs on pg_cron (scheduling only; test/pg-cron.test.ts waits for a real run)", () => {
   const sql = postgres(testEnv.dbUrl, { max: 1, onnotice: () => {} });
   afterAll(async () => {
-    await sql`select * from partition_mgmt.set_maintenance_job('partition-maintenance-nightly', '0 2 * * *', true)`;
-    await sql.end();
+    try {
+      await sql`select * from partition_mgmt.set_maintenance_job(null, null, true)`;
+    } finally {
+      await sql.end();
+    }
   });
 
-  it("the migration scheduled the named jobs once, and a run fired by pg_cron is logged", async () => {
+  it("the migration scheduled the named jobs once; setup replaces, never duplicates; jobs can be paused", async () => {
     const jobs = await sql<{ jobname: string; schedule: string; command: string }[]>`
       select jobname, schedule, command from cron.job where jobname like 'partition-%' order by jobname`;
     expect(jobs).toEqual([
@@ -386,50 +390,14 @@ describe("pg_cron fires the maintenance", () => {
       { jobname: "partition-maintenance-nightly", schedule: "0 2 * * *", command: "call partition_mgmt.run_maintenance()" },
       { jobname: "partition-statistics-weekly", schedule: "0 3 * * 0", command: "select partition_mgmt.weekly_statistics()" },
     ]);
-    // re-running the setup replaces, never duplicates
     await sql`select * from partition_mgmt.setup_maintenance_jobs()`;
     const [{ n } = { n: 0 }] = await sql<{ n: number }[]>`select count(*)::int as n from cron.job where jobname like 'partition-%'`;
     expect(n).toBe(3);
-    // pausing works
     const paused = await sql<{ active: boolean }[]>`select active from partition_mgmt.set_maintenance_job(null, null, false)`;
-    expect(paused.every((p) => !p.active)).toBe(true);
-    await sql`select * from partition_mgmt.set_maintenance_job(null, null, true)`;
-
-    const [mark] = await sql<{ t: Date }[]>`select now() as t`;
-    // every minute for the test (this pg_cron, 1.4, has no seconds schedules); a failing job of
-    // ours fires in the same minute so health() has a failed cron run to report
-    await sql`select * from partition_mgmt.set_maintenance_job('partition-maintenance-nightly', '* * * * *')`;
-    await sql`select cron.schedule('partition-test-failing', '* * * * *', 'select 1/0')`;
-    const deadline = Date.now() + 90_000;
-    // wait for pg_cron's own record of the job's run (other suites may run maintenance by hand
-    // meanwhile, so the maintenance log alone would not prove that cron fired it)
-    let details: { status: string; start_time: Date; end_time: Date | null }[] = [];
-    while (Date.now() < deadline) {
-      details = await sql<{ status: string; start_time: Date; end_time: Date | null }[]>`
-        select d.status, d.start_time, d.end_time from cron.job_run_details d join cron.job j using (jobid)
-        where j.jobname = 'partition-maintenance-nightly' and d.start_time > ${mark!.t}
-          and d.status in ('succeeded', 'failed') order by d.start_time limit 1`;
-      if (details.length > 0) break;
-      await new Promise((r) => setTimeout(r, 1000));
-    }
-    expect(details[0]?.status).toBe("succeeded");
-    // and the procedure it called logged its run, inside the job's time window
-    const run = await sql<{ status: string }[]>`
-      select status from partition_mgmt.maintenance_log
-      where action = 'run' and started_at >= ${details[0]!.start_time} and started_at <= ${details[0]!.end_time ?? new Date()}::timestamptz + interval '1 second'
-        and status <> 'running'`;
-    expect(run.map((r) => r.status)).toEqual(expect.arrayContaining([expect.stringMatching(/^(ok|skipped)$/)]));
-
-    let failed: { finding: string; detail: string }[] = [];
-    while (Date.now() < deadline + 30_000) {
-      failed = await sql<{ finding: string; detail: string }[]>`
-        select finding, detail from partition_mgmt.health() where finding = 'cron job failed'`;
-      if (failed.length > 0) break;
-      await new Promise((r) => setTimeout(r, 1000));
-    }
-    await sql`select cron.unschedule('partition-test-failing')`;
-    expect(failed[0]?.detail).toMatch(/partition-test-failing .*division by zero/);
-    await sql`delete from cron.job_run_details where command = 'select 1/0'`;
+    expect(paused.map((p) => p.active)).toEqual([false, false, false]);
+    const resumed = await sql<{ active: boolean }[]>`select active from partition_mgmt.set_maintenance_job(null, null, true)`;
+    expect(resumed.map((p) => p.active)).toEqual([true, true, true]);
+    await expect(sql`select * from partition_mgmt.set_maintenance_job('partition-nope')`).rejects.toThrow(/no maintenance job named "partition-nope"/);
   });
 
   it("the query statistics view is there for operators only", async () => {

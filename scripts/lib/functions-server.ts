@@ -32,6 +32,12 @@ export interface FunctionsServerOptions {
   configTomlPath: string;
   env: FunctionsServerEnv;
   jwtSecret: string;
+  /**
+   * Hand the JWT secret to the functions (SB_LOCAL_JWT_SECRET) so they verify signatures
+   * themselves, as with SUPABASE_JWT_SECRET on hosted. Default true; false is hosted's default,
+   * where a function without key material only decodes the token.
+   */
+  secretForFunctions?: boolean;
   log?: (line: string) => void;
 }
 
@@ -193,7 +199,8 @@ function resolutionArgs(resolution: ModuleResolution): string[] {
 
 interface WorkerContext {
   env: FunctionsServerEnv;
-  jwtSecret: string;
+  /** the secret the functions may use to verify tokens themselves (null: they only decode them) */
+  functionSecret: string | null;
   log: (line: string) => void;
   cwd: string;
 }
@@ -334,7 +341,7 @@ class FunctionWorker {
       ...this.ctx.env,
       // Hosted Supabase does not expose the JWT secret; this local-only name
       // lets _shared/jwt.ts verify tokens itself when running here.
-      SB_LOCAL_JWT_SECRET: this.ctx.jwtSecret,
+      ...(this.ctx.functionSecret === null ? {} : { SB_LOCAL_JWT_SECRET: this.ctx.functionSecret }),
       WORKER_PORT: String(port),
       WORKER_ENTRYPOINT: this.spec.entrypoint,
     };
@@ -584,7 +591,7 @@ export async function startFunctionsServer(opts: FunctionsServerOptions): Promis
   const specs = await discoverFunctions(opts.functionsDir, opts.configTomlPath);
   const ctx: WorkerContext = {
     env: opts.env,
-    jwtSecret: opts.jwtSecret,
+    functionSecret: opts.secretForFunctions === false ? null : opts.jwtSecret,
     log,
     cwd: path.dirname(path.dirname(path.resolve(opts.configTomlPath))),
   };

@@ -197,11 +197,14 @@ $$;
 
 -- Runs DDL against a possibly hot table with a short lock_timeout, retrying with exponential
 -- backoff and jitter, so a waiting ACCESS EXCLUSIVE/SHARE UPDATE EXCLUSIVE request never queues
--- application statements for long. The caller's lock_timeout is restored afterwards.
+-- application statements for long. The caller's lock_timeout is restored afterwards. Without
+-- arguments, the transaction-local settings partition_mgmt.lock_timeout and
+-- partition_mgmt.ddl_attempts apply (maintenance sets them from maintenance_settings), else
+-- 500ms and 8 attempts.
 create or replace function partition_mgmt.run_ddl(
   p_sql text,
   p_lock_timeout text default null,
-  p_attempts int default 8)
+  p_attempts int default null)
 returns void
 language plpgsql
 set search_path = ''
@@ -209,6 +212,7 @@ as $$
 declare
   v_old text := current_setting('lock_timeout');
   v_timeout text := coalesce(p_lock_timeout, nullif(current_setting('partition_mgmt.lock_timeout', true), ''), '500ms');
+  v_attempts int := coalesce(p_attempts, nullif(current_setting('partition_mgmt.ddl_attempts', true), '')::int, 8);
   v_attempt int := 0;
 begin
   loop
@@ -220,8 +224,8 @@ begin
       return;
     exception when lock_not_available then
       perform set_config('lock_timeout', v_old, true);
-      if v_attempt >= p_attempts then
-        raise exception 'could not get the lock for DDL after % attempts of lock_timeout %: %', p_attempts, v_timeout, p_sql
+      if v_attempt >= v_attempts then
+        raise exception 'could not get the lock for DDL after % attempts of lock_timeout %: %', v_attempts, v_timeout, p_sql
           using errcode = 'lock_not_available',
                 hint = 'A long transaction holds a conflicting lock on the table: let it finish (see pg_stat_activity) and retry.';
       end if;

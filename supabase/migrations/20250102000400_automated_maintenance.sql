@@ -29,11 +29,12 @@ create table if not exists partition_mgmt.maintenance_settings (
   size_threshold_bytes      bigint not null default 1073741824,
   stale_after               interval not null default '36 hours',
   cron_history_retention    interval not null default '7 days',
-  move_batch_partitions     integer not null default 50 check (move_batch_partitions > 0)
+  move_batch_partitions     integer not null default 50 check (move_batch_partitions > 0),
+  ddl_attempts              integer not null default 8 check (ddl_attempts between 1 and 50)
 );
 insert into partition_mgmt.maintenance_settings default values on conflict (id) do nothing;
 comment on table partition_mgmt.maintenance_settings is
-  'Maintenance knobs: lock_timeout for DDL on hot tables, the partition size alert threshold (the plan''s 1 GB), when maintenance counts as stale, how long pg_cron run history is kept.';
+  'Maintenance knobs: lock_timeout and attempts (with backoff) for DDL on hot tables, the partition size alert threshold (the plan''s 1 GB), when maintenance counts as stale, how long pg_cron run history is kept.';
 
 create schema if not exists partitions_archive;
 revoke all on schema partitions_archive from public, anon, authenticated;
@@ -370,6 +371,7 @@ declare
 begin
   begin
     perform set_config('partition_mgmt.lock_timeout', (select lock_timeout from partition_mgmt.maintenance_settings), true);
+    perform set_config('partition_mgmt.ddl_attempts', (select ddl_attempts::text from partition_mgmt.maintenance_settings), true);
     case p_action
       when 'premake' then
         v_n := partition_mgmt.premake_partitions(p_table_key);

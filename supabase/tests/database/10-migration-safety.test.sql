@@ -2,15 +2,15 @@
 -- 20250102000500_safety_and_rollback). The concurrent, crash and lock-wait scenarios are in
 -- test/migration-*.test.ts.
 -- Covers: the plan's functions exist and only service_role (and the owner) may call them; a dry
--- run changes nothing; prepare + sync leave the migration in phase syncing; the sync trigger
--- copies an insert (gasifier program_id NULL: derived from the site), a key-changing update
--- (old version removed, one key-table entry) and a delete; the backfill copies the rest and
--- reaches backfilled; validation passes and moves to validated; a swap before validation is
--- refused; the swap puts the partitioned table under the legacy name and writes after it reach
--- <table>_old; rollback restores the legacy table and leaves no state or trigger; finalize is
--- refused unless swapped.
+-- run changes nothing; prepare + sync leave the migration in phase syncing; the backfill copies
+-- every row and reaches backfilled; then the sync trigger copies an insert (gasifier program_id
+-- NULL: derived from the site), and applies to rows already copied a key-changing update (old
+-- version removed, one key-table entry), a delete and a plain update; validation passes and
+-- moves to validated; a swap before validation is refused; the swap puts the partitioned table
+-- under the legacy name and writes after it reach <table>_old; rollback restores the legacy table
+-- and leaves no state or trigger; finalize is refused unless swapped.
 begin;
-select plan(28);
+select plan(31);
 set local timezone = 'UTC';
 
 select has_function('partition_mgmt', 'pre_migration_check', array['text'], 'pre_migration_check(text) exists');
@@ -50,25 +50,34 @@ select is((select status from partition_mgmt.pre_migration_check('gasifier') whe
 select lives_ok($$select * from partition_mgmt.safe_migrate_table('gasifier', false)$$, 'prepare and sync');
 select is(partition_mgmt.migration_phase('gasifier'), 'syncing', 'the migration is syncing');
 
+-- the backfill copies every legacy row first, so the sync trigger below acts on rows already in
+-- the copy (a delete or update of a row not copied yet would look right without any trigger)
+select is((select rows_copied::int from partition_mgmt.migrate_to_partitioned(100, null, 'gasifier', 1)), 25, 'the first batch copies every legacy row');
+select is((select done from partition_mgmt.migrate_to_partitioned(100, null, 'gasifier', 1)), true, 'the backfill finishes');
+select is(partition_mgmt.migration_phase('gasifier'), 'backfilled', 'phase backfilled');
+
 -- the sync trigger
 insert into public.gasifier_observations (observation_id, submission_id, site_id, program_id, gasifier_code)
 values ('e1000000-0000-4000-8000-000000000100', 'd1000000-0000-4000-8000-000000000010', 'b1000000-0000-4000-8000-000000000011', null, 'new');
 select is((select program_id from public.gasifier_observations_partitioned where observation_id = 'e1000000-0000-4000-8000-000000000100'),
   'a1000000-0000-4000-8000-000000000010'::uuid, 'an insert is copied, its NULL program_id derived from the site');
 update public.gasifier_observations set site_id = 'b1000000-0000-4000-8000-000000000012', measure = 7
-where observation_id = 'e1000000-0000-4000-8000-000000000100';
+where observation_id = 'e1000000-0000-4000-8000-000000000003';
 select results_eq($$select site_id, measure::numeric, (select count(*)::int from partition_mgmt.observation_keys k where k.table_key = 'gasifier' and k.observation_id = p.observation_id)
-                    from public.gasifier_observations_partitioned p where observation_id = 'e1000000-0000-4000-8000-000000000100'$$,
+                    from public.gasifier_observations_partitioned p where observation_id = 'e1000000-0000-4000-8000-000000000003'$$,
   $$values ('b1000000-0000-4000-8000-000000000012'::uuid, 7::numeric, 1)$$,
-  'a site change moves the copy (one row, one key entry)');
+  'a site change of a copied row moves the copy (one row, one key entry)');
 delete from public.gasifier_observations where observation_id = 'e1000000-0000-4000-8000-000000000001';
+select is((select count(*)::int from public.gasifier_observations_partitioned where observation_id = 'e1000000-0000-4000-8000-000000000001')
+          + (select count(*)::int from partition_mgmt.observation_keys where table_key = 'gasifier' and observation_id = 'e1000000-0000-4000-8000-000000000001'),
+  0, 'a delete of a copied row removes it and its key from the copy');
 update public.gasifier_observations set notes = 'x' where observation_id = 'e1000000-0000-4000-8000-000000000002';
+select is((select notes from public.gasifier_observations_partitioned where observation_id = 'e1000000-0000-4000-8000-000000000002'),
+  'x', 'an update of a copied row reaches the copy');
 
 select throws_ok($$select * from partition_mgmt.swap_tables('gasifier')$$, 'P0001', null, 'the swap is refused before validation');
 
--- backfill and validation
-select is((select done from partition_mgmt.migrate_to_partitioned(7, null, 'gasifier', 100)), true, 'the backfill finishes');
-select is(partition_mgmt.migration_phase('gasifier'), 'backfilled', 'phase backfilled');
+-- validation
 select is((select count(*)::int from partition_mgmt.post_migration_validation('gasifier') where status <> 'ok'), 0, 'validation finds the tables equal');
 select is(partition_mgmt.migration_phase('gasifier'), 'validated', 'phase validated');
 

@@ -1,0 +1,122 @@
+// The edge functions' own token checks (_shared/jwt.ts), with the gateway's check out of the way.
+//
+// The platform's verify_jwt rejects a bad token before a function runs, so through the normal
+// gateway the functions' own checks are never reached. Here the real functions are served with
+// verify_jwt = false (a copy of supabase/config.toml), in the two set-ups a function meets on
+// hosted Supabase: with key material (it verifies the signature itself) and without (it only
+// decodes the token). In both, expiry, a missing exp, the role and the sub are checked by the
+// function itself.
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { randomUUID } from "node:crypto";
+import { SignJWT } from "jose";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startFunctionsServer, type FunctionsServer } from "../scripts/lib/functions-server.ts";
+import { signUserToken } from "../scripts/lib/jwt-keys.ts";
+import { testEnv } from "./helpers/env.ts";
+
+const REPO_ROOT = fileURLToPath(new URL("..", import.meta.url));
+const FUNCTIONS = ["get-observations-optimized", "partition-admin"] as const;
+const OTHER_SECRET = "another-secret-that-is-at-least-32-characters-long";
+const BOOT_TIMEOUT_MS = 120_000;
+
+let configDir: string;
+
+beforeAll(async () => {
+  configDir = await mkdtemp(path.join(os.tmpdir(), "own-token-checks-"));
+  const toml = (await readFile(path.join(REPO_ROOT, "supabase", "config.toml"), "utf8"))
+    .replaceAll("verify_jwt = true", "verify_jwt = false")
+    // paths in config.toml are relative to its folder: point them back at supabase/
+    .replaceAll('"./functions/', `"${path.join(REPO_ROOT, "supabase", "functions")}/`);
+  expect(toml).not.toMatch(/verify_jwt = true/);
+  await writeFile(path.join(configDir, "config.toml"), toml);
+});
+
+afterAll(async () => {
+  await rm(configDir, { recursive: true, force: true });
+});
+
+async function serve(secretForFunctions: boolean): Promise<FunctionsServer> {
+  return startFunctionsServer({
+    port: 0,
+    functionsDir: path.join(REPO_ROOT, "supabase", "functions"),
+    configTomlPath: path.join(configDir, "config.toml"),
+    env: {
+      SUPABASE_URL: testEnv.supabaseUrl,
+      SUPABASE_DB_URL: testEnv.dbUrl,
+      SUPABASE_ANON_KEY: testEnv.anonKey,
+      SUPABASE_SERVICE_ROLE_KEY: testEnv.serviceRoleKey,
+    },
+    jwtSecret: testEnv.jwtSecret,
+    secretForFunctions,
+    log: () => undefined,
+  });
+}
+
+async function rawToken(claims: Record<string, unknown>, secret = testEnv.jwtSecret): Promise<string> {
+  return new SignJWT(claims).setProtectedHeader({ alg: "HS256", typ: "JWT" }).sign(new TextEncoder().encode(secret));
+}
+
+async function post(server: FunctionsServer, fn: string, token: string): Promise<{ status: number; message: string }> {
+  const res = await fetch(`${server.url}/functions/v1/${fn}`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+    body: JSON.stringify({}),
+  });
+  const body = (await res.json()) as { error?: { message?: string } };
+  return { status: res.status, message: body.error?.message ?? "" };
+}
+
+const now = () => Math.floor(Date.now() / 1000);
+
+for (const secretForFunctions of [true, false]) {
+  describe(`functions ${secretForFunctions ? "with" : "without"} key material, gateway check off`, () => {
+    let server: FunctionsServer;
+    beforeAll(async () => {
+      server = await serve(secretForFunctions);
+    }, BOOT_TIMEOUT_MS);
+    afterAll(async () => {
+      await server?.stop();
+    });
+
+    for (const fn of FUNCTIONS) {
+      it(`${fn}: refuses an expired token itself`, async () => {
+        const expired = await signUserToken(testEnv.jwtSecret, { sub: randomUUID(), expiresInSeconds: -60 });
+        expect(await post(server, fn, expired)).toEqual({ status: 401, message: "JWT expired" });
+        // a day late, and years late: no clock tolerance lets either through
+        for (const age of [86_400, 10 * 365 * 86_400]) {
+          const old = await rawToken({ sub: randomUUID(), role: "authenticated", aud: "authenticated", iat: now() - age - 3600, exp: now() - age });
+          expect(await post(server, fn, old)).toEqual({ status: 401, message: "JWT expired" });
+        }
+      });
+
+      it(`${fn}: refuses a token without exp, without role, or with a role it does not serve`, async () => {
+        expect(await post(server, fn, await rawToken({ sub: randomUUID(), role: "authenticated" }))).toEqual({ status: 401, message: "JWT has no exp claim" });
+        expect(await post(server, fn, await rawToken({ sub: randomUUID(), exp: now() + 600 }))).toEqual({ status: 401, message: "JWT has no role claim" });
+        expect((await post(server, fn, await rawToken({ role: "postgres", exp: now() + 600 }))).status).toBe(403);
+      });
+
+      it(`${fn}: the token's signature is checked ${secretForFunctions ? "by the function" : "only by the platform (verify_jwt)"}`, async () => {
+        const forged = await rawToken({ role: "service_role", exp: now() + 600 }, OTHER_SECRET);
+        const answer = await post(server, fn, forged);
+        if (secretForFunctions) {
+          expect(answer).toEqual({ status: 401, message: "Invalid JWT signature" });
+        } else {
+          // without key material the function only decodes: this is why verify_jwt must stay on
+          expect(answer.status).not.toBe(401);
+        }
+      });
+    }
+
+    it("a valid user token gets past the token checks (and is then judged by the request)", async () => {
+      const user = await signUserToken(testEnv.jwtSecret, { sub: randomUUID() });
+      const reads = await post(server, "get-observations-optimized", user);
+      expect(reads.status).toBe(400);   // the empty body lacks company_id and program_id
+      expect(reads.message).toMatch(/company_id/);
+      const admin = await post(server, "partition-admin", user);
+      expect(admin.status).toBe(403);   // a signed-in user is not the service role
+    });
+  });
+}
