@@ -11,7 +11,7 @@ import { DEV_STACK, functionsLogFile, stackEnv, startFunctionsDaemon, writeEnvFi
 const step = (msg: string) => console.log(`\n==> ${msg}`);
 
 step(`PostgreSQL 15 on 127.0.0.1:${DEV_STACK.dbPort}`);
-const cluster = ensureCluster({ name: DEV_STACK.name, port: DEV_STACK.dbPort, sharedBuffers: "2GB" });
+const cluster = ensureCluster({ name: DEV_STACK.name, port: DEV_STACK.dbPort });
 console.log(cluster.wasRunning ? "    already running" : cluster.created ? "    created and started" : "    started");
 console.log(`    data: ${cluster.dataDir}`);
 

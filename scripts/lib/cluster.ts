@@ -6,6 +6,7 @@ import { createHash } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { profileSettings, serverLimits, type ServerLimits } from "./compute-profiles.ts";
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 export const PG_BIN = process.env.PG_BIN ?? "/usr/lib/postgresql/15/bin";
@@ -18,7 +19,8 @@ export interface ClusterOptions {
   port: number;
   /** throwaway clusters trade durability for speed (fsync off) */
   throwaway?: boolean;
-  sharedBuffers?: string;
+  /** the Supabase compute profile and lock setting (default: from SUPABASE_COMPUTE, Micro) */
+  limits?: ServerLimits;
 }
 
 export interface Cluster {
@@ -103,13 +105,8 @@ function initCluster(c: Cluster, opts: ClusterOptions): void {
     // jobs run in background workers: no libpq login (and so no password) is needed for cron
     "cron.use_background_workers = on",
     "cron.max_running_jobs = 8",
-    "max_worker_processes = 24",
-    "max_connections = 200",
-    // a partition tree with thousands of leaves needs lock slots for every leaf a statement touches
-    "max_locks_per_transaction = 512",
-    `shared_buffers = '${opts.sharedBuffers ?? "512MB"}'`,
-    "work_mem = '32MB'",
-    "maintenance_work_mem = '256MB'",
+    // the Supabase compute profile (connections, locks, memory): rewritten on every start
+    `include_if_exists = '${PROFILE_FILE}'`,
     "pg_stat_statements.track = all",
     "log_min_messages = warning",
     "log_line_prefix = '%m [%p] %u@%d '",
@@ -122,6 +119,18 @@ function initCluster(c: Cluster, opts: ClusterOptions): void {
     "",
   ].join("\n"));
   if (isRoot()) run("chown", ["postgres:postgres", join(c.dataDir, "postgresql.conf"), join(c.dataDir, "pg_hba.conf")]);
+}
+
+const PROFILE_FILE = "compute-profile.conf";
+
+/** Writes the profile's settings; true when they changed (a running cluster must restart). */
+function writeProfile(c: Cluster, limits: ServerLimits): boolean {
+  const file = join(c.dataDir, PROFILE_FILE);
+  const text = profileSettings(limits).join("\n");
+  if (existsSync(file) && readFileSync(file, "utf8") === text) return false;
+  writeFileSync(file, text);
+  if (isRoot()) run("chown", ["postgres:postgres", file]);
+  return true;
 }
 
 /** psql as the bootstrap superuser against one database, with ON_ERROR_STOP. */
@@ -154,12 +163,16 @@ export function ensureCluster(opts: ClusterOptions & { fresh?: boolean }): Clust
     created = true;
   }
   const wasRunning = isRunning(c);
-  if (!wasRunning) {
-    const logFile = join(c.dataDir, "..", `${opts.name}.log`);
-    if (isRoot()) {
-      writeFileSync(logFile, "", { flag: "a" });
-      run("chown", ["postgres:postgres", logFile]);
-    }
+  const changed = writeProfile(c, opts.limits ?? serverLimits());
+  const logFile = join(c.dataDir, "..", `${opts.name}.log`);
+  if (isRoot()) {
+    writeFileSync(logFile, "", { flag: "a" });
+    run("chown", ["postgres:postgres", logFile]);
+  }
+  if (wasRunning && changed) {
+    // max_connections, max_locks_per_transaction and shared_buffers take a restart
+    run(join(PG_BIN, "pg_ctl"), ["restart", "-D", c.dataDir, "-l", logFile, "-m", "fast", "-w", "-t", "60"], { asPostgres: true });
+  } else if (!wasRunning) {
     run(join(PG_BIN, "pg_ctl"), ["start", "-D", c.dataDir, "-l", logFile, "-w", "-t", "60"], { asPostgres: true });
   }
   bootstrap(c);

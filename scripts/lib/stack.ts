@@ -116,6 +116,9 @@ export async function startFunctionsDaemon(p: StackProfile): Promise<{ pid: numb
     if (pid > 0 && alive(pid)) return { pid, started: false };
     rmSync(pf, { force: true });
   }
+  // .local also holds the clusters unless the postgres OS user cannot reach the repo: then they
+  // live elsewhere and nothing has created it yet
+  mkdirSync(join(REPO_ROOT, ".local"), { recursive: true });
   const log = openSync(functionsLogFile(p), "a");
   const child = spawn(
     join(REPO_ROOT, "node_modules", ".bin", "tsx"),

@@ -43,3 +43,7 @@ alter role postgres set search_path = "$user", public, extensions;
 alter role anon set statement_timeout = '3s';
 alter role authenticated set statement_timeout = '8s';
 alter role authenticator set statement_timeout = '8s';
+-- as on hosted (supabase/postgres migrations): PostgREST's login role also waits at most 8 s for
+-- a lock; Auth's role does not sit idle in a transaction
+alter role authenticator set lock_timeout = '8s';
+alter role supabase_auth_admin set idle_in_transaction_session_timeout = '60s';

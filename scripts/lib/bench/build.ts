@@ -49,7 +49,7 @@ export async function openBenchDatabase(o: BenchOptions, p: Progress): Promise<B
     return { url: o.dbUrl, label: `--db-url ${new URL(o.dbUrl).host}${new URL(o.dbUrl).pathname}`, close: () => {} };
   }
   p.step(`cluster "bench" on port ${o.port}`);
-  const cluster = ensureCluster({ name: "bench", port: o.port, sharedBuffers: o.sharedBuffers });
+  const cluster = ensureCluster({ name: "bench", port: o.port });
   const admin = postgres(cluster.adminUrl(), { max: 1, onnotice: () => {} });
   try {
     await admin.unsafe(`drop database if exists ${BENCH_DATABASE} with (force)`);

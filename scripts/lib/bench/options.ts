@@ -19,7 +19,6 @@ export interface BenchOptions {
   seed: number;
   /** own cluster (ignored with dbUrl) */
   port: number;
-  sharedBuffers: string;
   /** an empty, freshly migrated database instead of the bench's own cluster */
   dbUrl?: string;
   outDir: string;
@@ -52,7 +51,6 @@ const FULL: Omit<BenchOptions, "outDir" | "sections"> = {
   gasifierPerSiteMonth: 400,
   seed: 7,
   port: 54460,
-  sharedBuffers: "512MB",
   publish: false,
   planningLeaves: [500, 2_000, 10_000],
   planningShape: { sites: 25, months: 20 },
