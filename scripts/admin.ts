@@ -18,7 +18,7 @@ options:
   --batch-size <n>     backfill: rows per batch (default 5000)
   --max-batches <n>    backfill: batches per call (default: as many as --max-seconds allows)
   --max-seconds <s>    backfill: seconds of batches per call (default ${DEFAULT_BACKFILL_SECONDS}, at most 20)
-  --once               backfill: one call instead of looping until done
+  --once               backfill, prepare: one call instead of looping until done
   --lock-timeout <d>   swap, rollback, sync-off: lock_timeout per attempt ("1s")
   --attempts <n>       swap, rollback, sync-off: attempts at the lock (10)
   --no-postpone        plan: show the swap as not postponed
@@ -147,9 +147,14 @@ async function main(): Promise<number> {
   const supabase = adminSupabase(env.url, env.serviceRoleKey);
   const send = (r: AdminRequest) => invokeAdmin(supabase, r);
   try {
-    const outcome = action === "backfill"
+    let outcome = action === "backfill"
       ? await backfillLoop(send, request, values.once === true, values.json === true)
       : await send(request);
+    // prepare creates partitions within each call's lock budget: call until it is done
+    while (action === "prepare" && outcome.phase === "preparing" && values.once !== true) {
+      if (!values.json) console.log(String(outcome.result?.message ?? ""));
+      outcome = await send(request);
+    }
     if (values.json) {
       if (action !== "backfill") console.log(JSON.stringify(outcome, null, 2));
     } else if (action !== "backfill") {

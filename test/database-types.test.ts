@@ -17,7 +17,7 @@ describe("generated database types", () => {
   let partitionNames: string[];
 
   beforeAll(async () => {
-    db = await freshDatabase("database_types");
+    db = await freshDatabase("database_types", { treeShape: "literal" });
     const company = randomUUID();
     const program = randomUUID();
     await db.sql`insert into public.companies (company_id, name) values (${company}, 'Types Co')`;

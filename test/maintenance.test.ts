@@ -59,7 +59,7 @@ async function leafFor(sql: Sql, siteId: string, at: string): Promise<string | n
 describe("maintenance", () => {
   let db: FreshDb;
   beforeAll(async () => {
-    db = await freshDatabase("maint");
+    db = await freshDatabase("maint", { treeShape: "literal" });
   });
   afterAll(async () => {
     await db.drop();
@@ -125,7 +125,11 @@ describe("maintenance", () => {
 
   it("health() is silent on a healthy tree and reports each finding when provoked", async () => {
     await db.sql`call partition_mgmt.run_maintenance()`;
-    expect(await db.sql`select * from partition_mgmt.health()`).toEqual([]);
+    // a healthy tree: no warning, no error; the lock budget is always said (info)
+    const healthy = await db.sql<{ severity: string; finding: string; detail: string }[]>`select * from partition_mgmt.health()`;
+    expect(healthy.filter((h) => h.severity !== "info")).toEqual([]);
+    expect(healthy.map((h) => h.finding)).toEqual(["lock budget", "lock budget"]);
+    expect(healthy[0]?.detail).toMatch(/^\d+ statements without the partition keys fit in the lock table at once \(each locks \d+ of 4800 slots; minimum 20\)$/);
 
     const findings = async () => (await db.sql<{ finding: string }[]>`select finding from partition_mgmt.health()`).map((r) => r.finding);
     // rows in a default
@@ -173,7 +177,7 @@ describe("maintenance", () => {
 describe("cleanup_empty_partitions and retention", () => {
   let db: FreshDb;
   beforeAll(async () => {
-    db = await freshDatabase("cleanup");
+    db = await freshDatabase("cleanup", { treeShape: "literal" });
   });
   afterAll(async () => {
     await db.drop();
@@ -272,7 +276,7 @@ describe("cleanup_empty_partitions and retention", () => {
 describe("maintenance concurrency and lock hygiene", () => {
   let db: FreshDb;
   beforeAll(async () => {
-    db = await freshDatabase("maint_load");
+    db = await freshDatabase("maint_load", { treeShape: "literal" });
   });
   afterAll(async () => {
     await db.drop();

@@ -14,7 +14,7 @@ import postgres, { type Sql } from "postgres";
 import { PG_BIN, clusterFor, destroyCluster, ensureCluster, startStoppedCluster, stopCluster, type Cluster } from "../scripts/lib/cluster.ts";
 import { pushMigrations } from "../scripts/lib/migrations.ts";
 import { startAppLoad } from "../scripts/lib/app-load.ts";
-import { backfill, migrateOnline, monitor } from "../scripts/lib/migration-driver.ts";
+import { backfill, migrateOnline, monitor, startMigration } from "../scripts/lib/migration-driver.ts";
 import { compareTables, loadSmallDemo, phaseOf } from "./helpers/migration.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -27,6 +27,9 @@ describe("interrupted backfill", () => {
     cluster = ensureCluster({ name: `crash-test-${PORT}`, port: PORT, throwaway: true, fresh: true });
     pushMigrations(cluster.url());
     sql = postgres(cluster.url(), { max: 2, onnotice: () => {} });
+    // a tree with programs, sites and periods (the demo's few hundred rows per program would all
+    // share one leaf at the default target)
+    await sql`update partition_mgmt.managed_tables set target_rows_per_leaf = 100`;
     await loadSmallDemo(sql);
   }, 240_000);
   afterAll(async () => {
@@ -35,7 +38,7 @@ describe("interrupted backfill", () => {
   });
 
   it("resumes after the backfill backend is terminated mid-batch", async () => {
-    await sql`select * from partition_mgmt.safe_migrate_table('petri', false)`;
+    await startMigration(sql, "petri");
     await backfill(sql, "petri", { batchSize: 50, maxBatches: 4 });
     const before = await monitor(sql, "petri");
     expect(Number(before.rows_scanned)).toBe(200);

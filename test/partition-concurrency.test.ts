@@ -141,7 +141,7 @@ describe("partition engine under concurrency", () => {
   }
 
   beforeAll(async () => {
-    db = await freshDatabase("partition_concurrency");
+    db = await freshDatabase("partition_concurrency", { treeShape: "literal" });
     await db.sql`insert into public.companies (company_id, name) values (${COMPANY}, 'Concurrency Co')`;
     // running program: started two months ago, ends far in the future
     await db.sql`

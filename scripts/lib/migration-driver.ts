@@ -82,11 +82,25 @@ export async function backfill(sql: Sql, table: string, o: DriveOptions = {}): P
   return batches;
 }
 
+/**
+ * prepare + sync (safe_migrate_table's advance), one transaction per call: prepare creates the
+ * partitions within each transaction's lock budget and may need several. Returns the phase.
+ */
+export async function startMigration(sql: Sql, table: string, postponeSwap = true): Promise<string> {
+  for (let call = 1; ; call++) {
+    const rows = await sql<{ phase: string; status: string; detail: string }[]>`
+      select * from partition_mgmt.safe_migrate_table(${table}, false, ${postponeSwap})`;
+    const last = rows.at(-1);
+    if (!last || last.phase !== "preparing") return last?.phase ?? "?";
+    if (call >= 1000) throw new Error(`prepare of ${table} is still not finished after ${call} calls: ${last.detail}`);
+  }
+}
+
 /** check → prepare → sync → backfill → validate → (swap). Idempotent: re-running continues. */
 export async function migrateOnline(sql: Sql, table: string, o: DriveOptions = {}): Promise<DriveResult> {
   const blockers = (await preMigrationCheck(sql, table)).filter((c) => c.status === "blocker");
   if (blockers.length) throw new Error(`pre-migration check of ${table}: ${blockers.map((b) => `${b.check_name}: ${b.detail}`).join("; ")}`);
-  await sql`select * from partition_mgmt.safe_migrate_table(${table}, false, true)`;
+  await startMigration(sql, table);
   const t0 = performance.now();
   const batches = await backfill(sql, table, o);
   const backfillSeconds = (performance.now() - t0) / 1000;

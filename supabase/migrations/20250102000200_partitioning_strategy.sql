@@ -36,9 +36,18 @@ create table if not exists partition_mgmt.managed_tables (
   program_column       text not null default 'program_id',
   site_column          text not null default 'site_id',
   time_column          text not null default 'created_at',
-  default_granularity  text not null default 'month' check (default_granularity in ('month', 'week', 'none')),
+  -- 'sized': partitions follow the data (a program or site gets partitions of its own once its
+  -- rows fill a leaf; until then it shares its parent's DEFAULT leaf; periods as long as it takes
+  -- the site to fill a leaf). 'literal': the plan's tree, every program, every site, every period
+  -- of default_granularity, created when the program or site is inserted.
+  tree_shape           text not null default 'sized' check (tree_shape in ('sized', 'literal')),
+  target_rows_per_leaf bigint not null default 100000 check (target_rows_per_leaf >= 10),
+  default_granularity  text not null default 'month' check (default_granularity in ('week', 'month', 'quarter', 'year', 'none')),
   premake_months       integer not null default 3 check (premake_months between 0 and 36),
   leaf_budget          integer not null default 5000 check (leaf_budget > 0),
+  -- pre_migration_check() blocks, and health() warns about, a tree on which fewer statements
+  -- without the partition keys than this could run at once before the lock table is full
+  min_keyless_statements integer not null default 20 check (min_keyless_statements >= 1),
   -- the partitioned parent once created; regclass follows it through the swap's renames
   parent               regclass,
   created_at           timestamptz not null default now(),
@@ -47,16 +56,20 @@ create table if not exists partition_mgmt.managed_tables (
 );
 comment on table partition_mgmt.managed_tables is
   'One row per table partitioned Program -> Site -> Period. Adding a row (and calling create_partitioned_table) is all it takes to manage another table.';
+comment on column partition_mgmt.managed_tables.tree_shape is
+  'sized (default): a program or site gets partitions of its own only once its rows fill a leaf (target_rows_per_leaf), with periods as long as it takes the site to fill one; until then it shares its parent''s DEFAULT leaf. literal: the plan''s tree, every site, every period of default_granularity.';
+comment on column partition_mgmt.managed_tables.target_rows_per_leaf is
+  'Rows a leaf should hold (sized trees): the promotion threshold of a program or site, and the period length of a site (the shortest period that holds this many rows at its rate).';
 
 create table if not exists partition_mgmt.site_granularity (
   table_key    text not null references partition_mgmt.managed_tables (table_key) on delete cascade,
   site_id      uuid not null,
-  granularity  text not null check (granularity in ('month', 'week', 'none')),
+  granularity  text not null check (granularity in ('week', 'month', 'quarter', 'year', 'none')),
   updated_at   timestamptz not null default now(),
   primary key (table_key, site_id)
 );
 comment on table partition_mgmt.site_granularity is
-  'Per-site time split (weekly for high-volume sites, none for tiny ones). Applies to partitions created after the setting.';
+  'Per-site time split pinned by an operator (weekly for a high-volume site, none for a tiny one). In a sized tree a pinned site gets partitions of its own whatever its rows. Applies to partitions created after the setting.';
 
 -- Short, stable aliases for uuids in partition names: the first 12 hex digits, a hash on a clash.
 create table if not exists partition_mgmt.key_aliases (
@@ -73,7 +86,7 @@ create table if not exists partition_mgmt.partition_registry (
   is_leaf           boolean not null,
   program_id        uuid,
   site_id           uuid,
-  granularity       text check (granularity in ('month', 'week', 'none')),
+  granularity       text check (granularity in ('week', 'month', 'quarter', 'year', 'none')),
   range_start       timestamptz,
   range_end         timestamptz,
   created_at        timestamptz not null default now(),
@@ -235,6 +248,83 @@ begin
 end
 $$;
 
+-- -----------------------------------------------------------------------------
+-- Lock budget. Every relation a statement touches takes a slot in the server's shared lock
+-- table until the transaction ends; DDL holds ACCESS EXCLUSIVE on every relation it creates.
+-- The table holds max_locks_per_transaction x (max_connections + autovacuum_max_workers + 1 +
+-- max_worker_processes + max_wal_senders + max_prepared_transactions) slots for all sessions
+-- together (hosted Micro: 64 x 75 = 4,800), and a full table answers "out of shared memory" to
+-- every session. So the bundle counts: what a statement without the partition keys needs, and
+-- how much of the table one of its own transactions may take before it commits and goes on.
+-- -----------------------------------------------------------------------------
+create or replace function partition_mgmt.lock_capacity()
+returns bigint
+language sql stable
+set search_path = ''
+as $$
+  select current_setting('max_locks_per_transaction')::bigint
+         * (current_setting('max_connections')::bigint + current_setting('autovacuum_max_workers')::bigint + 1
+            + current_setting('max_worker_processes')::bigint + current_setting('max_wal_senders')::bigint
+            + current_setting('max_prepared_transactions')::bigint)
+$$;
+comment on function partition_mgmt.lock_capacity() is
+  'Slots in the shared lock table for all sessions together: max_locks_per_transaction x (max_connections + autovacuum_max_workers + 1 + max_worker_processes + max_wal_senders + max_prepared_transactions).';
+
+-- Slots of the shared lock table this transaction holds now (fast-path locks excluded).
+create or replace function partition_mgmt.held_locks()
+returns integer
+language sql volatile
+set search_path = ''
+as $$
+  select count(*)::integer from pg_catalog.pg_locks where pid = pg_catalog.pg_backend_pid() and not fastpath
+$$;
+
+-- How many slots one transaction of the bundle may fill with partition DDL before it stops and
+-- leaves the rest to its next call (or to maintenance): a fifth of the table, so that the app's
+-- own statements keep the rest; partition_mgmt.ddl_lock_budget overrides it for the transaction.
+create or replace function partition_mgmt.ddl_lock_budget()
+returns integer
+language sql stable
+set search_path = ''
+as $$
+  select coalesce(nullif(current_setting('partition_mgmt.ddl_lock_budget', true), '')::integer,
+                  greatest(100, partition_mgmt.lock_capacity() / 5)::integer)
+$$;
+
+-- True once this transaction holds more lock slots than its DDL budget; remembers it in the
+-- transaction-local setting partition_mgmt.budget_exhausted so callers up the stack can tell.
+create or replace function partition_mgmt.ddl_budget_exhausted()
+returns boolean
+language plpgsql volatile
+set search_path = ''
+as $$
+begin
+  if partition_mgmt.held_locks() > partition_mgmt.ddl_lock_budget() then
+    perform set_config('partition_mgmt.budget_exhausted', 'on', true);
+    return true;
+  end if;
+  return false;
+end
+$$;
+
+-- Whether ddl_budget_exhausted() said so earlier in this transaction.
+create or replace function partition_mgmt.budget_spent()
+returns boolean
+language sql stable
+set search_path = ''
+as $$ select coalesce(current_setting('partition_mgmt.budget_exhausted', true), '') = 'on' $$;
+
+-- Locks a statement that names the table but not its partition keys takes: every relation of
+-- the tree (the planner opens and locks every partition) and every index of every leaf.
+create or replace function partition_mgmt.keyless_statement_locks(p_table regclass)
+returns bigint
+language sql stable
+set search_path = ''
+as $$
+  select count(*) + coalesce(sum((select count(*) from pg_catalog.pg_index i where i.indrelid = t.relid)) filter (where t.isleaf), 0)
+  from pg_catalog.pg_partition_tree(p_table) t
+$$;
+
 -- Comma-separated, quoted column list of a table (live columns in attribute order).
 create or replace function partition_mgmt.column_list(p_table regclass, p_prefix text default null)
 returns text
@@ -259,22 +349,45 @@ begin
 end
 $$;
 
--- UTC period containing p_ts for a granularity ('month' or 'week').
+-- UTC period containing p_ts for a granularity (week, month, quarter, year).
 create or replace function partition_mgmt.period_bounds(p_granularity text, p_ts timestamptz, out range_start timestamptz, out range_end timestamptz)
 language plpgsql immutable
 set search_path = ''
 as $$
 begin
-  if p_granularity = 'week' then
-    range_start := date_trunc('week', p_ts at time zone 'UTC') at time zone 'UTC';
-    range_end := range_start + interval '7 days';
-  elsif p_granularity = 'month' then
-    range_start := date_trunc('month', p_ts at time zone 'UTC') at time zone 'UTC';
-    range_end := (date_trunc('month', p_ts at time zone 'UTC') + interval '1 month') at time zone 'UTC';
-  else
-    raise exception 'granularity "%" has no periods', p_granularity using hint = 'Use month or week.';
+  if p_granularity not in ('week', 'month', 'quarter', 'year') then
+    raise exception 'granularity "%" has no periods', p_granularity using hint = 'Use week, month, quarter or year.';
   end if;
+  range_start := date_trunc(p_granularity, p_ts at time zone 'UTC') at time zone 'UTC';
+  range_end := (date_trunc(p_granularity, p_ts at time zone 'UTC')
+                + case p_granularity when 'week' then interval '7 days' when 'month' then interval '1 month'
+                                     when 'quarter' then interval '3 months' else interval '1 year' end) at time zone 'UTC';
 end
+$$;
+
+-- Suffix of a period leaf's name: _2025w03, _2025_01, _2025q1, _2025.
+create or replace function partition_mgmt.period_suffix(p_granularity text, p_start timestamptz)
+returns text
+language sql immutable
+set search_path = ''
+as $$
+  select to_char(p_start at time zone 'UTC', case p_granularity when 'week' then 'IYYY"w"IW' when 'month' then 'YYYY_MM'
+                                                                 when 'quarter' then 'YYYY"q"Q' else 'YYYY' end)
+$$;
+
+-- The time split of a site in a sized tree: the shortest period that holds p_target rows at
+-- p_rows_per_month, 'none' (one leaf for all time) when not even a year does. A site whose time
+-- is already split (p_range) never gets 'none': its next periods are at most a year.
+create or replace function partition_mgmt.granularity_for_rate(p_rows_per_month numeric, p_target bigint, p_range boolean default false)
+returns text
+language sql immutable
+set search_path = ''
+as $$
+  select case when coalesce(p_rows_per_month, 0) * 7 / 30.44 >= p_target then 'week'
+              when coalesce(p_rows_per_month, 0) >= p_target then 'month'
+              when coalesce(p_rows_per_month, 0) * 3 >= p_target then 'quarter'
+              when coalesce(p_rows_per_month, 0) * 12 >= p_target or p_range then 'year'
+              else 'none' end
 $$;
 
 create or replace function partition_mgmt.site_granularity_for(p_table_key text, p_site_id uuid)
@@ -293,8 +406,8 @@ language plpgsql
 set search_path = ''
 as $$
 begin
-  if p_granularity not in ('month', 'week', 'none') then
-    raise exception 'invalid granularity "%" for site %', p_granularity, p_site_id using hint = 'Use month, week or none.';
+  if p_granularity is null or p_granularity not in ('week', 'month', 'quarter', 'year', 'none') then
+    raise exception 'invalid granularity "%" for site %', p_granularity, p_site_id using hint = 'Use week, month, quarter, year or none.';
   end if;
   if p_table_key is not null then
     perform partition_mgmt.config(p_table_key);
@@ -329,7 +442,7 @@ begin
   -- Parent before child, the order every statement takes them in.
   select i.inhparent::regclass into v_parent from pg_catalog.pg_inherits i where i.inhrelid = p_from;
   if v_parent is not null then
-    perform partition_mgmt.run_ddl(format('lock table %s in share row exclusive mode', v_parent));
+    perform partition_mgmt.run_ddl(format('lock table only %s in share row exclusive mode', v_parent));
   end if;
   perform partition_mgmt.run_ddl(format('lock table %s in access exclusive mode', p_from));
   perform set_config('partition_mgmt.moving_rows', 'on', true);
@@ -497,6 +610,28 @@ begin
 end
 $$;
 
+-- A DEFAULT leaf of a sized tree holds the rows of every program (the root's) or site (a
+-- program's) without partitions of its own: indexes of its own serve the reads that name one of
+-- them (a program page or a site, newest first), which the parent's indexes, made for leaves that
+-- hold one site, do not.
+create or replace function partition_mgmt.add_shared_leaf_indexes(p_table_key text, p_leaf regclass, p_level text)
+returns void
+language plpgsql
+set search_path = ''
+as $$
+declare
+  c partition_mgmt.managed_tables := partition_mgmt.config(p_table_key);
+  v_name text := (select relname from pg_catalog.pg_class where oid = p_leaf);
+begin
+  if p_level = 'program' then
+    execute format('create index if not exists %I on %s (%I, %I desc, %I desc)', left(v_name, 50) || '_program_idx', p_leaf,
+      c.program_column, c.time_column, c.id_column);
+  end if;
+  execute format('create index if not exists %I on %s (%I, %I desc, %I desc)', left(v_name, 53) || '_site_idx', p_leaf,
+    c.site_column, c.time_column, c.id_column);
+end
+$$;
+
 -- Creates the partitioned parent of a managed table from the live legacy table: same columns,
 -- types, defaults, CHECK constraints and comments (so a column the app added later comes along),
 -- keys NOT NULL, the indexes every leaf needs, the legacy table's RLS policies and grants, the
@@ -587,14 +722,18 @@ begin
   perform partition_mgmt.attach_key_triggers(c.table_key, v_parent);
 
   -- The root DEFAULT partition: rows for a program that has no partition yet are never rejected.
+  -- In a sized tree it is where every program lives until its rows fill a leaf.
   execute format('create table partitions.%I partition of %s default', v_default, v_parent);
   perform partition_mgmt.secure_partition('partitions', v_default);
+  if c.tree_shape = 'sized' then
+    perform partition_mgmt.add_shared_leaf_indexes(c.table_key, format('partitions.%I', v_default)::regclass, 'program');
+  end if;
   insert into partition_mgmt.partition_registry (partition_schema, partition_name, table_key, level, is_default, is_leaf)
   values ('partitions', v_default, c.table_key, 'program', true, true);
 
   update partition_mgmt.managed_tables set parent = v_parent where table_key = c.table_key;
 
-  if p_precreate then
+  if p_precreate and c.tree_shape = 'literal' then
     for v_prog in select program_id from public.pilot_programs order by start_date, program_id loop
       perform partition_mgmt.precreate_program_partitions(v_prog, c.table_key);
     end loop;
@@ -689,6 +828,9 @@ begin
   execute format('create table partitions.%I partition of partitions.%I default', v_default_part, v_name);
   perform partition_mgmt.secure_partition('partitions', v_name);
   perform partition_mgmt.secure_partition('partitions', v_default_part);
+  if c.tree_shape = 'sized' then
+    perform partition_mgmt.add_shared_leaf_indexes(c.table_key, format('partitions.%I', v_default_part)::regclass, 'site');
+  end if;
 
   -- Rows of this program that landed in the root default move here in the same step, so the
   -- ATTACH never fails with "updated partition constraint for default partition would be violated".
@@ -706,8 +848,9 @@ end
 $$;
 
 -- Site partition: RANGE by time with its own DEFAULT, or a single leaf when the site's
--- granularity is 'none'. Returns its qualified name.
-create or replace function partition_mgmt.ensure_site_partition(p_table_key text, p_program_id uuid, p_site_id uuid)
+-- granularity is 'none'. p_granularity: the split of its periods (default: the site's pinned
+-- granularity, else the table's default_granularity). Returns its qualified name.
+create or replace function partition_mgmt.ensure_site_partition(p_table_key text, p_program_id uuid, p_site_id uuid, p_granularity text default null)
 returns text
 language plpgsql
 set search_path = ''
@@ -722,6 +865,9 @@ begin
   if p_site_id is null then
     raise exception 'site_id must not be null (program %)', p_program_id using hint = 'Pass the site_id of an existing site.';
   end if;
+  if p_granularity is not null and p_granularity not in ('week', 'month', 'quarter', 'year', 'none') then
+    raise exception 'invalid granularity "%" for site %', p_granularity, p_site_id using hint = 'Use week, month, quarter, year or none.';
+  end if;
   select format('%I.%I', partition_schema, partition_name) into v_name from partition_mgmt.partition_registry
   where table_key = p_table_key and level = 'site' and not is_default and program_id = p_program_id and site_id = p_site_id;
   if v_name is not null then
@@ -735,7 +881,7 @@ begin
     return v_name;
   end if;
 
-  v_gran := partition_mgmt.site_granularity_for(p_table_key, p_site_id);
+  v_gran := coalesce(p_granularity, partition_mgmt.site_granularity_for(p_table_key, p_site_id));
   v_name := format('%s_p_%s_s_%s', c.name_prefix, partition_mgmt.alias_for(p_program_id), partition_mgmt.alias_for(p_site_id));
   if v_gran = 'none' then
     execute format('create table partitions.%I (like %s including defaults including constraints including generated including storage)',
@@ -769,8 +915,25 @@ begin
 end
 $$;
 
--- Leaf for the period containing p_ts at the site's granularity (clipped so it never overlaps a
--- leaf made under an earlier granularity). Returns its qualified name.
+-- The split of a site's next periods: its pinned granularity, else the table's default (literal
+-- trees) or the split recorded on its site partition (sized trees; premake adjusts it to the
+-- site's rate). A pin of 'none' on a site already split by time gives months.
+create or replace function partition_mgmt.period_granularity(p_table_key text, p_program_id uuid, p_site_id uuid)
+returns text
+language sql stable
+set search_path = ''
+as $$
+  select case when g = 'none' then 'month' else g end
+  from (select coalesce(
+          (select x.granularity from partition_mgmt.site_granularity x where x.table_key = p_table_key and x.site_id = p_site_id),
+          (select case when m.tree_shape = 'literal' then m.default_granularity end from partition_mgmt.managed_tables m where m.table_key = p_table_key),
+          (select r.granularity from partition_mgmt.partition_registry r
+           where r.table_key = p_table_key and r.level = 'site' and not r.is_default and r.program_id = p_program_id and r.site_id = p_site_id),
+          'month') as g) x
+$$;
+
+-- Leaf for the period containing p_ts at the site's period granularity (clipped so it never
+-- overlaps a leaf made under an earlier granularity). Returns its qualified name.
 create or replace function partition_mgmt.ensure_period_partition(p_table_key text, p_program_id uuid, p_site_id uuid, p_ts timestamptz)
 returns text
 language plpgsql
@@ -784,7 +947,6 @@ declare
   v_name text;
   v_lo timestamptz;
   v_hi timestamptz;
-  v_suffix text;
 begin
   if p_ts is null then
     raise exception '% must not be null (program %, site %)', c.time_column, p_program_id, p_site_id;
@@ -802,8 +964,8 @@ begin
     return v_site_part;   -- the site partition is the leaf
   end if;
 
-  select * into v_lo, v_hi from partition_mgmt.period_bounds(
-    case when partition_mgmt.site_granularity_for(p_table_key, p_site_id) = 'week' then 'week' else 'month' end, p_ts);
+  v_gran := partition_mgmt.period_granularity(p_table_key, p_program_id, p_site_id);
+  select * into v_lo, v_hi from partition_mgmt.period_bounds(v_gran, p_ts);
   perform partition_mgmt.lock_key(p_table_key, 'site', p_program_id, p_site_id);
   select format('%I.%I', partition_schema, partition_name) into v_name from partition_mgmt.partition_registry
   where table_key = p_table_key and level = 'period' and not is_default and program_id = p_program_id and site_id = p_site_id
@@ -818,11 +980,9 @@ begin
   from partition_mgmt.partition_registry
   where table_key = p_table_key and level = 'period' and not is_default and program_id = p_program_id and site_id = p_site_id;
 
-  v_gran := case when v_hi - v_lo <= interval '7 days' and partition_mgmt.site_granularity_for(p_table_key, p_site_id) = 'week' then 'week' else 'month' end;
-  v_suffix := case when v_gran = 'week' then to_char(v_lo at time zone 'UTC', 'IYYY"w"IW') else to_char(v_lo at time zone 'UTC', 'YYYY_MM') end;
-  v_name := format('%s_%s', trim(both '"' from split_part(v_site_part, '.', 2)), v_suffix);
+  v_name := format('%s_%s', trim(both '"' from split_part(v_site_part, '.', 2)), partition_mgmt.period_suffix(v_gran, v_lo));
   if exists (select from partition_mgmt.partition_registry where partition_schema = 'partitions' and partition_name = v_name) then
-    v_name := v_name || to_char(v_lo at time zone 'UTC', '_DD');
+    v_name := v_name || to_char(v_lo at time zone 'UTC', '_MM_DD');
   end if;
 
   execute format('create table partitions.%I (like %s including defaults including constraints including generated including storage)', v_name, v_site_part);
@@ -840,10 +1000,41 @@ begin
 end
 $$;
 
--- The plan's entry point: the program's partition, one per site, and the periods from the
--- program's start_date to its end_date, but for a running program only up to the premake horizon
--- (today + premake_months; maintenance moves the horizon forward every night). Idempotent.
--- Returns the number of partitions created.
+-- Partitions of one site up to the premake horizon (today + premake_months, but not past the
+-- program's end): its site partition, then its periods from p_from on. Returns false when this
+-- transaction's DDL lock budget ran out before the horizon.
+create or replace function partition_mgmt.premake_site(p_table_key text, p_program_id uuid, p_site_id uuid, p_from timestamptz,
+  p_horizon timestamptz, p_granularity text default null)
+returns boolean
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_ts timestamptz := p_from;
+  v_leaf text;
+begin
+  perform partition_mgmt.ensure_site_partition(p_table_key, p_program_id, p_site_id, p_granularity);
+  while v_ts < p_horizon loop
+    if partition_mgmt.ddl_budget_exhausted() then
+      return false;
+    end if;
+    v_leaf := partition_mgmt.ensure_period_partition(p_table_key, p_program_id, p_site_id, v_ts);
+    select range_end into v_ts from partition_mgmt.partition_registry
+    where format('%I.%I', partition_schema, partition_name) = v_leaf;
+    exit when v_ts is null;   -- granularity 'none': one leaf covers all time
+  end loop;
+  return true;
+end
+$$;
+
+-- The plan's entry point. Literal tree: the program's partition, one per site, and the periods
+-- from the program's start_date to its end_date, but for a running program only up to the premake
+-- horizon (today + premake_months; maintenance moves the horizon forward every night). Sized tree:
+-- only what the data asked for, brought up to the horizon: the periods of the program's sites that
+-- have partitions of their own (a promoted or pinned site); a program whose rows still share the
+-- root's DEFAULT leaf gets nothing. Idempotent, and within this transaction's DDL lock budget:
+-- when the budget runs out it stops (setting partition_mgmt.budget_exhausted) and the next call, or
+-- maintenance, goes on. Returns the number of partitions created.
 create or replace function partition_mgmt.precreate_program_partitions(p_program_id uuid, p_table_key text default null, p_site_id uuid default null)
 returns integer
 language plpgsql
@@ -853,35 +1044,46 @@ as $$
 declare
   v_prog record;
   v_site record;
-  v_table record;
+  v_table partition_mgmt.managed_tables;
   v_before int;
   v_horizon timestamptz;
-  v_ts timestamptz;
-  v_leaf text;
+  v_start timestamptz;
 begin
   select program_id, start_date, end_date into v_prog from public.pilot_programs where program_id = p_program_id;
   if not found then
     raise exception 'pilot program % does not exist', p_program_id using hint = 'Pass a program_id from public.pilot_programs.';
   end if;
   select count(*) into v_before from partition_mgmt.partition_registry;
+  v_start := v_prog.start_date::timestamp at time zone 'UTC';
+  <<tables>>
   for v_table in
     select * from partition_mgmt.managed_tables
     where parent is not null and (p_table_key is null or table_key = p_table_key)
     order by table_key
   loop
-    perform partition_mgmt.ensure_program_partition(v_table.table_key, v_prog.program_id);
     v_horizon := least((v_prog.end_date + 1)::timestamp at time zone 'UTC',
                        (date_trunc('month', now() at time zone 'UTC') + make_interval(months => v_table.premake_months + 1)) at time zone 'UTC');
-    for v_site in select site_id from public.sites where program_id = v_prog.program_id and (p_site_id is null or site_id = p_site_id) order by site_id loop
-      perform partition_mgmt.ensure_site_partition(v_table.table_key, v_prog.program_id, v_site.site_id);
-      v_ts := v_prog.start_date::timestamp at time zone 'UTC';
-      while v_ts < v_horizon loop
-        v_leaf := partition_mgmt.ensure_period_partition(v_table.table_key, v_prog.program_id, v_site.site_id, v_ts);
-        select range_end into v_ts from partition_mgmt.partition_registry
-        where format('%I.%I', partition_schema, partition_name) = v_leaf;
-        exit when v_ts is null;   -- granularity 'none': one leaf covers all time
+    if v_table.tree_shape = 'literal' then
+      perform partition_mgmt.ensure_program_partition(v_table.table_key, v_prog.program_id);
+      for v_site in select site_id from public.sites where program_id = v_prog.program_id and (p_site_id is null or site_id = p_site_id) order by site_id loop
+        exit tables when partition_mgmt.ddl_budget_exhausted();
+        exit tables when not partition_mgmt.premake_site(v_table.table_key, v_prog.program_id, v_site.site_id, v_start, v_horizon);
       end loop;
-    end loop;
+    else
+      -- the sites that have time partitions of their own; giving a program or a site partitions
+      -- of its own (its rows fill a leaf, or it is pinned) moves rows, which maintenance does
+      -- online (partition_mgmt.promote_step)
+      for v_site in
+        select r.site_id from partition_mgmt.partition_registry r
+        where r.table_key = v_table.table_key and r.level = 'site' and not r.is_default and not r.is_leaf
+          and r.program_id = v_prog.program_id and (p_site_id is null or r.site_id = p_site_id)
+        order by r.site_id
+      loop
+        exit tables when partition_mgmt.ddl_budget_exhausted();
+        exit tables when not partition_mgmt.premake_site(v_table.table_key, v_prog.program_id, v_site.site_id,
+          greatest(v_start, date_trunc('month', now() at time zone 'UTC') at time zone 'UTC'), v_horizon);
+      end loop;
+    end if;
   end loop;
   return (select count(*) from partition_mgmt.partition_registry) - v_before;
 end
@@ -889,26 +1091,62 @@ $$;
 revoke all on function partition_mgmt.precreate_program_partitions(uuid, text, uuid) from public;
 grant execute on function partition_mgmt.precreate_program_partitions(uuid, text, uuid) to service_role;
 
--- Partitions are created with the program or site row, in the same transaction. A lock that
--- cannot be had within the retries must not fail the app's insert: the rows then land in a
--- DEFAULT partition and maintenance creates the partition later.
+-- Programs and sites whose partitions the insert trigger could not create (lock busy, or this
+-- transaction's DDL lock budget spent, e.g. 200 sites inserted at once into a literal tree).
+-- Their rows wait in a DEFAULT partition meanwhile; maintenance creates the partitions and clears
+-- the row, health() reports what is still pending.
+create table if not exists partition_mgmt.creation_deferred (
+  table_key   text not null references partition_mgmt.managed_tables (table_key) on delete cascade,
+  program_id  uuid not null,
+  site_id     uuid,
+  reason      text not null,
+  at          timestamptz not null default now()
+);
+create unique index if not exists creation_deferred_key_idx
+  on partition_mgmt.creation_deferred (table_key, program_id, coalesce(site_id, '00000000-0000-0000-0000-000000000000'::uuid));
+comment on table partition_mgmt.creation_deferred is
+  'Programs and sites whose partitions were not created with their insert (lock busy or lock budget spent): maintenance creates them, health() reports them meanwhile.';
+
+-- Partitions come with the program or site row, in the same transaction, in a literal tree (a
+-- sized tree creates none: a new program or site shares a DEFAULT leaf until its rows fill one).
+-- Never fatal to the app's insert and never more than the transaction's DDL lock budget: what is
+-- not done now is recorded for maintenance.
 create or replace function partition_mgmt.on_program_or_site_insert()
 returns trigger
 language plpgsql
 security definer
 set search_path = ''
 as $$
+declare
+  v_program uuid := (to_jsonb(new) ->> 'program_id')::uuid;
+  v_site uuid := case when tg_table_name = 'sites' then (to_jsonb(new) ->> 'site_id')::uuid end;
+  v_table partition_mgmt.managed_tables;
+  v_reason text;
 begin
-  begin
-    if tg_table_name = 'pilot_programs' then
-      perform partition_mgmt.precreate_program_partitions(new.program_id);
+  for v_table in select * from partition_mgmt.managed_tables where parent is not null order by table_key loop
+    continue when v_table.tree_shape = 'sized';
+    v_reason := null;
+    if partition_mgmt.budget_spent() then
+      v_reason := 'the transaction''s DDL lock budget was spent by earlier inserts';
     else
-      perform partition_mgmt.precreate_program_partitions((to_jsonb(new) ->> 'program_id')::uuid, null, (to_jsonb(new) ->> 'site_id')::uuid);
+      begin
+        perform partition_mgmt.precreate_program_partitions(v_program, v_table.table_key, v_site);
+        if partition_mgmt.budget_spent() then
+          v_reason := 'the transaction''s DDL lock budget ran out';
+        end if;
+      exception when others then
+        v_reason := format('%s (SQLSTATE %s)', sqlerrm, sqlstate);
+      end;
     end if;
-  exception when lock_not_available then
-    raise warning 'partitions for % % not created now (lock busy); maintenance will create them', tg_table_name,
-      case when tg_table_name = 'pilot_programs' then new.program_id::text else (to_jsonb(new) ->> 'site_id') end;
-  end;
+    if v_reason is not null then
+      raise warning 'partitions of % for program % site % not created now: % (maintenance will create them)',
+        v_table.table_key, v_program, coalesce(v_site::text, '-'), v_reason;
+      insert into partition_mgmt.creation_deferred (table_key, program_id, site_id, reason)
+      values (v_table.table_key, v_program, v_site, v_reason)
+      on conflict (table_key, program_id, coalesce(site_id, '00000000-0000-0000-0000-000000000000'::uuid))
+      do update set reason = excluded.reason, at = now();
+    end if;
+  end loop;
   return new;
 end
 $$;
@@ -1050,6 +1288,173 @@ grant execute on function public.delete_observation_by_id(text, uuid) to authent
 grant execute on function partition_mgmt.resolve_table_key(text), partition_mgmt.live_table(text),
   partition_mgmt.routed_predicate(text, uuid), partition_mgmt.config(text) to authenticated, service_role;
 
+-- Whether a DEFAULT partition at p_level holds rows that wait for a partition of their own
+-- (maintenance moves them out): every DEFAULT of a literal tree; of a sized tree only a site's
+-- DEFAULT (rows outside its periods), since the root's and a program's DEFAULT are the shared
+-- leaves of programs and sites too small for partitions of their own.
+create or replace function partition_mgmt.is_waiting_room(p_tree_shape text, p_level text)
+returns boolean
+language sql immutable
+set search_path = ''
+as $$ select p_tree_shape = 'literal' or p_level = 'period' $$;
+
+-- -----------------------------------------------------------------------------
+-- The tree a table's data asks for
+-- -----------------------------------------------------------------------------
+
+-- The partitions a tree holding the rows of p_source needs: 'program' rows (a program partition
+-- and its DEFAULT leaf), 'site' rows (a site partition, RANGE with a DEFAULT, or a single leaf for
+-- 'none') and 'period' rows (one leaf each), with the rows of the data they would hold. Sized
+-- tree: a program or site gets partitions of its own when its rows reach target_rows_per_leaf (or
+-- the site is pinned with set_site_granularity), the rest share their parent's DEFAULT leaf; a
+-- site's periods are the shortest that hold target_rows_per_leaf at its rate (rows per month over
+-- the span of its data). Literal tree: every program and site, every period of the site's
+-- granularity from the program's start. Both: periods up to the premake horizon for running
+-- programs. prepare_migration creates exactly these; pre_migration_check counts them.
+create or replace function partition_mgmt.plan_tree(p_table_key text, p_source regclass)
+returns table (level text, program_id uuid, site_id uuid, granularity text, range_start timestamptz, rows bigint)
+language plpgsql
+set search_path = ''
+set jit = off  -- JIT compiles every leaf's expressions again in each statement: seconds per statement
+set timezone = 'UTC'
+as $$
+declare
+  c partition_mgmt.managed_tables := partition_mgmt.config(p_table_key);
+  v_nullable boolean;
+  v_prog text;
+  v_horizon timestamptz := date_trunc('month', now()) + make_interval(months => c.premake_months + 1);
+begin
+  select not a.attnotnull into v_nullable from pg_catalog.pg_attribute a
+  where a.attrelid = p_source and a.attname = c.program_column and not a.attisdropped;
+  v_prog := case when v_nullable then format('coalesce(l.%1$I, (select s.program_id from public.sites s where s.site_id = l.%2$I))', c.program_column, c.site_column)
+                 else format('l.%I', c.program_column) end;
+  return query execute format($q$
+    with sm as (      -- the data by site and month: one scan
+      select %1$s as program_id, l.%2$I as site_id, date_trunc('month', l.%3$I) as month, count(*)::bigint as n,
+             min(l.%3$I) as first_ts, max(l.%3$I) as last_ts
+      from %4$s l where l.%2$I is not null and l.%3$I is not null
+      group by 1, 2, 3
+    ), known as (     -- rows of programs and sites that exist (others wait in a DEFAULT leaf)
+      select sm.* from sm
+      where exists (select from public.pilot_programs p where p.program_id = sm.program_id)
+        and exists (select from public.sites s where s.site_id = sm.site_id)
+    ), sites as (
+      select k.program_id, k.site_id, sum(k.n)::bigint as rows, min(k.first_ts) as first_ts, max(k.last_ts) as last_ts
+      from known k group by 1, 2
+      union all       -- literal trees: every site of every program, with or without rows
+      select s.program_id, s.site_id, 0, null, null from public.sites s
+      where $3 = 'literal' and not exists (select from known k where k.program_id = s.program_id and k.site_id = s.site_id)
+    ), decided as (
+      select s.program_id, s.site_id, s.rows, s.first_ts, s.last_ts,
+             $3 = 'literal' or s.rows >= $1 or g.granularity is not null as own,
+             coalesce(g.granularity,
+                      case when $3 = 'literal' then $5
+                           else partition_mgmt.granularity_for_rate(s.rows / greatest(1.0, extract(epoch from s.last_ts - s.first_ts) / 2629746.0), $1) end) as gran
+      from sites s left join partition_mgmt.site_granularity g on g.table_key = $2 and g.site_id = s.site_id
+    ), programs as (
+      select d.program_id, sum(d.rows)::bigint as rows, bool_or(d.own) as any_own from decided d group by 1
+      union all
+      select p.program_id, 0, false from public.pilot_programs p
+      where $3 = 'literal' and not exists (select from decided d where d.program_id = p.program_id)
+    ), periods as (   -- the periods holding data, then the premake horizon
+      select d.program_id, d.site_id, d.gran, b.range_start, k.n
+      from decided d join known k on k.program_id = d.program_id and k.site_id = d.site_id
+      cross join lateral (select (partition_mgmt.period_bounds(d.gran, k.month)).range_start where d.gran <> 'week'
+                          union all    -- the weeks a month of data touches
+                          select g.g from generate_series((partition_mgmt.period_bounds('week', k.first_ts)).range_start, k.last_ts,
+                                                          interval '7 days') g(g) where d.gran = 'week') b(range_start)
+      where d.own and d.gran <> 'none'
+      union all
+      select d.program_id, d.site_id, d.gran, f.f, 0
+      from decided d join public.pilot_programs p on p.program_id = d.program_id
+      cross join lateral generate_series(
+        (partition_mgmt.period_bounds(d.gran, case when $3 = 'literal' then p.start_date::timestamptz else greatest(p.start_date::timestamptz, date_trunc('month', now())) end)).range_start,
+        least((p.end_date + 1)::timestamptz, $4) - interval '1 microsecond',
+        case d.gran when 'week' then interval '7 days' when 'month' then interval '1 month' when 'quarter' then interval '3 months' else interval '1 year' end) f(f)
+      where d.own and d.gran <> 'none' and ($3 = 'literal' or p.end_date >= current_date)
+    )
+    select 'program'::text, p.program_id, null::uuid, null::text, null::timestamptz, sum(p.rows)::bigint
+    from programs p group by p.program_id having sum(p.rows) >= $1 or bool_or(p.any_own) or $3 = 'literal'
+    union all
+    select 'site', d.program_id, d.site_id, d.gran, null, d.rows from decided d where d.own
+    union all
+    select 'period', x.program_id, x.site_id, x.gran, x.range_start, sum(x.n)::bigint from periods x group by 2, 3, 4, 5
+    order by 2, 3 nulls first, 5 nulls first$q$,
+    v_prog, c.site_column, c.time_column, p_source)
+  using c.target_rows_per_leaf, c.table_key, c.tree_shape, v_horizon, c.default_granularity;
+end
+$$;
+
+-- The legacy table's plain indexes and whether prepare_migration carries them to the partitioned
+-- table (every leaf gets each one, and every statement without the keys locks each one): not
+-- when the parent has one on the same columns already, nor when every column is constant within
+-- a leaf (the program, the site, the company: one per program).
+create or replace function partition_mgmt.legacy_indexes(p_table_key text, p_legacy regclass)
+returns table (index_name text, definition text, carried boolean, reason text)
+language sql stable
+set search_path = ''
+as $$
+  select c2.relname::text, pg_catalog.pg_get_indexdef(i.indexrelid),
+         x.reason is null,
+         x.reason
+  from pg_catalog.pg_index i
+  join pg_catalog.pg_class c2 on c2.oid = i.indexrelid
+  join partition_mgmt.managed_tables m on m.table_key = p_table_key
+  cross join lateral (select case
+      when m.parent is not null and exists (select from pg_catalog.pg_index x where x.indrelid = m.parent
+             and substring(pg_catalog.pg_get_indexdef(x.indexrelid) from ' USING .*$') = substring(pg_catalog.pg_get_indexdef(i.indexrelid) from ' USING .*$'))
+        then 'the partitioned table has the same index'
+      when 0 <> all (i.indkey::int2[]) and not exists (
+             select from unnest(i.indkey::int2[]) k join pg_catalog.pg_attribute a on a.attrelid = i.indrelid and a.attnum = k
+             where a.attname not in (m.program_column, m.site_column, 'company_id'))
+        then 'its columns are constant within a leaf'
+    end as reason) x
+  where i.indrelid = p_legacy and not i.indisunique and i.indpred is null
+  order by 1
+$$;
+
+-- Indexes every leaf of the table has (or will have once prepared): the parent's own (primary
+-- key, time order, submission) and the legacy indexes prepare carries.
+create or replace function partition_mgmt.indexes_per_leaf(p_table_key text, p_legacy regclass)
+returns integer
+language sql stable
+set search_path = ''
+as $$
+  select coalesce((select count(*)::integer from pg_catalog.pg_index i where i.indrelid = m.parent),
+                  2 + (exists (select from pg_catalog.pg_attribute a where a.attrelid = p_legacy and a.attname = 'submission_id' and not a.attisdropped))::integer)
+         + (select count(*)::integer from partition_mgmt.legacy_indexes(p_table_key, p_legacy) l
+            where l.carried and (m.parent is null or l.reason is null))
+  from partition_mgmt.managed_tables m where m.table_key = p_table_key
+$$;
+
+-- What a statement without the partition keys would lock on the tree plan_tree plans, and how
+-- many such statements fit in the server's lock table at once.
+create or replace function partition_mgmt.plan_lock_budget(p_table_key text, p_legacy regclass,
+  out programs integer, out own_sites integer, out leaves integer, out relations integer, out keyless_locks bigint,
+  out lock_capacity bigint, out keyless_at_once bigint)
+language plpgsql
+set search_path = ''
+as $$
+declare
+  c partition_mgmt.managed_tables := partition_mgmt.config(p_table_key);
+  v_none integer;
+  v_periods integer;
+begin
+  select count(*) filter (where t.level = 'program'), count(*) filter (where t.level = 'site'),
+         count(*) filter (where t.level = 'site' and t.granularity = 'none'), count(*) filter (where t.level = 'period')
+    into programs, own_sites, v_none, v_periods
+  from partition_mgmt.plan_tree(p_table_key, p_legacy) t;
+  -- root + root DEFAULT; per program: its partition and DEFAULT; per own site: its partition (the
+  -- leaf, for 'none') and DEFAULT; per period: a leaf
+  leaves := 1 + programs + own_sites + v_periods;
+  relations := 2 + 2 * programs + 2 * own_sites - v_none + v_periods;
+  keyless_locks := relations + leaves::bigint * partition_mgmt.indexes_per_leaf(p_table_key, p_legacy)
+                   + case when c.tree_shape = 'sized' then 2 + programs else 0 end;   -- the DEFAULT leaves' own indexes
+  lock_capacity := partition_mgmt.lock_capacity();
+  keyless_at_once := lock_capacity / greatest(keyless_locks, 1);
+end
+$$;
+
 -- -----------------------------------------------------------------------------
 -- Stats, budget and validation
 -- -----------------------------------------------------------------------------
@@ -1097,6 +1502,31 @@ as $$
   group by m.table_key, m.leaf_budget
 $$;
 
+-- The live trees against the server's lock table: what one statement without the partition keys
+-- locks (every partition, every index of every leaf), and how many of them fit at once.
+create or replace function partition_mgmt.lock_budget()
+returns table (table_key text, relations bigint, leaves bigint, keyless_locks bigint, lock_capacity bigint,
+               keyless_at_once bigint, minimum integer, status text, advice text)
+language sql stable
+set search_path = ''
+as $$
+  select m.table_key, t.relations, t.leaves, k.locks, partition_mgmt.lock_capacity(),
+         partition_mgmt.lock_capacity() / greatest(k.locks, 1), m.min_keyless_statements,
+         case when partition_mgmt.lock_capacity() / greatest(k.locks, 1) >= m.min_keyless_statements then 'ok' else 'over budget' end,
+         case when partition_mgmt.lock_capacity() / greatest(k.locks, 1) >= m.min_keyless_statements then 'within budget'
+              else format('a statement without the partition keys takes %s locks on %s (every partition, every index of every leaf); only %s fit in the lock table (%s slots) at once, fewer than %s. '
+                          'Fewer leaves: raise target_rows_per_leaf (sized trees share small sites'' leaves), use coarser periods (set_site_granularity), '
+                          'archive old periods (retention); or raise max_locks_per_transaction (supabase postgres-config update)',
+                          k.locks, m.parent, partition_mgmt.lock_capacity() / greatest(k.locks, 1), partition_mgmt.lock_capacity(), m.min_keyless_statements) end
+  from partition_mgmt.managed_tables m
+  cross join lateral (select count(*) as relations, count(*) filter (where x.isleaf) as leaves from pg_catalog.pg_partition_tree(m.parent) x) t
+  cross join lateral (select partition_mgmt.keyless_statement_locks(m.parent) as locks) k
+  where m.parent is not null
+  order by m.table_key
+$$;
+comment on function partition_mgmt.lock_budget() is
+  'Per partitioned table: the locks a statement without the partition keys takes, and how many such statements the server''s lock table holds at once (lock_capacity()).';
+
 create or replace function partition_mgmt.validate_partitions()
 returns table (check_name text, table_key text, status text, detail text)
 language plpgsql stable
@@ -1119,6 +1549,9 @@ begin
       into v_n, v_detail
     from public.sites s join public.pilot_programs p on p.program_id = s.program_id
     where p.end_date >= current_date and p.start_date <= current_date
+      -- (in a sized tree, only the sites with time partitions of their own: the others share a leaf)
+      and (m.tree_shape = 'literal' or exists (select from partition_mgmt.partition_registry o
+           where o.table_key = m.table_key and o.level = 'site' and not o.is_default and not o.is_leaf and o.site_id = s.site_id))
       and not exists (select from partition_mgmt.partition_registry r
                       where r.table_key = m.table_key and r.program_id = s.program_id and r.site_id = s.site_id and not r.is_default
                         and r.is_leaf and (r.range_start is null or (r.range_start <= now() and r.range_end > now())));
@@ -1132,7 +1565,7 @@ begin
       into v_n, v_detail
     from partition_mgmt.partition_registry r
     join pg_catalog.pg_class c on c.oid = to_regclass(format('%I.%I', r.partition_schema, r.partition_name))
-    where r.table_key = m.table_key and r.is_default
+    where r.table_key = m.table_key and r.is_default and partition_mgmt.is_waiting_room(m.tree_shape, r.level)
       and exists (select from pg_catalog.pg_class x where x.oid = c.oid and (x.reltuples > 0 or x.relpages > 0));
     return query select 'rows in default partitions', m.table_key,
       case when v_detail is null then 'ok' else 'warning' end,
@@ -1174,6 +1607,11 @@ begin
     return query select 'leaf budget', b.table_key, case when b.over_budget then 'warning' else 'ok' end,
       format('%s leaves (%s of them defaults), budget %s: %s', b.leaves, b.defaults, b.budget, b.advice)
     from partition_mgmt.leaf_budget_report() b where b.table_key = m.table_key;
+
+    return query select 'lock budget', l.table_key, case when l.status = 'ok' then 'ok' else 'warning' end,
+      format('%s statements without the partition keys fit at once (each locks %s of %s slots; minimum %s): %s',
+             l.keyless_at_once, l.keyless_locks, l.lock_capacity, l.minimum, l.advice)
+    from partition_mgmt.lock_budget() l where l.table_key = m.table_key;
   end loop;
 end
 $$;

@@ -30,7 +30,9 @@ create table if not exists partition_mgmt.maintenance_settings (
   stale_after               interval not null default '36 hours',
   cron_history_retention    interval not null default '7 days',
   move_batch_partitions     integer not null default 50 check (move_batch_partitions > 0),
-  ddl_attempts              integer not null default 8 check (ddl_attempts between 1 and 50)
+  ddl_attempts              integer not null default 8 check (ddl_attempts between 1 and 50),
+  promote_batch_rows        integer not null default 10000 check (promote_batch_rows between 100 and 1000000),
+  promote_step_seconds      numeric not null default 5 check (promote_step_seconds > 0 and promote_step_seconds <= 60)
 );
 insert into partition_mgmt.maintenance_settings default values on conflict (id) do nothing;
 comment on table partition_mgmt.maintenance_settings is
@@ -92,28 +94,61 @@ $$;
 -- Steps (each is also callable on its own)
 -- -----------------------------------------------------------------------------
 
--- Premake for every running program, up to the horizon from now() (not from the newest data).
+-- Premake for every running program (and every program whose partitions the insert trigger
+-- deferred), up to the horizon from now() (not from the newest data). In a sized tree the period
+-- of each site with time partitions of its own first follows its rate of the last 90 days (unless
+-- pinned): a site that got busier gets shorter periods from the next one on; existing leaves are
+-- never split. Stops when this transaction's DDL lock budget is spent (the flag
+-- partition_mgmt.budget_exhausted tells the caller to commit and call again).
 create or replace function partition_mgmt.premake_partitions(p_table_key text)
 returns integer
 language plpgsql
 set search_path = ''
+set jit = off  -- JIT compiles every leaf's expressions again in each statement: seconds per statement
 as $$
 declare
+  c partition_mgmt.managed_tables := partition_mgmt.config(p_table_key);
+  v_parent regclass := partition_mgmt.parent_of(p_table_key);
   v_prog uuid;
   v_created integer := 0;
+  r record;
+  v_recent bigint;
+  v_gran text;
 begin
-  perform partition_mgmt.parent_of(p_table_key);
-  for v_prog in select program_id from public.pilot_programs where end_date > current_date order by start_date, program_id loop
+  if c.tree_shape = 'sized' then
+    for r in
+      select g.program_id, g.site_id, g.granularity from partition_mgmt.partition_registry g
+      where g.table_key = p_table_key and g.level = 'site' and not g.is_default and not g.is_leaf
+        and not exists (select from partition_mgmt.site_granularity x where x.table_key = p_table_key and x.site_id = g.site_id)
+    loop
+      execute format('select count(*) from %s where %I = %L and %I = %L and %I >= now() - interval ''90 days''',
+        v_parent, c.program_column, r.program_id, c.site_column, r.site_id, c.time_column) into v_recent;
+      v_gran := partition_mgmt.granularity_for_rate(v_recent / 3.0, c.target_rows_per_leaf, true);
+      if v_gran is distinct from r.granularity then
+        update partition_mgmt.partition_registry g set granularity = v_gran
+        where g.table_key = p_table_key and g.level = 'site' and not g.is_default and g.site_id = r.site_id and g.program_id = r.program_id;
+      end if;
+    end loop;
+  end if;
+  for v_prog in
+    select p.program_id from public.pilot_programs p
+    where p.end_date > current_date
+       or exists (select from partition_mgmt.creation_deferred d where d.table_key = p_table_key and d.program_id = p.program_id)
+    order by p.start_date, p.program_id
+  loop
     -- a program deleted since the loop started is skipped; one still there stays until we commit
     perform from public.pilot_programs where program_id = v_prog for key share;
     continue when not found;
     v_created := v_created + partition_mgmt.precreate_program_partitions(v_prog, p_table_key);
+    exit when partition_mgmt.budget_spent();
+    delete from partition_mgmt.creation_deferred d where d.table_key = p_table_key and d.program_id = v_prog;
   end loop;
   return v_created;
 end
 $$;
 
--- Rows waiting in DEFAULT partitions, by the partition they belong in.
+-- Rows waiting in DEFAULT partitions, by the partition they belong in (not the shared leaves of a
+-- sized tree: see is_waiting_room).
 create or replace function partition_mgmt.default_backlog(p_table_key text, p_limit integer default 1000)
 returns table (default_partition text, program_id uuid, site_id uuid, period_start timestamptz, first_ts timestamptz, row_count bigint)
 language plpgsql stable
@@ -125,7 +160,8 @@ declare
 begin
   for r in
     select g.partition_schema, g.partition_name from partition_mgmt.partition_registry g
-    where g.table_key = p_table_key and g.is_default order by g.partition_name
+    where g.table_key = p_table_key and g.is_default and partition_mgmt.is_waiting_room(c.tree_shape, g.level)
+    order by g.partition_name
   loop
     return query execute format(
       'select %L::text, %I, %I, date_trunc(''month'', %I at time zone ''UTC'') at time zone ''UTC'', min(%I), count(*)
@@ -154,6 +190,7 @@ begin
   partitions_created := 0;
   select coalesce(sum(x.row_count), 0) into v_total from partition_mgmt.default_backlog(p_table_key, 1000000) x;
   for b in select * from partition_mgmt.default_backlog(p_table_key, p_max_partitions) limit p_max_partitions loop
+    exit when partition_mgmt.ddl_budget_exhausted();
     v_before := (select count(*) from partition_mgmt.partition_registry);
     -- the earliest row of the group: for a weekly site, later weeks come in the next rounds
     perform partition_mgmt.ensure_period_partition(p_table_key, b.program_id, b.site_id, b.first_ts);
@@ -235,9 +272,67 @@ begin
 end
 $$;
 
--- Analyze leaves that changed since their last analyze (and, with p_include_parents, the
--- partitioned parents, whose statistics autovacuum never gathers). Returns tables analyzed.
-create or replace function partition_mgmt.analyze_all_partitions(p_include_parents boolean default false)
+-- Retention inside the leaves that hold more than one period: the root's and the programs'
+-- DEFAULT leaves of a sized tree (the rows of programs and sites too small for partitions of their
+-- own) and sites kept in one leaf ('none'). Rows older than the cutoff are deleted, or with
+-- retention_action 'archive' moved to partitions_archive.<prefix>_archived_rows, at most p_batch
+-- rows per call (callers loop while it returns p_batch). Rows that a NO ACTION / RESTRICT carried
+-- reference still points to stay (as retention keeps such a month); the other references get their
+-- ON DELETE action from the delete triggers, and the key table follows through its trigger.
+create or replace function partition_mgmt.apply_row_retention(p_table_key text, p_batch integer default 10000)
+returns bigint
+language plpgsql
+set search_path = ''
+set jit = off  -- JIT compiles every leaf's expressions again in each statement: seconds per statement
+as $$
+declare
+  c partition_mgmt.managed_tables := partition_mgmt.config(p_table_key);
+  v_cutoff timestamptz;
+  v_keep text := '';
+  v_archive text := format('partitions_archive.%I', c.name_prefix || '_archived_rows');
+  v_left bigint := p_batch;
+  v_n bigint;
+  r record;
+  f record;
+begin
+  if c.retention_months is null or c.parent is null or partition_mgmt.migration_busy(p_table_key) then
+    return 0;
+  end if;
+  v_cutoff := (date_trunc('month', now() at time zone 'UTC') - make_interval(months => c.retention_months)) at time zone 'UTC';
+  for f in select * from partition_mgmt.carried_references x where x.table_key = p_table_key and x.on_delete in ('a', 'r') loop
+    v_keep := v_keep || format(' and not exists (select from %s ch where ch.%I = x.%I)', f.child_table, f.child_column, c.id_column);
+  end loop;
+  if c.retention_action = 'archive' and to_regclass(v_archive) is null then
+    execute format('create table %s (like %s including defaults)', v_archive, c.parent);
+    execute format('alter table %s add column archived_at timestamptz not null default now()', v_archive);
+    execute format('revoke all on table %s from public, anon, authenticated', v_archive);
+  end if;
+  for r in
+    select format('%I.%I', g.partition_schema, g.partition_name) as leaf from partition_mgmt.partition_registry g
+    where g.table_key = p_table_key and g.is_leaf
+      and ((g.is_default and g.level in ('program', 'site') and c.tree_shape = 'sized') or (g.level = 'site' and g.granularity = 'none'))
+    order by 1
+  loop
+    exit when v_left <= 0;
+    if c.retention_action = 'archive' then
+      execute format('with gone as (delete from %1$s t where t.ctid = any (array(select x.ctid from %1$s x where x.%2$I < %3$L%5$s limit %4$s)) returning t.*)
+                      insert into %6$s (%7$s) select %7$s from gone',
+        r.leaf, c.time_column, v_cutoff, v_left, v_keep, v_archive, partition_mgmt.column_list(c.parent));
+    else
+      execute format('delete from %1$s t where t.ctid = any (array(select x.ctid from %1$s x where x.%2$I < %3$L%5$s limit %4$s))',
+        r.leaf, c.time_column, v_cutoff, v_left, v_keep);
+    end if;
+    get diagnostics v_n = row_count;
+    v_left := v_left - v_n;
+  end loop;
+  return p_batch - v_left;
+end
+$$;
+
+-- Analyze leaves (of one table, or of all) that changed since their last analyze (and, with
+-- p_include_parents, the partitioned parents, whose statistics autovacuum never gathers), within
+-- this transaction's lock budget. Returns tables analyzed.
+create or replace function partition_mgmt.analyze_all_partitions(p_include_parents boolean default false, p_table_key text default null)
 returns integer
 language plpgsql
 set search_path = ''
@@ -251,14 +346,17 @@ begin
     from partition_mgmt.partition_registry g
     join pg_catalog.pg_stat_all_tables s on s.relid = to_regclass(format('%I.%I', g.partition_schema, g.partition_name))
     where g.is_leaf and (s.n_mod_since_analyze > 0 or coalesce(s.last_analyze, s.last_autoanalyze) is null)
-      and s.n_live_tup + s.n_dead_tup + s.n_mod_since_analyze > 0
+      and s.n_live_tup + s.n_dead_tup + s.n_mod_since_analyze > 0 and (p_table_key is null or g.table_key = p_table_key)
     order by 1, 2
   loop
+    -- each ANALYZE keeps its locks until commit: stop within the lock budget (maintenance commits
+    -- and calls again)
+    exit when partition_mgmt.ddl_budget_exhausted();
     execute format('analyze %I.%I', r.partition_schema, r.partition_name);
     v_count := v_count + 1;
   end loop;
-  if p_include_parents then
-    for r in select parent from partition_mgmt.managed_tables where parent is not null loop
+  if p_include_parents and not partition_mgmt.budget_spent() then
+    for r in select parent from partition_mgmt.managed_tables where parent is not null and (p_table_key is null or table_key = p_table_key) loop
       execute format('analyze %s', r.parent);
       v_count := v_count + 1;
     end loop;
@@ -367,6 +465,8 @@ declare
   v_log bigint := partition_mgmt.log_start(p_run_id, p_table_key, p_action);
   v_n integer := 0;
   v_drain record;
+  v_promo record;
+  v_rows bigint;
   v_text text;
 begin
   begin
@@ -375,7 +475,16 @@ begin
     case p_action
       when 'premake' then
         v_n := partition_mgmt.premake_partitions(p_table_key);
-        perform partition_mgmt.log_finish(v_log, 'ok', v_n);
+        perform partition_mgmt.log_finish(v_log, 'ok', v_n, 0, null,
+          case when partition_mgmt.budget_spent() then jsonb_build_object('more', true) end);
+        -- this transaction's lock budget is spent: commit, then the next round goes on
+        return partition_mgmt.budget_spent();
+      when 'promote' then
+        select * into v_promo from partition_mgmt.promote_step(p_table_key,
+          (select promote_batch_rows from partition_mgmt.maintenance_settings), (select promote_step_seconds from partition_mgmt.maintenance_settings));
+        perform partition_mgmt.log_finish(v_log, 'ok', case when v_promo.action = 'cutover' then 1 else 0 end, 0, null,
+          jsonb_build_object('action', v_promo.action, 'detail', v_promo.detail));
+        return v_promo.more;
       when 'drain_defaults' then
         select * into v_drain from partition_mgmt.drain_defaults(p_table_key,
           (select move_batch_partitions from partition_mgmt.maintenance_settings));
@@ -384,10 +493,13 @@ begin
         return v_drain.remaining > 0 and v_drain.partitions_created > 0;   -- more batches to do
       when 'retention' then
         v_n := partition_mgmt.apply_retention(p_table_key);
-        perform partition_mgmt.log_finish(v_log, 'ok', v_n);
+        v_rows := partition_mgmt.apply_row_retention(p_table_key, (select promote_batch_rows from partition_mgmt.maintenance_settings));
+        perform partition_mgmt.log_finish(v_log, 'ok', v_n, v_rows);
+        return partition_mgmt.budget_spent() or v_rows >= (select promote_batch_rows from partition_mgmt.maintenance_settings);
       when 'analyze' then
-        v_n := partition_mgmt.analyze_all_partitions(false);
+        v_n := partition_mgmt.analyze_all_partitions(false, p_table_key);
         perform partition_mgmt.log_finish(v_log, 'ok', v_n);
+        return partition_mgmt.budget_spent();
       when 'refresh_metrics' then
         v_text := partition_mgmt.refresh_metrics();
         perform partition_mgmt.log_finish(v_log, 'ok', 0, 0, null, jsonb_build_object('mode', v_text));
@@ -433,7 +545,7 @@ begin
   commit;
   for v_table in select table_key from partition_mgmt.managed_tables
                  where parent is not null and (p_table_key is null or table_key = p_table_key) order by table_key loop
-    foreach v_action in array array['premake', 'drain_defaults', 'retention', 'analyze'] loop
+    foreach v_action in array array['premake', 'drain_defaults', 'retention', 'analyze', 'promote'] loop
       v_rounds := 0;
       loop
         v_more := partition_mgmt.maintain_step(v_run, v_table, v_action);
@@ -475,9 +587,12 @@ begin
   end if;
   for v_table in select table_key from partition_mgmt.managed_tables
                  where parent is not null and (p_table_key is null or table_key = p_table_key) order by table_key loop
+    -- (no promotion here: it copies rows in batches that must commit one by one; run_maintenance does it)
     foreach v_action in array array['premake', 'drain_defaults', 'retention', 'analyze'] loop
       v_rounds := 0;
-      while partition_mgmt.maintain_step(v_run, v_table, v_action) and v_rounds < 1000 loop
+      -- (one transaction: a step that spent the lock budget is not repeated; call_maintenance
+      -- and pg_cron's run_maintenance commit and go on)
+      while partition_mgmt.maintain_step(v_run, v_table, v_action) and v_rounds < 1000 and not partition_mgmt.budget_spent() loop
         v_rounds := v_rounds + 1;
       end loop;
     end loop;
@@ -520,6 +635,9 @@ begin
           join public.pilot_programs p on p.program_id = s2.program_id
           where p.end_date >= ((date_trunc('month', now() at time zone 'UTC') + interval '1 month'))::date
             and partition_mgmt.site_granularity_for(m.table_key, s2.site_id) <> 'none'
+            -- (in a sized tree, only the sites with time partitions of their own: the others share a leaf)
+            and (m.tree_shape = 'literal' or exists (select from partition_mgmt.partition_registry o
+                 where o.table_key = m.table_key and o.level = 'site' and not o.is_default and not o.is_leaf and o.site_id = s2.site_id))
             and not exists (
               select from partition_mgmt.partition_registry r
               where r.table_key = m.table_key and r.program_id = s2.program_id and r.site_id = s2.site_id
@@ -541,6 +659,27 @@ begin
     return query
       select 'warning', 'leaf budget exceeded', b.table_key, b.advice
       from partition_mgmt.leaf_budget_report() b where b.table_key = m.table_key and b.over_budget;
+
+    -- statements without the partition keys that fit in the lock table at once: always said
+    return query
+      select case when l.status = 'ok' then 'info' else 'warning' end,
+             case when l.status = 'ok' then 'lock budget' else 'lock budget exceeded' end, l.table_key,
+             format('%s statements without the partition keys fit in the lock table at once (each locks %s of %s slots; minimum %s)%s',
+                    l.keyless_at_once, l.keyless_locks, l.lock_capacity, l.minimum, case when l.status = 'ok' then '' else ': ' || l.advice end)
+      from partition_mgmt.lock_budget() l where l.table_key = m.table_key;
+
+    return query
+      select 'warning', 'partition creation deferred', d.table_key,
+             format('%s program(s)/site(s) without their partitions since %s (the last: program %s site %s, %s); maintenance creates them',
+                    count(*), min(d.at), (array_agg(d.program_id order by d.at desc))[1], coalesce((array_agg(d.site_id order by d.at desc))[1]::text, '-'),
+                    (array_agg(d.reason order by d.at desc))[1])
+      from partition_mgmt.creation_deferred d where d.table_key = m.table_key group by d.table_key;
+
+    return query
+      select 'warning', 'promotion stalled', p.table_key,
+             format('the promotion of %s %s started %s ago (%s of about %s rows copied, phase %s): run call partition_mgmt.run_maintenance(), or partition_mgmt.abort_promotion(%L)',
+                    p.level, coalesce(p.site_id, p.program_id), date_trunc('second', now() - p.started_at), p.rows_copied, p.rows_total, p.phase, p.table_key)
+      from partition_mgmt.promotions p where p.table_key = m.table_key and p.updated_at < now() - s.stale_after;
    exception when others then
     -- one broken table must not hide the findings of the others
     return query select 'error', 'health check failed', m.table_key, format('%s (%s)', sqlerrm, sqlstate);
@@ -569,39 +708,6 @@ begin
   end if;
 end
 $$;
-
--- -----------------------------------------------------------------------------
--- Partition creation on program/site insert, per table and never fatal to the app's insert:
--- a failure is logged (health() reports it) and maintenance creates the partitions later,
--- while the rows wait in a DEFAULT partition.
--- -----------------------------------------------------------------------------
-create or replace function partition_mgmt.on_program_or_site_insert()
-returns trigger
-language plpgsql
-security definer
-set search_path = ''
-as $$
-declare
-  v_program uuid := (to_jsonb(new) ->> 'program_id')::uuid;
-  v_site uuid := case when tg_table_name = 'sites' then (to_jsonb(new) ->> 'site_id')::uuid end;
-  v_table text;
-  v_log bigint;
-begin
-  for v_table in select table_key from partition_mgmt.managed_tables where parent is not null order by table_key loop
-    begin
-      perform partition_mgmt.precreate_program_partitions(v_program, v_table, v_site);
-    exception when others then
-      raise warning 'partitions of % for program % site % not created now: % (maintenance will retry)',
-        v_table, v_program, coalesce(v_site::text, '-'), sqlerrm;
-      v_log := partition_mgmt.log_start(gen_random_uuid(), v_table, 'create_on_insert');
-      perform partition_mgmt.log_finish(v_log, 'error', 0, 0, sqlerrm,
-        jsonb_build_object('sqlstate', sqlstate, 'program_id', v_program, 'site_id', v_site));
-    end;
-  end loop;
-  return new;
-end
-$$;
-revoke all on function partition_mgmt.on_program_or_site_insert() from public;
 
 -- -----------------------------------------------------------------------------
 -- Query performance (the plan's "Check query performance"): operators only
@@ -708,5 +814,5 @@ grant select on partition_mgmt.managed_tables to authenticated;
 grant select on all tables in schema partition_mgmt to service_role;
 revoke execute on all functions in schema partition_mgmt from public, anon;
 grant execute on function partition_mgmt.health(), partition_mgmt.schedule_maintenance(text),
-  partition_mgmt.cleanup_empty_partitions(integer), partition_mgmt.analyze_all_partitions(boolean),
+  partition_mgmt.cleanup_empty_partitions(integer), partition_mgmt.analyze_all_partitions(boolean, text),
   partition_mgmt.validate_partitions(), partition_mgmt.leaf_budget_report() to service_role;

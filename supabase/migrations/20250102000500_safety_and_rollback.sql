@@ -2,12 +2,14 @@
 -- Safety and rollback (the plan's 006): the online migration of a live legacy table into its
 -- partitioned tree, phase by phase, each idempotent, each with its undo, each recorded.
 --
---   idle ─prepare─> prepared ─start sync─> syncing ─backfill─> backfilling ─> backfilled
+--   idle ─prepare─> (preparing ─>) prepared ─start sync─> syncing ─backfill─> backfilling ─> backfilled
 --        ─validate─> validated ─swap─> swapped ─finalize─> (finalized: _old and helpers dropped)
 --   any phase ─rollback─> (rolled back: legacy live and untouched, helpers and state dropped)
 --
--- * prepare: pre-checks must show no blocker; partitions for every program and for every month
---   present in the data; the legacy table's foreign keys and plain indexes on the partitioned table.
+-- * prepare: pre-checks must show no blocker; the legacy table's foreign keys and the plain indexes
+--   that leaves need on the partitioned table; the partitions plan_tree plans for the data (sized:
+--   what the rows fill; literal: every program, site and period), within each transaction's lock
+--   budget (phase preparing until all exist).
 -- * sync: AFTER row triggers on the legacy table apply every insert, update (also of program_id,
 --   site_id, created_at) and delete to the partitioned table in the writer's own transaction.
 -- * backfill: keyset batches by observation_id; each batch locks its source rows FOR SHARE (a
@@ -31,7 +33,7 @@
 create table if not exists partition_mgmt.migration_state (
   table_key         text primary key references partition_mgmt.managed_tables (table_key) on delete cascade,
   phase             text not null default 'prepared'
-                    check (phase in ('prepared', 'syncing', 'backfilling', 'backfilled', 'validated', 'swapped')),
+                    check (phase in ('preparing', 'prepared', 'syncing', 'backfilling', 'backfilled', 'validated', 'swapped')),
   mode              text not null default 'online' check (mode in ('online', 'offline')),
   legacy_table      regclass not null,          -- follows the rename to <table>_old
   high_water        uuid,                       -- last observation_id of the last committed batch
@@ -244,6 +246,8 @@ declare
   v_text text;
   v_phase text;
   v_fk record;
+  v_plan record;
+  v_needed bigint;
   v_key text := case when p_table is null then null else partition_mgmt.resolve_table_key(p_table) end;
 begin
   for m in select * from partition_mgmt.managed_tables mt where v_key is null or mt.table_key = v_key order by mt.table_key loop
@@ -305,6 +309,30 @@ begin
       case when v_n = 0 then 'every row lies within its program''s start and end dates'
            else format('%s row(s) lie outside their program''s dates: prepare creates partitions for their months too', v_n) end;
 
+    -- the tree the data asks for, against the server's lock table
+    select * into v_plan from partition_mgmt.plan_lock_budget(m.table_key, v_legacy);
+    return query select m.table_key, 'partition tree', 'ok',
+      format('%s tree%s: %s program(s) with partitions of their own, %s site(s) with partitions of their own, %s leaves (%s relations)',
+             m.tree_shape, case when m.tree_shape = 'sized' then format(' (a program or site gets partitions of its own at %s rows)', m.target_rows_per_leaf) else '' end,
+             v_plan.programs, v_plan.own_sites, v_plan.leaves, v_plan.relations);
+    -- the max_locks_per_transaction at which the minimum would fit
+    v_needed := ceil(m.min_keyless_statements * v_plan.keyless_locks::numeric
+                     / (v_plan.lock_capacity / current_setting('max_locks_per_transaction')::numeric));
+    return query select m.table_key, 'lock budget',
+      case when v_plan.keyless_at_once >= m.min_keyless_statements then 'ok' else 'blocker' end,
+      format('a statement without the partition keys (what .eq(''%s'', …) sends) would take %s locks on the new tree (every partition, every index of every leaf); the lock table holds %s slots (max_locks_per_transaction %s), so %s such statements fit at once (minimum %s)%s',
+             m.id_column, v_plan.keyless_locks, v_plan.lock_capacity, current_setting('max_locks_per_transaction'), v_plan.keyless_at_once, m.min_keyless_statements,
+             case when v_plan.keyless_at_once >= m.min_keyless_statements then ''
+                  else format('. Hint: fewer leaves: %s; or raise the server''s lock table: supabase --experimental postgres-config update --config max_locks_per_transaction=%s (restarts the database)',
+                              case when m.tree_shape = 'literal' then format('use the sized tree (update partition_mgmt.managed_tables set tree_shape = ''sized'' where table_key = %L)', m.table_key)
+                                   else format('raise target_rows_per_leaf (now %s) or pin coarser periods with set_site_granularity', m.target_rows_per_leaf) end,
+                              v_needed) end);
+    select count(*) filter (where l.carried), string_agg(format('%s (%s)', l.index_name, coalesce(l.reason, 'carried')), ', ')
+      into v_n, v_text from partition_mgmt.legacy_indexes(m.table_key, v_legacy) l;
+    return query select m.table_key, 'indexes per leaf', 'ok',
+      format('%s index(es) on every leaf (every statement without the keys locks each one); of the legacy table''s plain indexes %s carried: %s',
+             partition_mgmt.indexes_per_leaf(m.table_key, v_legacy), v_n, coalesce(v_text, 'none'));
+
     -- what hangs on the table
     -- carried at the swap as references enforced by triggers (migration 0700)
     select count(*), count(*) filter (where not f.supported), string_agg(format('%s.%s', f.child_table, f.constraint_name), ', ')
@@ -364,8 +392,14 @@ end
 $$;
 
 -- -----------------------------------------------------------------------------
--- Phase 2: prepare (partitions, foreign keys, indexes; state row)
+-- Phase 2: prepare (state row, foreign keys, indexes, then the partitions plan_tree plans)
 -- -----------------------------------------------------------------------------
+
+-- Creates what the migration needs before the sync starts. The partitions are those plan_tree
+-- plans for the legacy table's data (sized: only what the rows fill; literal: every program, site
+-- and period), created in calls that each stay within the transaction's DDL lock budget: a call
+-- that runs out says so and leaves the phase 'preparing'; the next call goes on where it stopped.
+-- (A sized tree of a few million rows takes one call.)
 create or replace function partition_mgmt.prepare_migration(p_table text, p_mode text default 'online')
 returns text
 language plpgsql
@@ -380,78 +414,90 @@ declare
   v_blockers text;
   r record;
   v_def text;
-  v_name text;
+  v_phase text;
   v_total bigint;
+  v_before integer := (select count(*) from partition_mgmt.partition_registry);
 begin
-  if partition_mgmt.migration_phase(v_key) <> 'idle' then
-    return format('%s: already %s', v_key, partition_mgmt.migration_phase(v_key));
+  if p_mode not in ('online', 'offline') then
+    raise exception 'p_mode must be online or offline, got %', p_mode;
+  end if;
+  v_phase := partition_mgmt.migration_phase(v_key);
+  if v_phase not in ('idle', 'preparing') then
+    return format('%s: already %s', v_key, v_phase);
   end if;
   perform pg_advisory_xact_lock(hashtextextended('partition_mgmt:migrate:' || v_key, 0));
-  if partition_mgmt.migration_phase(v_key) <> 'idle' then
-    return format('%s: already %s', v_key, partition_mgmt.migration_phase(v_key));
+  v_phase := partition_mgmt.migration_phase(v_key);
+  if v_phase not in ('idle', 'preparing') then
+    return format('%s: already %s', v_key, v_phase);
   end if;
-  perform partition_mgmt.create_partitioned_table(v_key, false);
+
+  if v_phase = 'idle' then
+    perform partition_mgmt.create_partitioned_table(v_key, false);
+    c := partition_mgmt.config(v_key);
+    v_legacy := partition_mgmt.legacy_table(v_key);
+    v_parent := c.parent;
+    select string_agg(format('%s: %s', k.check_name, k.detail), E'\n') into v_blockers
+    from partition_mgmt.pre_migration_check(v_key) k where k.status = 'blocker';
+    if v_blockers is not null then
+      raise exception 'cannot migrate "%": pre-migration check found blockers:%', v_key, E'\n' || v_blockers
+        using hint = format('Fix them, then retry; select * from partition_mgmt.pre_migration_check(%L) lists every check.', v_key);
+    end if;
+    if exists (select from partition_mgmt.observation_keys k where k.table_key = v_key limit 1) then
+      execute format('select exists (select from %s limit 1)', v_parent) into v_def;
+      if v_def::boolean then
+        raise exception '% already holds rows, but no migration of "%" is recorded', v_parent, v_key
+          using hint = format('It is a leftover of an interrupted run: select partition_mgmt.rollback_migration(%L) empties it.', v_key);
+      end if;
+    end if;
+    -- the legacy table's foreign keys (validated now, while the copy is empty: instant) and plain
+    -- indexes, before the partitions, which inherit them as they are created
+    for r in select con.conname, pg_catalog.pg_get_constraintdef(con.oid) as def
+             from pg_catalog.pg_constraint con where con.conrelid = v_legacy and con.contype = 'f' order by con.conname loop
+      if not exists (select from pg_catalog.pg_constraint x where x.conrelid = v_parent and x.contype = 'f'
+                     and pg_catalog.pg_get_constraintdef(x.oid) = r.def) then
+        perform partition_mgmt.run_ddl(format('alter table %s add constraint %I %s', v_parent, r.conname, r.def));
+      end if;
+    end loop;
+    for r in select * from partition_mgmt.legacy_indexes(v_key, v_legacy) l where l.carried loop
+      perform partition_mgmt.run_ddl(format('create index if not exists %I on %s%s',
+        left(case when position(c.source_table in r.index_name) > 0 then replace(r.index_name, c.source_table, c.partitioned_table)
+                  else r.index_name || '_p' end, 63),
+        v_parent, substring(r.definition from ' USING .*$')));
+    end loop;
+    execute format('select count(*) from %s', v_legacy) into v_total;
+    insert into partition_mgmt.migration_state (table_key, phase, mode, legacy_table, rows_total)
+    values (v_key, 'preparing', p_mode, v_legacy, v_total);
+    perform partition_mgmt.log_migration(v_key, 'idle', 'preparing', jsonb_build_object('rows_total', v_total, 'mode', p_mode,
+      'tree_shape', c.tree_shape, 'target_rows_per_leaf', c.target_rows_per_leaf));
+  end if;
   c := partition_mgmt.config(v_key);
   v_legacy := partition_mgmt.legacy_table(v_key);
-  v_parent := c.parent;
 
-  select string_agg(format('%s: %s', k.check_name, k.detail), E'\n') into v_blockers
-  from partition_mgmt.pre_migration_check(v_key) k where k.status = 'blocker';
-  if v_blockers is not null then
-    raise exception 'cannot migrate "%": pre-migration check found blockers:%', v_key, E'\n' || v_blockers
-      using hint = format('Fix them, then retry; select * from partition_mgmt.pre_migration_check(%L) lists every check.', v_key);
-  end if;
-  if exists (select from partition_mgmt.observation_keys k where k.table_key = v_key limit 1) then
-    execute format('select exists (select from %s limit 1)', v_parent) into v_def;
-    if v_def::boolean then
-      raise exception '% already holds rows, but no migration of "%" is recorded', v_parent, v_key
-        using hint = format('It is a leftover of an interrupted run: select partition_mgmt.rollback_migration(%L) empties it.', v_key);
-    end if;
-  end if;
-
-  -- partitions: every program's, then every (program, site, month) present in the data
-  for r in select program_id from public.pilot_programs order by start_date, program_id loop
-    -- a program deleted since the loop started is skipped; one still there stays until we commit
+  -- the partitions, in order (program, its sites, their periods), each one idempotent
+  for r in select * from partition_mgmt.plan_tree(v_key, v_legacy) loop
+    exit when partition_mgmt.ddl_budget_exhausted();
+    -- a program deleted since the plan was made is skipped; one still there stays until we commit
     perform from public.pilot_programs where program_id = r.program_id for key share;
-    continue when not found;
-    perform partition_mgmt.precreate_program_partitions(r.program_id, v_key);
-  end loop;
-  for r in execute format(
-    'select distinct x.program_id, x.site_id, date_trunc(''month'', x.ts at time zone ''UTC'') at time zone ''UTC'' as month_start
-     from (select coalesce(l.%1$I, (select s.program_id from public.sites s where s.site_id = l.%2$I)) as program_id, l.%2$I as site_id, l.%3$I as ts from %4$s l) x
-     where exists (select from public.pilot_programs p where p.program_id = x.program_id)
-       and exists (select from public.sites s where s.site_id = x.site_id)
-     order by 1, 2, 3', c.program_column, c.site_column, c.time_column, v_legacy)
-  loop
-    perform partition_mgmt.ensure_period_partition(v_key, r.program_id, r.site_id, r.month_start);
-  end loop;
-
-  -- the legacy table's foreign keys (validated now, while the copy is empty: instant)
-  for r in select con.conname, pg_catalog.pg_get_constraintdef(con.oid) as def
-           from pg_catalog.pg_constraint con where con.conrelid = v_legacy and con.contype = 'f' order by con.conname loop
-    if not exists (select from pg_catalog.pg_constraint x where x.conrelid = v_parent and x.contype = 'f'
-                   and pg_catalog.pg_get_constraintdef(x.oid) = r.def) then
-      perform partition_mgmt.run_ddl(format('alter table %s add constraint %I %s', v_parent, r.conname, r.def));
-    end if;
-  end loop;
-  -- plain (non-unique) indexes the app relies on
-  for r in select i.indexrelid::regclass as idx, c2.relname, pg_catalog.pg_get_indexdef(i.indexrelid) as def
-           from pg_catalog.pg_index i join pg_catalog.pg_class c2 on c2.oid = i.indexrelid
-           where i.indrelid = v_legacy and not i.indisunique and i.indpred is null order by c2.relname loop
-    v_def := substring(r.def from ' USING .*$');
-    if not exists (select from pg_catalog.pg_index x where x.indrelid = v_parent
-                   and substring(pg_catalog.pg_get_indexdef(x.indexrelid) from ' USING .*$') = v_def) then
-      v_name := left(case when position(c.source_table in r.relname) > 0 then replace(r.relname, c.source_table, c.partitioned_table)
-                          else r.relname || '_p' end, 63);
-      perform partition_mgmt.run_ddl(format('create index if not exists %I on %s%s', v_name, v_parent, v_def));
+    if found then
+      case r.level
+        when 'program' then perform partition_mgmt.ensure_program_partition(v_key, r.program_id);
+        when 'site' then perform partition_mgmt.ensure_site_partition(v_key, r.program_id, r.site_id, r.granularity);
+        else perform partition_mgmt.ensure_period_partition(v_key, r.program_id, r.site_id, r.range_start);
+      end case;
     end if;
   end loop;
 
-  execute format('select count(*) from %s', v_legacy) into v_total;
-  insert into partition_mgmt.migration_state (table_key, phase, mode, legacy_table, rows_total)
-  values (v_key, 'prepared', p_mode, v_legacy, v_total);
-  perform partition_mgmt.log_migration(v_key, 'idle', 'prepared', jsonb_build_object('rows_total', v_total, 'mode', p_mode));
-  return format('%s: prepared (%s rows to copy into %s)', v_key, v_total, v_parent);
+  if partition_mgmt.budget_spent() then
+    perform partition_mgmt.log_migration(v_key, 'preparing', 'preparing', jsonb_build_object(
+      'created', (select count(*) from partition_mgmt.partition_registry) - v_before, 'lock_budget', partition_mgmt.ddl_lock_budget()));
+    return format('%s: preparing; %s partition(s) created in this call, the lock budget of %s slots is spent: call prepare_migration(%L) again',
+      v_key, (select count(*) from partition_mgmt.partition_registry) - v_before, partition_mgmt.ddl_lock_budget(), v_key);
+  end if;
+  perform partition_mgmt.set_migration_phase(v_key, array['preparing'], 'prepared',
+    jsonb_build_object('partitions', (select count(*) from partition_mgmt.partition_registry where table_key = v_key)));
+  return format('%s: prepared (%s rows to copy into %s, %s leaves)', v_key,
+    (select s.rows_total from partition_mgmt.migration_state s where s.table_key = v_key), c.parent,
+    (select count(*) from partition_mgmt.partition_registry g where g.table_key = v_key and g.is_leaf));
 end
 $$;
 
@@ -694,8 +740,9 @@ begin
       -- nothing to copy: prepared (sync not started) or already past the backfill
       continue when v_key is null;
       phase := partition_mgmt.migration_phase(m.table_key);
-      done := phase <> 'prepared';
-      error := case when phase = 'prepared' then format('sync is not started: select partition_mgmt.start_sync(%L)', m.table_key) end;
+      done := phase not in ('preparing', 'prepared');
+      error := case when phase = 'prepared' then format('sync is not started: select partition_mgmt.start_sync(%L)', m.table_key)
+                    when phase = 'preparing' then format('prepare is not finished: select partition_mgmt.prepare_migration(%L)', m.table_key) end;
       high_water := (select s.high_water from partition_mgmt.migration_state s where s.table_key = m.table_key);
       return next;
       continue;
@@ -1364,10 +1411,15 @@ begin
   end if;
 
   -- advance
-  if v_phase = 'idle' then
-    step := step + 1; action := 'prepare'; status := 'done'; detail := partition_mgmt.prepare_migration(v_key); phase := 'prepared'; return next;
+  if v_phase in ('idle', 'preparing') then
+    step := step + 1; action := 'prepare'; detail := partition_mgmt.prepare_migration(v_key);
     update partition_mgmt.migration_state s set postpone_swap = p_postpone_swap where s.table_key = v_key;
-    v_phase := 'prepared';
+    v_phase := partition_mgmt.migration_phase(v_key);
+    phase := v_phase; status := case when v_phase = 'prepared' then 'done' else 'pending' end;
+    return next;
+    if v_phase <> 'prepared' then
+      return;   -- the lock budget of this transaction is spent: commit, then call again
+    end if;
   end if;
   if v_phase = 'prepared' then
     step := step + 1; action := 'sync'; status := 'done'; detail := partition_mgmt.start_sync(v_key); phase := 'syncing'; return next;
@@ -1427,6 +1479,10 @@ begin
       using hint = format('Continue it, or select partition_mgmt.rollback_migration(%L) first.', v_key);
   end if;
   perform partition_mgmt.prepare_migration(v_key, 'offline');
+  if partition_mgmt.migration_phase(v_key) <> 'prepared' then
+    raise exception 'the partitions of "%" do not fit in one transaction''s lock budget', v_key
+      using hint = 'Migrate online (safe_migrate_table(table, false) or call run_migration): it prepares in several transactions.';
+  end if;
   c := partition_mgmt.config(v_key);
   v_legacy := partition_mgmt.legacy_table(v_key);
   perform partition_mgmt.install_sync_functions(v_key);
@@ -1460,8 +1516,11 @@ declare
   v_key text := partition_mgmt.resolve_table_key(p_table);
   r record;
 begin
-  perform partition_mgmt.safe_migrate_table(v_key, false, not p_swap);
-  commit;
+  loop
+    perform partition_mgmt.safe_migrate_table(v_key, false, not p_swap);
+    commit;
+    exit when partition_mgmt.migration_phase(v_key) not in ('idle', 'preparing');
+  end loop;
   loop
     select * into r from partition_mgmt.migrate_to_partitioned(p_batch_size, null, v_key) m;
     commit;

@@ -17,7 +17,22 @@ function withDatabase(url: string, db: string): string {
   return u.toString();
 }
 
-export async function freshDatabase(label: string, opts: { template?: string } = {}): Promise<FreshDb> {
+export interface FreshDbOptions {
+  template?: string;
+  /**
+   * The managed tables' tree shape: the suites of the engine's period mechanics (premake, drain,
+   * cleanup, concurrent creation) use the plan's literal tree, where every site has periods.
+   */
+  treeShape?: "sized" | "literal";
+  /**
+   * Rows a leaf should hold in a sized tree. The small demo data sets hold a few hundred rows per
+   * program: the migration suites lower it so their tree has programs, sites and periods, and rows
+   * move between leaves.
+   */
+  targetRowsPerLeaf?: number;
+}
+
+export async function freshDatabase(label: string, opts: FreshDbOptions = {}): Promise<FreshDb> {
   const name = `t_${label.replace(/[^a-z0-9_]/gi, "_").toLowerCase().slice(0, 30)}_${randomBytes(3).toString("hex")}`;
   const admin = postgres(testEnv.adminUrl, { max: 1, onnotice: () => {} });
   try {
@@ -27,6 +42,8 @@ export async function freshDatabase(label: string, opts: { template?: string } =
   }
   const url = withDatabase(testEnv.dbUrl, name);
   const sql = postgres(url, { max: 4, onnotice: () => {} });
+  if (opts.treeShape) await sql`update partition_mgmt.managed_tables set tree_shape = ${opts.treeShape}`;
+  if (opts.targetRowsPerLeaf) await sql`update partition_mgmt.managed_tables set target_rows_per_leaf = ${opts.targetRowsPerLeaf}`;
   return {
     name,
     url,

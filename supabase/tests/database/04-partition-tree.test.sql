@@ -12,6 +12,10 @@
 -- warning when managed_tables.leaf_budget is below the leaf count.
 begin;
 select plan(52);
+-- the plan's literal tree (every program, site and period, created on insert); 08 covers the sized tree
+update partition_mgmt.managed_tables set tree_shape = 'literal';
+-- the whole file is one transaction: let its partition DDL use most of the lock table
+set local partition_mgmt.ddl_lock_budget = '4000';
 set local timezone = 'UTC';
 
 -- ---------------------------------------------------------------------------
@@ -164,8 +168,8 @@ create table public.zz_probe_observations (
 alter table public.zz_probe_observations drop column obsolete;
 alter table public.zz_probe_observations
   add column added_later varchar(10) not null default 'late' constraint zz_probe_added_later_lower check (added_later = lower(added_later));
-insert into partition_mgmt.managed_tables (table_key, source_table, partitioned_table, name_prefix)
-values ('zzprobe', 'zz_probe_observations', 'zz_probe_observations_partitioned', 'zzp');
+insert into partition_mgmt.managed_tables (table_key, source_table, partitioned_table, name_prefix, tree_shape)
+values ('zzprobe', 'zz_probe_observations', 'zz_probe_observations_partitioned', 'zzp', 'literal');
 
 select lives_ok($$select partition_mgmt.create_partitioned_table('zzprobe')$$,
   'create_partitioned_table builds the tree of a newly registered table');

@@ -14,6 +14,10 @@
 -- bounds agree).
 begin;
 select plan(41);
+-- the plan's literal tree (every program, site and period, created on insert); 08 covers the sized tree
+update partition_mgmt.managed_tables set tree_shape = 'literal';
+-- the whole file is one transaction: let its partition DDL use most of the lock table
+set local partition_mgmt.ddl_lock_budget = '4000';
 set local timezone = 'UTC';
 
 insert into public.companies (company_id, name) values ('c5000000-0000-4000-8000-000000000001', 'Auto Co');

@@ -6,6 +6,10 @@
 -- name and the read API is reinstalled against it), as partition_mgmt's swap does.
 begin;
 select plan(24);
+-- the plan's literal tree (every program, site and period, created on insert); 08 covers the sized tree
+update partition_mgmt.managed_tables set tree_shape = 'literal';
+-- the whole file is one transaction: let its partition DDL use most of the lock table
+set local partition_mgmt.ddl_lock_budget = '4000';
 
 -- ---------------------------------------------------------------------------
 -- Fixtures: companies A and B, a user each, one program with two sites each
