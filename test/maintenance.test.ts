@@ -129,7 +129,7 @@ describe("maintenance", () => {
     const healthy = await db.sql<{ severity: string; finding: string; detail: string }[]>`select * from partition_mgmt.health()`;
     expect(healthy.filter((h) => h.severity !== "info")).toEqual([]);
     expect(healthy.map((h) => h.finding)).toEqual(["lock budget", "lock budget"]);
-    expect(healthy[0]?.detail).toMatch(/^\d+ statements without the partition keys fit in the lock table at once \(each locks \d+ of 4800 slots; minimum 20\)$/);
+    expect(healthy[0]?.detail).toMatch(/^\d+ statements without the partition keys fit in the lock table at once \(each locks \d+ of \d+ slots; minimum 20\)$/);
 
     const findings = async () => (await db.sql<{ finding: string }[]>`select finding from partition_mgmt.health()`).map((r) => r.finding);
     // rows in a default
@@ -155,8 +155,8 @@ describe("maintenance", () => {
     expect(await findings()).toContain("maintenance stale");
     // a failing action: a managed table whose parent has gone
     await db.sql`create table public.zz_gone (observation_id uuid primary key, program_id uuid, site_id uuid, created_at timestamptz)`;
-    await db.sql`insert into partition_mgmt.managed_tables (table_key, source_table, partitioned_table, name_prefix)
-                 values ('zzgone', 'zz_gone', 'zz_gone_partitioned', 'zzg')`;
+    await db.sql`insert into partition_mgmt.managed_tables (table_key, source_table, partitioned_table, name_prefix, tree_shape)
+                 values ('zzgone', 'zz_gone', 'zz_gone_partitioned', 'zzg', 'literal')`;
     await db.sql`select partition_mgmt.create_partitioned_table('zzgone')`;
     await db.sql`drop table public.zz_gone_partitioned cascade`;   // its partitions vanish behind the registry's back
     // the app's program insert still succeeds (creation failures are logged, never fatal)

@@ -13,7 +13,7 @@
 //    and rollback_migration undoes it.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import postgres from "postgres";
-import { backfill, migrateOnline, monitor, startMigration } from "../scripts/lib/migration-driver.ts";
+import { backfill, migrateOnline, monitor, startMigration, rollback } from "../scripts/lib/migration-driver.ts";
 import { freshDatabase, type FreshDb } from "./helpers/db.ts";
 import { compareTables, leftovers, loadSmallDemo, phaseOf } from "./helpers/migration.ts";
 
@@ -98,6 +98,8 @@ describe("migration phases and catalog", () => {
     // rollback before the swap: legacy untouched, copy emptied, nothing left
     const [rb] = await db.sql<{ r: string }[]>`select partition_mgmt.rollback_migration('petri') as r`;
     expect(rb?.r).toMatch(/rolled back from phase backfilling/);
+    expect(await phaseOf(db.sql, "petri")).toBe("rolled_back");
+    await db.sql`select partition_mgmt.finish_rollback('petri')`;
     expect(await catalog()).toEqual(initial);
     expect(await leftovers(db.sql, "petri")).toEqual({ triggers: [], functions: [], state: 0, shadows: [] });
     const [empty] = await db.sql<{ n: number; k: number }[]>`
@@ -139,7 +141,7 @@ describe("migration phases and catalog", () => {
     expect(await visibleToUserOfCompany1()).toEqual(isolation);
     const log = await db.sql<{ to_phase: string }[]>`select to_phase from partition_mgmt.migration_log
       where table_key = 'petri' and to_phase <> 'swap-wait' and to_phase is distinct from from_phase order by id`;
-    expect(log.map((l) => l.to_phase)).toEqual(["preparing", "prepared", "syncing", "backfilling", "rolled_back", "preparing", "prepared", "syncing", "backfilling", "backfilled", "validated", "swapped", "finalized"]);
+    expect(log.map((l) => l.to_phase)).toEqual(["preparing", "prepared", "syncing", "backfilling", "rolled_back", "idle", "preparing", "prepared", "syncing", "backfilling", "backfilled", "validated", "swapped", "finalized"]);
   });
 
   it("Option B: a maintenance-window migration of gasifier, then its rollback", async () => {
@@ -147,7 +149,7 @@ describe("migration phases and catalog", () => {
     expect(r?.phase).toBe("swapped");
     expect(Number(r?.rows_copied)).toBe(1080);
     expect(await compareTables(db.sql, "gasifier")).toMatchObject({ onlyInLegacy: 0, onlyInPartitioned: 0 });
-    await db.sql`select partition_mgmt.rollback_migration('gasifier')`;
+    await rollback(db.sql, "gasifier");
     const [k] = await db.sql<{ kind: string }[]>`select relkind::text as kind from pg_class where oid = 'public.gasifier_observations'::regclass`;
     expect(k?.kind).toBe("r");
     expect(await leftovers(db.sql, "gasifier")).toEqual({ triggers: [], functions: [], state: 0, shadows: [] });

@@ -10,7 +10,7 @@
 //    on the DEFAULT it must attach next to: maintenance logs the failure instead of waiting.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import postgres from "postgres";
-import { backfill, validate, startMigration } from "../scripts/lib/migration-driver.ts";
+import { backfill, validate, startMigration, rollback } from "../scripts/lib/migration-driver.ts";
 import { freshDatabase, type FreshDb } from "./helpers/db.ts";
 import { loadSmallDemo, phaseOf } from "./helpers/migration.ts";
 
@@ -63,7 +63,7 @@ describe("validation and swap guards", () => {
       select (select relkind::text from pg_class where oid = 'public.petri_observations'::regclass) as kind,
              to_regclass('public.petri_observations_old')::text as old`;
     expect(live).toEqual({ kind: "r", old: null });
-    await db.sql`select partition_mgmt.rollback_migration('petri')`;
+    await rollback(db.sql, "petri");
   });
 });
 
@@ -111,7 +111,7 @@ describe("maintenance leaves a table being migrated alone", () => {
     expect(await copied()).toBe(1000);
 
     // not migrating any more: the same calls act on the same tree
-    await db.sql`select partition_mgmt.rollback_migration('petri')`;
+    await rollback(db.sql, "petri");
     const [cleanedAfter] = await db.sql<{ n: number }[]>`select partition_mgmt.cleanup_empty_partitions(0) as n`;
     expect(cleanedAfter?.n).toBeGreaterThan(0);
     expect(await leaves("petri")).toBe(petriBefore - cleanedAfter!.n);

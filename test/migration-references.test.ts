@@ -6,7 +6,7 @@
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import postgres from "postgres";
-import { migrateOnline } from "../scripts/lib/migration-driver.ts";
+import { migrateOnline, rollback } from "../scripts/lib/migration-driver.ts";
 import { freshDatabase, type FreshDb } from "./helpers/db.ts";
 import { leftovers, loadSmallDemo, phaseOf } from "./helpers/migration.ts";
 
@@ -228,8 +228,8 @@ describe("foreign keys that reference the migrated table", () => {
     const nid = randomUUID();
     await cloneObservation(db.sql, ids[4]!, nid);
     await db.sql`insert into public.observation_notes (observation_id) values (${nid})`;
-    const [msg] = await db.sql<{ m: string }[]>`select partition_mgmt.rollback_migration('petri') as m`;
-    expect(msg!.m).toMatch(/validate_restored_references/);
+    const msg = await rollback(db.sql, "petri");
+    expect(msg).toMatch(/validate_restored_references/);
     expect(await carried()).toEqual([]);
     expect((await declared()).map((d) => d.valid)).toEqual([false, false, false, false]);
     // through the operator API (what the partition-admin function and npm run admin call)
@@ -419,7 +419,7 @@ describe("gasifier rows the app writes without program_id during the migration",
     await db.sql`delete from partition_mgmt.null_key_writes where table_key = 'gasifier'`;
     const [s] = await db.sql<{ phase: string }[]>`select * from partition_mgmt.swap_tables('gasifier')`;
     expect(s!.phase).toBe("swapped");
-    await db.sql`select partition_mgmt.rollback_migration('gasifier')`;
+    await rollback(db.sql, "gasifier");
     const [left] = await db.sql<{ n: number }[]>`select count(*)::int as n from partition_mgmt.null_key_writes`;
     expect(left!.n).toBe(0);
   });

@@ -11,7 +11,7 @@
 //    app's own set of live ids matches the legacy table after it).
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startAppLoad, summarize, type TableName } from "../scripts/lib/app-load.ts";
-import { migrateOnline } from "../scripts/lib/migration-driver.ts";
+import { migrateOnline, rollback } from "../scripts/lib/migration-driver.ts";
 import { freshDatabase, type FreshDb } from "./helpers/db.ts";
 import { compareTables, leftovers, loadSmallDemo, phaseOf } from "./helpers/migration.ts";
 
@@ -63,9 +63,9 @@ describe.each([
     expect(stats2.errors, JSON.stringify(stats2.errors.slice(0, 5))).toEqual([]);
     const before = await fingerprint(db, table);
     const load3 = startAppLoad({ url: db.url, table, sessions: 3, seed: 5, thinkMs: 50 });
-    const [rb] = await db.sql<{ r: string }[]>`select partition_mgmt.rollback_migration(${table}, '500ms', 20) as r`;
+    const rb = await rollback(db.sql, table, "500ms", 20);
     const stats3 = await load3.stop();
-    expect(rb?.r).toMatch(/rolled back from phase swapped/);
+    expect(rb).toMatch(/rolled back from phase swapped/);
     expect(stats3.errors, JSON.stringify(stats3.errors.slice(0, 5))).toEqual([]);
     const [back] = await db.sql<{ kind: string }[]>`select relkind::text as kind from pg_class where oid = ${"public." + table}::regclass`;
     expect(back?.kind).toBe("r");

@@ -96,6 +96,16 @@ export async function startMigration(sql: Sql, table: string, postponeSwap = tru
   }
 }
 
+/**
+ * rollback_migration, then finish_rollback in a transaction of its own (the copy is emptied
+ * without any lock on the app's table). Returns rollback_migration's message.
+ */
+export async function rollback(sql: Sql, table: string, lockTimeout = "1s", attempts = 10): Promise<string> {
+  const [r] = await sql<{ m: string }[]>`select partition_mgmt.rollback_migration(${table}, ${lockTimeout}, ${attempts}) as m`;
+  await sql`select partition_mgmt.finish_rollback(${table})`;
+  return r?.m ?? "";
+}
+
 /** check → prepare → sync → backfill → validate → (swap). Idempotent: re-running continues. */
 export async function migrateOnline(sql: Sql, table: string, o: DriveOptions = {}): Promise<DriveResult> {
   const blockers = (await preMigrationCheck(sql, table)).filter((c) => c.status === "blocker");

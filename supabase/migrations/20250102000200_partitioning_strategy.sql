@@ -1241,6 +1241,7 @@ declare
   v_cols text;
   v_unknown text;
   v_row jsonb;
+  v_attempt integer;
 begin
   if p_changes is null or jsonb_typeof(p_changes) <> 'object' or p_changes = '{}'::jsonb then
     raise exception 'p_changes must be a non-empty JSON object of column -> new value, got %', coalesce(p_changes::text, 'null');
@@ -1251,9 +1252,22 @@ begin
     raise exception 'unknown column(s) for %: %', v_live, v_unknown using hint = 'Keys of p_changes must be column names of the table.';
   end if;
   select string_agg(format('%I', k), ', ') into v_cols from jsonb_object_keys(p_changes) k;
-  execute format('update %1$s t set (%2$s) = (select %2$s from jsonb_populate_record(null::%1$s, $1)) where %3$s returning to_jsonb(t)',
-    v_live, v_cols, partition_mgmt.routed_predicate(v_key, p_observation_id))
-    into v_row using p_changes;
+  -- On a partitioned table, an update that races with another update moving the same row to
+  -- another partition fails with 40001 ("tuple to be locked was already moved to another
+  -- partition"), where an unpartitioned table would wait and update the row. So the statement is
+  -- routed again (the key table has the row's new keys) and retried.
+  for v_attempt in 1..5 loop
+    begin
+      execute format('update %1$s t set (%2$s) = (select %2$s from jsonb_populate_record(null::%1$s, $1)) where %3$s returning to_jsonb(t)',
+        v_live, v_cols, partition_mgmt.routed_predicate(v_key, p_observation_id))
+        into v_row using p_changes;
+      return v_row;
+    exception when serialization_failure then
+      if v_attempt = 5 then
+        raise;
+      end if;
+    end;
+  end loop;
   return v_row;
 end
 $$;
@@ -1267,9 +1281,19 @@ declare
   v_key text := partition_mgmt.resolve_table_key(p_table);
   v_count int;
 begin
-  execute format('delete from %s where %s', partition_mgmt.live_table(v_key), partition_mgmt.routed_predicate(v_key, p_observation_id));
-  get diagnostics v_count = row_count;
-  return v_count > 0;
+  -- a delete racing with an update that moves the row fails with 40001 too: route again, retry
+  for v_attempt in 1..5 loop
+    begin
+      execute format('delete from %s where %s', partition_mgmt.live_table(v_key), partition_mgmt.routed_predicate(v_key, p_observation_id));
+      get diagnostics v_count = row_count;
+      return v_count > 0;
+    exception when serialization_failure then
+      if v_attempt = 5 then
+        raise;
+      end if;
+    end;
+  end loop;
+  return false;
 end
 $$;
 

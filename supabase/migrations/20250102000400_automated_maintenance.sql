@@ -479,6 +479,10 @@ begin
           case when partition_mgmt.budget_spent() then jsonb_build_object('more', true) end);
         -- this transaction's lock budget is spent: commit, then the next round goes on
         return partition_mgmt.budget_spent();
+      when 'finish_rollback' then
+        -- the copy of a rolled-back migration nobody emptied yet
+        v_text := partition_mgmt.finish_rollback(p_table_key);
+        perform partition_mgmt.log_finish(v_log, 'ok', 0, 0, null, jsonb_build_object('message', v_text));
       when 'promote' then
         select * into v_promo from partition_mgmt.promote_step(p_table_key,
           (select promote_batch_rows from partition_mgmt.maintenance_settings), (select promote_step_seconds from partition_mgmt.maintenance_settings));
@@ -545,7 +549,8 @@ begin
   commit;
   for v_table in select table_key from partition_mgmt.managed_tables
                  where parent is not null and (p_table_key is null or table_key = p_table_key) order by table_key loop
-    foreach v_action in array array['premake', 'drain_defaults', 'retention', 'analyze', 'promote'] loop
+    foreach v_action in array array['finish_rollback', 'premake', 'drain_defaults', 'retention', 'analyze', 'promote'] loop
+      continue when v_action = 'finish_rollback' and partition_mgmt.migration_phase(v_table) <> 'rolled_back';
       v_rounds := 0;
       loop
         v_more := partition_mgmt.maintain_step(v_run, v_table, v_action);
@@ -588,7 +593,8 @@ begin
   for v_table in select table_key from partition_mgmt.managed_tables
                  where parent is not null and (p_table_key is null or table_key = p_table_key) order by table_key loop
     -- (no promotion here: it copies rows in batches that must commit one by one; run_maintenance does it)
-    foreach v_action in array array['premake', 'drain_defaults', 'retention', 'analyze'] loop
+    foreach v_action in array array['finish_rollback', 'premake', 'drain_defaults', 'retention', 'analyze'] loop
+      continue when v_action = 'finish_rollback' and partition_mgmt.migration_phase(v_table) <> 'rolled_back';
       v_rounds := 0;
       -- (one transaction: a step that spent the lock budget is not repeated; call_maintenance
       -- and pg_cron's run_maintenance commit and go on)

@@ -4,7 +4,8 @@
 --
 --   idle ─prepare─> (preparing ─>) prepared ─start sync─> syncing ─backfill─> backfilling ─> backfilled
 --        ─validate─> validated ─swap─> swapped ─finalize─> (finalized: _old and helpers dropped)
---   any phase ─rollback─> (rolled back: legacy live and untouched, helpers and state dropped)
+--   any phase ─rollback─> rolled_back (legacy live and untouched) ─finish_rollback─> idle (copy
+--   emptied, helpers and state dropped)
 --
 -- * prepare: pre-checks must show no blocker; the legacy table's foreign keys and the plain indexes
 --   that leaves need on the partitioned table; the partitions plan_tree plans for the data (sized:
@@ -33,7 +34,7 @@
 create table if not exists partition_mgmt.migration_state (
   table_key         text primary key references partition_mgmt.managed_tables (table_key) on delete cascade,
   phase             text not null default 'prepared'
-                    check (phase in ('preparing', 'prepared', 'syncing', 'backfilling', 'backfilled', 'validated', 'swapped')),
+                    check (phase in ('preparing', 'prepared', 'syncing', 'backfilling', 'backfilled', 'validated', 'swapped', 'rolled_back')),
   mode              text not null default 'online' check (mode in ('online', 'offline')),
   legacy_table      regclass not null,          -- follows the rename to <table>_old
   high_water        uuid,                       -- last observation_id of the last committed batch
@@ -421,6 +422,9 @@ begin
   if p_mode not in ('online', 'offline') then
     raise exception 'p_mode must be online or offline, got %', p_mode;
   end if;
+  if partition_mgmt.migration_phase(v_key) = 'rolled_back' then
+    perform partition_mgmt.finish_rollback(v_key);   -- the copy of the rolled-back run is emptied first
+  end if;
   v_phase := partition_mgmt.migration_phase(v_key);
   if v_phase not in ('idle', 'preparing') then
     return format('%s: already %s', v_key, v_phase);
@@ -518,16 +522,13 @@ declare
   v_cols text := partition_mgmt.column_list(v_parent);
   v_new text;
   v_set_parent text;
-  v_set_legacy text;
-  v_legacy_name text := format('%I.%I', c.source_schema, c.source_table || '_old');
   v_parent_name text := format('%I.%I', c.source_schema, c.partitioned_table);
   v_nullable boolean;
 begin
   select string_agg(case when a.attname = c.program_column then 'v_program' else format('new.%I', a.attname) end, ', ' order by a.attnum),
          string_agg(format('%1$I = excluded.%1$I', a.attname), ', ' order by a.attnum)
-           filter (where a.attname not in (c.id_column, c.program_column, c.site_column, c.time_column)),
-         string_agg(format('%1$I = excluded.%1$I', a.attname), ', ' order by a.attnum) filter (where a.attname <> c.id_column)
-    into v_new, v_set_parent, v_set_legacy
+           filter (where a.attname not in (c.id_column, c.program_column, c.site_column, c.time_column))
+    into v_new, v_set_parent
   from pg_catalog.pg_attribute a where a.attrelid = v_parent and a.attnum > 0 and not a.attisdropped;
   select not attnotnull into v_nullable from pg_catalog.pg_attribute where attrelid = v_legacy and attname = c.program_column;
 
@@ -575,32 +576,82 @@ begin
         insert into partition_mgmt.null_key_writes (table_key, observation_id, operation) values (%2$L, new.%3$I, tg_op);
       end if;', c.program_column, p_table_key, c.id_column) else '' end);
 
-  -- partitioned (live after the swap) -> legacy (<table>_old): a row moved to another partition
-  -- arrives as DELETE + INSERT, an id change as UPDATE.
-  execute format($f$
-    create or replace function partition_mgmt.%1$I() returns trigger
-    language plpgsql security definer set search_path = ''
-    as $body$
-    begin
-      if tg_op = 'DELETE' or old.%3$I is distinct from new.%3$I then
-        delete from %2$s t where t.%3$I = old.%3$I;
-        if tg_op = 'DELETE' then
-          return null;
-        end if;
-      end if;
-      insert into %2$s (%4$s) values (%5$s)
-      on conflict (%3$I) do update set %6$s;
-      return null;
-    end
-    $body$
-    $f$, p_table_key || '_sync_to_legacy', v_legacy_name, c.id_column, v_cols,
-      (select string_agg(format('new.%I', a.attname), ', ' order by a.attnum) from pg_catalog.pg_attribute a
-       where a.attrelid = v_parent and a.attnum > 0 and not a.attisdropped),
-      v_set_legacy);
   execute format('revoke all on function partition_mgmt.%I() from public', p_table_key || '_sync_to_partitioned');
+  perform partition_mgmt.set_reverse_sync(p_table_key, false);
+end
+$install$;
+
+-- The reverse sync, partitioned (live after the swap) -> legacy (<table>_old): a row moved to
+-- another partition arrives as DELETE + INSERT, an id change as UPDATE. Its trigger is put on the
+-- copy when the sync starts (cloning a trigger onto every leaf takes time that the swap's lock
+-- must not); until the swap the function does nothing, and the swap only replaces its body (one
+-- catalog row). Deactivated again by the swap back.
+create or replace function partition_mgmt.set_reverse_sync(p_table_key text, p_active boolean)
+returns void
+language plpgsql
+set search_path = ''
+as $install$
+declare
+  c partition_mgmt.managed_tables := partition_mgmt.config(p_table_key);
+  v_parent regclass := partition_mgmt.parent_of(p_table_key);
+  v_legacy_name text := format('%I.%I', c.source_schema, c.source_table || '_old');
+begin
+  if not p_active then
+    execute format($f$
+      create or replace function partition_mgmt.%1$I() returns trigger
+      language plpgsql security definer set search_path = ''
+      as $body$
+      begin
+        return null;   -- dormant: the partitioned table is not the live table (see set_reverse_sync)
+      end
+      $body$$f$, p_table_key || '_sync_to_legacy');
+  else
+    execute format($f$
+      create or replace function partition_mgmt.%1$I() returns trigger
+      language plpgsql security definer set search_path = ''
+      as $body$
+      begin
+        if tg_op = 'DELETE' or old.%3$I is distinct from new.%3$I then
+          delete from %2$s t where t.%3$I = old.%3$I;
+          if tg_op = 'DELETE' then
+            return null;
+          end if;
+        end if;
+        insert into %2$s (%4$s) values (%5$s)
+        on conflict (%3$I) do update set %6$s;
+        return null;
+      end
+      $body$
+      $f$, p_table_key || '_sync_to_legacy', v_legacy_name, c.id_column, partition_mgmt.column_list(v_parent),
+        (select string_agg(format('new.%I', a.attname), ', ' order by a.attnum) from pg_catalog.pg_attribute a
+         where a.attrelid = v_parent and a.attnum > 0 and not a.attisdropped),
+        (select string_agg(format('%1$I = excluded.%1$I', a.attname), ', ' order by a.attnum) from pg_catalog.pg_attribute a
+         where a.attrelid = v_parent and a.attnum > 0 and not a.attisdropped and a.attname <> c.id_column));
+  end if;
   execute format('revoke all on function partition_mgmt.%I() from public', p_table_key || '_sync_to_legacy');
 end
 $install$;
+
+-- What the swap needs on every leaf of the copy is put there before the copy is filled, dormant,
+-- so that the swap's ACCESS EXCLUSIVE lock does not last as long as cloning triggers onto every
+-- leaf takes: the reverse sync (its function does nothing until the swap) and the ON DELETE / ON
+-- UPDATE actions of the foreign keys that reference the table (they act only once the copy is the
+-- live table).
+create or replace function partition_mgmt.install_copy_triggers(p_table_key text)
+returns void
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_parent regclass := partition_mgmt.parent_of(p_table_key);
+begin
+  if not exists (select from pg_catalog.pg_trigger where tgrelid = v_parent and tgname = 'partition_mgmt_sync_to_legacy') then
+    perform partition_mgmt.run_ddl(format('create trigger partition_mgmt_sync_to_legacy after insert or update or delete on %s for each row execute function partition_mgmt.%I()',
+      v_parent, p_table_key || '_sync_to_legacy'));
+  end if;
+  perform partition_mgmt.preinstall_reference_actions(p_table_key, partition_mgmt.legacy_table(p_table_key), v_parent);
+end
+$$;
 
 create or replace function partition_mgmt.start_sync(p_table text)
 returns text
@@ -616,6 +667,7 @@ begin
   end if;
   v_legacy := partition_mgmt.legacy_table(v_key);
   perform partition_mgmt.install_sync_functions(v_key);
+  perform partition_mgmt.install_copy_triggers(v_key);
   -- CREATE TRIGGER waits for the writers in flight (SHARE ROW EXCLUSIVE): every row is then either
   -- committed before the trigger (the backfill copies it) or written through it.
   perform partition_mgmt.run_ddl(format('create trigger partition_mgmt_sync_to_partitioned after insert or update or delete on %s for each row execute function partition_mgmt.%I()',
@@ -1078,10 +1130,37 @@ begin
 end
 $$;
 
+-- The row counts of the legacy table and the copy, in one snapshot; raises when they differ.
+-- Taken just before the swap's lock (counting millions of rows under it would hold every reader
+-- and writer that long): the two stay equal from then on because every write to one reaches the
+-- other in the writer's transaction, which the checks under the lock make sure of.
+create or replace function partition_mgmt.assert_equal_counts(p_table_key text, p_direction text)
+returns bigint
+language plpgsql
+set search_path = ''
+set jit = off  -- JIT compiles every leaf's expressions again in each statement: seconds per statement
+as $$
+declare
+  c partition_mgmt.managed_tables := partition_mgmt.config(p_table_key);
+  v_legacy regclass := (select legacy_table from partition_mgmt.migration_state where table_key = p_table_key);
+  v_a bigint;
+  v_b bigint;
+begin
+  execute format('select (select count(*) from %s), (select count(*) from %s)', v_legacy, c.parent) into v_a, v_b;
+  if v_a <> v_b then
+    raise exception 'final check before the % swap failed for "%": % has % rows, % has %', p_direction, p_table_key, v_legacy, v_a, c.parent, v_b
+      using errcode = 'data_exception', hint = format('Nothing was swapped. Run select * from partition_mgmt.post_migration_validation(%L).', p_table_key);
+  end if;
+  return v_a;
+end
+$$;
+
 -- Takes ACCESS EXCLUSIVE on both tables with lock_timeout, retrying with backoff and jitter;
--- runs p_critical under the locks. Returns (attempts, held_ms). Locks taken in a failed attempt
--- are released with its subtransaction, so waiting readers are never queued for long.
-create or replace function partition_mgmt.swap_critical(p_table_key text, p_direction text, p_lock_timeout text, p_attempts integer, p_final_check text, p_plan jsonb,
+-- runs the swap (or the swap back) under the locks. Returns (attempts, held_ms). Locks taken in a
+-- failed attempt are released with its subtransaction, so waiting readers are never queued for
+-- long. Nothing under the lock visits every leaf: the triggers the live tree needs were put on the
+-- copy, dormant, when the sync started, and the counts were compared just before.
+create or replace function partition_mgmt.swap_critical(p_table_key text, p_direction text, p_lock_timeout text, p_attempts integer, p_plan jsonb,
   out attempts integer, out held_ms numeric)
 language plpgsql
 set search_path = ''
@@ -1091,10 +1170,7 @@ declare
   c partition_mgmt.managed_tables := partition_mgmt.config(p_table_key);
   v_old_timeout text := current_setting('lock_timeout');
   v_legacy regclass;
-  v_live_name text := format('%I.%I', c.source_schema, c.source_table);
   v_locked_at timestamptz;
-  v_a bigint;
-  v_b bigint;
   v_carried text[];
 begin
   v_legacy := (select legacy_table from partition_mgmt.migration_state where table_key = p_table_key);
@@ -1111,34 +1187,33 @@ begin
       end if;
       v_locked_at := clock_timestamp();
 
-      if p_final_check = 'count' then
-        execute format('select (select count(*) from %s), (select count(*) from %s)', v_legacy, c.parent) into v_a, v_b;
-        if v_a <> v_b then
-          raise exception 'final check under the lock failed for "%": % has % rows, % has %', p_table_key, v_legacy, v_a, c.parent, v_b
-            using errcode = 'data_exception', hint = format('Nothing was swapped. Run select * from partition_mgmt.post_migration_validation(%L).', p_table_key);
-        end if;
-      end if;
-
       if p_direction = 'forward' then
-        if exists (select from pg_catalog.pg_trigger where tgrelid = v_legacy and tgname = 'partition_mgmt_sync_to_partitioned') then
-          execute format('drop trigger partition_mgmt_sync_to_partitioned on %s', v_legacy);
+        -- the counts compared just before stay equal only while every write reaches both tables
+        -- (offline, the legacy table is locked against writes instead)
+        if (select s.mode from partition_mgmt.migration_state s where s.table_key = p_table_key) = 'online'
+           and not exists (select from pg_catalog.pg_trigger where tgrelid = v_legacy and tgname = 'partition_mgmt_sync_to_partitioned' and tgenabled = 'O') then
+          raise exception 'cannot swap "%": the sync trigger on % is missing or disabled, so the tables may differ', p_table_key, v_legacy
+            using errcode = 'object_not_in_prerequisite_state',
+                  hint = format('Nothing was swapped. Roll back (partition_mgmt.rollback_migration(%L)) and migrate again.', p_table_key);
         end if;
+        if not exists (select from pg_catalog.pg_trigger where tgrelid = c.parent and tgname = 'partition_mgmt_sync_to_legacy') then
+          raise exception 'cannot swap "%": the reverse sync trigger on % is missing', p_table_key, c.parent
+            using errcode = 'object_not_in_prerequisite_state',
+                  hint = format('Nothing was swapped. Roll back (partition_mgmt.rollback_migration(%L)) and migrate again.', p_table_key);
+        end if;
+        execute format('drop trigger if exists partition_mgmt_sync_to_partitioned on %s', v_legacy);
         execute format('alter table %s rename to %I', v_legacy, c.source_table || '_old');
         execute format('alter table %s rename to %I', c.parent, c.source_table);
         v_carried := partition_mgmt.carry_dependents(p_table_key, v_legacy, c.parent, p_plan, true);
         perform partition_mgmt.carry_references(p_table_key, v_legacy, c.parent);
-        execute format('create trigger partition_mgmt_sync_to_legacy after insert or update or delete on %s for each row execute function partition_mgmt.%I()',
-          c.parent, p_table_key || '_sync_to_legacy');
+        perform partition_mgmt.set_reverse_sync(p_table_key, true);
         update partition_mgmt.migration_state set carried_triggers = v_carried where table_key = p_table_key;
       else
-        execute format('drop trigger if exists partition_mgmt_sync_to_legacy on %s', c.parent);
+        perform partition_mgmt.set_reverse_sync(p_table_key, false);
         execute format('alter table %s rename to %I', c.parent, c.partitioned_table);
         execute format('alter table %s rename to %I', v_legacy, c.source_table);
         perform partition_mgmt.carry_dependents(p_table_key, c.parent, v_legacy, p_plan, false);
         perform partition_mgmt.restore_references(p_table_key, c.parent);
-        for v_a in select generate_subscripts(carried_triggers, 1) from partition_mgmt.migration_state where table_key = p_table_key loop
-          execute format('drop trigger if exists %I on %s', (select carried_triggers[v_a] from partition_mgmt.migration_state where table_key = p_table_key), c.parent);
-        end loop;
       end if;
       perform partition_mgmt.install_read_api(p_table_key);
       held_ms := round(extract(epoch from clock_timestamp() - v_locked_at) * 1000, 2);
@@ -1174,7 +1249,7 @@ declare
   r record;
 begin
   if p_final_check not in ('count', 'none') then
-    raise exception 'p_final_check must be count or none, got %', p_final_check using hint = 'count compares row counts under the lock (recommended).';
+    raise exception 'p_final_check must be count or none, got %', p_final_check using hint = 'count compares the row counts right before the lock (recommended).';
   end if;
   if v_phase = 'swapped' then
     return query select v_key, v_phase, 0, (select s.swap_lock_ms from partition_mgmt.migration_state s where s.table_key = v_key), 'already swapped';
@@ -1201,7 +1276,10 @@ begin
             hint = format('Make the app send %s (the program of the site), then run delete from partition_mgmt.null_key_writes where table_key = %L; and swap again. Nothing was changed.', c.program_column, v_key);
   end if;
   v_plan := partition_mgmt.prebuild_dependents(partition_mgmt.legacy_table(v_key), c.parent, format('%I.%I', c.source_schema, c.source_table));
-  select * into r from partition_mgmt.swap_critical(v_key, 'forward', p_lock_timeout, p_attempts, p_final_check, v_plan);
+  if p_final_check = 'count' then
+    perform partition_mgmt.assert_equal_counts(v_key, 'forward');
+  end if;
+  select * into r from partition_mgmt.swap_critical(v_key, 'forward', p_lock_timeout, p_attempts, v_plan);
   update partition_mgmt.migration_state s set phase = 'swapped', swap_attempts = r.attempts, swap_lock_ms = r.held_ms, swapped_at = now(), updated_at = now()
   where s.table_key = v_key;
   perform partition_mgmt.log_migration(v_key, v_phase, 'swapped', jsonb_build_object('attempts', r.attempts, 'lock_held_ms', r.held_ms, 'dependents', v_plan));
@@ -1250,6 +1328,12 @@ begin
 end
 $$;
 
+-- Undoes the migration from any phase, and commits nothing but that: before the swap it drops the
+-- sync trigger, after it swaps back (every write made since kept). The legacy table is live and
+-- untouched when it returns. The copy, its keys and the triggers the migration put on it are
+-- cleared by finish_rollback in a transaction of its own (the drivers, the admin function and
+-- maintenance call it; prepare_migration does too), so that neither the swap back's lock nor the
+-- sync trigger's lock is held while millions of rows are emptied.
 create or replace function partition_mgmt.rollback_migration(p_table text, p_lock_timeout text default '1s', p_attempts integer default 10)
 returns text
 language plpgsql
@@ -1261,37 +1345,85 @@ declare
   v_phase text := partition_mgmt.migration_phase(v_key);
   v_legacy regclass;
   v_plan jsonb;
+  v_leftover boolean := false;
+  v_rows boolean;
   r record;
 begin
   perform pg_advisory_xact_lock(hashtextextended('partition_mgmt:migrate:' || v_key, 0));
+  if v_phase = 'rolled_back' then
+    return format('%s: already rolled back; select partition_mgmt.finish_rollback(%L) empties the copy', v_key, v_key);
+  end if;
   if v_phase = 'idle' then
     -- nothing recorded; still clear what an interrupted run may have left
     v_legacy := to_regclass(format('%I.%I', c.source_schema, c.source_table));
     if v_legacy is not null and exists (select from pg_catalog.pg_trigger where tgrelid = v_legacy and tgname = 'partition_mgmt_sync_to_partitioned') then
       perform partition_mgmt.run_ddl(format('drop trigger partition_mgmt_sync_to_partitioned on %s', v_legacy));
+      v_leftover := true;
     end if;
-    if v_legacy is not null and (select relkind from pg_catalog.pg_class where oid = v_legacy) = 'r' then
-      perform partition_mgmt.empty_partitioned_copy(v_key);
+    if v_legacy is not null and (select relkind from pg_catalog.pg_class where oid = v_legacy) = 'r' and c.parent is not null then
+      execute format('select exists (select from %s) or exists (select from partition_mgmt.observation_keys k where k.table_key = %L)', c.parent, v_key)
+        into v_rows;
+      v_leftover := v_leftover or v_rows;
     end if;
-    perform partition_mgmt.drop_migration_helpers(v_key);
-    return format('%s: no migration in progress; nothing to roll back', v_key);
+    if not v_leftover then
+      perform partition_mgmt.drop_migration_helpers(v_key);
+      return format('%s: no migration in progress; nothing to roll back', v_key);
+    end if;
+    insert into partition_mgmt.migration_state (table_key, phase, legacy_table) values (v_key, 'rolled_back', v_legacy);
+    perform partition_mgmt.log_migration(v_key, 'idle', 'rolled_back', jsonb_build_object('leftover', true));
+    return format('%s: the leftovers of an interrupted run are left for select partition_mgmt.finish_rollback(%L)', v_key, v_key);
   end if;
   v_legacy := partition_mgmt.legacy_table(v_key);
   if v_phase = 'swapped' then
     v_plan := partition_mgmt.prebuild_dependents(c.parent, v_legacy, format('%I.%I', c.source_schema, c.source_table));
-    select * into r from partition_mgmt.swap_critical(v_key, 'back', p_lock_timeout, p_attempts, 'count', v_plan);
+    perform partition_mgmt.assert_equal_counts(v_key, 'back');
+    select * into r from partition_mgmt.swap_critical(v_key, 'back', p_lock_timeout, p_attempts, v_plan);
     perform partition_mgmt.log_migration(v_key, 'swapped', 'swapped-back', jsonb_build_object('attempts', r.attempts, 'lock_held_ms', r.held_ms));
+    update partition_mgmt.migration_state s set swap_lock_ms = r.held_ms where s.table_key = v_key;
   elsif exists (select from pg_catalog.pg_trigger where tgrelid = v_legacy and tgname = 'partition_mgmt_sync_to_partitioned') then
     perform partition_mgmt.run_ddl(format('drop trigger partition_mgmt_sync_to_partitioned on %s', v_legacy));
   end if;
-  perform partition_mgmt.empty_partitioned_copy(v_key);
-  perform partition_mgmt.drop_migration_helpers(v_key);
+  update partition_mgmt.migration_state s set phase = 'rolled_back', updated_at = now() where s.table_key = v_key;
   perform partition_mgmt.log_migration(v_key, v_phase, 'rolled_back', '{}'::jsonb);
   return format('%s: rolled back from phase %s; %s.%s is the legacy table again, untouched%s', v_key, v_phase, c.source_schema, c.source_table,
     case when v_phase = 'swapped' then ' and with every write made since the swap' else '' end)
     || case when exists (select from pg_catalog.pg_constraint k where k.contype = 'f' and k.confrelid = v_legacy and not k.convalidated)
             then format('; foreign keys to it are declared again NOT VALID: run select partition_mgmt.validate_restored_references(%L) to validate them', v_key)
-            else '' end;
+            else '' end
+    || format('; select partition_mgmt.finish_rollback(%L) empties the copy', v_key);
+end
+$$;
+
+-- After rollback_migration, in a transaction of its own: the copy's migration triggers (reverse
+-- sync, reference actions, the app's triggers carried at the swap) dropped, the copy and its keys
+-- emptied, every helper and the state row gone. The app does not read or write the copy, so
+-- nothing waits for this.
+create or replace function partition_mgmt.finish_rollback(p_table text)
+returns text
+language plpgsql
+set search_path = ''
+set jit = off  -- JIT compiles every leaf's expressions again in each statement: seconds per statement
+as $$
+declare
+  v_key text := partition_mgmt.resolve_table_key(p_table);
+  c partition_mgmt.managed_tables := partition_mgmt.config(v_key);
+  v_trigger text;
+begin
+  perform pg_advisory_xact_lock(hashtextextended('partition_mgmt:migrate:' || v_key, 0));
+  if partition_mgmt.migration_phase(v_key) <> 'rolled_back' then
+    return format('%s: nothing to finish (phase %s)', v_key, partition_mgmt.migration_phase(v_key));
+  end if;
+  if c.parent is not null then
+    for v_trigger in select unnest(s.carried_triggers) from partition_mgmt.migration_state s where s.table_key = v_key loop
+      perform partition_mgmt.run_ddl(format('drop trigger if exists %I on %s', v_trigger, c.parent));
+    end loop;
+    perform partition_mgmt.run_ddl(format('drop trigger if exists partition_mgmt_sync_to_legacy on %s', c.parent));
+    perform partition_mgmt.drop_reference_actions(c.parent);
+  end if;
+  perform partition_mgmt.empty_partitioned_copy(v_key);
+  perform partition_mgmt.drop_migration_helpers(v_key);
+  perform partition_mgmt.log_migration(v_key, 'rolled_back', 'idle', '{}'::jsonb);
+  return format('%s: the copy %s is empty and every helper is gone', v_key, c.parent);
 end
 $$;
 
@@ -1318,6 +1450,9 @@ begin
     raise exception 'cannot drop %: still used by %', v_legacy, v_deps
       using hint = 'Re-point those views at the live table, then finalize again.';
   end if;
+  -- the reverse sync goes dormant first (one catalog row), so that the trigger's drop below only
+  -- waits for its lock, never for a write into the legacy table
+  perform partition_mgmt.set_reverse_sync(v_key, false);
   perform partition_mgmt.run_ddl(format('drop trigger if exists partition_mgmt_sync_to_legacy on %s', c.parent));
   v_deps := v_legacy::text;
   perform partition_mgmt.run_ddl(format('drop table %s', v_legacy));
@@ -1411,7 +1546,7 @@ begin
   end if;
 
   -- advance
-  if v_phase in ('idle', 'preparing') then
+  if v_phase in ('idle', 'preparing', 'rolled_back') then
     step := step + 1; action := 'prepare'; detail := partition_mgmt.prepare_migration(v_key);
     update partition_mgmt.migration_state s set postpone_swap = p_postpone_swap where s.table_key = v_key;
     v_phase := partition_mgmt.migration_phase(v_key);
@@ -1486,6 +1621,7 @@ begin
   c := partition_mgmt.config(v_key);
   v_legacy := partition_mgmt.legacy_table(v_key);
   perform partition_mgmt.install_sync_functions(v_key);
+  perform partition_mgmt.install_copy_triggers(v_key);
   -- the "stopped application": writers wait on this lock until the swap commits
   perform partition_mgmt.run_ddl(format('lock table %s in exclusive mode', v_legacy), p_lock_timeout, p_attempts);
   -- in leaf order (see backfill_batch)

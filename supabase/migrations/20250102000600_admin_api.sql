@@ -118,6 +118,7 @@ as $$
     ('validate',    true,  true,  'post_migration_validation(table)'),
     ('swap',        true,  true,  'swap_tables(table, lock_timeout, attempts)'),
     ('rollback',    true,  true,  'rollback_migration(table, lock_timeout, attempts)'),
+    ('finish-rollback', true, true, 'finish_rollback(table): empties the copy after a rollback (the function calls it after rollback and sync-off, in a transaction of its own)'),
     ('validate-references', true, true, 'validate_restored_references(table), after a rollback that declared foreign keys again'),
     ('finalize',    true,  true,  'finalize_migration(table)'),
     ('maintenance', false, false, 'schedule_maintenance(table) + its maintenance_log rows'),
@@ -183,6 +184,8 @@ begin
     return jsonb_build_object('rows', partition_mgmt.admin_rows(format('select * from partition_mgmt.swap_tables(%L, %L, %s)', p_key, v_lock_timeout, v_attempts)));
   when 'rollback' then
     return jsonb_build_object('message', partition_mgmt.rollback_migration(p_key, v_lock_timeout, v_attempts));
+  when 'finish-rollback' then
+    return jsonb_build_object('message', partition_mgmt.finish_rollback(p_key));
   when 'finalize' then
     return jsonb_build_object('message', partition_mgmt.finalize_migration(p_key));
   when 'validate-references' then

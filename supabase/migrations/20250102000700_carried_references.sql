@@ -128,6 +128,12 @@ declare
   v_new uuid;
   v_found boolean;
 begin
+  -- put on the copy when the sync starts, these act only once it is the live table (tg_argv[6]
+  -- names the live table): before the swap and after a swap back the declared constraint on the
+  -- legacy table is the one that acts
+  if to_regclass(tg_argv[6]) is distinct from (select m.parent from partition_mgmt.managed_tables m where m.table_key = tg_argv[0]) then
+    return null;
+  end if;
   if tg_op = 'UPDATE' then
     v_new := (to_jsonb(new) ->> tg_argv[5])::uuid;
     if v_new = v_old then
@@ -202,8 +208,26 @@ as $$
   select left(format('zzz_ref_%s_%s_%s', p_kind, left(md5(p_child::oid::text || '/' || p_constraint), 8), p_constraint), 63)
 $$;
 
--- Installs the triggers of one recorded reference on p_table (the live observation table).
-create or replace function partition_mgmt.install_reference_triggers(r partition_mgmt.carried_references, p_table regclass)
+-- The referencing side of one carried reference: a constraint trigger on the child table that
+-- checks every new or changed reference against the key table.
+create or replace function partition_mgmt.install_reference_check(r partition_mgmt.carried_references)
+returns void
+language plpgsql
+set search_path = ''
+as $$
+declare
+  c partition_mgmt.managed_tables := partition_mgmt.config(r.table_key);
+  v_timing text := case when r.is_deferrable then case when r.initially_deferred then ' deferrable initially deferred' else ' deferrable initially immediate' end else '' end;
+begin
+  execute format('create constraint trigger %I after insert or update of %I on %s%s for each row execute function partition_mgmt.reference_check(%L, %L, %L, %L, %L)',
+    partition_mgmt.reference_trigger_name('check', r.child_table, r.constraint_name), r.child_column, r.child_table, v_timing,
+    r.table_key, r.constraint_name, r.child_column, format('%I.%I', c.source_schema, c.source_table), c.id_column);
+end
+$$;
+
+-- The observation side of one reference on p_table: the ON DELETE and ON UPDATE actions (cloned
+-- onto every leaf) and the TRUNCATE guard. Idempotent.
+create or replace function partition_mgmt.install_reference_actions(r partition_mgmt.carried_references, p_table regclass)
 returns void
 language plpgsql
 set search_path = ''
@@ -213,22 +237,68 @@ declare
   v_timing text := case when r.is_deferrable then case when r.initially_deferred then ' deferrable initially deferred' else ' deferrable initially immediate' end else '' end;
   v_live text := format('%I.%I', c.source_schema, c.source_table);
 begin
-  execute format('create constraint trigger %I after insert or update of %I on %s%s for each row execute function partition_mgmt.reference_check(%L, %L, %L, %L, %L)',
-    partition_mgmt.reference_trigger_name('check', r.child_table, r.constraint_name), r.child_column, r.child_table, v_timing,
-    r.table_key, r.constraint_name, r.child_column, v_live, c.id_column);
   -- only the NO ACTION check may be deferred; actions run at once (as in PostgreSQL)
-  execute format('create constraint trigger %I after delete on %s%s for each row execute function partition_mgmt.reference_action(%L, %L, %L, %L, %L, %L, %L, %L)',
-    partition_mgmt.reference_trigger_name('del', r.child_table, r.constraint_name), p_table,
-    case when r.on_delete = 'a' then v_timing else '' end,
-    r.table_key, r.constraint_name, r.child_table::oid, r.child_column, r.on_delete, c.id_column, v_live, r.on_update);
-  execute format('create constraint trigger %I after update of %I on %s%s for each row execute function partition_mgmt.reference_action(%L, %L, %L, %L, %L, %L, %L)',
-    partition_mgmt.reference_trigger_name('upd', r.child_table, r.constraint_name), c.id_column, p_table,
-    case when r.on_update = 'a' then v_timing else '' end,
-    r.table_key, r.constraint_name, r.child_table::oid, r.child_column, r.on_update, c.id_column, v_live);
+  if not exists (select from pg_catalog.pg_trigger t where t.tgrelid = p_table and t.tgname = partition_mgmt.reference_trigger_name('del', r.child_table, r.constraint_name)) then
+    execute format('create constraint trigger %I after delete on %s%s for each row execute function partition_mgmt.reference_action(%L, %L, %L, %L, %L, %L, %L, %L)',
+      partition_mgmt.reference_trigger_name('del', r.child_table, r.constraint_name), p_table,
+      case when r.on_delete = 'a' then v_timing else '' end,
+      r.table_key, r.constraint_name, r.child_table::oid, r.child_column, r.on_delete, c.id_column, v_live, r.on_update);
+  end if;
+  if not exists (select from pg_catalog.pg_trigger t where t.tgrelid = p_table and t.tgname = partition_mgmt.reference_trigger_name('upd', r.child_table, r.constraint_name)) then
+    execute format('create constraint trigger %I after update of %I on %s%s for each row execute function partition_mgmt.reference_action(%L, %L, %L, %L, %L, %L, %L)',
+      partition_mgmt.reference_trigger_name('upd', r.child_table, r.constraint_name), c.id_column, p_table,
+      case when r.on_update = 'a' then v_timing else '' end,
+      r.table_key, r.constraint_name, r.child_table::oid, r.child_column, r.on_update, c.id_column, v_live);
+  end if;
   if not exists (select from pg_catalog.pg_trigger t where t.tgrelid = p_table and t.tgname = 'zzz_ref_truncate_guard') then
     execute format('create trigger zzz_ref_truncate_guard before truncate on %s for each statement execute function partition_mgmt.reference_truncate_guard(%L)',
       p_table, r.table_key);
   end if;
+end
+$$;
+
+-- A carried_references row for a foreign key that references the legacy table (not stored).
+create or replace function partition_mgmt.reference_record(p_table_key text, f record)
+returns partition_mgmt.carried_references
+language plpgsql stable
+set search_path = ''
+as $$
+declare
+  c partition_mgmt.managed_tables := partition_mgmt.config(p_table_key);
+  r partition_mgmt.carried_references;
+begin
+  r.table_key := p_table_key;
+  r.child_table := f.child_table;
+  r.constraint_name := f.constraint_name;
+  r.child_column := f.child_column;
+  r.on_delete := f.on_delete;
+  r.on_update := f.on_update;
+  r.is_deferrable := f.is_deferrable;
+  r.initially_deferred := f.initially_deferred;
+  -- the definition names the legacy table by its name of the moment; on rollback it gets the
+  -- live name back
+  r.definition := regexp_replace(f.definition, 'REFERENCES .*?\(', format('REFERENCES %I.%I(', c.source_schema, c.source_table));
+  r.carried_at := now();
+  return r;
+end
+$$;
+
+-- When the sync starts: the actions of every foreign key that references the legacy table go onto
+-- the copy now (dormant until it is live), so that the swap has no trigger to clone.
+create or replace function partition_mgmt.preinstall_reference_actions(p_table_key text, p_legacy regclass, p_copy regclass)
+returns integer
+language plpgsql
+set search_path = ''
+as $$
+declare
+  f record;
+  v_count integer := 0;
+begin
+  for f in select * from partition_mgmt.referencing_foreign_keys(p_table_key, p_legacy) x where x.supported loop
+    perform partition_mgmt.install_reference_actions(partition_mgmt.reference_record(p_table_key, f), p_copy);
+    v_count := v_count + 1;
+  end loop;
+  return v_count;
 end
 $$;
 
@@ -240,7 +310,6 @@ language plpgsql
 set search_path = ''
 as $$
 declare
-  c partition_mgmt.managed_tables := partition_mgmt.config(p_table_key);
   f record;
   r partition_mgmt.carried_references;
   v_count integer := 0;
@@ -250,15 +319,11 @@ begin
       raise exception 'cannot carry foreign key % on % that references %: %', f.constraint_name, f.child_table, p_from, f.reason
         using errcode = 'feature_not_supported', hint = format('See select * from partition_mgmt.pre_migration_check(%L).', p_table_key);
     end if;
-    -- the definition names the legacy table by its name of the moment (<table>_old, renamed
-    -- already); on rollback it gets the live name back
-    insert into partition_mgmt.carried_references
-      (table_key, child_table, constraint_name, child_column, on_delete, on_update, is_deferrable, initially_deferred, definition)
-    values (p_table_key, f.child_table, f.constraint_name, f.child_column, f.on_delete, f.on_update, f.is_deferrable, f.initially_deferred,
-            regexp_replace(f.definition, 'REFERENCES .*?\(', format('REFERENCES %I.%I(', c.source_schema, c.source_table)))
-    returning * into r;
+    insert into partition_mgmt.carried_references select (partition_mgmt.reference_record(p_table_key, f)).* returning * into r;
     execute format('alter table %s drop constraint %I', f.child_table, f.constraint_name);
-    perform partition_mgmt.install_reference_triggers(r, p_to);
+    perform partition_mgmt.install_reference_check(r);
+    -- (already there, dormant, unless the constraint was added after the sync started)
+    perform partition_mgmt.install_reference_actions(r, p_to);
     v_count := v_count + 1;
   end loop;
   return v_count;
@@ -267,7 +332,9 @@ $$;
 
 -- Under the swap-back lock: the carried references of p_table_key are declared again (NOT VALID:
 -- the legacy table was kept exact, so the rows are valid; validate_restored_references confirms
--- it without holding the swap's lock) and their triggers dropped from p_from.
+-- it without holding the swap's lock) and their check triggers dropped from the child tables. The
+-- actions on p_from stay, dormant (it is no longer live), until finish_rollback drops them with
+-- the copy's other triggers: dropping a trigger from every leaf would lengthen the lock.
 create or replace function partition_mgmt.restore_references(p_table_key text, p_from regclass)
 returns integer
 language plpgsql
@@ -278,29 +345,32 @@ declare
   v_count integer := 0;
 begin
   for r in select * from partition_mgmt.carried_references c where c.table_key = p_table_key order by c.child_table::text, c.constraint_name loop
-    perform partition_mgmt.drop_reference_triggers(r, p_from);
+    if to_regclass(r.child_table::text) is not null then
+      execute format('drop trigger if exists %I on %s', partition_mgmt.reference_trigger_name('check', r.child_table, r.constraint_name), r.child_table);
+    end if;
     execute format('alter table %s add constraint %I %s not valid', r.child_table, r.constraint_name, r.definition);
     delete from partition_mgmt.carried_references c where c.child_table = r.child_table and c.constraint_name = r.constraint_name;
     v_count := v_count + 1;
   end loop;
-  if to_regclass(p_from::text) is not null then
-    execute format('drop trigger if exists zzz_ref_truncate_guard on %s', p_from);
-  end if;
   return v_count;
 end
 $$;
 
-create or replace function partition_mgmt.drop_reference_triggers(r partition_mgmt.carried_references, p_table regclass)
-returns void
+-- Every reference action and the TRUNCATE guard on p_table (the copy, after a rollback).
+create or replace function partition_mgmt.drop_reference_actions(p_table regclass)
+returns integer
 language plpgsql
 set search_path = ''
 as $$
+declare
+  t record;
+  v_count integer := 0;
 begin
-  if to_regclass(r.child_table::text) is not null then
-    execute format('drop trigger if exists %I on %s', partition_mgmt.reference_trigger_name('check', r.child_table, r.constraint_name), r.child_table);
-  end if;
-  execute format('drop trigger if exists %I on %s', partition_mgmt.reference_trigger_name('del', r.child_table, r.constraint_name), p_table);
-  execute format('drop trigger if exists %I on %s', partition_mgmt.reference_trigger_name('upd', r.child_table, r.constraint_name), p_table);
+  for t in select tgname from pg_catalog.pg_trigger where tgrelid = p_table and not tgisinternal and tgname like 'zzz\_ref\_%' loop
+    execute format('drop trigger %I on %s', t.tgname, p_table);
+    v_count := v_count + 1;
+  end loop;
+  return v_count;
 end
 $$;
 

@@ -91,12 +91,12 @@ export async function runMigration(url: string, o: BenchOptions, progress: Progr
       note: `writes blocked for the whole ${seconds.toFixed(1)} s call (copy ${copySeconds.toFixed(1)} s, validation, swap); rows/s over the copy alone`,
     };
     progress.update("rollback_migration (in a new session)");
-    await inSession(url, "bench-migration-rollback", (sql) => sql`select partition_mgmt.rollback_migration(${table})`);
+    await inSession(url, "bench-migration-rollback", (sql) => driver.rollback(sql, table));
     progress.done(`${fmtInt(result.offline.rowsPerSecond)} rows/s; window ${seconds.toFixed(1)} s`);
   } catch (e) {
     result.offline = { error: (e as Error).message };
     progress.done(`failed: ${(e as Error).message}`);
-    await inSession(url, "bench-migration-rollback", (sql) => sql`select partition_mgmt.rollback_migration(${table})`).catch(() => {});
+    await inSession(url, "bench-migration-rollback", (sql) => driver.rollback(sql, table)).catch(() => {});
   }
 
   // online, with the app writing

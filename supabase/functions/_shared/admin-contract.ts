@@ -22,6 +22,7 @@ export const ADMIN_ACTIONS = [
   "validate",
   "swap",
   "rollback",
+  "finish-rollback",
   "validate-references",
   "finalize",
   "maintenance",
@@ -39,6 +40,7 @@ export const TABLE_ACTIONS: readonly AdminAction[] = [
   "validate",
   "swap",
   "rollback",
+  "finish-rollback",
   "validate-references",
   "finalize",
 ];

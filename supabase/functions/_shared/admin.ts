@@ -51,8 +51,13 @@ async function auditRejected(
 /** Actions that rename or re-trigger a whole tree under ACCESS EXCLUSIVE run in a new session. */
 const FRESH_SESSION_ACTIONS: ReadonlySet<string> = new Set(["swap", "rollback", "sync-off", "finalize"]);
 
-/** Runs one action through the SQL dispatcher as the service role. */
-export async function runAdminAction(claims: ServiceClaims, req: ParsedAdminRequest): Promise<AdminOutcome> {
+/**
+ * A rollback commits the swap back (or the end of the sync) alone, so that no lock on the app's
+ * table is held while the copy is emptied; the emptying follows in a transaction of its own.
+ */
+const FOLLOW_UPS: Readonly<Record<string, ParsedAdminRequest["action"]>> = { rollback: "finish-rollback", "sync-off": "finish-rollback" };
+
+async function runOne(claims: ServiceClaims, req: ParsedAdminRequest): Promise<AdminOutcome> {
   const args = JSON.stringify(argumentsOf(req));
   const [row] = await withCallerContext(
     claims,
@@ -63,6 +68,19 @@ export async function runAdminAction(claims: ServiceClaims, req: ParsedAdminRequ
   );
   if (!row) throw new Error("partition_mgmt.admin_run returned no row");
   return row.outcome;
+}
+
+/** Runs one action through the SQL dispatcher as the service role (and its follow-up, if any). */
+export async function runAdminAction(claims: ServiceClaims, req: ParsedAdminRequest): Promise<AdminOutcome> {
+  const outcome = await runOne(claims, req);
+  const next = FOLLOW_UPS[req.action];
+  if (next === undefined || outcome.status !== "ok") return outcome;
+  const finish = await runOne(claims, { action: next, ...(req.table === undefined ? {} : { table: req.table }) });
+  return {
+    ...outcome,
+    phase: finish.phase ?? outcome.phase ?? null,
+    result: { ...(outcome.result ?? {}), [next]: finish.status === "ok" ? finish.result : { error: finish.error } },
+  };
 }
 
 /** HTTP status of an outcome that is not ok. */

@@ -10,7 +10,7 @@
 -- under the legacy name and writes after it reach <table>_old; rollback restores the legacy table
 -- and leaves no state or trigger; finalize is refused unless swapped.
 begin;
-select plan(31);
+select plan(33);
 set local timezone = 'UTC';
 
 select has_function('partition_mgmt', 'pre_migration_check', array['text'], 'pre_migration_check(text) exists');
@@ -96,6 +96,8 @@ values ('e1000000-0000-4000-8000-000000000200', 'd1000000-0000-4000-8000-0000000
 select is((select count(*)::int from public.gasifier_observations_old where observation_id = 'e1000000-0000-4000-8000-000000000200'), 1,
   'a write after the swap reaches gasifier_observations_old');
 select lives_ok($$select partition_mgmt.rollback_migration('gasifier')$$, 'rollback after the swap');
+select is(partition_mgmt.migration_phase('gasifier'), 'rolled_back', 'the legacy table is live; the copy waits for finish_rollback');
+select lives_ok($$select partition_mgmt.finish_rollback('gasifier')$$, 'finish_rollback empties the copy');
 select results_eq($$select (select relkind::text from pg_class where oid = 'public.gasifier_observations'::regclass),
                            (select count(*)::int from public.gasifier_observations where observation_id = 'e1000000-0000-4000-8000-000000000200'),
                            (select count(*)::int from partition_mgmt.migration_state),
