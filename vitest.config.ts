@@ -3,6 +3,8 @@ import { defineConfig } from "vitest/config";
 // pg_cron fires jobs only in the cluster's shared `postgres` database, where a job's run is visible
 // to every suite (health() reports failed jobs): its suite runs alone, after all the others.
 const CRON_SUITE = "test/pg-cron.test.ts";
+// 20 concurrent sessions of one test on Micro's 60 connections: alone, after the others.
+const MICRO_SUITE = "test/micro-limits.test.ts";
 
 export default defineConfig({
   test: {
@@ -13,8 +15,9 @@ export default defineConfig({
     maxWorkers: 2,
     minWorkers: 1,
     projects: [
-      { extends: true, test: { name: "suites", include: ["test/**/*.test.ts"], exclude: [CRON_SUITE], sequence: { groupOrder: 0 } } },
-      { extends: true, test: { name: "pg-cron", include: [CRON_SUITE], sequence: { groupOrder: 1 } } },
+      { extends: true, test: { name: "suites", include: ["test/**/*.test.ts"], exclude: [CRON_SUITE, MICRO_SUITE], sequence: { groupOrder: 0 } } },
+      { extends: true, test: { name: "micro-limits", include: [MICRO_SUITE], sequence: { groupOrder: 1 } } },
+      { extends: true, test: { name: "pg-cron", include: [CRON_SUITE], sequence: { groupOrder: 2 } } },
     ],
   },
 });

@@ -170,3 +170,77 @@ export function summarize(s: AppLoadStats): string {
     `p99 ${percentile(s.latenciesMs, 99).toFixed(1)} ms, max ${percentile(s.latenciesMs, 100).toFixed(1)} ms, ` +
     `${s.errors.length} errors, ${s.retried} retried serialization/deadlock errors`;
 }
+
+export interface KeylessLoadOptions {
+  url: string;
+  table: TableName;
+  sessions: number;
+  /** ids to read and update (rows that exist; deleted ones simply match nothing) */
+  ids: string[];
+  seed?: number;
+}
+
+/**
+ * What supabase-js sends through PostgREST when an app filters on the id alone: `.select().eq(
+ * 'observation_id', id)` and `.update({ notes }).eq('observation_id', id)`, as prepared statements
+ * reused on one connection per session (PostgREST prepares its statements), plus whole-table counts
+ * (`count: 'exact'`). None of them carries the partition keys, so on a partitioned table each one
+ * locks every partition and every index of every leaf: the load that fills a small server's lock
+ * table. Errors (e.g. 53200 out of shared memory) are recorded, nothing is retried.
+ */
+export function startKeylessLoad(o: KeylessLoadOptions): { stop: () => Promise<AppLoadStats>; stats: AppLoadStats } {
+  const stats: AppLoadStats = {
+    ops: 0,
+    byKind: { insert: 0, update: 0, delete: 0, move_site: 0, move_time: 0, move_program: 0 },
+    errors: [],
+    retried: 0,
+    latenciesMs: [],
+    timeline: [],
+    seconds: 0,
+  };
+  const t0 = performance.now();
+  let stopping = false;
+  const conns: Sql[] = [];
+  const session = async (i: number) => {
+    const sql = postgres(o.url, { max: 1, idle_timeout: 0, prepare: true, onnotice: () => {} });
+    conns.push(sql);
+    const rand = rng((o.seed ?? 11) * 1000 + i + 1);
+    while (!stopping) {
+      const id = o.ids[Math.floor(rand() * o.ids.length)] ?? "00000000-0000-0000-0000-000000000000";
+      const roll = rand();
+      const started = performance.now();
+      try {
+        if (roll < 0.45) {
+          await sql.unsafe(`select * from public.${o.table} where observation_id = $1`, [id], { prepare: true });
+        } else if (roll < 0.9) {
+          await sql.unsafe(`update public.${o.table} set notes = $2 where observation_id = $1`, [id, `keyless ${i}`], { prepare: true });
+          stats.byKind.update++;
+        } else {
+          await sql.unsafe(`select count(*) from public.${o.table}`, [], { prepare: true });
+        }
+      } catch (e) {
+        const err = e as { code?: string; message?: string };
+        if (!(stopping && /CONNECTION_(ENDED|DESTROYED)|terminat/i.test(`${err.code} ${err.message}`))) {
+          stats.errors.push({ kind: "update", code: err.code ?? "?", message: err.message ?? String(e), at: performance.now() - t0 });
+        }
+      }
+      const ms = performance.now() - started;
+      stats.ops++;
+      stats.latenciesMs.push(ms);
+      stats.timeline.push([started - t0, ms]);
+    }
+  };
+  const running = Array.from({ length: o.sessions }, (_, i) => session(i).catch((e: Error & { code?: string }) => {
+    stats.errors.push({ kind: "update", code: e.code ?? "?", message: `session ${i} died: ${e.message}`, at: performance.now() - t0 });
+  }));
+  return {
+    stats,
+    stop: async () => {
+      stopping = true;
+      await Promise.all(running);
+      await Promise.all(conns.map((c) => c.end({ timeout: 5 })));
+      stats.seconds = (performance.now() - t0) / 1000;
+      return stats;
+    },
+  };
+}

@@ -32,6 +32,9 @@ create table if not exists partition_mgmt.maintenance_settings (
   move_batch_partitions     integer not null default 50 check (move_batch_partitions > 0),
   ddl_attempts              integer not null default 8 check (ddl_attempts between 1 and 50),
   promote_batch_rows        integer not null default 10000 check (promote_batch_rows between 100 and 1000000),
+  -- a run stops taking new steps after this long (the next run goes on): pg_cron's CALL is one
+  -- statement, and hosted Supabase ends any statement after 2 minutes
+  max_run_seconds           integer not null default 90 check (max_run_seconds between 5 and 3600),
   promote_step_seconds      numeric not null default 5 check (promote_step_seconds > 0 and promote_step_seconds <= 60)
 );
 insert into partition_mgmt.maintenance_settings default values on conflict (id) do nothing;
@@ -518,6 +521,18 @@ begin
 end
 $$;
 
+-- When a run stops taking new steps: after max_run_seconds, and well before the session's
+-- statement_timeout (which would cancel the whole run).
+create or replace function partition_mgmt.maintenance_deadline()
+returns timestamptz
+language sql volatile
+set search_path = ''
+as $$
+  select clock_timestamp() + make_interval(secs => least(
+    (select max_run_seconds from partition_mgmt.maintenance_settings)::numeric,
+    coalesce(nullif(extract(epoch from current_setting('statement_timeout')::interval), 0) * 0.75, 1e9)))
+$$;
+
 create or replace function partition_mgmt.maintenance_lock_key()
 returns bigint
 language sql immutable
@@ -538,6 +553,8 @@ declare
   v_more boolean;
   v_log bigint;
   v_rounds integer;
+  v_deadline timestamptz := partition_mgmt.maintenance_deadline();
+  v_unfinished boolean := false;
 begin
   if not pg_try_advisory_lock(partition_mgmt.maintenance_lock_key()) then
     v_log := partition_mgmt.log_start(v_run, p_table_key, 'run');
@@ -553,6 +570,8 @@ begin
       continue when v_action = 'finish_rollback' and partition_mgmt.migration_phase(v_table) <> 'rolled_back';
       v_rounds := 0;
       loop
+        v_unfinished := clock_timestamp() > v_deadline;
+        exit when v_unfinished;
         v_more := partition_mgmt.maintain_step(v_run, v_table, v_action);
         commit;
         v_rounds := v_rounds + 1;
@@ -560,10 +579,14 @@ begin
       end loop;
     end loop;
   end loop;
-  perform partition_mgmt.maintain_step(v_run, null, 'refresh_metrics');
-  commit;
+  if not v_unfinished then
+    perform partition_mgmt.maintain_step(v_run, null, 'refresh_metrics');
+    commit;
+  end if;
   perform partition_mgmt.log_finish(v_log, case when exists (select from partition_mgmt.maintenance_log
-    where run_id = v_run and status = 'error') then 'error' else 'ok' end);
+    where run_id = v_run and status = 'error') then 'error' else 'ok' end, 0, 0, null,
+    case when v_unfinished then jsonb_build_object('unfinished', true, 'reason',
+      format('the run''s time budget (max_run_seconds, or 3/4 of statement_timeout %s) was spent; the next run goes on', current_setting('statement_timeout'))) end);
   commit;
   -- (no exception block here: it would forbid the COMMITs; steps catch their own errors, and a
   -- session-level advisory lock ends with the session that pg_cron opens for the job)
@@ -584,6 +607,7 @@ declare
   v_action text;
   v_log bigint;
   v_rounds integer;
+  v_deadline timestamptz := partition_mgmt.maintenance_deadline();
 begin
   v_log := partition_mgmt.log_start(v_run, p_table_key, 'run');
   if not pg_try_advisory_xact_lock(partition_mgmt.maintenance_lock_key()) then
@@ -598,7 +622,8 @@ begin
       v_rounds := 0;
       -- (one transaction: a step that spent the lock budget is not repeated; call_maintenance
       -- and pg_cron's run_maintenance commit and go on)
-      while partition_mgmt.maintain_step(v_run, v_table, v_action) and v_rounds < 1000 and not partition_mgmt.budget_spent() loop
+      while clock_timestamp() < v_deadline and partition_mgmt.maintain_step(v_run, v_table, v_action) and v_rounds < 1000
+            and not partition_mgmt.budget_spent() loop
         v_rounds := v_rounds + 1;
       end loop;
     end loop;
@@ -699,6 +724,12 @@ begin
       case when v_last is null then 'maintenance has never completed successfully'
            else format('last successful maintenance finished %s ago (alert after %s)', date_trunc('second', now() - v_last), s.stale_after) end;
   end if;
+
+  -- the last finished run stopped at its time budget: work is left for the next one
+  return query
+    select 'warning', 'maintenance unfinished', null::text, format('the run of %s stopped at its time budget: %s', l.started_at, l.detail ->> 'reason')
+    from (select * from partition_mgmt.maintenance_log x where x.action = 'run' and x.status <> 'running' order by x.id desc limit 1) l
+    where (l.detail ->> 'unfinished')::boolean;
 
   return query
     select 'error', 'maintenance action failed', l.table_key, format('%s at %s: %s', l.action, l.started_at, l.error)
