@@ -78,6 +78,13 @@ describe("the bench's shape in miniature under Micro limits", () => {
       select leaves::int, keyless_locks::int, keyless_at_once::int from partition_mgmt.lock_budget() where table_key = 'petri'`;
     console.log(`[micro] tree: ${budget?.leaves} leaves, a keyless statement takes ${budget?.keyless_locks} locks, ${budget?.keyless_at_once} fit at once`);
     expect(budget?.keyless_at_once).toBeGreaterThanOrEqual(20);
+    // the tree the data asked for: every program has partitions of its own, its sites share them
+    const [summary] = await db.sql<{ leaves: number; programs_with_partitions: number; sites_with_partitions: number; rows_estimate: number }[]>`
+      select leaves::int, programs_with_partitions::int, sites_with_partitions::int, rows_estimate::int from partition_mgmt.v_tree_summary where table_key = 'petri'`;
+    expect(summary).toMatchObject({ leaves: 21, programs_with_partitions: 20, sites_with_partitions: 0 });
+    const states = await db.sql<{ state: string; n: number }[]>`
+      select state, count(*)::int as n from partition_mgmt.v_site_state where table_key = 'petri' group by 1`;
+    expect(states).toEqual([{ state: "shares its program's leaf", n: 200 }]);
     // and one such statement holds what lock_budget() says
     const held = await db.sql.begin(async (tx) => {
       await tx`select * from public.petri_observations where observation_id = ${ids[0]!}`;
@@ -216,6 +223,9 @@ describe("a site promoted online while the app writes", () => {
                 and o.tableoid::regclass::text like '%\\_s\\_%') as in_own,
              (select count(*)::int from public.petri_observations o where o.site_id = ${s!.site_id}) as total`;
     expect(own!.n).toBe(1);
+    const [state] = await db.sql<{ state: string; granularity: string }[]>`
+      select state, granularity from partition_mgmt.v_site_state where table_key = 'petri' and site_id = ${s!.site_id}`;
+    expect(state?.state).toBe("own partitions");
     expect(own!.periods).toBeGreaterThan(0);
     expect(own!.in_own).toBe(own!.total);
     expect(await compareTables(db.sql, "petri")).toMatchObject({ onlyInLegacy: 0, onlyInPartitioned: 0 });

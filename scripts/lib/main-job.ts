@@ -8,6 +8,8 @@ import { migrateOnline, preMigrationCheck, progressBar } from "./migration-drive
 
 export interface QueryTiming { name: string; ms: number; partitions: number | null }
 
+export const DEMO_TARGET_ROWS_PER_LEAF = 2000;
+
 /** The plan's query classes on petri_observations: median of 5 runs, and partitions read. */
 export async function timeQueryClasses(sql: Sql): Promise<QueryTiming[]> {
   const [k] = await sql<{ program_id: string; site_id: string; submission_id: string; observation_id: string }[]>`
@@ -51,6 +53,14 @@ export async function runOnlineMigrationDemo(sql: Sql, dbUrl: string, log: (s: s
     log("    already migrated: public.petri_observations is partitioned (npm run stop, delete .local/db/dev to start over)");
     return null;
   }
+  // The demo holds a few thousand rows per program: at the default target (100,000 rows per leaf)
+  // everything would share one leaf. A target to the demo's scale gives it the tree the full-scale
+  // bench gets: every program fills leaves of its own, its sites share them. (At 1,000 the sites
+  // would get periods of their own too, and the pre-check refuses that tree on Micro.)
+  const [{ target } = { target: 0 }] = await sql<{ target: number }[]>`
+    update partition_mgmt.managed_tables set target_rows_per_leaf = ${DEMO_TARGET_ROWS_PER_LEAF}
+    where tree_shape = 'sized' returning target_rows_per_leaf::int as target`;
+  if (target) log(`    target_rows_per_leaf = ${target} for the demo's scale (default: 100000)`);
   const backup = backupTables(dbUrl);
   log(`    backup: ${backup}`);
   for (const c of await preMigrationCheck(sql)) if (c.status !== "ok") log(`    check ${c.table_key} ${c.check_name}: ${c.status}: ${c.detail}`);
@@ -78,6 +88,13 @@ export async function runOnlineMigrationDemo(sql: Sql, dbUrl: string, log: (s: s
     await load.stop();
   }
   log(`    simulated app during the migration: ${summarize(load.stats)}`);
+  for (const t of await sql<{ table_key: string; leaves: number; programs: number; sites: number; rows_per_leaf: number; keyless_locks: number; at_once: number }[]>`
+      select table_key, leaves::int, programs_with_partitions::int as programs, sites_with_partitions::int as sites,
+             avg_rows_per_leaf::int as rows_per_leaf, keyless_locks::int, keyless_at_once::int as at_once
+      from partition_mgmt.v_tree_summary order by table_key`) {
+    log(`    ${t.table_key} tree: ${t.leaves} leaves (${t.programs} programs and ${t.sites} sites with partitions of their own, ` +
+      `about ${t.rows_per_leaf} rows per leaf); a statement without the keys takes ${t.keyless_locks} locks, ${t.at_once} fit in this server's lock table at once`);
+  }
   const after = await timeQueryClasses(sql);
   log("");
   log(`    ${"query class".padEnd(22)} ${"before ms".padStart(10)} ${"after ms".padStart(10)}  partitions read after`);
@@ -85,6 +102,6 @@ export async function runOnlineMigrationDemo(sql: Sql, dbUrl: string, log: (s: s
     const a = after.find((x) => x.name === b.name);
     log(`    ${b.name.padEnd(22)} ${b.ms.toFixed(2).padStart(10)} ${(a?.ms ?? NaN).toFixed(2).padStart(10)}  ${a?.partitions ?? "-"}`);
   }
-  log("    (medians of 5 runs on the demo data; rollback: select partition_mgmt.rollback_migration('petri'); finalize: select partition_mgmt.finalize_migration('petri'))");
+  log("    (medians of 5 runs on the demo data; rollback: npm run admin -- rollback --table petri; finalize: npm run admin -- finalize --table petri)");
   return { before, after, load: load.stats, tables, backup };
 }

@@ -1551,6 +1551,26 @@ $$;
 comment on function partition_mgmt.lock_budget() is
   'Per partitioned table: the locks a statement without the partition keys takes, and how many such statements the server''s lock table holds at once (lock_capacity()).';
 
+-- One row per managed table: the shape of its tree, its leaves and their rows, and what a
+-- statement without the partition keys costs on it.
+create or replace view partition_mgmt.v_tree_summary as
+select m.table_key, m.tree_shape, m.target_rows_per_leaf,
+       count(*) filter (where v.is_leaf) as leaves,
+       count(*) filter (where v.is_leaf and v.is_default) as default_leaves,
+       count(*) filter (where v.level = 'program' and not v.is_default) as programs_with_partitions,
+       count(*) filter (where v.level = 'site' and not v.is_default) as sites_with_partitions,
+       coalesce(sum(v.rows_estimate) filter (where v.is_leaf), 0)::bigint as rows_estimate,
+       (avg(v.rows_estimate) filter (where v.is_leaf))::bigint as avg_rows_per_leaf,
+       max(v.rows_estimate) filter (where v.is_leaf) as max_rows_per_leaf,
+       coalesce(sum(v.size_bytes) filter (where v.is_leaf), 0)::bigint as size_bytes,
+       b.keyless_locks, b.keyless_at_once, b.lock_capacity
+from partition_mgmt.managed_tables m
+left join partition_mgmt.v_partition_stats v on v.table_key = m.table_key
+left join partition_mgmt.lock_budget() b on b.table_key = m.table_key
+group by m.table_key, m.tree_shape, m.target_rows_per_leaf, b.keyless_locks, b.keyless_at_once, b.lock_capacity;
+comment on view partition_mgmt.v_tree_summary is
+  'Per managed table: tree shape, leaves (DEFAULT leaves among them), programs and sites with partitions of their own, estimated rows per leaf, and the locks a statement without the partition keys takes (how many fit at once).';
+
 create or replace function partition_mgmt.validate_partitions()
 returns table (check_name text, table_key text, status text, detail text)
 language plpgsql stable

@@ -507,6 +507,34 @@ begin
 end
 $$;
 
+-- -----------------------------------------------------------------------------
+-- Where each site's rows live
+-- -----------------------------------------------------------------------------
+
+-- One row per site and managed table: where its rows live (partitions of its own, or its
+-- program's or the root's shared DEFAULT leaf), its period, pin and leaves.
+create or replace view partition_mgmt.v_site_state as
+select m.table_key, s.program_id, s.site_id,
+       case when own.site_id is not null then 'own partitions'
+            when exists (select from partition_mgmt.promotions p where p.table_key = m.table_key and p.site_id = s.site_id) then 'being promoted'
+            when prog.program_id is not null then 'shares its program''s leaf'
+            else 'shares the root''s leaf' end as state,
+       own.granularity,
+       (select g.granularity from partition_mgmt.site_granularity g where g.table_key = m.table_key and g.site_id = s.site_id) as pinned_granularity,
+       (select count(*) from partition_mgmt.partition_registry r where r.table_key = m.table_key and r.site_id = s.site_id and r.is_leaf) as leaves,
+       (select coalesce(sum(v.rows_estimate), 0) from partition_mgmt.v_partition_stats v
+        where v.table_key = m.table_key and v.site_id = s.site_id and v.is_leaf) as rows_in_own_leaves
+from partition_mgmt.managed_tables m
+cross join public.sites s
+left join partition_mgmt.partition_registry own on own.table_key = m.table_key and own.level = 'site' and not own.is_default and own.site_id = s.site_id
+left join partition_mgmt.partition_registry prog on prog.table_key = m.table_key and prog.level = 'program' and not prog.is_default and prog.program_id = s.program_id
+where m.parent is not null;
+comment on view partition_mgmt.v_site_state is
+  'Per site and managed table: partitions of its own (with its period) or a shared DEFAULT leaf (its program''s or the root''s), being promoted, pinned granularity, leaves and estimated rows in its own leaves.';
+
+revoke all on partition_mgmt.v_site_state from public, anon, authenticated;
+grant select on partition_mgmt.v_site_state to service_role;
+
 revoke all on function partition_mgmt.promotion_candidates(text), partition_mgmt.start_promotion(text, text, uuid, uuid, text),
   partition_mgmt.promotion_copy_batch(text, integer), partition_mgmt.abort_promotion(text), partition_mgmt.promotion_cutover(text),
   partition_mgmt.promote_step(text, integer, numeric), partition_mgmt.install_promotion_sync(text), partition_mgmt.copy_foreign_keys(regclass, regclass)

@@ -852,4 +852,5 @@ grant select on all tables in schema partition_mgmt to service_role;
 revoke execute on all functions in schema partition_mgmt from public, anon;
 grant execute on function partition_mgmt.health(), partition_mgmt.schedule_maintenance(text),
   partition_mgmt.cleanup_empty_partitions(integer), partition_mgmt.analyze_all_partitions(boolean, text),
-  partition_mgmt.validate_partitions(), partition_mgmt.leaf_budget_report() to service_role;
+  partition_mgmt.validate_partitions(), partition_mgmt.leaf_budget_report(), partition_mgmt.lock_budget(), partition_mgmt.lock_capacity(),
+  partition_mgmt.apply_row_retention(text, integer), partition_mgmt.premake_partitions(text) to service_role;

@@ -855,7 +855,8 @@ begin
                 when s.phase in ('backfilled', 'validated', 'swapped') then interval '0' end;
     pending_in_defaults := 0;
     if m.parent is not null then
-      for d in select r.partition_schema, r.partition_name from partition_mgmt.partition_registry r where r.table_key = m.table_key and r.is_default loop
+      for d in select r.partition_schema, r.partition_name from partition_mgmt.partition_registry r
+               where r.table_key = m.table_key and r.is_default and partition_mgmt.is_waiting_room(m.tree_shape, r.level) loop
         execute format('select count(*) from %I.%I', d.partition_schema, d.partition_name) into v_n;
         pending_in_defaults := pending_in_defaults + v_n;
       end loop;
@@ -1686,14 +1687,16 @@ revoke all on function partition_mgmt.pre_migration_check(text), partition_mgmt.
   partition_mgmt.migrate_to_partitioned(integer, uuid, text, integer, numeric), partition_mgmt.monitor_migration(text),
   partition_mgmt.post_migration_validation(text), partition_mgmt.swap_tables(text, text, integer, text), partition_mgmt.rollback_migration(text, text, integer),
   partition_mgmt.finalize_migration(text), partition_mgmt.set_postpone_swap(text, boolean), partition_mgmt.safe_migrate_table(text, boolean, boolean),
-  partition_mgmt.offline_migrate_table(text, text, integer), partition_mgmt.migration_in_progress(text), partition_mgmt.legacy_table(text)
+  partition_mgmt.offline_migrate_table(text, text, integer), partition_mgmt.migration_in_progress(text), partition_mgmt.legacy_table(text),
+  partition_mgmt.finish_rollback(text), partition_mgmt.plan_tree(text, regclass)
   from public, anon, authenticated;
 revoke all on procedure partition_mgmt.run_migration(text, integer, integer, boolean) from public, anon, authenticated;
 grant execute on function partition_mgmt.pre_migration_check(text), partition_mgmt.prepare_migration(text, text), partition_mgmt.start_sync(text),
   partition_mgmt.migrate_to_partitioned(integer, uuid, text, integer, numeric), partition_mgmt.monitor_migration(text),
   partition_mgmt.post_migration_validation(text), partition_mgmt.swap_tables(text, text, integer, text), partition_mgmt.rollback_migration(text, text, integer),
   partition_mgmt.finalize_migration(text), partition_mgmt.set_postpone_swap(text, boolean), partition_mgmt.safe_migrate_table(text, boolean, boolean),
-  partition_mgmt.offline_migrate_table(text, text, integer), partition_mgmt.migration_in_progress(text), partition_mgmt.legacy_table(text)
+  partition_mgmt.offline_migrate_table(text, text, integer), partition_mgmt.migration_in_progress(text), partition_mgmt.legacy_table(text),
+  partition_mgmt.finish_rollback(text), partition_mgmt.plan_tree(text, regclass)
   to service_role;
 grant execute on procedure partition_mgmt.run_migration(text, integer, integer, boolean) to service_role;
 
