@@ -50,8 +50,8 @@ function rng(seed: number) {
   };
 }
 
-export function startAppLoad(o: AppLoadOptions): { stop: () => Promise<AppLoadStats>; stats: AppLoadStats } {
-  const stats: AppLoadStats = {
+function emptyStats(): AppLoadStats {
+  return {
     ops: 0,
     byKind: { insert: 0, update: 0, delete: 0, move_site: 0, move_time: 0, move_program: 0 },
     errors: [],
@@ -60,13 +60,52 @@ export function startAppLoad(o: AppLoadOptions): { stop: () => Promise<AppLoadSt
     timeline: [],
     seconds: 0,
   };
+}
+
+interface LoadSession {
+  sql: Sql;
+  i: number;
+  stats: AppLoadStats;
+  /** ms since the load started */
+  now: () => number;
+  stopping: () => boolean;
+}
+
+/** N sessions, each on a connection of its own, running `body` until stopped; a session that dies is an error. */
+function runSessions(url: string, sessions: number, body: (s: LoadSession) => Promise<void>,
+  connection: { prepare?: boolean } = {}): { stop: () => Promise<AppLoadStats>; stats: AppLoadStats } {
+  const stats = emptyStats();
   const t0 = performance.now();
   let stopping = false;
   const conns: Sql[] = [];
-
-  const session = async (i: number) => {
-    const sql = postgres(o.url, { max: 1, idle_timeout: 0, onnotice: () => {} });
+  const running = Array.from({ length: sessions }, (_, i) => {
+    const sql = postgres(url, { max: 1, idle_timeout: 0, onnotice: () => {}, ...connection });
     conns.push(sql);
+    return body({ sql, i, stats, now: () => performance.now() - t0, stopping: () => stopping })
+      .catch((e: Error & { code?: string }) => {
+        stats.errors.push({ kind: "insert", code: e.code ?? "?", message: `session ${i} died: ${e.message}`, at: performance.now() - t0 });
+      });
+  });
+  return {
+    stats,
+    stop: async () => {
+      stopping = true;
+      await Promise.all(running);
+      await Promise.all(conns.map((c) => c.end({ timeout: 5 })));
+      stats.seconds = (performance.now() - t0) / 1000;
+      return stats;
+    },
+  };
+}
+
+/** An error of a statement cut short by stop() is not the app's. */
+function endedByStop(s: LoadSession, err: { code?: string; message?: string }): boolean {
+  return s.stopping() && /CONNECTION_(ENDED|DESTROYED)|terminat/i.test(`${err.code} ${err.message}`);
+}
+
+export function startAppLoad(o: AppLoadOptions): { stop: () => Promise<AppLoadStats>; stats: AppLoadStats } {
+  return runSessions(o.url, o.sessions, async (ls) => {
+    const { sql, i, stats } = ls;
     const rand = rng((o.seed ?? 7) * 1000 + i + 1);
     const pick = <T>(a: T[]): T => a[Math.floor(rand() * a.length)] as T;
     const sites: Site[] = (await sql<{ site_id: string; program_id: string; subs: string[] }[]>`
@@ -81,7 +120,7 @@ export function startAppLoad(o: AppLoadOptions): { stop: () => Promise<AppLoadSt
        from public.${o.table} t where abs(hashtext(observation_id::text)) % ${o.sessions} = ${i} limit 300`))
       .map((r) => ({ id: r.observation_id, programId: r.program_id, siteId: r.site_id }));
 
-    while (!stopping) {
+    while (!ls.stopping()) {
       const roll = rand();
       const kind: OpKind = owned.length < 20 || roll < 0.3 ? "insert" : roll < 0.55 ? "update" : roll < 0.65 ? "delete"
         : roll < 0.78 ? "move_site" : roll < 0.9 ? "move_time" : "move_program";
@@ -131,12 +170,12 @@ export function startAppLoad(o: AppLoadOptions): { stop: () => Promise<AppLoadSt
           break;
         } catch (e) {
           const err = e as { code?: string; message?: string };
-          if (stopping && /CONNECTION_(ENDED|DESTROYED)|terminat/i.test(`${err.code} ${err.message}`)) break;
+          if (endedByStop(ls, err)) break;
           if (RETRYABLE.has(err.code ?? "") && attempt < 10) {
             stats.retried++;
             continue;
           }
-          stats.errors.push({ kind, code: err.code ?? "?", message: err.message ?? String(e), at: performance.now() - t0 });
+          stats.errors.push({ kind, code: err.code ?? "?", message: err.message ?? String(e), at: ls.now() });
           break;
         }
       }
@@ -144,24 +183,10 @@ export function startAppLoad(o: AppLoadOptions): { stop: () => Promise<AppLoadSt
       stats.ops++;
       stats.byKind[kind]++;
       stats.latenciesMs.push(ms);
-      stats.timeline.push([started - t0, ms]);
+      stats.timeline.push([ls.now() - ms, ms]);
       if (o.thinkMs) await new Promise((r) => setTimeout(r, o.thinkMs));
     }
-  };
-
-  const running = Array.from({ length: o.sessions }, (_, i) => session(i).catch((e: Error & { code?: string }) => {
-    stats.errors.push({ kind: "insert", code: e.code ?? "?", message: `session ${i} died: ${e.message}`, at: performance.now() - t0 });
-  }));
-  return {
-    stats,
-    stop: async () => {
-      stopping = true;
-      await Promise.all(running);
-      await Promise.all(conns.map((c) => c.end({ timeout: 5 })));
-      stats.seconds = (performance.now() - t0) / 1000;
-      return stats;
-    },
-  };
+  });
 }
 
 export function summarize(s: AppLoadStats): string {
@@ -189,23 +214,10 @@ export interface KeylessLoadOptions {
  * table. Errors (e.g. 53200 out of shared memory) are recorded, nothing is retried.
  */
 export function startKeylessLoad(o: KeylessLoadOptions): { stop: () => Promise<AppLoadStats>; stats: AppLoadStats } {
-  const stats: AppLoadStats = {
-    ops: 0,
-    byKind: { insert: 0, update: 0, delete: 0, move_site: 0, move_time: 0, move_program: 0 },
-    errors: [],
-    retried: 0,
-    latenciesMs: [],
-    timeline: [],
-    seconds: 0,
-  };
-  const t0 = performance.now();
-  let stopping = false;
-  const conns: Sql[] = [];
-  const session = async (i: number) => {
-    const sql = postgres(o.url, { max: 1, idle_timeout: 0, prepare: true, onnotice: () => {} });
-    conns.push(sql);
+  return runSessions(o.url, o.sessions, async (ls) => {
+    const { sql, i, stats } = ls;
     const rand = rng((o.seed ?? 11) * 1000 + i + 1);
-    while (!stopping) {
+    while (!ls.stopping()) {
       const id = o.ids[Math.floor(rand() * o.ids.length)] ?? "00000000-0000-0000-0000-000000000000";
       const roll = rand();
       const started = performance.now();
@@ -220,27 +232,12 @@ export function startKeylessLoad(o: KeylessLoadOptions): { stop: () => Promise<A
         }
       } catch (e) {
         const err = e as { code?: string; message?: string };
-        if (!(stopping && /CONNECTION_(ENDED|DESTROYED)|terminat/i.test(`${err.code} ${err.message}`))) {
-          stats.errors.push({ kind: "update", code: err.code ?? "?", message: err.message ?? String(e), at: performance.now() - t0 });
-        }
+        if (!endedByStop(ls, err)) stats.errors.push({ kind: "update", code: err.code ?? "?", message: err.message ?? String(e), at: ls.now() });
       }
       const ms = performance.now() - started;
       stats.ops++;
       stats.latenciesMs.push(ms);
-      stats.timeline.push([started - t0, ms]);
+      stats.timeline.push([ls.now() - ms, ms]);
     }
-  };
-  const running = Array.from({ length: o.sessions }, (_, i) => session(i).catch((e: Error & { code?: string }) => {
-    stats.errors.push({ kind: "update", code: e.code ?? "?", message: `session ${i} died: ${e.message}`, at: performance.now() - t0 });
-  }));
-  return {
-    stats,
-    stop: async () => {
-      stopping = true;
-      await Promise.all(running);
-      await Promise.all(conns.map((c) => c.end({ timeout: 5 })));
-      stats.seconds = (performance.now() - t0) / 1000;
-      return stats;
-    },
-  };
+  }, { prepare: true });
 }

@@ -247,6 +247,7 @@ begin
     where g.table_key = p_table_key and g.level = 'period' and not g.is_default and g.range_end <= v_cutoff
     order by g.range_start
   loop
+    exit when partition_mgmt.ddl_budget_exhausted();   -- each detach keeps its locks until commit
     select format('%I.%I', n.nspname, p.relname) into v_parent
     from pg_catalog.pg_inherits i
     join pg_catalog.pg_class p on p.oid = i.inhparent join pg_catalog.pg_namespace n on n.oid = p.relnamespace
@@ -394,6 +395,7 @@ begin
       and not partition_mgmt.migration_busy(g.table_key)
     order by g.table_key, g.range_start
   loop
+    exit when partition_mgmt.ddl_budget_exhausted();   -- each drop keeps its locks until commit
     execute format('select not exists (select from %I.%I)', r.partition_schema, r.partition_name) into v_empty;
     continue when not v_empty;
     select format('%I.%I', n.nspname, p.relname) into v_parent
