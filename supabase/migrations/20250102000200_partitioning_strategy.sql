@@ -1163,8 +1163,12 @@ create trigger partition_mgmt_create_partitions after insert on public.sites
 -- Routed access by id: one leaf instead of planning every partition
 -- -----------------------------------------------------------------------------
 
--- Keys of one observation (nothing of its content). SECURITY DEFINER so API roles can route
--- without reading the key table; the statement that follows still runs under RLS.
+-- Keys of one observation (nothing of its content), for a caller who may see it: SECURITY
+-- DEFINER so API roles can route without reading the key table, but only through the programs of
+-- the caller's companies (private.user_company_ids(), as the tables' RLS) unless the caller's role
+-- bypasses RLS. The caller's role is the one SET ROLE set (PostgREST, the edge functions), or the
+-- session user: inside this function current_user is its owner. The statement that follows still
+-- runs under RLS.
 create or replace function partition_mgmt.route(p_table_key text, p_observation_id uuid,
   out program_id uuid, out site_id uuid, out created_at timestamptz)
 language sql stable
@@ -1173,6 +1177,10 @@ set search_path = ''
 as $$
   select k.program_id, k.site_id, k.created_at from partition_mgmt.observation_keys k
   where k.table_key = p_table_key and k.observation_id = p_observation_id
+    and (coalesce((select r.rolbypassrls from pg_catalog.pg_roles r
+                   where r.rolname = coalesce(nullif(current_setting('role', true), 'none'), session_user)), false)
+         or exists (select from public.pilot_programs p
+                    where p.program_id = k.program_id and p.company_id = any ((select private.user_company_ids())::uuid[])))
 $$;
 revoke all on function partition_mgmt.route(text, uuid) from public;
 grant execute on function partition_mgmt.route(text, uuid) to authenticated, service_role;

@@ -226,3 +226,7 @@ begin
 end
 $$;
 grant execute on function partition_mgmt.explain_partitions(text) to service_role;
+
+-- Functions of this migration are executable by those granted above only (PostgreSQL grants
+-- EXECUTE to PUBLIC by default, and per-schema default privileges cannot take that away).
+revoke execute on all routines in schema partition_mgmt from public;

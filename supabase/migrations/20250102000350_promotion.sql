@@ -541,3 +541,7 @@ revoke all on function partition_mgmt.promotion_candidates(text), partition_mgmt
   from public, anon, authenticated;
 grant execute on function partition_mgmt.promotion_candidates(text), partition_mgmt.abort_promotion(text),
   partition_mgmt.promote_step(text, integer, numeric) to service_role;
+
+-- Functions of this migration are executable by those granted above only (PostgreSQL grants
+-- EXECUTE to PUBLIC by default, and per-schema default privileges cannot take that away).
+revoke execute on all routines in schema partition_mgmt from public;

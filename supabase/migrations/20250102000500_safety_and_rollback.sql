@@ -1710,3 +1710,7 @@ comment on function partition_mgmt.rollback_migration(text, text, integer) is
   'Undoes the migration from any phase: before the swap drops the sync trigger and the copy''s rows; after it swaps back with every write made since. Leaves no trigger, state or helper.';
 comment on function partition_mgmt.finalize_migration(text) is
   'After the swap, on request only: drops <table>_old, the reverse sync trigger and every helper.';
+
+-- Functions of this migration are executable by those granted above only (PostgreSQL grants
+-- EXECUTE to PUBLIC by default, and per-schema default privileges cannot take that away).
+revoke execute on all routines in schema partition_mgmt from public;

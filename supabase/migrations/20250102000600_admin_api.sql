@@ -286,3 +286,7 @@ revoke all on function partition_mgmt.admin_lock_key(text), partition_mgmt.admin
   from public, anon, authenticated;
 grant execute on function partition_mgmt.admin_run(text, text, jsonb), partition_mgmt.admin_actions(),
   partition_mgmt.admin_lock_key(text) to service_role;
+
+-- Functions of this migration are executable by those granted above only (PostgreSQL grants
+-- EXECUTE to PUBLIC by default, and per-schema default privileges cannot take that away).
+revoke execute on all routines in schema partition_mgmt from public;

@@ -430,3 +430,7 @@ begin
   return true;
 end
 $$;
+
+-- Functions of this migration are executable by those granted above only (PostgreSQL grants
+-- EXECUTE to PUBLIC by default, and per-schema default privileges cannot take that away).
+revoke execute on all routines in schema partition_mgmt from public;
