@@ -7,11 +7,13 @@
 // decodes the token). In both, expiry, a missing exp, the role and the sub are checked by the
 // function itself.
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { randomUUID } from "node:crypto";
 import { SignJWT } from "jose";
+import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startFunctionsServer, type FunctionsServer } from "../scripts/lib/functions-server.ts";
 import { signUserToken } from "../scripts/lib/jwt-keys.ts";
@@ -38,7 +40,7 @@ afterAll(async () => {
   await rm(configDir, { recursive: true, force: true });
 });
 
-async function serve(secretForFunctions: boolean): Promise<FunctionsServer> {
+async function serve(secretForFunctions: boolean, log: (line: string) => void = () => undefined): Promise<FunctionsServer> {
   return startFunctionsServer({
     port: 0,
     functionsDir: path.join(REPO_ROOT, "supabase", "functions"),
@@ -51,7 +53,7 @@ async function serve(secretForFunctions: boolean): Promise<FunctionsServer> {
     },
     jwtSecret: testEnv.jwtSecret,
     secretForFunctions,
-    log: () => undefined,
+    log,
   });
 }
 
@@ -59,11 +61,11 @@ async function rawToken(claims: Record<string, unknown>, secret = testEnv.jwtSec
   return new SignJWT(claims).setProtectedHeader({ alg: "HS256", typ: "JWT" }).sign(new TextEncoder().encode(secret));
 }
 
-async function post(server: FunctionsServer, fn: string, token: string): Promise<{ status: number; message: string }> {
+async function post(server: FunctionsServer, fn: string, token: string, payload: Record<string, unknown> = {}): Promise<{ status: number; message: string }> {
   const res = await fetch(`${server.url}/functions/v1/${fn}`, {
     method: "POST",
     headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-    body: JSON.stringify({}),
+    body: JSON.stringify(payload),
   });
   const body = (await res.json()) as { error?: { message?: string } };
   return { status: res.status, message: body.error?.message ?? "" };
@@ -110,6 +112,25 @@ for (const secretForFunctions of [true, false]) {
       });
     }
 
+    it("partition-admin stores nothing for an unauthenticated call (the anon key's holders cannot fill the audit table)", async () => {
+      const audit = postgres(testEnv.dbUrl, { max: 1, onnotice: () => {} });
+      try {
+        // (other suites audit calls meanwhile: look for these calls' own marker)
+        const marker = randomUUID();
+        const expired = await signUserToken(testEnv.jwtSecret, { sub: randomUUID(), expiresInSeconds: -60 });
+        for (const token of [expired, "not.a.jwt", await rawToken({ role: "service_role" })]) {
+          expect((await post(server, "partition-admin", token, { action: "status", marker })).status).toBe(401);
+        }
+        // the same call authenticated is stored (invalid: marker is no parameter), so the search can find one
+        expect((await post(server, "partition-admin", testEnv.serviceRoleKey, { action: "status", marker })).status).toBe(400);
+        const [stored] = await audit<{ n: number }[]>`
+          select count(*)::int as n from partition_mgmt.admin_audit where arguments ->> 'marker' = ${marker}`;
+        expect(stored!.n).toBe(1);
+      } finally {
+        await audit.end();
+      }
+    });
+
     it("a valid user token gets past the token checks (and is then judged by the request)", async () => {
       const user = await signUserToken(testEnv.jwtSecret, { sub: randomUUID() });
       const reads = await post(server, "get-observations-optimized", user);
@@ -120,3 +141,34 @@ for (const secretForFunctions of [true, false]) {
     });
   });
 }
+
+describe("a client that goes away before its body is read", () => {
+  let server: FunctionsServer;
+  const lines: string[] = [];
+  beforeAll(async () => {
+    server = await serve(true, (line) => lines.push(line));
+  }, BOOT_TIMEOUT_MS);
+  afterAll(async () => {
+    await server?.stop();
+  });
+
+  it("is not logged as an unhandled error by either function", async () => {
+    const token = await signUserToken(testEnv.jwtSecret, { sub: randomUUID() });
+    const { port } = new URL(server.url);
+    for (const fn of FUNCTIONS) {
+      // headers announce 2,000 bytes, 10 arrive, then the socket closes
+      await new Promise<void>((resolve, reject) => {
+        const socket = net.connect(Number(port), "127.0.0.1", () => {
+          socket.write(`POST /functions/v1/${fn} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${token}\r\n` +
+            "Content-Type: application/json\r\nContent-Length: 2000\r\n\r\n{\"action\":");
+          setTimeout(() => { socket.destroy(); resolve(); }, 300);
+        });
+        socket.on("error", reject);
+      });
+    }
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(lines.filter((l) => /unhandled error|Uncaught|internal_error/i.test(l))).toEqual([]);
+    // and the functions still answer
+    expect((await post(server, "get-observations-optimized", token)).status).toBe(400);
+  });
+});

@@ -133,6 +133,28 @@ describe("partition-admin: bad input", () => {
     });
   }
 
+  it("a body that is not JSON, not an object or too large is refused and on record (the caller passed authentication)", async () => {
+    const send = async (body: string, contentType = "application/json") => {
+      const res = await fetch(`${testEnv.functionsUrl}/partition-admin`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${testEnv.serviceRoleKey}`, apikey: testEnv.anonKey, "content-type": contentType },
+        body,
+      });
+      return { status: res.status, body: (await res.json()) as Answer["body"] };
+    };
+    const before = (await sql<{ id: number }[]>`select coalesce(max(id), 0)::int as id from partition_mgmt.admin_audit`)[0]!.id;
+    const notJson = await send("{action: status");
+    const notObject = await send(JSON.stringify(["status"]));
+    const tooLarge = await send(JSON.stringify({ action: "status", pad: "x".repeat(8 * 1024) }));
+    expect([notJson.status, notObject.status, tooLarge.status]).toEqual([400, 400, 413]);
+    const audits = await sql<{ status: string; actor_role: string; error: string }[]>`
+      select status, actor_role, error from partition_mgmt.admin_audit where id > ${before} and status = 'invalid' order by id`;
+    expect(audits.map((a) => [a.status, a.actor_role])).toEqual([["invalid", "service_role"], ["invalid", "service_role"], ["invalid", "service_role"]]);
+    expect(audits.map((a) => a.error)).toEqual([
+      expect.stringMatching(/not valid JSON/), expect.stringMatching(/must be a JSON object/), expect.stringMatching(/exceeds 4096 bytes/),
+    ]);
+  });
+
   it("400 for a table partition_mgmt does not manage, with the known tables in the hint; audited as invalid", async () => {
     const res = await asService({ action: "precheck", table: "no_such_table" });
     expect(res.status, JSON.stringify(res.body)).toBe(400);

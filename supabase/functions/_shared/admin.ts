@@ -116,17 +116,31 @@ export function outcomeResponse(outcome: AdminOutcome): Response {
 export async function handleAdminRequest(req: Request): Promise<Response> {
   const startedAt = performance.now();
   requireMethod(req, ["POST"]);
-  const claims = await readClaims(req);
+  let claims: Claims;
+  try {
+    claims = await readClaims(req);
+  } catch (err) {
+    // unauthenticated: logged, never stored (the public anon key must not fill the audit table)
+    console.warn(`partition-admin: unauthenticated call refused: ${(err as Error).message}`);
+    throw err;
+  }
   let service: ServiceClaims;
   try {
     service = requireServiceRole(claims);
   } catch (err) {
     // refused before validation: the audit keeps what was asked, whatever its shape
-    const asked = await readJsonObject(req, MAX_BODY_BYTES).catch(() => ({}));
+    const asked = await readJsonObject(req, MAX_BODY_BYTES).catch((e: Error) => ({ body_error: e.message }));
     await auditRejected(claims, asked, "refused", (err as Error).message, startedAt);
     throw err;
   }
-  const raw = await readJsonObject(req, MAX_BODY_BYTES);
+  let raw: Record<string, unknown>;
+  try {
+    raw = await readJsonObject(req, MAX_BODY_BYTES);
+  } catch (err) {
+    // a body that is not JSON, not an object or too large is on record too
+    await auditRejected(claims, { body_error: (err as Error).message }, "invalid", (err as Error).message, startedAt);
+    throw err;
+  }
   const parsed = AdminRequestSchema.safeParse(raw);
   if (!parsed.success) {
     const issues = fieldIssues(parsed.error.issues);

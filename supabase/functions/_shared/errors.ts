@@ -55,6 +55,11 @@ export function payloadTooLarge(limitBytes: number): HttpError {
   });
 }
 
+/** The client closed the connection before its request body was read (a client's doing, not ours). */
+export function clientClosed(): HttpError {
+  return new HttpError(400, "client_closed_request", "The client closed the connection before sending its whole request body");
+}
+
 export function unsupportedMediaType(expected: string): HttpError {
   return new HttpError(415, "unsupported_media_type", `Request body must be ${expected}`, {
     expected,

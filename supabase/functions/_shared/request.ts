@@ -3,7 +3,7 @@
  * JSON body (POST) or the query string (GET). Produces a plain object for the
  * function's zod schema; every failure is an HttpError with its 4xx status.
  */
-import { methodNotAllowed, payloadTooLarge, unsupportedMediaType, validationFailed } from "./errors.ts";
+import { clientClosed, methodNotAllowed, payloadTooLarge, unsupportedMediaType, validationFailed } from "./errors.ts";
 
 const invalid = (field: string, code: string, message: string) => validationFailed([{ field, code, message }]);
 
@@ -29,7 +29,14 @@ async function readCapped(req: Request, maxBytes: number): Promise<Uint8Array> {
   const chunks: Uint8Array[] = [];
   let total = 0;
   for (;;) {
-    const { done, value } = await reader.read();
+    let chunk: ReadableStreamReadResult<Uint8Array>;
+    try {
+      chunk = await reader.read();
+    } catch {
+      // the client went away before sending its whole body: nobody is left to answer
+      throw clientClosed();
+    }
+    const { done, value } = chunk;
     if (done) break;
     total += value.byteLength;
     if (total > maxBytes) {
