@@ -7,15 +7,16 @@
 // decodes the token). In both, expiry, a missing exp, the role and the sub are checked by the
 // function itself.
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import http from "node:http";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { randomUUID } from "node:crypto";
-import { SignJWT } from "jose";
+import { exportJWK, generateKeyPair, SignJWT } from "jose";
 import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startFunctionsServer, type FunctionsServer } from "../scripts/lib/functions-server.ts";
+import { startFunctionsServer, type FunctionsServer, type FunctionsServerEnv } from "../scripts/lib/functions-server.ts";
 import { signUserToken } from "../scripts/lib/jwt-keys.ts";
 import { testEnv } from "./helpers/env.ts";
 
@@ -40,7 +41,8 @@ afterAll(async () => {
   await rm(configDir, { recursive: true, force: true });
 });
 
-async function serve(secretForFunctions: boolean, log: (line: string) => void = () => undefined): Promise<FunctionsServer> {
+async function serve(secretForFunctions: boolean, log: (line: string) => void = () => undefined,
+  env: Partial<FunctionsServerEnv> = {}): Promise<FunctionsServer> {
   return startFunctionsServer({
     port: 0,
     functionsDir: path.join(REPO_ROOT, "supabase", "functions"),
@@ -50,6 +52,7 @@ async function serve(secretForFunctions: boolean, log: (line: string) => void = 
       SUPABASE_DB_URL: testEnv.dbUrl,
       SUPABASE_ANON_KEY: testEnv.anonKey,
       SUPABASE_SERVICE_ROLE_KEY: testEnv.serviceRoleKey,
+      ...env,
     },
     jwtSecret: testEnv.jwtSecret,
     secretForFunctions,
@@ -170,5 +173,80 @@ describe("a client that goes away before its body is read", () => {
     expect(lines.filter((l) => /unhandled error|Uncaught|internal_error/i.test(l))).toEqual([]);
     // and the functions still answer
     expect((await post(server, "get-observations-optimized", token)).status).toBe(400);
+  });
+});
+
+describe("Supabase's newer keys: secret API keys and asymmetric signing keys", () => {
+  const SECRET_KEY = `sb_secret_${randomUUID().replaceAll("-", "")}`;
+  let server: FunctionsServer;
+  let jwksServer: http.Server;
+  let signingKey: CryptoKey;
+  let otherKey: CryptoKey;
+  const KID = "test-signing-key";
+
+  beforeAll(async () => {
+    const pair = await generateKeyPair("ES256", { extractable: true });
+    signingKey = pair.privateKey as CryptoKey;
+    otherKey = (await generateKeyPair("ES256")).privateKey as CryptoKey;
+    const jwk = { ...(await exportJWK(pair.publicKey)), kid: KID, alg: "ES256", use: "sig" };
+    // the project's JWKS endpoint, as Supabase Auth serves it
+    jwksServer = http.createServer((req, res) => {
+      if (req.url === "/auth/v1/.well-known/jwks.json") {
+        res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ keys: [jwk] }));
+      } else {
+        res.writeHead(404).end();
+      }
+    });
+    await new Promise<void>((r) => jwksServer.listen(0, "127.0.0.1", () => r()));
+    const address = jwksServer.address();
+    const port = typeof address === "object" && address ? address.port : 0;
+    server = await serve(false, () => undefined, {
+      SUPABASE_URL: `http://127.0.0.1:${port}`,
+      SUPABASE_SECRET_KEYS: JSON.stringify({ default: SECRET_KEY }),
+    });
+  }, BOOT_TIMEOUT_MS);
+  afterAll(async () => {
+    await server?.stop();
+    await new Promise((r) => jwksServer?.close(r));
+  });
+
+  const es256 = (key: CryptoKey, claims: Record<string, unknown>, kid = KID) =>
+    new SignJWT({ role: "authenticated", aud: "authenticated", ...claims }).setProtectedHeader({ alg: "ES256", kid, typ: "JWT" })
+      .setIssuedAt().setExpirationTime("5m").sign(key);
+
+  async function admin(headers: Record<string, string>, body: Record<string, unknown> = { action: "status" }) {
+    const res = await fetch(`${server.url}/functions/v1/partition-admin`, {
+      method: "POST", headers: { "content-type": "application/json", ...headers }, body: JSON.stringify(body),
+    });
+    return { status: res.status, body: (await res.json()) as { status?: string; error?: { message?: string } } };
+  }
+
+  it("partition-admin takes the secret API key as the service role, in apikey or Authorization", async () => {
+    expect(await admin({ apikey: SECRET_KEY })).toMatchObject({ status: 200, body: { status: "ok" } });
+    expect(await admin({ authorization: `Bearer ${SECRET_KEY}` })).toMatchObject({ status: 200, body: { status: "ok" } });
+    expect(await admin({ apikey: `${SECRET_KEY}x` })).toMatchObject({ status: 401, body: { error: { message: "Invalid API key" } } });
+    expect(await admin({ apikey: "sb_publishable_abc" })).toMatchObject({ status: 401, body: { error: { message: expect.stringMatching(/publishable key identifies no one/) } } });
+  });
+
+  it("verifies a user's ES256 token against the project's JWKS endpoint", async () => {
+    const good = await es256(signingKey, { sub: randomUUID() });
+    const reads = await post(server, "get-observations-optimized", good);
+    expect(reads.status).toBe(400);          // past the token checks: the empty body lacks company_id
+    expect(reads.message).toMatch(/company_id/);
+    expect(await post(server, "get-observations-optimized", await es256(otherKey, { sub: randomUUID() })))
+      .toEqual({ status: 401, message: "Invalid JWT signature" });
+    expect(await post(server, "get-observations-optimized", await es256(otherKey, { sub: randomUUID() }, "unknown-kid")))
+      .toEqual({ status: 401, message: "Invalid JWT: no signing key of the project matches it" });
+  });
+
+  it("refuses a user token whose audience is not 'authenticated'", async () => {
+    for (const aud of [undefined, "anon", ["other"]]) {
+      const token = await es256(signingKey, { sub: randomUUID(), aud });
+      const out = await post(server, "get-observations-optimized", token);
+      expect(out.status).toBe(401);
+      expect(out.message).toMatch(/JWT audience must be 'authenticated'/);
+    }
+    const both = await es256(signingKey, { sub: randomUUID(), aud: ["authenticated", "other"] });
+    expect((await post(server, "get-observations-optimized", both)).status).toBe(400);
   });
 });

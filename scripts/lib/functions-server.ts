@@ -23,6 +23,10 @@ export interface FunctionsServerEnv {
   SUPABASE_DB_URL: string;
   SUPABASE_ANON_KEY: string;
   SUPABASE_SERVICE_ROLE_KEY: string;
+  /** Supabase's newer keys: a JSON object of name -> sb_secret_… key */
+  SUPABASE_SECRET_KEYS?: string;
+  /** the project's public signing keys, {"keys": [...]} */
+  SUPABASE_JWKS?: string;
 }
 
 export interface FunctionsServerOptions {
