@@ -325,6 +325,33 @@ as $$
   from pg_catalog.pg_partition_tree(p_table) t
 $$;
 
+-- The partitioned parent's REPLICA IDENTITY on every leaf under p_under (the whole tree by
+-- default): PostgreSQL keeps it per relation and a new partition does not inherit it. Realtime
+-- needs FULL to send a change's old record. (USING INDEX is not carried: the default applies.)
+create or replace function partition_mgmt.apply_replica_identity(p_table_key text, p_under regclass default null)
+returns integer
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_parent regclass := (select m.parent from partition_mgmt.managed_tables m where m.table_key = p_table_key);
+  v_ident "char" := (select relreplident from pg_catalog.pg_class where oid = v_parent);
+  r record;
+  v_count integer := 0;
+begin
+  if v_parent is null or v_ident not in ('d', 'f', 'n') then
+    return 0;
+  end if;
+  for r in select t.relid from pg_catalog.pg_partition_tree(coalesce(p_under, v_parent)) t
+           join pg_catalog.pg_class k on k.oid = t.relid
+           where t.isleaf and k.relreplident <> v_ident loop
+    execute format('alter table %s replica identity %s', r.relid::regclass, case v_ident when 'f' then 'full' when 'n' then 'nothing' else 'default' end);
+    v_count := v_count + 1;
+  end loop;
+  return v_count;
+end
+$$;
+
 -- Comma-separated, quoted column list of a table (live columns in attribute order).
 create or replace function partition_mgmt.column_list(p_table regclass, p_prefix text default null)
 returns text
@@ -839,6 +866,7 @@ begin
   perform partition_mgmt.stash_rows(v_root_default, format('%I = %L', c.program_column, p_program_id));
   perform partition_mgmt.run_ddl(format('alter table %s attach partition partitions.%I for values in (%L)', v_parent, v_name, p_program_id));
   perform partition_mgmt.unstash_rows(format('partitions.%I', v_name)::regclass);
+  perform partition_mgmt.apply_replica_identity(p_table_key, format('partitions.%I', v_name)::regclass);
 
   insert into partition_mgmt.partition_registry (partition_schema, partition_name, table_key, level, is_default, is_leaf, program_id)
   values ('partitions', v_name, p_table_key, 'program', false, false, p_program_id),
@@ -904,6 +932,7 @@ begin
     format('%I = %L', c.site_column, p_site_id));
   perform partition_mgmt.run_ddl(format('alter table %s attach partition partitions.%I for values in (%L)', v_program_part, v_name, p_site_id));
   perform partition_mgmt.unstash_rows(format('partitions.%I', v_name)::regclass);
+  perform partition_mgmt.apply_replica_identity(p_table_key, format('partitions.%I', v_name)::regclass);
 
   insert into partition_mgmt.partition_registry (partition_schema, partition_name, table_key, level, is_default, is_leaf, program_id, site_id, granularity)
   values ('partitions', v_name, p_table_key, 'site', false, v_gran = 'none', p_program_id, p_site_id, v_gran);
@@ -993,6 +1022,7 @@ begin
     format('%I >= %L and %I < %L', c.time_column, v_lo, c.time_column, v_hi));
   perform partition_mgmt.run_ddl(format('alter table %s attach partition partitions.%I for values from (%L) to (%L)', v_site_part, v_name, v_lo, v_hi));
   perform partition_mgmt.unstash_rows(format('partitions.%I', v_name)::regclass);
+  perform partition_mgmt.apply_replica_identity(p_table_key, format('partitions.%I', v_name)::regclass);
 
   insert into partition_mgmt.partition_registry (partition_schema, partition_name, table_key, level, is_default, is_leaf, program_id, site_id, granularity, range_start, range_end)
   values ('partitions', v_name, p_table_key, 'period', false, true, p_program_id, p_site_id, v_gran, v_lo, v_hi);

@@ -317,6 +317,8 @@ begin
   end loop;
   perform partition_mgmt.copy_foreign_keys(c.parent, format('partitions.%I', v_child)::regclass);
   perform partition_mgmt.copy_foreign_keys(c.parent, format('partitions.%I', v_new_default)::regclass);
+  perform partition_mgmt.apply_replica_identity(p_table_key, format('partitions.%I', v_child)::regclass);
+  perform partition_mgmt.apply_replica_identity(p_table_key, format('partitions.%I', v_new_default)::regclass);
 
   insert into partition_mgmt.promotions (table_key, level, program_id, site_id, granularity, reason, parent, old_default, new_child, new_default,
                                          partitions, rows_total)

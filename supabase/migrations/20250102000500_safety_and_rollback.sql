@@ -369,8 +369,15 @@ begin
              v_n, coalesce(v_text, '-'));
     select count(*), string_agg(p.pubname, ', ') into v_n, v_text
     from pg_catalog.pg_publication_rel r join pg_catalog.pg_publication p on p.oid = r.prpubid where r.prrelid = v_legacy;
-    return query select m.table_key, 'publications (Realtime)', 'ok',
-      case when v_n = 0 then 'in no publication' else format('member of %s, moved at the swap', v_text) end;
+    return query select m.table_key, 'publications (Realtime)',
+      case when partition_mgmt.in_realtime_publication(v_legacy) then 'warning' else 'ok' end,
+      case when v_n = 0 then 'in no publication'
+           when partition_mgmt.in_realtime_publication(v_legacy) then
+             format('member of %s, moved at the swap. Realtime: once the table is partitioned, Postgres Changes subscribers of %s receive nothing '
+                    '(wal2json reports changes under the partitions'' names); the swap adds %s to supabase_realtime, one row per change '
+                    '(op, record, old_record; a move to another partition is an UPDATE): subscribe to its INSERTs instead (README, "Realtime after the swap")',
+                    v_text, v_legacy, partition_mgmt.realtime_feed_name(m.table_key))
+           else format('member of %s, moved at the swap', v_text) end;
     select count(*) into v_n from pg_catalog.pg_attribute a where a.attrelid = v_legacy and a.attnum > 0 and not a.attisdropped and (a.attidentity <> '' or a.attgenerated <> '');
     if v_n > 0 then
       return query select m.table_key, 'identity and generated columns', 'blocker',
@@ -650,6 +657,7 @@ begin
       v_parent, p_table_key || '_sync_to_legacy'));
   end if;
   perform partition_mgmt.preinstall_reference_actions(p_table_key, partition_mgmt.legacy_table(p_table_key), v_parent);
+  perform partition_mgmt.carry_replica_identity(p_table_key);
 end
 $$;
 
@@ -989,6 +997,136 @@ grant execute on function partition_mgmt.compare_tables(text) to service_role;
 -- Phase 7: swap (and the swap back, for rollback)
 -- -----------------------------------------------------------------------------
 
+-- -----------------------------------------------------------------------------
+-- Realtime after the swap
+--
+-- Supabase Realtime's Postgres Changes decode the WAL with wal2json and match subscribers by the
+-- table name of each change. wal2json reports a change of a partitioned table under the name of
+-- the leaf that holds the row (and, filtered to the publication's tables with
+-- publish_via_partition_root, not at all), so once the partitioned table is live a subscriber of
+-- public.petri_observations receives nothing. A partitioned table with a Realtime audience gets a
+-- change feed instead: public.<table>_changes, a plain table in the supabase_realtime publication,
+-- one row per changed row (op, record, old_record), written by statement-level triggers on the
+-- partitioned table, whose transition tables see a row moved to another partition as the UPDATE it
+-- is (row-level triggers on the leaves see a DELETE and an INSERT). It has RLS by company, so
+-- Realtime delivers each change only to subscribers who may read it. Maintenance keeps an hour.
+-- -----------------------------------------------------------------------------
+create or replace function partition_mgmt.in_realtime_publication(p_table regclass)
+returns boolean
+language sql stable
+set search_path = ''
+as $$
+  select exists (select from pg_catalog.pg_publication_rel pr join pg_catalog.pg_publication p on p.oid = pr.prpubid
+                 where p.pubname = 'supabase_realtime' and pr.prrelid = p_table)
+$$;
+
+create or replace function partition_mgmt.realtime_feed_name(p_table_key text)
+returns text
+language sql stable
+set search_path = ''
+as $$
+  select format('%I.%I', m.source_schema, m.source_table || '_changes') from partition_mgmt.managed_tables m where m.table_key = p_table_key
+$$;
+
+-- The feed table, its RLS, grants and publication membership, and the trigger function (one per
+-- managed table). Idempotent; runs before the swap's lock.
+create or replace function partition_mgmt.install_realtime_feed(p_table_key text)
+returns text
+language plpgsql
+set search_path = ''
+as $install$
+declare
+  c partition_mgmt.managed_tables := partition_mgmt.config(p_table_key);
+  v_feed text := partition_mgmt.realtime_feed_name(p_table_key);
+  v_company text;
+begin
+  -- the company of a row: its own company_id column where the table has one, else its program's
+  v_company := case when exists (select from pg_catalog.pg_attribute a where a.attrelid = c.parent and a.attname = 'company_id' and not a.attisdropped)
+                    then 'x.company_id'
+                    else format('(select p.company_id from public.pilot_programs p where p.program_id = x.%I)', c.program_column) end;
+  execute format('create table if not exists %s (
+    change_id      bigint generated always as identity primary key,
+    changed_at     timestamptz not null default now(),
+    op             text not null check (op in (''INSERT'', ''UPDATE'', ''DELETE'')),
+    %I             uuid not null,
+    company_id     uuid,
+    record         jsonb,
+    old_record     jsonb)', v_feed, c.id_column);
+  execute format('comment on table %s is %L', v_feed,
+    format('Realtime change feed of %I.%I (partitioned: wal2json reports its changes under the partitions'' names). '
+           'Subscribe to its INSERTs: op, record (the row after), old_record (before). Kept an hour.', c.source_schema, c.source_table));
+  execute format('create index if not exists %I on %s (changed_at)', c.source_table || '_changes_changed_at_idx', v_feed);
+  execute format('alter table %s enable row level security', v_feed);
+  if not exists (select from pg_catalog.pg_policy where polrelid = v_feed::regclass and polname = 'company_isolation_changes') then
+    execute format('create policy company_isolation_changes on %s for select to authenticated using (company_id = any ((select private.user_company_ids())::uuid[]))', v_feed);
+  end if;
+  execute format('revoke all on table %s from public, anon, authenticated', v_feed);
+  execute format('grant select on table %s to authenticated, service_role', v_feed);
+  if exists (select from pg_catalog.pg_publication where pubname = 'supabase_realtime') and not partition_mgmt.in_realtime_publication(v_feed::regclass) then
+    execute format('alter publication supabase_realtime add table %s', v_feed);
+  end if;
+  execute format($f$
+    create or replace function partition_mgmt.%1$I() returns trigger
+    language plpgsql security definer set search_path = ''
+    as $body$
+    begin
+      if tg_op = 'INSERT' then
+        insert into %2$s (op, %3$I, company_id, record) select 'INSERT', x.%3$I, %4$s, to_jsonb(x) from new_rows x;
+      elsif tg_op = 'UPDATE' then
+        insert into %2$s (op, %3$I, company_id, record, old_record)
+        select 'UPDATE', x.%3$I, %4$s, to_jsonb(x), to_jsonb(o) from new_rows x join old_rows o using (%3$I);
+      else
+        insert into %2$s (op, %3$I, company_id, old_record) select 'DELETE', x.%3$I, %4$s, to_jsonb(x) from old_rows x;
+      end if;
+      return null;
+    end
+    $body$$f$, p_table_key || '_realtime_feed', v_feed, c.id_column, v_company);
+  execute format('revoke all on function partition_mgmt.%I() from public', p_table_key || '_realtime_feed');
+  return v_feed;
+end
+$install$;
+
+-- The feed's statement-level triggers on the table (not cloned onto the leaves: one catalog row
+-- each, fit for the swap's lock), on or off.
+create or replace function partition_mgmt.set_realtime_feed_triggers(p_table_key text, p_table regclass, p_on boolean)
+returns void
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_op text;
+begin
+  foreach v_op in array array['insert', 'update', 'delete'] loop
+    execute format('drop trigger if exists %I on %s', 'partition_mgmt_realtime_' || v_op, p_table);
+    if p_on then
+      execute format('create trigger %I after %s on %s referencing %s for each statement execute function partition_mgmt.%I()',
+        'partition_mgmt_realtime_' || v_op, v_op, p_table,
+        case v_op when 'insert' then 'new table as new_rows' when 'update' then 'old table as old_rows new table as new_rows' else 'old table as old_rows' end,
+        p_table_key || '_realtime_feed');
+    end if;
+  end loop;
+end
+$$;
+
+-- The legacy table's REPLICA IDENTITY (Realtime needs FULL to send old records) on the
+-- partitioned parent and every leaf (partition_mgmt.apply_replica_identity), before the copy is
+-- filled.
+create or replace function partition_mgmt.carry_replica_identity(p_table_key text)
+returns integer
+language plpgsql
+set search_path = ''
+as $$
+declare
+  c partition_mgmt.managed_tables := partition_mgmt.config(p_table_key);
+  v_ident "char" := (select relreplident from pg_catalog.pg_class where oid = partition_mgmt.legacy_table(p_table_key));
+begin
+  if v_ident in ('d', 'f', 'n') and v_ident <> (select relreplident from pg_catalog.pg_class where oid = c.parent) then
+    execute format('alter table %s replica identity %s', c.parent, case v_ident when 'f' then 'full' when 'n' then 'nothing' else 'default' end);
+  end if;
+  return partition_mgmt.apply_replica_identity(p_table_key);
+end
+$$;
+
 -- Materialized views on p_from are rebuilt on p_to under a temporary name BEFORE the lock
 -- (populating is the slow part), then only renamed under it. Returns the plan for the lock.
 create or replace function partition_mgmt.prebuild_dependents(p_from regclass, p_to regclass, p_live_name text)
@@ -1205,12 +1343,16 @@ begin
         execute format('drop trigger if exists partition_mgmt_sync_to_partitioned on %s', v_legacy);
         execute format('alter table %s rename to %I', v_legacy, c.source_table || '_old');
         execute format('alter table %s rename to %I', c.parent, c.source_table);
+        if partition_mgmt.in_realtime_publication(v_legacy) then
+          perform partition_mgmt.set_realtime_feed_triggers(p_table_key, c.parent, true);
+        end if;
         v_carried := partition_mgmt.carry_dependents(p_table_key, v_legacy, c.parent, p_plan, true);
         perform partition_mgmt.carry_references(p_table_key, v_legacy, c.parent);
         perform partition_mgmt.set_reverse_sync(p_table_key, true);
         update partition_mgmt.migration_state set carried_triggers = v_carried where table_key = p_table_key;
       else
         perform partition_mgmt.set_reverse_sync(p_table_key, false);
+        perform partition_mgmt.set_realtime_feed_triggers(p_table_key, c.parent, false);
         execute format('alter table %s rename to %I', c.parent, c.partitioned_table);
         execute format('alter table %s rename to %I', v_legacy, c.source_table);
         perform partition_mgmt.carry_dependents(p_table_key, c.parent, v_legacy, p_plan, false);
@@ -1277,6 +1419,9 @@ begin
             hint = format('Make the app send %s (the program of the site), then run delete from partition_mgmt.null_key_writes where table_key = %L; and swap again. Nothing was changed.', c.program_column, v_key);
   end if;
   v_plan := partition_mgmt.prebuild_dependents(partition_mgmt.legacy_table(v_key), c.parent, format('%I.%I', c.source_schema, c.source_table));
+  if partition_mgmt.in_realtime_publication(partition_mgmt.legacy_table(v_key)) then
+    perform partition_mgmt.install_realtime_feed(v_key);   -- the swap only switches its triggers on
+  end if;
   if p_final_check = 'count' then
     perform partition_mgmt.assert_equal_counts(v_key, 'forward');
   end if;
