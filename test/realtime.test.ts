@@ -40,7 +40,7 @@ describe("Realtime (wal2json) before and after the swap", () => {
     // synchronous commit flushes everything before it
     await db.sql.begin(async (tx) => {
       await tx`set local synchronous_commit = on`;
-      await tx`select pg_current_xact_id()`;
+      await tx`create temporary table wal_flush_probe (x int) on commit drop`;   // writes WAL, so the commit flushes
     });
     const rows = await db.sql<{ data: string }[]>`
       select data from pg_logical_slot_get_changes(${SLOT}, null, null,
