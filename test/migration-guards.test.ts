@@ -50,6 +50,21 @@ describe("validation and swap guards", () => {
     expect(await phaseOf(db.sql, "petri")).toBe("validated");
   });
 
+  it("the pre-check warns about a view that reads the table with its owner's rights (it bypasses RLS)", async () => {
+    await db.sql`create view public.petri_everything as select observation_id, company_id from public.petri_observations`;
+    await db.sql`grant select on public.petri_everything to authenticated`;
+    await db.sql`create view public.petri_mine with (security_invoker = true) as select observation_id from public.petri_observations`;
+    await db.sql`grant select on public.petri_mine to authenticated`;
+    try {
+      const rows = await db.sql<{ check_name: string; status: string; detail: string }[]>`
+        select check_name, status, detail from partition_mgmt.pre_migration_check('petri') where check_name like 'view %'`;
+      expect(rows).toEqual([{ check_name: "view public.petri_everything", status: "warning",
+        detail: expect.stringMatching(/no security_invoker.*RLS does not apply.*lint 0010.*alter view public.petri_everything set \(security_invoker = true\)/) }]);
+    } finally {
+      await db.sql`drop view public.petri_everything, public.petri_mine`;
+    }
+  });
+
   it("tables that diverged between validation and the swap are refused, nothing swapped", async () => {
     expect(await phaseOf(db.sql, "petri")).toBe("validated");
     const [victim] = await db.sql<{ id: string }[]>`

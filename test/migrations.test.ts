@@ -45,3 +45,41 @@ describe("supabase db push", () => {
     }
   });
 });
+
+describe("supabase db push onto a project that has a policy of the same name", () => {
+  const DB2 = `t_push_policy_${process.pid}`;
+  const admin = postgres(testEnv.adminUrl, { max: 1, onnotice: () => {} });
+  afterAll(async () => {
+    await admin.unsafe(`drop database if exists ${DB2} with (force)`);
+    await admin.end();
+  });
+
+  it("keeps the project's policy, reports it in private.deploy_report and in the pre-check", async () => {
+    await admin.unsafe(`create database ${DB2} owner postgres`);
+    const url = withDatabase(testEnv.dbUrl, DB2);
+    const app = postgres(url, { max: 1, onnotice: () => {} });
+    try {
+      // the app as it was: its tables, and the policy the plan's Phase 4 writes
+      await app.file(join(REPO_ROOT, "supabase", "migrations", "20250101000000_baseline_app_schema.sql"));
+      await app.unsafe(`alter table public.petri_observations add column company_id uuid`);
+      await app.unsafe(`alter table public.petri_observations enable row level security`);
+      await app.unsafe(`create policy company_isolation_petri on public.petri_observations for all to authenticated
+                        using (company_id in (select company_id from public.users where id = auth.uid()))`);
+      pushMigrations(url);
+      const [policy] = await app<{ qual: string }[]>`
+        select pg_get_expr(polqual, polrelid) as qual from pg_policy where polname = 'company_isolation_petri'`;
+      expect(policy?.qual).toMatch(/SELECT users.company_id\s+FROM users/);   // the project's, not replaced
+      const report = await app<{ object: string; action: string; detail: string | null }[]>`
+        select object, action, detail from private.deploy_report order by object`;
+      expect(report.find((r) => r.object === "policy company_isolation_petri on public.petri_observations")).toMatchObject({
+        action: "kept (differs)", detail: expect.stringMatching(/yours: using .*; the bundle's: using .*user_company_ids/s),
+      });
+      expect(report.filter((r) => r.action === "created").length).toBe(7);
+      const [row] = await app<{ status: string; detail: string }[]>`
+        select status, detail from partition_mgmt.pre_migration_check('petri') where check_name like 'policy company_isolation_petri%'`;
+      expect(row).toMatchObject({ status: "warning", detail: expect.stringMatching(/kept as the project had it/) });
+    } finally {
+      await app.end();
+    }
+  });
+});

@@ -277,67 +277,81 @@ alter table public.submissions           enable row level security;
 alter table public.petri_observations    enable row level security;
 alter table public.gasifier_observations enable row level security;
 
--- companies: read your own
-drop policy if exists companies_select_own on public.companies;
-create policy companies_select_own on public.companies
-  for select to authenticated
-  using (company_id = any ((select private.user_company_ids())::uuid[]));
-comment on policy companies_select_own on public.companies is
-  'Users see only the companies they belong to.';
+-- Each policy is created when absent. A policy of the same name the project already has is kept
+-- and never replaced with other semantics: when its definition differs from the bundle's, it is
+-- recorded in private.deploy_report (and pre_migration_check reports it), so an operator can read
+-- both and choose. private.deploy_report also lists every policy this migration created.
+create table if not exists private.deploy_report (
+  object      text primary key,
+  action      text not null check (action in ('created', 'unchanged', 'kept (differs)')),
+  detail      text,
+  at          timestamptz not null default now()
+);
+revoke all on private.deploy_report from public, anon, authenticated;
+grant select on private.deploy_report to service_role;
+comment on table private.deploy_report is
+  'What supabase db push did to the app''s own objects: policies created, or an existing policy of the same name kept because it differs from the bundle''s (both definitions in detail).';
 
--- users: read your colleagues, edit yourself
-drop policy if exists users_select_same_company on public.users;
-create policy users_select_same_company on public.users
-  for select to authenticated
-  using (company_id = any ((select private.user_company_ids())::uuid[]));
-comment on policy users_select_same_company on public.users is
-  'Users see the users of their own companies.';
+create or replace function private.ensure_policy(p_table regclass, p_name text, p_command text, p_using text, p_check text, p_comment text)
+returns text
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_existing record;
+  v_wanted record;
+  v_action text;
+  v_detail text;
+  v_probe text := left(p_name, 50) || '__bundle';
+begin
+  select p.polcmd, p.polroles, pg_catalog.pg_get_expr(p.polqual, p.polrelid) as qual,
+         pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid) as chk, p.polpermissive
+    into v_existing from pg_catalog.pg_policy p where p.polrelid = p_table and p.polname = p_name;
+  if not found then
+    execute format('create policy %I on %s for %s to authenticated using (%s)%s', p_name, p_table, p_command, p_using,
+      case when p_check is null then '' else format(' with check (%s)', p_check) end);
+    execute format('comment on policy %I on %s is %L', p_name, p_table, p_comment);
+    v_action := 'created';
+  else
+    -- the bundle's policy under a probe name, deparsed the same way, then compared
+    execute format('create policy %I on %s for %s to authenticated using (%s)%s', v_probe, p_table, p_command, p_using,
+      case when p_check is null then '' else format(' with check (%s)', p_check) end);
+    select p.polcmd, p.polroles, pg_catalog.pg_get_expr(p.polqual, p.polrelid) as qual,
+           pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid) as chk, p.polpermissive
+      into v_wanted from pg_catalog.pg_policy p where p.polrelid = p_table and p.polname = v_probe;
+    execute format('drop policy %I on %s', v_probe, p_table);
+    if (v_existing.polcmd, v_existing.polroles, v_existing.qual, v_existing.chk, v_existing.polpermissive)
+       is not distinct from (v_wanted.polcmd, v_wanted.polroles, v_wanted.qual, v_wanted.chk, v_wanted.polpermissive) then
+      v_action := 'unchanged';
+    else
+      v_action := 'kept (differs)';
+      v_detail := format('yours: using (%s) with check (%s); the bundle''s: using (%s) with check (%s)',
+                         coalesce(v_existing.qual, '-'), coalesce(v_existing.chk, '-'), coalesce(v_wanted.qual, '-'), coalesce(v_wanted.chk, '-'));
+      raise notice 'policy % on % exists and differs from the bundle''s; it is kept. Yours: using (%) with check (%). The bundle''s: using (%) with check (%)',
+        p_name, p_table, v_existing.qual, v_existing.chk, v_wanted.qual, v_wanted.chk;
+    end if;
+  end if;
+  insert into private.deploy_report (object, action, detail)
+  values (format('policy %s on %s', p_name, p_table), v_action, v_detail)
+  on conflict (object) do update set action = excluded.action, detail = excluded.detail, at = now();
+  return v_action;
+end
+$$;
+revoke all on function private.ensure_policy(regclass, text, text, text, text, text) from public, anon, authenticated;
 
-drop policy if exists users_update_own on public.users;
-create policy users_update_own on public.users
-  for update to authenticated
-  using (id = (select auth.uid()))
-  with check (id = (select auth.uid()) and company_id = any ((select private.user_company_ids())::uuid[]));
-comment on policy users_update_own on public.users is
-  'Users update only their own row and cannot move it to another company (see also trigger users_guard_self_update).';
-
--- tenant tables: everything within your companies
-drop policy if exists company_isolation_programs on public.pilot_programs;
-create policy company_isolation_programs on public.pilot_programs
-  for all to authenticated
-  using (company_id = any ((select private.user_company_ids())::uuid[]))
-  with check (company_id = any ((select private.user_company_ids())::uuid[]));
-comment on policy company_isolation_programs on public.pilot_programs is
-  'Users read and write only the programs of their own companies.';
-
-drop policy if exists company_isolation_sites on public.sites;
-create policy company_isolation_sites on public.sites
-  for all to authenticated
-  using (company_id = any ((select private.user_company_ids())::uuid[]))
-  with check (company_id = any ((select private.user_company_ids())::uuid[]));
-comment on policy company_isolation_sites on public.sites is
-  'Users read and write only the sites of their own companies'' programs.';
-
-drop policy if exists company_isolation_submissions on public.submissions;
-create policy company_isolation_submissions on public.submissions
-  for all to authenticated
-  using (company_id = any ((select private.user_company_ids())::uuid[]))
-  with check (company_id = any ((select private.user_company_ids())::uuid[]));
-comment on policy company_isolation_submissions on public.submissions is
-  'Users read and write only the submissions of their own companies'' programs.';
-
-drop policy if exists company_isolation_petri on public.petri_observations;
-create policy company_isolation_petri on public.petri_observations
-  for all to authenticated
-  using (company_id = any ((select private.user_company_ids())::uuid[]))
-  with check (company_id = any ((select private.user_company_ids())::uuid[]));
-comment on policy company_isolation_petri on public.petri_observations is
-  'Users read and write only the petri observations of their own companies'' programs.';
-
-drop policy if exists company_isolation_gasifier on public.gasifier_observations;
-create policy company_isolation_gasifier on public.gasifier_observations
-  for all to authenticated
-  using (company_id = any ((select private.user_company_ids())::uuid[]))
-  with check (company_id = any ((select private.user_company_ids())::uuid[]));
-comment on policy company_isolation_gasifier on public.gasifier_observations is
-  'Users read and write only the gasifier observations of their own companies'' programs.';
+select private.ensure_policy('public.companies', 'companies_select_own', 'select', $q$company_id = any ((select private.user_company_ids())::uuid[])$q$, null,
+  $q$Users see only the companies they belong to.$q$);
+select private.ensure_policy('public.users', 'users_select_same_company', 'select', $q$company_id = any ((select private.user_company_ids())::uuid[])$q$, null,
+  $q$Users see the users of their own companies.$q$);
+select private.ensure_policy('public.users', 'users_update_own', 'update', $q$id = (select auth.uid())$q$, $q$id = (select auth.uid()) and company_id = any ((select private.user_company_ids())::uuid[])$q$,
+  $q$Users update only their own row and cannot move it to another company (see also trigger users_guard_self_update).$q$);
+select private.ensure_policy('public.pilot_programs', 'company_isolation_programs', 'all', $q$company_id = any ((select private.user_company_ids())::uuid[])$q$, $q$company_id = any ((select private.user_company_ids())::uuid[])$q$,
+  $q$Users read and write only the programs of their own companies.$q$);
+select private.ensure_policy('public.sites', 'company_isolation_sites', 'all', $q$company_id = any ((select private.user_company_ids())::uuid[])$q$, $q$company_id = any ((select private.user_company_ids())::uuid[])$q$,
+  $q$Users read and write only the sites of their own companies' programs.$q$);
+select private.ensure_policy('public.submissions', 'company_isolation_submissions', 'all', $q$company_id = any ((select private.user_company_ids())::uuid[])$q$, $q$company_id = any ((select private.user_company_ids())::uuid[])$q$,
+  $q$Users read and write only the submissions of their own companies' programs.$q$);
+select private.ensure_policy('public.petri_observations', 'company_isolation_petri', 'all', $q$company_id = any ((select private.user_company_ids())::uuid[])$q$, $q$company_id = any ((select private.user_company_ids())::uuid[])$q$,
+  $q$Users read and write only the petri observations of their own companies' programs.$q$);
+select private.ensure_policy('public.gasifier_observations', 'company_isolation_gasifier', 'all', $q$company_id = any ((select private.user_company_ids())::uuid[])$q$, $q$company_id = any ((select private.user_company_ids())::uuid[])$q$,
+  $q$Users read and write only the gasifier observations of their own companies' programs.$q$);

@@ -359,8 +359,22 @@ begin
     from partition_mgmt.dependent_views(v_legacy) d;
     return query select m.table_key, 'dependent views', 'ok',
       case when v_n = 0 then 'none' else format('%s, re-pointed at the swap (materialized views rebuilt just before it): %s', v_n, v_text) end;
+    -- a view that reads the table with its owner's rights bypasses RLS (Supabase's advisor lint 0010)
+    for v_fk in select d.view_name from partition_mgmt.dependent_views(v_legacy) d join pg_catalog.pg_class k on k.oid = d.view_oid
+                where d.relkind = 'v' and not coalesce(k.reloptions @> array['security_invoker=true'], false)
+                  and (has_table_privilege('anon', k.oid, 'select') or has_table_privilege('authenticated', k.oid, 'select')) loop
+      return query select m.table_key, format('view %s', v_fk.view_name), 'warning',
+        format('%s reads %s with its owner''s rights (no security_invoker), so RLS does not apply and every caller who may select from it sees every company''s rows (Supabase advisor lint 0010 security_definer_view). The swap keeps it so. Hint: alter view %s set (security_invoker = true)',
+               v_fk.view_name, v_legacy, v_fk.view_name);
+    end loop;
     select count(*), string_agg(t.tgname, ', ') into v_n, v_text from pg_catalog.pg_trigger t where t.tgrelid = v_legacy and not t.tgisinternal;
     return query select m.table_key, 'triggers', 'ok', format('%s trigger(s), carried at the swap: %s', v_n, coalesce(v_text, '-'));
+    -- a policy of the project that the bundle kept although it differs from the bundle's
+    for v_fk in select r.object, r.detail from private.deploy_report r
+                where r.action = 'kept (differs)' and r.object like format('policy %% on %s', v_legacy) loop
+      return query select m.table_key, v_fk.object, 'warning',
+        format('kept as the project had it, not replaced by the bundle''s: %s. Company isolation is what your policy says; the swap carries it as it is', v_fk.detail);
+    end loop;
     select count(*), string_agg(p.polname, ', ') into v_n, v_text from pg_catalog.pg_policy p where p.polrelid = v_legacy;
     return query select m.table_key, 'RLS policies',
       case when (select relrowsecurity from pg_catalog.pg_class where oid = v_legacy) then 'ok' else 'warning' end,
