@@ -209,9 +209,10 @@ describe("a site promoted online while the app writes", () => {
     }
     console.log(`[micro] app during the promotion: ${summarize(stats)}`);
     expect(stats.errors.slice(0, 5)).toEqual([]);
-    const steps = await db.sql<{ action: string; detail: string }[]>`
-      select detail ->> 'action' as action, detail ->> 'detail' as detail from partition_mgmt.maintenance_log
+    const steps = await db.sql<{ action: string; detail: string; error: string | null }[]>`
+      select detail ->> 'action' as action, detail ->> 'detail' as detail, error from partition_mgmt.maintenance_log
       where action = 'promote' order by id`;
+    expect(steps.filter((x) => x.error !== null)).toEqual([]);
     expect(steps.map((x) => x.action)).toEqual(expect.arrayContaining(["start", "copy", "cutover"]));
     expect(steps.filter((x) => x.action === "copy").length).toBeGreaterThan(1);
     const cutover = steps.find((x) => x.action === "cutover")!.detail;

@@ -661,7 +661,8 @@ $$;
 
 -- Creates the partitioned parent of a managed table from the live legacy table: same columns,
 -- types, defaults, CHECK constraints and comments (so a column the app added later comes along),
--- keys NOT NULL, the indexes every leaf needs, the legacy table's RLS policies and grants, the
+-- keys NOT NULL, the indexes every leaf needs, the legacy table's RLS policies (grants come with
+-- the swap), the
 -- key-table trigger, a root DEFAULT partition, and a partition per existing program and site.
 create or replace function partition_mgmt.create_partitioned_table(p_table_key text, p_precreate boolean default true)
 returns regclass
@@ -725,16 +726,10 @@ begin
       case when v_pol.qual is not null then format(' using (%s)', v_pol.qual) else '' end,
       case when v_pol.with_check is not null then format(' with check (%s)', v_pol.with_check) else '' end);
   end loop;
+  -- No grants yet: until the swap the copy is written by the sync and the backfill only, and an
+  -- API role writing into it directly would make it differ from the legacy table. The swap gives
+  -- it the legacy table's grants.
   execute format('revoke all on table %s from public, anon, authenticated, service_role', v_parent);
-  for v_pol in
-    select grantee, string_agg(privilege_type, ', ') as privs
-    from information_schema.role_table_grants
-    where table_schema = c.source_schema and table_name = c.source_table and grantee <> current_user
-    group by grantee
-  loop
-    execute format('grant %s on table %s to %I', v_pol.privs, v_parent,
-      v_pol.grantee);
-  end loop;
 
   -- The legacy table's trigger that keeps company_id filled comes along (same function).
   for v_trg in

@@ -160,9 +160,10 @@ begin
 end
 $install$;
 
--- Copies the parent's foreign keys onto a standalone table before it is attached: ATTACH then
--- adopts them instead of adding and validating them under the lock.
-create or replace function partition_mgmt.copy_foreign_keys(p_from regclass, p_to regclass)
+-- Autovacuum off (or back on) for every plain table under p_rel: the standalone tables of a
+-- promotion are filled by the copy, and an autovacuum run on one at the cutover would hold a lock
+-- the cutover needs (maintenance analyzes them once they are attached).
+create or replace function partition_mgmt.set_autovacuum(p_rel regclass, p_on boolean)
 returns void
 language plpgsql
 set search_path = ''
@@ -170,11 +171,11 @@ as $$
 declare
   r record;
 begin
-  for r in select con.conname, pg_catalog.pg_get_constraintdef(con.oid) as def from pg_catalog.pg_constraint con
-           where con.conrelid = p_from and con.contype = 'f' and con.conparentid = 0
-           order by 1 loop
-    if not exists (select from pg_catalog.pg_constraint x where x.conrelid = p_to and x.contype = 'f' and pg_catalog.pg_get_constraintdef(x.oid) = r.def) then
-      execute format('alter table %s add constraint %I %s', p_to, left(r.conname, 55) || '_' || substr(md5(p_to::text), 1, 7), r.def);
+  for r in select t.relid from pg_catalog.pg_partition_tree(p_rel) t join pg_catalog.pg_class k on k.oid = t.relid where k.relkind = 'r' loop
+    if p_on then
+      execute format('alter table %s reset (autovacuum_enabled)', r.relid::regclass);
+    else
+      execute format('alter table %s set (autovacuum_enabled = false)', r.relid::regclass);
     end if;
   end loop;
 end
@@ -310,15 +311,19 @@ begin
     execute format('alter table partitions.%I add constraint %I check (%I is not null and %I <> all (array[%s]::uuid[]))',
       v_new_default, left(v_new_default, 50) || '_others', c.site_column, c.site_column, v_values);
   end if;
-  -- secured like every partition; the parent's foreign keys, so that ATTACH adopts them
+  -- secured like every partition. No foreign keys: ATTACH adds and validates the parent's (a scan
+  -- of the new tables under the lock, SHARE ROW EXCLUSIVE on the referenced tables). A foreign key
+  -- made beforehand would be adopted instead, and adopting drops its triggers on the referenced
+  -- tables, which takes ACCESS EXCLUSIVE on pilot_programs and sites: every app statement reads
+  -- them, so the cutover would wait behind (and deadlock with) the whole app.
   for r in select t.relid from pg_catalog.pg_partition_tree(format('partitions.%I', v_child)::regclass) t
            union all select format('partitions.%I', v_new_default)::regclass loop
     perform partition_mgmt.secure_partition('partitions', (select relname from pg_catalog.pg_class where oid = r.relid));
   end loop;
-  perform partition_mgmt.copy_foreign_keys(c.parent, format('partitions.%I', v_child)::regclass);
-  perform partition_mgmt.copy_foreign_keys(c.parent, format('partitions.%I', v_new_default)::regclass);
   perform partition_mgmt.apply_replica_identity(p_table_key, format('partitions.%I', v_child)::regclass);
   perform partition_mgmt.apply_replica_identity(p_table_key, format('partitions.%I', v_new_default)::regclass);
+  perform partition_mgmt.set_autovacuum(format('partitions.%I', v_child)::regclass, false);
+  perform partition_mgmt.set_autovacuum(format('partitions.%I', v_new_default)::regclass, false);
 
   insert into partition_mgmt.promotions (table_key, level, program_id, site_id, granularity, reason, parent, old_default, new_child, new_default,
                                          partitions, rows_total)
@@ -354,6 +359,7 @@ declare
   v_scanned bigint;
   v_upper uuid;
   v_written bigint;
+  v_attempt integer;
 begin
   select * into p from partition_mgmt.promotions x where x.table_key = p_table_key for update;
   if not found or p.phase <> 'copying' then
@@ -363,19 +369,29 @@ begin
                   else format('l.%I = %L', c.site_column, p.site_id) end;
   -- as in the migration's backfill: the batch's rows are locked FOR SHARE (a concurrent update or
   -- delete of them waits, then the split trigger applies it on top), and copied without
-  -- overwriting what the trigger wrote already
-  execute format($q$
-    with src as (
-      select l.* from %1$s l where ($1 is null or l.%2$I > $1) order by l.%2$I limit $2 for share
-    ), to_child as (
-      insert into %3$s (%5$s) select %5$s from src l where %6$s order by l.%7$I on conflict do nothing returning 1
-    ), to_default as (
-      insert into %4$s (%5$s) select %5$s from src l where not (%6$s) on conflict do nothing returning 1
-    )
-    select (select count(*) from src), (select l.%2$I from src l order by l.%2$I desc limit 1),
-           (select count(*) from to_child) + (select count(*) from to_default)$q$,
-    p.old_default, c.id_column, p.new_child, p.new_default, v_cols, v_match, c.time_column)
-    into v_scanned, v_upper, v_written using p.high_water, p_batch_size;
+  -- overwriting what the trigger wrote already. A row that a concurrent update moves to another
+  -- partition fails the lock with 40001: the batch is read again (the row is gone from this leaf).
+  for v_attempt in 1..5 loop
+    begin
+      execute format($q$
+        with src as (
+          select l.* from %1$s l where ($1 is null or l.%2$I > $1) order by l.%2$I limit $2 for share
+        ), to_child as (
+          insert into %3$s (%5$s) select %5$s from src l where %6$s order by l.%7$I on conflict do nothing returning 1
+        ), to_default as (
+          insert into %4$s (%5$s) select %5$s from src l where not (%6$s) on conflict do nothing returning 1
+        )
+        select (select count(*) from src), (select l.%2$I from src l order by l.%2$I desc limit 1),
+               (select count(*) from to_child) + (select count(*) from to_default)$q$,
+        p.old_default, c.id_column, p.new_child, p.new_default, v_cols, v_match, c.time_column)
+        into v_scanned, v_upper, v_written using p.high_water, p_batch_size;
+      exit;
+    exception when serialization_failure then
+      if v_attempt = 5 then
+        raise;
+      end if;
+    end;
+  end loop;
   if v_scanned = 0 then
     update partition_mgmt.promotions x set phase = 'copied', updated_at = now() where x.table_key = p_table_key;
     return 0;
@@ -424,6 +440,11 @@ declare
   v_a bigint;
   v_b bigint;
   v_locked_at timestamptz;
+  v_old_timeout text := current_setting('lock_timeout');
+  v_timeout text := coalesce(nullif(current_setting('partition_mgmt.lock_timeout', true), ''), '500ms');
+  v_attempts integer := coalesce(nullif(current_setting('partition_mgmt.ddl_attempts', true), '')::integer, 8);
+  v_attempt integer := 0;
+  v_referenced text;
   x jsonb;
 begin
   select * into p from partition_mgmt.promotions y where y.table_key = p_table_key for update;
@@ -438,17 +459,49 @@ begin
   end if;
   v_old_name := (select relname from pg_catalog.pg_class where oid = p.old_default);
   v_value := case when p.level = 'program' then p.program_id else p.site_id end;
-  -- the parent first, then its DEFAULT: the order every statement takes them in; nothing below
-  -- waits longer than the DDL lock_timeout either
-  perform partition_mgmt.run_ddl(format('lock table only %s in access exclusive mode', p.parent));
-  v_locked_at := clock_timestamp();
-  perform set_config('lock_timeout', coalesce(nullif(current_setting('partition_mgmt.lock_timeout', true), ''), '500ms'), true);
-  execute format('alter table %s detach partition %s', p.parent, p.old_default);
-  execute format('alter table %s attach partition %s for values in (%L)', p.parent, p.new_child, v_value);
-  execute format('alter table %s rename to %I', p.old_default, left(v_old_name, 50) || '_prev');
-  execute format('alter table %s rename to %I', p.new_default, v_old_name);
-  execute format('alter table %s attach partition partitions.%I default', p.parent, v_old_name);
-  execute format('drop table partitions.%I', left(v_old_name, 50) || '_prev');
+  select string_agg(distinct con.confrelid::regclass::text, ', ') into v_referenced
+  from pg_catalog.pg_constraint con where con.conrelid = c.parent and con.contype = 'f' and con.confrelid <> c.parent;
+  -- Every lock in one attempt under lock_timeout, the parent first, then its DEFAULT and the
+  -- standalone tables (statements lock a parent before its partitions, and reach the standalone
+  -- tables only through the split trigger on the DEFAULT), then SHARE ROW EXCLUSIVE on the tables
+  -- the foreign keys reference, for their validation; an attempt that cannot have them all is
+  -- undone with its subtransaction, so the app never waits for more than one lock_timeout, and
+  -- retried with backoff. The old DEFAULT is dropped while attached: detaching would give its
+  -- foreign keys triggers of their own on the referenced tables, and dropping those takes ACCESS
+  -- EXCLUSIVE on pilot_programs and sites.
+  loop
+    v_attempt := v_attempt + 1;
+    begin
+      perform set_config('lock_timeout', v_timeout, true);
+      execute format('lock table only %s in access exclusive mode', p.parent);
+      v_locked_at := clock_timestamp();
+      execute format('lock table %s, %s, %s in access exclusive mode', p.old_default, p.new_default, p.new_child);
+      if v_referenced is not null then
+        execute format('lock table only %s in share row exclusive mode', v_referenced);
+      end if;
+      execute format('drop table %s', p.old_default);
+      execute format('alter table %s attach partition %s for values in (%L)', p.parent, p.new_child, v_value);
+      execute format('alter table %s rename to %I', p.new_default, v_old_name);
+      execute format('alter table %s attach partition partitions.%I default', p.parent, v_old_name);
+      perform partition_mgmt.set_autovacuum(p.new_child, true);
+      perform partition_mgmt.set_autovacuum(p.new_default, true);
+      perform set_config('lock_timeout', v_old_timeout, true);
+      exit;
+    exception when lock_not_available then
+      perform set_config('lock_timeout', v_old_timeout, true);
+      if v_attempt >= v_attempts then
+        raise exception 'promotion of "%" could not get its locks within lock_timeout % after % attempts; held by: %', p_table_key, v_timeout, v_attempts,
+          coalesce((select string_agg(distinct format('pid %s (%s on %s, %s %s/%s: %s)', l.pid, l.mode, l.relation::regclass, a.state, a.wait_event_type, a.wait_event, left(a.query, 80)), '; ')
+                    from pg_catalog.pg_locks l join pg_catalog.pg_stat_activity a on a.pid = l.pid
+                    where l.granted and l.pid <> pg_catalog.pg_backend_pid()
+                      and (l.relation in (p.parent, p.old_default, p.new_default, p.new_child)
+                           or (l.mode not in ('AccessShareLock', 'RowShareLock')
+                               and l.relation in (select con.confrelid from pg_catalog.pg_constraint con where con.conrelid = c.parent and con.contype = 'f')))), 'nobody now')
+          using errcode = 'lock_not_available', hint = 'A long transaction holds a lock on the program''s partitions: the next maintenance run tries again. Nothing changed.';
+      end if;
+      perform pg_sleep(least(5.0, 0.05 * power(2, least(v_attempt, 7))) * (0.5 + random() / 2));
+    end;
+  end loop;
   for x in select * from jsonb_array_elements(p.partitions) loop
     insert into partition_mgmt.partition_registry (partition_schema, partition_name, table_key, level, is_default, is_leaf, program_id, site_id,
                                                    granularity, range_start, range_end)
@@ -539,7 +592,8 @@ grant select on partition_mgmt.v_site_state to service_role;
 
 revoke all on function partition_mgmt.promotion_candidates(text), partition_mgmt.start_promotion(text, text, uuid, uuid, text),
   partition_mgmt.promotion_copy_batch(text, integer), partition_mgmt.abort_promotion(text), partition_mgmt.promotion_cutover(text),
-  partition_mgmt.promote_step(text, integer, numeric), partition_mgmt.install_promotion_sync(text), partition_mgmt.copy_foreign_keys(regclass, regclass)
+  partition_mgmt.promote_step(text, integer, numeric), partition_mgmt.install_promotion_sync(text),
+  partition_mgmt.set_autovacuum(regclass, boolean)
   from public, anon, authenticated;
 grant execute on function partition_mgmt.promotion_candidates(text), partition_mgmt.abort_promotion(text),
   partition_mgmt.promote_step(text, integer, numeric) to service_role;

@@ -36,6 +36,7 @@ insert into public.submissions (submission_id, site_id, program_id, company_id) 
 -- simulated swap: the partitioned tree becomes public.petri_observations
 alter table public.petri_observations rename to petri_observations_legacy_t;
 alter table public.petri_observations_partitioned rename to petri_observations;
+grant select, insert, update, delete on public.petri_observations to authenticated, service_role;   -- (the swap carries the grants)
 select partition_mgmt.install_read_api('petri');
 
 -- 30 rows for A (site A1, over the last 60 days), 5 for A2, 10 for B
