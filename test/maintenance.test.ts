@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import postgres, { type Sql } from "postgres";
 import { freshDatabase, type FreshDb } from "./helpers/db.ts";
 import { testEnv } from "./helpers/env.ts";
+import { migrateOnline } from "../scripts/lib/migration-driver.ts";
 
 const COMPANY = "c0000000-0000-4000-8000-000000000001";
 
@@ -34,11 +35,12 @@ async function seed(sql: Sql, premakeMonths = 3): Promise<Fixture> {
   return { running, ended, runningSites, endedSites };
 }
 
-async function addObservations(sql: Sql, programId: string, siteId: string, at: string, n: number): Promise<void> {
+async function addObservations(sql: Sql, programId: string, siteId: string, at: string, n: number,
+  table = "public.petri_observations_partitioned"): Promise<void> {
   const [sub] = await sql<{ id: string }[]>`
     insert into public.submissions (site_id, program_id) values (${siteId}, ${programId}) returning submission_id as id`;
   await sql`
-    insert into public.petri_observations_partitioned (submission_id, site_id, program_id, petri_code, growth_index, created_at)
+    insert into ${sql(table)} (submission_id, site_id, program_id, petri_code, growth_index, created_at)
     select ${sub!.id}, ${siteId}, ${programId}, 'm-' || g, g, ${at}::timestamptz + make_interval(mins => g)
     from generate_series(1, ${n}) g`;
 }
@@ -270,6 +272,59 @@ describe("cleanup_empty_partitions and retention", () => {
     const [archivedCopy] = await db.sql<{ r: string | null }[]>`select to_regclass(${"partitions_archive." + dropLeaf})::text as r`;
     expect(archivedCopy?.r).toBeNull();
     await db.sql`update partition_mgmt.managed_tables set retention_months = null where table_key = 'petri'`;
+  });
+});
+
+describe("drops and the tables the foreign keys reference", () => {
+  let db: FreshDb;
+  beforeAll(async () => {
+    db = await freshDatabase("drop_refs", { treeShape: "literal" });
+  });
+  afterAll(async () => {
+    await db.drop();
+  });
+
+  it("drops leaves without waiting for the tables their foreign keys reference (an app transaction reading pilot_programs and sites)", async () => {
+    const f = await seed(db.sql);
+    // the live table partitioned (its leaves carry the foreign keys the legacy table had)
+    expect((await migrateOnline(db.sql, "petri", { swap: true })).phase).toBe("swapped");
+    await db.sql`select partition_mgmt.finalize_migration('petri')`;
+    const [fks] = await db.sql<{ n: number }[]>`
+      select count(*)::int as n from pg_constraint where conrelid = 'public.petri_observations'::regclass and contype = 'f'`;
+    expect(fks?.n).toBeGreaterThanOrEqual(2);
+    const anotherOld = (await db.sql<{ t: string }[]>`select (date_trunc('month', now()) - interval '5 months' + interval '2 day')::text as t`)[0]!.t;
+    await addObservations(db.sql, f.ended, f.endedSites[0]!, anotherOld, 2, "public.petri_observations");
+    const dropLeaf = (await leafFor(db.sql, f.endedSites[0]!, anotherOld))!;
+    const reader = postgres(db.url, { max: 1, onnotice: () => {} });
+    let release!: () => void;
+    const held = new Promise<void>((r) => { release = r; });
+    let readerIn!: () => void;
+    const inside = new Promise<void>((r) => { readerIn = r; });
+    const tx = reader.begin(async (t) => {
+      await t`select count(*) from public.pilot_programs`;
+      await t`select count(*) from public.sites`;
+      readerIn();
+      await held;
+    });
+    try {
+      await inside;
+      await db.sql.begin(async (t) => {
+        await t`set local statement_timeout = '20s'`;
+        // empty leaves first (cleanup), then the leaf with rows (retention)
+        const [cleaned] = await t<{ n: number }[]>`select partition_mgmt.cleanup_empty_partitions(40) as n`;
+        expect(cleaned?.n).toBeGreaterThan(0);
+        await t`update partition_mgmt.managed_tables set retention_months = 1, retention_action = 'drop' where table_key = 'petri'`;
+        const [retained] = await t<{ n: number }[]>`select partition_mgmt.apply_retention('petri') as n`;
+        expect(retained?.n).toBeGreaterThan(0);
+        await t`update partition_mgmt.managed_tables set retention_months = null where table_key = 'petri'`;
+      });
+      const [gone] = await db.sql<{ r: string | null }[]>`select to_regclass(${"partitions." + dropLeaf})::text as r`;
+      expect(gone?.r).toBeNull();
+    } finally {
+      release();
+      await tx;
+      await reader.end();
+    }
   });
 });
 

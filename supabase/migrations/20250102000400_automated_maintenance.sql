@@ -260,10 +260,13 @@ begin
     -- the keys of rows leaving the table leave the key table too
     execute format('delete from partition_mgmt.observation_keys k using %I.%I t where k.table_key = %L and k.observation_id = t.%I',
       r.partition_schema, r.partition_name, p_table_key, c.id_column);
-    perform partition_mgmt.run_ddl(format('alter table %s detach partition %I.%I', v_parent, r.partition_schema, r.partition_name));
     if c.retention_action = 'drop' then
-      execute format('drop table %I.%I', r.partition_schema, r.partition_name);
+      -- dropped while attached: a detached partition's foreign keys get triggers of their own on
+      -- the referenced tables, and dropping those waits for ACCESS EXCLUSIVE on pilot_programs
+      -- and sites, which every app statement reads
+      perform partition_mgmt.run_ddl(format('drop table %I.%I', r.partition_schema, r.partition_name));
     else
+      perform partition_mgmt.run_ddl(format('alter table %s detach partition %I.%I', v_parent, r.partition_schema, r.partition_name));
       execute format('alter table %I.%I set schema partitions_archive', r.partition_schema, r.partition_name);
       insert into partition_mgmt.archived_partitions (partition_schema, partition_name, table_key, program_id, site_id, range_start, range_end)
       values ('partitions_archive', r.partition_name, p_table_key, r.program_id, r.site_id, r.range_start, r.range_end)
@@ -379,7 +382,6 @@ as $$
 declare
   r record;
   v_empty boolean;
-  v_parent text;
   v_count integer := 0;
 begin
   if p_days is null or p_days < 0 then
@@ -398,12 +400,8 @@ begin
     exit when partition_mgmt.ddl_budget_exhausted();   -- each drop keeps its locks until commit
     execute format('select not exists (select from %I.%I)', r.partition_schema, r.partition_name) into v_empty;
     continue when not v_empty;
-    select format('%I.%I', n.nspname, p.relname) into v_parent
-    from pg_catalog.pg_inherits i
-    join pg_catalog.pg_class p on p.oid = i.inhparent join pg_catalog.pg_namespace n on n.oid = p.relnamespace
-    where i.inhrelid = format('%I.%I', r.partition_schema, r.partition_name)::regclass;
-    perform partition_mgmt.run_ddl(format('alter table %s detach partition %I.%I', v_parent, r.partition_schema, r.partition_name));
-    execute format('drop table %I.%I', r.partition_schema, r.partition_name);
+    -- dropped while attached (see apply_retention): no lock on the tables its foreign keys reference
+    perform partition_mgmt.run_ddl(format('drop table %I.%I', r.partition_schema, r.partition_name));
     delete from partition_mgmt.partition_registry where partition_schema = r.partition_schema and partition_name = r.partition_name;
     v_count := v_count + 1;
   end loop;
