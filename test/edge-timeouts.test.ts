@@ -3,6 +3,9 @@
 // run unbounded. Here, in a database of its own, the authenticated role's statement_timeout is 1 s
 // (`alter role … in database … set`) and a restrictive RLS policy makes every row cost 20 ms: a
 // request for 200 rows must answer 503 query_timeout after about a second, not after four.
+// partition-admin runs as the service role, which has no timeout of its own on hosted Supabase: it
+// bounds every action by PARTITION_ADMIN_STATEMENT_TIMEOUT (under the platform's 150 s request
+// limit), answers 503 retry_later with what to do instead, and audits the call.
 import { randomUUID } from "node:crypto";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -83,5 +86,60 @@ describe("statement timeouts like PostgREST", () => {
     });
     expect(res.status).toBe(200);
     expect(((await res.json()) as { rows: unknown[] }).rows).toHaveLength(10);
+  });
+});
+
+describe("partition-admin bounds every action by its own statement timeout", () => {
+  let db: FreshDb;
+  let server: FunctionsServer;
+
+  beforeAll(async () => {
+    db = await freshDatabase("edge_admin_timeout");
+    // a health check that takes 3 s (the real one stays underneath)
+    await db.sql`alter function partition_mgmt.health() rename to health_underneath`;
+    await db.sql.unsafe(`
+      create function partition_mgmt.health() returns table (severity text, finding text, table_key text, detail text)
+      language plpgsql set search_path = '' as $$
+      begin
+        perform pg_sleep(3);
+        return query select * from partition_mgmt.health_underneath();
+      end $$`);
+    server = await startFunctionsServer({
+      port: 0,
+      functionsDir: path.join(REPO_ROOT, "supabase", "functions"),
+      configTomlPath: path.join(REPO_ROOT, "supabase", "config.toml"),
+      env: {
+        SUPABASE_URL: testEnv.supabaseUrl, SUPABASE_DB_URL: db.url, SUPABASE_ANON_KEY: testEnv.anonKey,
+        SUPABASE_SERVICE_ROLE_KEY: testEnv.serviceRoleKey, PARTITION_ADMIN_STATEMENT_TIMEOUT: "1s",
+      },
+      jwtSecret: testEnv.jwtSecret,
+      log: () => undefined,
+    });
+  }, 120_000);
+
+  afterAll(async () => {
+    await server?.stop();
+    await db?.drop();
+  });
+
+  it("an action longer than the bound answers 503 retry_later within it, says what to do and is audited", async () => {
+    const token = testEnv.serviceRoleKey;
+    const t0 = performance.now();
+    const res = await fetch(`${server.url}/functions/v1/partition-admin`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+      body: JSON.stringify({ action: "health" }),
+    });
+    const elapsed = performance.now() - t0;
+    const body = (await res.json()) as { error?: { code: string; message: string; details: { sqlstate: string; hint: string } } };
+    expect({ status: res.status, code: body.error?.code, sqlstate: body.error?.details.sqlstate })
+      .toEqual({ status: 503, code: "retry_later", sqlstate: "57014" });
+    expect(body.error?.message).toMatch(/health did not finish within partition-admin's statement_timeout \(1s\)/);
+    expect(body.error?.details.hint).toMatch(/SQL editor|pg_cron/);
+    expect(elapsed).toBeLessThan(2_900);
+    const [audit] = await db.sql<{ action: string; status: string; error: string }[]>`
+      select action, status, error from partition_mgmt.admin_audit order by id desc limit 1`;
+    expect(audit).toMatchObject({ action: "health", status: "error" });
+    expect(audit?.error).toMatch(/statement_timeout \(1s\)/);
   });
 });

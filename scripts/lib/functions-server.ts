@@ -27,6 +27,8 @@ export interface FunctionsServerEnv {
   SUPABASE_SECRET_KEYS?: string;
   /** the project's public signing keys, {"keys": [...]} */
   SUPABASE_JWKS?: string;
+  /** partition-admin's bound on each action's statement (default 140s, under hosted's 150 s request limit) */
+  PARTITION_ADMIN_STATEMENT_TIMEOUT?: string;
 }
 
 export interface FunctionsServerOptions {

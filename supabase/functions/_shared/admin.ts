@@ -30,18 +30,19 @@ function elapsedMs(startedAt: number): number {
   return Math.round((performance.now() - startedAt) * 10) / 10;
 }
 
-/** Audit row for a call refused before it reached the SQL API (best effort: never hides the answer). */
+/** Audit row for a call refused before it reached the SQL API, or cut off by the statement timeout (best effort: never hides the answer). */
 async function auditRejected(
   claims: Claims,
   raw: Record<string, unknown>,
-  status: "refused" | "invalid",
+  status: "refused" | "invalid" | "error",
   error: string,
   startedAt: number,
+  table: string | null = null,
 ): Promise<void> {
   const action = typeof raw.action === "string" ? raw.action.slice(0, 100) : "?";
   try {
     await getSql()`
-      select partition_mgmt.admin_record(${action}, null, ${JSON.stringify(raw)}::text::jsonb, ${status}, null, ${error},
+      select partition_mgmt.admin_record(${action}, ${table}, ${JSON.stringify(raw)}::text::jsonb, ${status}, null, ${error},
         ${elapsedMs(startedAt)}, ${JSON.stringify({ role: claims.role, sub: claims.sub ?? null })}::text::jsonb)`;
   } catch (err) {
     console.error("partition-admin: could not audit a rejected call:", err);
@@ -57,25 +58,52 @@ const FRESH_SESSION_ACTIONS: ReadonlySet<string> = new Set(["swap", "rollback", 
  */
 const FOLLOW_UPS: Readonly<Record<string, ParsedAdminRequest["action"]>> = { rollback: "finish-rollback", "sync-off": "finish-rollback" };
 
-async function runOne(claims: ServiceClaims, req: ParsedAdminRequest): Promise<AdminOutcome> {
+/**
+ * Every action's statement ends within this (PARTITION_ADMIN_STATEMENT_TIMEOUT, default 140 s):
+ * hosted Edge Functions end a request that has not answered after 150 s, and the statement of a
+ * request that was cut off would go on running in the database with nobody to hear its outcome.
+ * The service role has no statement_timeout of its own on hosted Supabase; the database-wide 2
+ * minutes would apply otherwise.
+ */
+function adminStatementTimeout(): string {
+  return Deno.env.get("PARTITION_ADMIN_STATEMENT_TIMEOUT") || "140s";
+}
+
+async function runOne(claims: ServiceClaims, req: ParsedAdminRequest, startedAt: number): Promise<AdminOutcome> {
   const args = JSON.stringify(argumentsOf(req));
-  const [row] = await withCallerContext(
-    claims,
-    (tx) =>
-      tx<{ outcome: AdminOutcome }[]>`
-      select partition_mgmt.admin_run(${req.action}, ${req.table ?? null}, ${args}::text::jsonb) as outcome`,
-    { freshSession: FRESH_SESSION_ACTIONS.has(req.action) },
-  );
-  if (!row) throw new Error("partition_mgmt.admin_run returned no row");
-  return row.outcome;
+  const timeout = adminStatementTimeout();
+  try {
+    const [row] = await withCallerContext(
+      claims,
+      (tx) =>
+        tx<{ outcome: AdminOutcome }[]>`
+        select partition_mgmt.admin_run(${req.action}, ${req.table ?? null}, ${args}::text::jsonb) as outcome`,
+      { freshSession: FRESH_SESSION_ACTIONS.has(req.action), statementTimeout: timeout },
+    );
+    if (!row) throw new Error("partition_mgmt.admin_run returned no row");
+    return row.outcome;
+  } catch (err) {
+    // A cancelled statement takes its transaction (and admin_run's audit row) with it.
+    if ((err as { code?: string }).code !== "57014") throw err;
+    const message = `${req.action} did not finish within partition-admin's statement_timeout (${timeout}); nothing it did in this call was kept`;
+    await auditRejected(claims, { ...req }, "error", message, startedAt, req.table ?? null);
+    throw new HttpError(503, "retry_later", message, {
+      sqlstate: "57014",
+      hint: req.action === "backfill"
+        ? "Call again with a smaller batch_size or max_seconds."
+        : "Run it where no request limit applies: from the SQL editor or psql (select partition_mgmt.admin_run(...)), or on pg_cron with partition_mgmt.run_migration.",
+      action: req.action,
+    });
+  }
 }
 
 /** Runs one action through the SQL dispatcher as the service role (and its follow-up, if any). */
 export async function runAdminAction(claims: ServiceClaims, req: ParsedAdminRequest): Promise<AdminOutcome> {
-  const outcome = await runOne(claims, req);
+  const startedAt = performance.now();
+  const outcome = await runOne(claims, req, startedAt);
   const next = FOLLOW_UPS[req.action];
   if (next === undefined || outcome.status !== "ok") return outcome;
-  const finish = await runOne(claims, { action: next, ...(req.table === undefined ? {} : { table: req.table }) });
+  const finish = await runOne(claims, { action: next, ...(req.table === undefined ? {} : { table: req.table }) }, performance.now());
   return {
     ...outcome,
     phase: finish.phase ?? outcome.phase ?? null,

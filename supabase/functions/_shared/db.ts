@@ -51,7 +51,7 @@ function quoteIdent(name: string): string {
 export async function withCallerContext<T>(
   claims: Claims,
   fn: (tx: Tx) => Promise<T>,
-  options: { freshSession?: boolean } = {},
+  options: { freshSession?: boolean; statementTimeout?: string } = {},
 ): Promise<T> {
   const role = callerRole(claims.role);
   // A fresh session for statements that change the catalog of a whole partition tree: a pooled
@@ -71,6 +71,10 @@ export async function withCallerContext<T>(
           where s.setrole = (select r.oid from pg_catalog.pg_roles r where r.rolname = ${role})
             and s.setdatabase in (0, (select d.oid from pg_catalog.pg_database d where d.datname = current_database()))
           order by split_part(c, '=', 1), s.setdatabase desc) x`;
+      // a bound of the caller's own, over the role's (the service role has none on hosted Supabase)
+      if (options.statementTimeout !== undefined) {
+        await tx`select set_config('statement_timeout', ${options.statementTimeout}, true)`;
+      }
       await tx.unsafe(`set local role ${quoteIdent(role)}`);
       return await fn(tx);
     });
