@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the local stack needs and is missing: Debian's PostgreSQL 15 with pg_cron, wal2json,
+# plpgsql_check (for `supabase db lint`),
 # pgTAP and pg_prove (as root with apt-get; otherwise prints the exact command), then the npm
 # dependencies (supabase CLI, deno, tsx, vitest, ...) with `npm ci`. Idempotent and quick when
 # everything is present.
@@ -7,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PG_BIN=/usr/lib/postgresql/15/bin
-APT_PACKAGES=(postgresql-15 postgresql-contrib postgresql-15-cron postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl postgresql-15-wal2json)
+APT_PACKAGES=(postgresql-15 postgresql-contrib postgresql-15-cron postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl postgresql-15-wal2json postgresql-15-plpgsql-check)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

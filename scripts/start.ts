@@ -5,6 +5,7 @@ import postgres from "postgres";
 import { ensureCluster } from "./lib/cluster.ts";
 import { pushMigrations } from "./lib/migrations.ts";
 import { runOnlineMigrationDemo } from "./lib/main-job.ts";
+import { runMaintenance } from "./lib/maintenance-runner.ts";
 import { DEFAULT_DEMO, generateDemoData } from "./lib/demo-data.ts";
 import { DEV_STACK, functionsLogFile, stackEnv, startFunctionsDaemon, writeEnvFile } from "./lib/stack.ts";
 
@@ -69,8 +70,8 @@ step("maintenance (what pg_cron runs nightly) and health");
   const m = postgres(cluster.url(), { max: 1, onnotice: () => {} });
   try {
     const t0 = performance.now();
-    await m`call partition_mgmt.run_maintenance()`;
-    console.log(`    run_maintenance: ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    await runMaintenance(m);
+    console.log(`    maintenance run: ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     const findings = await m<{ severity: string; finding: string; detail: string }[]>`select severity, finding, detail from partition_mgmt.health()`;
     console.log(findings.length ? findings.map((f) => `    ${f.severity}: ${f.finding}: ${f.detail}`).join("\n") : "    health: no findings");
   } finally {

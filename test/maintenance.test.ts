@@ -8,6 +8,7 @@ import postgres, { type Sql } from "postgres";
 import { freshDatabase, type FreshDb } from "./helpers/db.ts";
 import { testEnv } from "./helpers/env.ts";
 import { migrateOnline } from "../scripts/lib/migration-driver.ts";
+import { runMaintenance } from "../scripts/lib/maintenance-runner.ts";
 
 const COMPANY = "c0000000-0000-4000-8000-000000000001";
 
@@ -105,7 +106,7 @@ describe("maintenance", () => {
       select md5(string_agg(observation_id::text || created_at::text, ',' order by observation_id)) as c from public.petri_observations_partitioned`)[0]!.c;
     expect(await defaultRows(db.sql)).toBe(80);
 
-    await db.sql`call partition_mgmt.run_maintenance()`;
+    await runMaintenance(db.sql);
 
     expect(await defaultRows(db.sql)).toBe(0);
     const after = (await db.sql<{ n: number }[]>`select count(*)::int as n from public.petri_observations_partitioned`)[0]!.n;
@@ -126,7 +127,7 @@ describe("maintenance", () => {
   });
 
   it("health() is silent on a healthy tree and reports each finding when provoked", async () => {
-    await db.sql`call partition_mgmt.run_maintenance()`;
+    await runMaintenance(db.sql);
     // a healthy tree: no warning, no error; the lock budget is always said (info)
     const healthy = await db.sql<{ severity: string; finding: string; detail: string }[]>`select * from partition_mgmt.health()`;
     expect(healthy.filter((h) => h.severity !== "info")).toEqual([]);
@@ -346,7 +347,7 @@ describe("maintenance concurrency and lock hygiene", () => {
       await a.begin(async (tx) => {
         await tx`select partition_mgmt.schedule_maintenance()`;
         await b`select partition_mgmt.schedule_maintenance()`;
-        await b`call partition_mgmt.run_maintenance()`;
+        await runMaintenance(b);
       });
     } finally {
       await a.end();
@@ -357,7 +358,7 @@ describe("maintenance concurrency and lock hygiene", () => {
     // and the two entry points really run concurrently without error
     const c = postgres(db.url, { max: 2, onnotice: () => {} });
     try {
-      await Promise.all([c`call partition_mgmt.run_maintenance()`, c`select partition_mgmt.schedule_maintenance()`]);
+      await Promise.all([runMaintenance(c), c`select partition_mgmt.schedule_maintenance()`]);
     } finally {
       await c.end();
     }
@@ -411,7 +412,7 @@ describe("maintenance concurrency and lock hygiene", () => {
     try {
       await new Promise((r) => setTimeout(r, 300));
       for (let i = 0; i < 3; i++) {
-        await maintenance`call partition_mgmt.run_maintenance()`;
+        await runMaintenance(maintenance);
       }
     } finally {
       stop = true;
@@ -444,9 +445,11 @@ describe("maintenance jobs on pg_cron (scheduling only; test/pg-cron.test.ts wai
   it("the migration scheduled the named jobs once; setup replaces, never duplicates; jobs can be paused", async () => {
     const jobs = await sql<{ jobname: string; schedule: string; command: string }[]>`
       select jobname, schedule, command from cron.job where jobname like 'partition-%' order by jobname`;
+    const [{ runner } = { runner: "" }] = await sql<{ runner: string }[]>`select partition_mgmt.maintenance_runner() as runner`;
+    expect(runner).toMatch(/^do \$run\$ .*partition_mgmt\.maintenance_begin\(null\).*commit.*partition_mgmt\.maintenance_continue/);
     expect(jobs).toEqual([
       { jobname: "partition-cron-history-purge", schedule: "30 3 * * *", command: "select partition_mgmt.purge_cron_history()" },
-      { jobname: "partition-maintenance-nightly", schedule: "0 2 * * *", command: "call partition_mgmt.run_maintenance()" },
+      { jobname: "partition-maintenance-nightly", schedule: "0 2 * * *", command: runner },
       { jobname: "partition-statistics-weekly", schedule: "0 3 * * 0", command: "select partition_mgmt.weekly_statistics()" },
     ]);
     await sql`select * from partition_mgmt.setup_maintenance_jobs()`;

@@ -18,6 +18,7 @@ import postgres from "postgres";
 import { startAppLoad, startKeylessLoad, summarize, percentile } from "../scripts/lib/app-load.ts";
 import { generateDemoData, DEFAULT_DEMO } from "../scripts/lib/demo-data.ts";
 import { migrateOnline } from "../scripts/lib/migration-driver.ts";
+import { runMaintenance } from "../scripts/lib/maintenance-runner.ts";
 import { freshDatabase, type FreshDb } from "./helpers/db.ts";
 import { compareTables, loadSmallDemo } from "./helpers/migration.ts";
 
@@ -151,7 +152,7 @@ describe("200 sites inserted in one transaction", () => {
     await db.sql`update partition_mgmt.maintenance_settings set max_run_seconds = 10`;
     const left: number[] = [];
     for (let run = 1; run <= 30; run++) {
-      await db.sql`call partition_mgmt.run_maintenance('petri')`;
+      await runMaintenance(db.sql, "petri");
       left.push((await db.sql<{ n: number }[]>`select count(*)::int as n from partition_mgmt.creation_deferred`)[0]!.n);
       if (left.at(-1) === 0) break;
       // a run that stopped at its time budget says so until one finishes
@@ -202,7 +203,7 @@ describe("a site promoted online while the app writes", () => {
       await sleep(300);
       // small steps, so that the copy runs in several committed batches while the app writes
       await db.sql`update partition_mgmt.maintenance_settings set promote_batch_rows = 200, promote_step_seconds = 0.001`;
-      await db.sql`call partition_mgmt.run_maintenance('petri')`;
+      await runMaintenance(db.sql, "petri");
       await sleep(300);
     } finally {
       stats = await load.stop();

@@ -245,3 +245,33 @@ describe("swap against a long-running reader", () => {
     }
   });
 });
+
+describe("the psql / pg_cron driver: one DO block that commits after every step", () => {
+  let db: FreshDb;
+  beforeAll(async () => {
+    db = await freshDatabase("mig_runner", { targetRowsPerLeaf: 100 });
+    await loadSmallDemo(db.sql);
+  });
+  afterAll(async () => {
+    await db.drop();
+  });
+
+  it("migration_runner's statement takes the table from idle to swapped in committed steps; nothing differs", async () => {
+    const [{ statement } = { statement: "" }] = await db.sql<{ statement: string }[]>`
+      select partition_mgmt.migration_runner('petri_observations', 500, 0, true) as statement`;
+    expect(statement).toMatch(/^do \$run\$ begin while partition_mgmt\.migration_step\('petri', 500, 0, true\) loop commit; end loop; end \$run\$$/);
+    await db.sql.unsafe(statement);
+    expect(await phaseOf(db.sql, "petri")).toBe("swapped");
+    expect(await compareTables(db.sql, "petri")).toMatchObject({ onlyInLegacy: 0, onlyInPartitioned: 0 });
+    const [state] = await db.sql<{ copied: number; legacy: number }[]>`
+      select (select rows_copied::int from partition_mgmt.migration_state where table_key = 'petri') as copied,
+             (select count(*)::int from public.petri_observations_old) as legacy`;
+    expect(state?.copied).toBe(state?.legacy);
+    expect(state?.legacy).toBeGreaterThan(500);   // more than one batch
+    // without p_swap it stops at validated
+    const [{ stop } = { stop: "" }] = await db.sql<{ stop: string }[]>`select partition_mgmt.migration_runner('gasifier', 1000) as stop`;
+    await db.sql.unsafe(stop);
+    expect(await phaseOf(db.sql, "gasifier")).toBe("validated");
+    await expect(db.sql`select partition_mgmt.migration_step('petri', 0)`).rejects.toThrow(/batch size must be positive and throttle a non-negative number of milliseconds, got 0 and 0/);
+  });
+});

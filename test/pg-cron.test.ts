@@ -1,5 +1,5 @@
 // pg_cron as on hosted Supabase: jobs scheduled by postgres really run, the maintenance job
-// the migration scheduled really runs `call partition_mgmt.run_maintenance()`, and health()
+// the migration scheduled really runs the maintenance runner (a DO block that commits per step), and health()
 // reports a failed job of ours.
 //
 // pg_cron serves one database (`postgres`, shared by the edge-function suites), and a job it

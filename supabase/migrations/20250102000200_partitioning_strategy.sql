@@ -371,6 +371,11 @@ set search_path = ''
 as $$
 begin
   execute format('alter table %I.%I enable row level security', p_schema, p_name);
+  -- deny-all said out loud: RLS without a policy denies as well, but Supabase's advisor lists
+  -- every such table (lint 0008). Reads through the parent use the parent's policies only.
+  if not exists (select from pg_catalog.pg_policy p where p.polrelid = format('%I.%I', p_schema, p_name)::regclass and p.polname = 'no_direct_access') then
+    execute format('create policy no_direct_access on %I.%I for all using (false) with check (false)', p_schema, p_name);
+  end if;
   execute format('revoke all on table %I.%I from public, anon, authenticated', p_schema, p_name);
   execute format('grant all on table %I.%I to service_role', p_schema, p_name);
 end
@@ -1121,6 +1126,7 @@ grant execute on function partition_mgmt.precreate_program_partitions(uuid, text
 -- Their rows wait in a DEFAULT partition meanwhile; maintenance creates the partitions and clears
 -- the row, health() reports what is still pending.
 create table if not exists partition_mgmt.creation_deferred (
+  id          bigint generated always as identity primary key,
   table_key   text not null references partition_mgmt.managed_tables (table_key) on delete cascade,
   program_id  uuid not null,
   site_id     uuid,
@@ -1274,7 +1280,6 @@ declare
   v_cols text;
   v_unknown text;
   v_row jsonb;
-  v_attempt integer;
 begin
   if p_changes is null or jsonb_typeof(p_changes) <> 'object' or p_changes = '{}'::jsonb then
     raise exception 'p_changes must be a non-empty JSON object of column -> new value, got %', coalesce(p_changes::text, 'null');

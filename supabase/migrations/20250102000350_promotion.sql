@@ -20,7 +20,7 @@
 --
 -- Keys, references and sync triggers need nothing: the rows keep their ids and keys, and ATTACH
 -- gives the new partitions the parent's row triggers. One promotion at a time per table; a table
--- being migrated is left alone. Maintenance (partition_mgmt.run_maintenance, which commits
+-- being migrated is left alone. Maintenance (the runner pg_cron runs, which commits
 -- between steps) drives it through partition_mgmt.promote_step.
 -- =============================================================================
 
@@ -120,8 +120,6 @@ as $install$
 declare
   c partition_mgmt.managed_tables := partition_mgmt.config(p_table_key);
   v_cols text := partition_mgmt.column_list(c.parent);
-  v_new text := (select string_agg(format('new.%I', a.attname), ', ' order by a.attnum) from pg_catalog.pg_attribute a
-                 where a.attrelid = c.parent and a.attnum > 0 and not a.attisdropped);
   v_set text := (select string_agg(format('%1$I = excluded.%1$I', a.attname), ', ' order by a.attnum) from pg_catalog.pg_attribute a
                  where a.attrelid = c.parent and a.attnum > 0 and not a.attisdropped
                    and a.attname not in (c.id_column, c.program_column, c.site_column, c.time_column));
@@ -204,6 +202,8 @@ declare
   v_parts jsonb := '[]'::jsonb;
   v_horizon timestamptz;
   v_prog record;
+  v_range_start timestamptz;
+  v_range_end timestamptz;
   r record;
 begin
   if exists (select from partition_mgmt.promotions p where p.table_key = p_table_key) then
@@ -288,7 +288,7 @@ begin
       -- the periods of its rows, then up to the premake horizon while the program runs
       select * into v_prog from public.pilot_programs p where p.program_id = p_program_id;
       v_horizon := least((v_prog.end_date + 1)::timestamptz, date_trunc('month', now()) + make_interval(months => c.premake_months + 1));
-      for r in
+      for v_range_start, v_range_end in
         execute format('select distinct (partition_mgmt.period_bounds(%1$L, x.%2$I)).* from %3$s x where x.%4$I = %5$L
                         union select (partition_mgmt.period_bounds(%1$L, g)).* from generate_series(date_trunc(%1$L, now()), %6$L::timestamptz - interval ''1 microsecond'',
                           case %1$L when ''week'' then interval ''7 days'' when ''month'' then interval ''1 month'' when ''quarter'' then interval ''3 months'' else interval ''1 year'' end) g
@@ -296,10 +296,10 @@ begin
                         order by 1', v_gran, c.time_column, v_old, c.site_column, p_site_id, v_horizon, v_prog.end_date)
       loop
         execute format('create table partitions.%I partition of partitions.%I for values from (%L) to (%L)',
-          v_child || '_' || partition_mgmt.period_suffix(v_gran, r.range_start), v_child, r.range_start, r.range_end);
-        v_parts := v_parts || jsonb_build_object('name', v_child || '_' || partition_mgmt.period_suffix(v_gran, r.range_start), 'level', 'period',
+          v_child || '_' || partition_mgmt.period_suffix(v_gran, v_range_start), v_child, v_range_start, v_range_end);
+        v_parts := v_parts || jsonb_build_object('name', v_child || '_' || partition_mgmt.period_suffix(v_gran, v_range_start), 'level', 'period',
           'is_default', false, 'is_leaf', true, 'program_id', p_program_id, 'site_id', p_site_id, 'granularity', v_gran,
-          'range_start', r.range_start, 'range_end', r.range_end);
+          'range_start', v_range_start, 'range_end', v_range_end);
       end loop;
     end if;
     select coalesce(string_agg(quote_literal(r2.site_id), ', '), '') into v_values
@@ -358,8 +358,6 @@ declare
   v_cols text := partition_mgmt.column_list(c.parent);
   v_scanned bigint;
   v_upper uuid;
-  v_written bigint;
-  v_attempt integer;
 begin
   select * into p from partition_mgmt.promotions x where x.table_key = p_table_key for update;
   if not found or p.phase <> 'copying' then
@@ -382,9 +380,9 @@ begin
           insert into %4$s (%5$s) select %5$s from src l where not (%6$s) on conflict do nothing returning 1
         )
         select (select count(*) from src), (select l.%2$I from src l order by l.%2$I desc limit 1),
-               (select count(*) from to_child) + (select count(*) from to_default)$q$,
+               (select count(*) from to_child) + (select count(*) from to_default) as written$q$,
         p.old_default, c.id_column, p.new_child, p.new_default, v_cols, v_match, c.time_column)
-        into v_scanned, v_upper, v_written using p.high_water, p_batch_size;
+        into v_scanned, v_upper using p.high_water, p_batch_size;
       exit;
     exception when serialization_failure then
       if v_attempt = 5 then

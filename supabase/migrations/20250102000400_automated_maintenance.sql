@@ -7,8 +7,8 @@
 -- cron.job_run_details. Every action is logged in partition_mgmt.maintenance_log; health() turns
 -- the state of the tree into findings for alerting.
 --
--- pg_cron runs `call partition_mgmt.run_maintenance()`, a procedure that commits after every
--- step, so it never holds locks across the whole tree. The plan's
+-- pg_cron runs the statement partition_mgmt.maintenance_runner() returns, which commits after
+-- every step, so it never holds locks across the whole tree. The plan's
 -- `select partition_mgmt.schedule_maintenance()` does the same work in the caller's transaction.
 -- =============================================================================
 
@@ -433,7 +433,9 @@ begin
   if to_regclass('cron.job_run_details') is null then
     return 0;
   end if;
-  execute 'delete from cron.job_run_details where end_time < now() - $1'
+  -- (pg_cron's tables are named at run time: the function stays valid, and plpgsql_check quiet,
+  -- in a database without pg_cron)
+  execute format('delete from %I.job_run_details where end_time < now() - $1', 'cron')
     using (select cron_history_retention from partition_mgmt.maintenance_settings);
   get diagnostics v_count = row_count;
   return v_count;
@@ -546,59 +548,139 @@ language sql immutable
 set search_path = ''
 as $$ select hashtextextended('partition_mgmt:maintenance', 0) $$;
 
--- The nightly entry point for pg_cron: commits after every step (and every batch of the default
--- drain). A second concurrent run finds the lock taken, logs 'skipped' and returns.
--- (No SET clause: PostgreSQL forbids COMMIT in a procedure that has one. Not SECURITY DEFINER,
--- and every name in it is schema-qualified.)
-create or replace procedure partition_mgmt.run_maintenance(p_table_key text default null)
+-- The nightly run for pg_cron commits after every step (and every batch of the default drain and
+-- of a promotion's copy). A procedure that commits cannot carry SET search_path (Supabase's
+-- advisor flags it, lint 0011), so the run is: maintenance_begin() takes the session's lock and
+-- records the run, each maintenance_continue() does the next step in the caller's transaction,
+-- and a DO block (maintenance_runner() returns it; the pg_cron job runs it) commits between them.
+-- A second concurrent run finds the lock taken, logs 'skipped' and does nothing.
+create table if not exists partition_mgmt.maintenance_runs (
+  run_id      uuid primary key,
+  tables      text[] not null,
+  table_idx   integer not null default 1,
+  action_idx  integer not null default 1,
+  rounds      integer not null default 0,
+  deadline    timestamptz not null,
+  log_id      bigint not null,
+  unfinished  boolean not null default false,
+  backend_pid integer not null default pg_catalog.pg_backend_pid(),
+  started_at  timestamptz not null default now()
+);
+comment on table partition_mgmt.maintenance_runs is
+  'Maintenance runs in progress (one row per run, gone when it ends): the table and step it is at. A row whose backend_pid is gone is a run that was interrupted; the next run removes it.';
+revoke all on partition_mgmt.maintenance_runs from public, anon, authenticated;
+grant select on partition_mgmt.maintenance_runs to service_role;
+
+-- The steps of a run, in order, for each managed table.
+create or replace function partition_mgmt.maintenance_actions()
+returns text[]
+language sql immutable
+set search_path = ''
+as $$ select array['finish_rollback', 'premake', 'drain_defaults', 'retention', 'analyze', 'promote'] $$;
+
+-- Starts a run of p_table_key (null: every managed table) in this session; null when another run
+-- holds the lock (logged as skipped).
+create or replace function partition_mgmt.maintenance_begin(p_table_key text default null)
+returns uuid
 language plpgsql
+set search_path = ''
 as $$
 declare
   v_run uuid := gen_random_uuid();
+  v_log bigint;
+begin
+  v_log := partition_mgmt.log_start(v_run, p_table_key, 'run');
+  -- session-level: held across the run's commits, released by its end or by the session's
+  if not pg_catalog.pg_try_advisory_lock(partition_mgmt.maintenance_lock_key()) then
+    perform partition_mgmt.log_finish(v_log, 'skipped', 0, 0, null, jsonb_build_object('reason', 'another maintenance run is in progress'));
+    return null;
+  end if;
+  -- runs of sessions that are gone (interrupted) leave nothing behind
+  delete from partition_mgmt.maintenance_runs r
+  where not exists (select from pg_catalog.pg_stat_activity a where a.pid = r.backend_pid);
+  insert into partition_mgmt.maintenance_runs (run_id, tables, deadline, log_id)
+  values (v_run,
+          coalesce((select array_agg(m.table_key order by m.table_key) from partition_mgmt.managed_tables m
+                    where m.parent is not null and (p_table_key is null or m.table_key = p_table_key)), '{}'::text[]),
+          partition_mgmt.maintenance_deadline(), v_log);
+  return v_run;
+end
+$$;
+
+-- The next step of run p_run in the caller's transaction. Returns false when the run has ended
+-- (then it has refreshed the metrics, logged its end and released the lock).
+create or replace function partition_mgmt.maintenance_continue(p_run uuid)
+returns boolean
+language plpgsql
+set search_path = ''
+as $$
+declare
+  r partition_mgmt.maintenance_runs;
+  v_actions text[] := partition_mgmt.maintenance_actions();
   v_table text;
   v_action text;
   v_more boolean;
-  v_log bigint;
-  v_rounds integer;
-  v_deadline timestamptz := partition_mgmt.maintenance_deadline();
-  v_unfinished boolean := false;
+  v_did boolean;
 begin
-  if not pg_try_advisory_lock(partition_mgmt.maintenance_lock_key()) then
-    v_log := partition_mgmt.log_start(v_run, p_table_key, 'run');
-    perform partition_mgmt.log_finish(v_log, 'skipped', 0, 0, null, jsonb_build_object('reason', 'another maintenance run is in progress'));
-    commit;
-    return;
+  select * into r from partition_mgmt.maintenance_runs x where x.run_id = p_run for update;
+  if not found then
+    return false;
   end if;
-  v_log := partition_mgmt.log_start(v_run, p_table_key, 'run');
-  commit;
-  for v_table in select table_key from partition_mgmt.managed_tables
-                 where parent is not null and (p_table_key is null or table_key = p_table_key) order by table_key loop
-    foreach v_action in array array['finish_rollback', 'premake', 'drain_defaults', 'retention', 'analyze', 'promote'] loop
-      continue when v_action = 'finish_rollback' and partition_mgmt.migration_phase(v_table) <> 'rolled_back';
-      v_rounds := 0;
-      loop
-        v_unfinished := clock_timestamp() > v_deadline;
-        exit when v_unfinished;
-        v_more := partition_mgmt.maintain_step(v_run, v_table, v_action);
-        commit;
-        v_rounds := v_rounds + 1;
-        exit when not v_more or v_rounds >= 1000;
-      end loop;
-    end loop;
+  if r.backend_pid <> pg_catalog.pg_backend_pid() then
+    raise exception 'maintenance run % belongs to session %, not to this one (%)', p_run, r.backend_pid, pg_catalog.pg_backend_pid()
+      using hint = 'A run is continued by the session that began it: it holds the maintenance lock.';
+  end if;
+  loop
+    if r.table_idx > coalesce(array_length(r.tables, 1), 0) then
+      if not r.unfinished then
+        perform partition_mgmt.maintain_step(p_run, null, 'refresh_metrics');
+      end if;
+      perform partition_mgmt.log_finish(r.log_id, case when exists (select from partition_mgmt.maintenance_log
+        where run_id = p_run and status = 'error') then 'error' else 'ok' end, 0, 0, null,
+        case when r.unfinished then jsonb_build_object('unfinished', true, 'reason',
+          format('the run''s time budget (max_run_seconds, or 3/4 of statement_timeout %s) was spent; the next run goes on', current_setting('statement_timeout'))) end);
+      delete from partition_mgmt.maintenance_runs x where x.run_id = p_run;
+      perform pg_catalog.pg_advisory_unlock(partition_mgmt.maintenance_lock_key());
+      return false;
+    end if;
+    if clock_timestamp() > r.deadline then
+      r.unfinished := true;
+      r.table_idx := coalesce(array_length(r.tables, 1), 0) + 1;
+      continue;
+    end if;
+    v_table := r.tables[r.table_idx];
+    v_action := v_actions[r.action_idx];
+    v_did := not (v_action = 'finish_rollback' and partition_mgmt.migration_phase(v_table) <> 'rolled_back');
+    v_more := v_did and partition_mgmt.maintain_step(p_run, v_table, v_action);
+    r.rounds := r.rounds + 1;
+    if not v_more or r.rounds >= 1000 then
+      r.rounds := 0;
+      r.action_idx := r.action_idx + 1;
+      if r.action_idx > array_length(v_actions, 1) then
+        r.action_idx := 1;
+        r.table_idx := r.table_idx + 1;
+      end if;
+    end if;
+    update partition_mgmt.maintenance_runs x
+    set table_idx = r.table_idx, action_idx = r.action_idx, rounds = r.rounds, unfinished = r.unfinished
+    where x.run_id = p_run;
+    if v_did then
+      return true;   -- the caller commits this step
+    end if;
   end loop;
-  if not v_unfinished then
-    perform partition_mgmt.maintain_step(v_run, null, 'refresh_metrics');
-    commit;
-  end if;
-  perform partition_mgmt.log_finish(v_log, case when exists (select from partition_mgmt.maintenance_log
-    where run_id = v_run and status = 'error') then 'error' else 'ok' end, 0, 0, null,
-    case when v_unfinished then jsonb_build_object('unfinished', true, 'reason',
-      format('the run''s time budget (max_run_seconds, or 3/4 of statement_timeout %s) was spent; the next run goes on', current_setting('statement_timeout'))) end);
-  commit;
-  -- (no exception block here: it would forbid the COMMITs; steps catch their own errors, and a
-  -- session-level advisory lock ends with the session that pg_cron opens for the job)
-  perform pg_advisory_unlock(partition_mgmt.maintenance_lock_key());
 end
+$$;
+
+-- The statement that runs maintenance now, committing after every step (pg_cron's nightly job
+-- runs it):  select partition_mgmt.maintenance_runner() \gexec
+create or replace function partition_mgmt.maintenance_runner(p_table_key text default null)
+returns text
+language sql immutable
+set search_path = ''
+as $$
+  select format('do $run$ declare v_run uuid := partition_mgmt.maintenance_begin(%s); begin commit; '
+                'while v_run is not null and partition_mgmt.maintenance_continue(v_run) loop commit; end loop; end $run$',
+                coalesce(quote_literal(p_table_key), 'null'))
 $$;
 
 -- The plan's entry point (`select partition_mgmt.schedule_maintenance();`): the same work in the
@@ -623,12 +705,12 @@ begin
   end if;
   for v_table in select table_key from partition_mgmt.managed_tables
                  where parent is not null and (p_table_key is null or table_key = p_table_key) order by table_key loop
-    -- (no promotion here: it copies rows in batches that must commit one by one; run_maintenance does it)
-    foreach v_action in array array['finish_rollback', 'premake', 'drain_defaults', 'retention', 'analyze'] loop
+    -- (no promotion here: it copies rows in batches that must commit one by one; the runner does it)
+    foreach v_action in array array_remove(partition_mgmt.maintenance_actions(), 'promote') loop
       continue when v_action = 'finish_rollback' and partition_mgmt.migration_phase(v_table) <> 'rolled_back';
       v_rounds := 0;
-      -- (one transaction: a step that spent the lock budget is not repeated; call_maintenance
-      -- and pg_cron's run_maintenance commit and go on)
+      -- (one transaction: a step that spent the lock budget is not repeated; the runner commits
+      -- and goes on)
       while clock_timestamp() < v_deadline and partition_mgmt.maintain_step(v_run, v_table, v_action) and v_rounds < 1000
             and not partition_mgmt.budget_spent() loop
         v_rounds := v_rounds + 1;
@@ -715,7 +797,7 @@ begin
 
     return query
       select 'warning', 'promotion stalled', p.table_key,
-             format('the promotion of %s %s started %s ago (%s of about %s rows copied, phase %s): run call partition_mgmt.run_maintenance(), or partition_mgmt.abort_promotion(%L)',
+             format('the promotion of %s %s started %s ago (%s of about %s rows copied, phase %s): let the nightly job go on (or run select partition_mgmt.maintenance_runner() \gexec), or partition_mgmt.abort_promotion(%L)',
                     p.level, coalesce(p.site_id, p.program_id), date_trunc('second', now() - p.started_at), p.rows_copied, p.rows_total, p.phase, p.table_key)
       from partition_mgmt.promotions p where p.table_key = m.table_key and p.updated_at < now() - s.stale_after;
    exception when others then
@@ -744,11 +826,11 @@ begin
     where l.status = 'error' and l.started_at > now() - s.stale_after;
 
   if to_regclass('cron.job_run_details') is not null then
-    return query execute $q$
-      select 'error', 'cron job failed', null::text, format('%s at %s: %s', j.jobname, d.start_time, left(d.return_message, 200))
-      from cron.job_run_details d join cron.job j on j.jobid = d.jobid
+    return query execute format($q$
+      select 'error', 'cron job failed', null::text, format('%%s at %%s: %%s', j.jobname, d.start_time, left(d.return_message, 200))
+      from %1$I.job_run_details d join %1$I.job j on j.jobid = d.jobid
       where d.status = 'failed' and d.start_time > now() - $1
-        and j.jobname like 'partition-%'$q$ using s.stale_after;
+        and j.jobname like 'partition-%%'$q$, 'cron') using s.stale_after;
   end if;
 end
 $$;
@@ -798,10 +880,10 @@ begin
     raise exception 'pg_cron is not installed in database %', current_database()
       using hint = 'Enable it (Dashboard > Database > Extensions, or create extension pg_cron with schema pg_catalog) in the database named by cron.database_name.';
   end if;
-  execute 'select cron.schedule($1, $2, $3)' using 'partition-maintenance-nightly', p_nightly, 'call partition_mgmt.run_maintenance()';
-  execute 'select cron.schedule($1, $2, $3)' using 'partition-statistics-weekly', p_weekly, 'select partition_mgmt.weekly_statistics()';
-  execute 'select cron.schedule($1, $2, $3)' using 'partition-cron-history-purge', p_purge, 'select partition_mgmt.purge_cron_history()';
-  return query execute 'select jobname::text, schedule::text, command::text from cron.job where jobname like ''partition-%'' order by jobname';
+  execute format('select %I.schedule($1, $2, $3)', 'cron') using 'partition-maintenance-nightly', p_nightly, partition_mgmt.maintenance_runner();
+  execute format('select %I.schedule($1, $2, $3)', 'cron') using 'partition-statistics-weekly', p_weekly, 'select partition_mgmt.weekly_statistics()';
+  execute format('select %I.schedule($1, $2, $3)', 'cron') using 'partition-cron-history-purge', p_purge, 'select partition_mgmt.purge_cron_history()';
+  return query execute format('select jobname::text, schedule::text, command::text from %I.job where jobname like ''partition-%%'' order by jobname', 'cron');
 end
 $$;
 
@@ -812,21 +894,21 @@ language plpgsql
 set search_path = ''
 as $$
 declare
-  v_job record;
+  v_jobid bigint;
   v_found boolean := false;
 begin
   if not partition_mgmt.cron_available() then
     raise exception 'pg_cron is not installed in database %', current_database();
   end if;
-  for v_job in execute 'select jobid, jobname from cron.job where jobname like ''partition-%'' and ($1 is null or jobname = $1)' using p_jobname loop
+  for v_jobid in execute format('select jobid from %I.job where jobname like ''partition-%%'' and ($1 is null or jobname = $1)', 'cron') using p_jobname loop
     v_found := true;
-    execute 'select cron.alter_job(job_id => $1, schedule => $2, active => $3)' using v_job.jobid, p_schedule, p_active;
+    execute format('select %I.alter_job(job_id => $1, schedule => $2, active => $3)', 'cron') using v_jobid, p_schedule, p_active;
   end loop;
   if not v_found then
     raise exception 'no maintenance job named "%"', p_jobname
       using hint = 'Jobs: partition-maintenance-nightly, partition-statistics-weekly, partition-cron-history-purge (or NULL for all).';
   end if;
-  return query execute 'select jobname::text, schedule::text, active from cron.job where jobname like ''partition-%'' order by jobname';
+  return query execute format('select jobname::text, schedule::text, active from %I.job where jobname like ''partition-%%'' order by jobname', 'cron');
 end
 $$;
 
@@ -860,4 +942,5 @@ revoke execute on all functions in schema partition_mgmt from public, anon;
 grant execute on function partition_mgmt.health(), partition_mgmt.schedule_maintenance(text),
   partition_mgmt.cleanup_empty_partitions(integer), partition_mgmt.analyze_all_partitions(boolean, text),
   partition_mgmt.validate_partitions(), partition_mgmt.leaf_budget_report(), partition_mgmt.lock_budget(), partition_mgmt.lock_capacity(),
-  partition_mgmt.apply_row_retention(text, integer), partition_mgmt.premake_partitions(text) to service_role;
+  partition_mgmt.apply_row_retention(text, integer), partition_mgmt.premake_partitions(text),
+  partition_mgmt.maintenance_runner(text), partition_mgmt.maintenance_begin(text), partition_mgmt.maintenance_continue(uuid) to service_role;

@@ -24,8 +24,8 @@
 --   sync trigger keeps <table>_old exact afterwards, so a rollback after the swap loses nothing.
 --
 -- A function cannot COMMIT: migrate_to_partitioned() does one bounded step per call (callers loop:
--- scripts/lib/migration-driver.ts, psql, an edge function); the procedure run_migration() loops
--- with a COMMIT per batch for psql and pg_cron. Nothing here runs at `db push` time.
+-- scripts/lib/migration-driver.ts, psql, an edge function); the DO block migration_runner()
+-- returns loops with a COMMIT per step for psql and pg_cron. Nothing here runs at `db push` time.
 -- =============================================================================
 
 -- -----------------------------------------------------------------------------
@@ -84,6 +84,7 @@ grant select on partition_mgmt.migration_state, partition_mgmt.migration_log to 
 -- column there, a NOT NULL partition key after the swap). Filled by the sync trigger; while it
 -- has rows for a table, swap_tables refuses, because the same writes would fail after the swap.
 create table if not exists partition_mgmt.null_key_writes (
+  id              bigint generated always as identity primary key,
   table_key       text not null references partition_mgmt.managed_tables (table_key) on delete cascade,
   observation_id  uuid not null,
   operation       text not null,
@@ -1204,7 +1205,7 @@ declare
   r record;
   v jsonb;
   v_schema text;
-  v_carried text[] := '{}';
+  v_carried text[] := '{}'::text[];
   v_def text;
 begin
   -- row level security and policies
@@ -1722,7 +1723,7 @@ begin
   end if;
   if v_phase in ('syncing', 'backfilling') then
     step := step + 1; action := 'backfill'; status := 'pending'; phase := v_phase;
-    detail := format('run select * from partition_mgmt.migrate_to_partitioned(10000, null, %L) until done (commit between calls), or call partition_mgmt.run_migration(%L)', v_key, v_key);
+    detail := format('run select * from partition_mgmt.migrate_to_partitioned(10000, null, %L) until done (commit between calls), or run the statement partition_mgmt.migration_runner(%L) returns', v_key, v_key);
     return next;
     return;
   end if;
@@ -1776,7 +1777,7 @@ begin
   perform partition_mgmt.prepare_migration(v_key, 'offline');
   if partition_mgmt.migration_phase(v_key) <> 'prepared' then
     raise exception 'the partitions of "%" do not fit in one transaction''s lock budget', v_key
-      using hint = 'Migrate online (safe_migrate_table(table, false) or call run_migration): it prepares in several transactions.';
+      using hint = 'Migrate online (safe_migrate_table(table, false) until prepared, or the statement migration_runner(table) returns): it prepares in several transactions.';
   end if;
   c := partition_mgmt.config(v_key);
   v_legacy := partition_mgmt.legacy_table(v_key);
@@ -1801,42 +1802,66 @@ end
 $$;
 
 -- -----------------------------------------------------------------------------
--- psql / pg_cron driver: every phase, with a COMMIT per batch. CALL it outside a transaction
--- block. (A procedure that commits cannot carry SET search_path: every name is qualified.)
+-- psql / pg_cron driver: every phase, with a COMMIT after each step. A procedure that commits
+-- cannot carry SET search_path (Supabase's advisor flags it, lint 0011), so the steps are a
+-- function that does one transaction's worth, and the driver is a DO block that calls it and
+-- commits until it says done: migration_runner() returns that block, for psql's \gexec or a
+-- pg_cron job.
 -- -----------------------------------------------------------------------------
-create or replace procedure partition_mgmt.run_migration(p_table text, p_batch_size integer default 10000, p_throttle_ms integer default 0,
+
+-- One step of the whole migration in the caller's transaction: prepare (as far as the lock budget
+-- goes), sync, one backfill batch, validation, and the swap when p_swap. Returns true while
+-- another step remains (commit, then call again).
+create or replace function partition_mgmt.migration_step(p_table text, p_batch_size integer default 10000, p_throttle_ms integer default 0,
   p_swap boolean default false)
+returns boolean
 language plpgsql
+set search_path = ''
 as $$
 declare
   v_key text := partition_mgmt.resolve_table_key(p_table);
+  v_phase text := partition_mgmt.migration_phase(v_key);
+  v_after text;
   r record;
 begin
-  loop
-    perform partition_mgmt.safe_migrate_table(v_key, false, not p_swap);
-    commit;
-    exit when partition_mgmt.migration_phase(v_key) not in ('idle', 'preparing');
-  end loop;
-  loop
+  if p_batch_size is null or p_batch_size < 1 or p_throttle_ms is null or p_throttle_ms < 0 then
+    raise exception 'batch size must be positive and throttle a non-negative number of milliseconds, got % and %', p_batch_size, p_throttle_ms;
+  end if;
+  if v_phase in ('syncing', 'backfilling') then
     select * into r from partition_mgmt.migrate_to_partitioned(p_batch_size, null, v_key) m;
-    commit;
     if r.error is not null then
       raise exception 'backfill of % stopped: %', v_key, r.error
-        using hint = format('Fix the cause and CALL partition_mgmt.run_migration(%L) again: it resumes at the high-water mark.', v_key);
+        using hint = format('Fix the cause and run partition_mgmt.migration_runner(%L) again: it resumes at the high-water mark.', v_key);
     end if;
-    exit when r.done is null or r.done;
     if p_throttle_ms > 0 then
       perform pg_catalog.pg_sleep(p_throttle_ms / 1000.0);
     end if;
-  end loop;
-  perform partition_mgmt.safe_migrate_table(v_key, false, not p_swap);
-  commit;
-  if p_swap and partition_mgmt.migration_phase(v_key) = 'validated' then
-    perform partition_mgmt.swap_tables(v_key);
-    commit;
+    return true;
   end if;
-  raise notice '%: %', v_key, partition_mgmt.migration_phase(v_key);
+  if v_phase = 'swapped' or (v_phase = 'validated' and not p_swap) then
+    raise notice '%: %', v_key, v_phase;
+    return false;
+  end if;
+  perform partition_mgmt.safe_migrate_table(v_key, false, not p_swap);
+  v_after := partition_mgmt.migration_phase(v_key);
+  if v_after = 'backfilled' then
+    raise exception 'validation of % found differences between the legacy table and the copy', v_key
+      using hint = format('See select * from partition_mgmt.post_migration_validation(%L); rollback_migration(%L) starts over.', v_key, v_key);
+  end if;
+  return true;
 end
+$$;
+
+-- The statement that runs the whole migration of p_table, committing after every step:
+--   select partition_mgmt.migration_runner('petri_observations') \gexec
+create or replace function partition_mgmt.migration_runner(p_table text, p_batch_size integer default 10000, p_throttle_ms integer default 0,
+  p_swap boolean default false)
+returns text
+language sql stable
+set search_path = ''
+as $$
+  select format('do $run$ begin while partition_mgmt.migration_step(%L, %s, %s, %s) loop commit; end loop; end $run$',
+    partition_mgmt.resolve_table_key(p_table), coalesce(p_batch_size::text, 'null'), coalesce(p_throttle_ms::text, 'null'), coalesce(p_swap, false)::text)
 $$;
 
 -- -----------------------------------------------------------------------------
@@ -1849,7 +1874,8 @@ revoke all on function partition_mgmt.pre_migration_check(text), partition_mgmt.
   partition_mgmt.offline_migrate_table(text, text, integer), partition_mgmt.migration_in_progress(text), partition_mgmt.legacy_table(text),
   partition_mgmt.finish_rollback(text), partition_mgmt.plan_tree(text, regclass)
   from public, anon, authenticated;
-revoke all on procedure partition_mgmt.run_migration(text, integer, integer, boolean) from public, anon, authenticated;
+revoke all on function partition_mgmt.migration_step(text, integer, integer, boolean), partition_mgmt.migration_runner(text, integer, integer, boolean)
+  from public, anon, authenticated;
 grant execute on function partition_mgmt.pre_migration_check(text), partition_mgmt.prepare_migration(text, text), partition_mgmt.start_sync(text),
   partition_mgmt.migrate_to_partitioned(integer, uuid, text, integer, numeric), partition_mgmt.monitor_migration(text),
   partition_mgmt.post_migration_validation(text), partition_mgmt.swap_tables(text, text, integer, text), partition_mgmt.rollback_migration(text, text, integer),
@@ -1857,7 +1883,8 @@ grant execute on function partition_mgmt.pre_migration_check(text), partition_mg
   partition_mgmt.offline_migrate_table(text, text, integer), partition_mgmt.migration_in_progress(text), partition_mgmt.legacy_table(text),
   partition_mgmt.finish_rollback(text), partition_mgmt.plan_tree(text, regclass)
   to service_role;
-grant execute on procedure partition_mgmt.run_migration(text, integer, integer, boolean) to service_role;
+grant execute on function partition_mgmt.migration_step(text, integer, integer, boolean), partition_mgmt.migration_runner(text, integer, integer, boolean)
+  to service_role;
 
 comment on function partition_mgmt.safe_migrate_table(text, boolean, boolean) is
   'Dry run (default): the plan (checks, partitions to create, rows, lock steps) without changing anything. Otherwise advances the online migration as far as one transaction may: prepare, sync, validate, and the swap unless postponed.';

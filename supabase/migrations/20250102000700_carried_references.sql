@@ -42,6 +42,7 @@ create table if not exists partition_mgmt.carried_references (
   carried_at         timestamptz not null default now(),
   primary key (child_table, constraint_name)
 );
+create index if not exists carried_references_table_key_idx on partition_mgmt.carried_references (table_key);
 revoke all on partition_mgmt.carried_references from public, anon, authenticated;
 grant select on partition_mgmt.carried_references to service_role;
 comment on table partition_mgmt.carried_references is
@@ -258,7 +259,8 @@ end
 $$;
 
 -- A carried_references row for a foreign key that references the legacy table (not stored).
-create or replace function partition_mgmt.reference_record(p_table_key text, f record)
+create or replace function partition_mgmt.reference_record(p_table_key text, p_child_table regclass, p_constraint_name text,
+  p_child_column text, p_on_delete "char", p_on_update "char", p_is_deferrable boolean, p_initially_deferred boolean, p_definition text)
 returns partition_mgmt.carried_references
 language plpgsql stable
 set search_path = ''
@@ -268,16 +270,16 @@ declare
   r partition_mgmt.carried_references;
 begin
   r.table_key := p_table_key;
-  r.child_table := f.child_table;
-  r.constraint_name := f.constraint_name;
-  r.child_column := f.child_column;
-  r.on_delete := f.on_delete;
-  r.on_update := f.on_update;
-  r.is_deferrable := f.is_deferrable;
-  r.initially_deferred := f.initially_deferred;
+  r.child_table := p_child_table;
+  r.constraint_name := p_constraint_name;
+  r.child_column := p_child_column;
+  r.on_delete := p_on_delete;
+  r.on_update := p_on_update;
+  r.is_deferrable := p_is_deferrable;
+  r.initially_deferred := p_initially_deferred;
   -- the definition names the legacy table by its name of the moment; on rollback it gets the
   -- live name back
-  r.definition := regexp_replace(f.definition, 'REFERENCES .*?\(', format('REFERENCES %I.%I(', c.source_schema, c.source_table));
+  r.definition := regexp_replace(p_definition, 'REFERENCES .*?\(', format('REFERENCES %I.%I(', c.source_schema, c.source_table));
   r.carried_at := now();
   return r;
 end
@@ -295,7 +297,7 @@ declare
   v_count integer := 0;
 begin
   for f in select * from partition_mgmt.referencing_foreign_keys(p_table_key, p_legacy) x where x.supported loop
-    perform partition_mgmt.install_reference_actions(partition_mgmt.reference_record(p_table_key, f), p_copy);
+    perform partition_mgmt.install_reference_actions(partition_mgmt.reference_record(p_table_key, f.child_table, f.constraint_name, f.child_column, f.on_delete, f.on_update, f.is_deferrable, f.initially_deferred, f.definition), p_copy);
     v_count := v_count + 1;
   end loop;
   return v_count;
@@ -319,7 +321,7 @@ begin
       raise exception 'cannot carry foreign key % on % that references %: %', f.constraint_name, f.child_table, p_from, f.reason
         using errcode = 'feature_not_supported', hint = format('See select * from partition_mgmt.pre_migration_check(%L).', p_table_key);
     end if;
-    insert into partition_mgmt.carried_references select (partition_mgmt.reference_record(p_table_key, f)).* returning * into r;
+    insert into partition_mgmt.carried_references select (partition_mgmt.reference_record(p_table_key, f.child_table, f.constraint_name, f.child_column, f.on_delete, f.on_update, f.is_deferrable, f.initially_deferred, f.definition)).* returning * into r;
     execute format('alter table %s drop constraint %I', f.child_table, f.constraint_name);
     perform partition_mgmt.install_reference_check(r);
     -- (already there, dormant, unless the constraint was added after the sync started)
@@ -386,7 +388,7 @@ declare
   c partition_mgmt.managed_tables := partition_mgmt.config(v_key);
   v_table regclass := to_regclass(format('%I.%I', c.source_schema, c.source_table));
   f record;
-  v_done text[] := '{}';
+  v_done text[] := '{}'::text[];
 begin
   if v_table is null or (select relkind from pg_catalog.pg_class where oid = v_table) <> 'r' then
     return v_done;

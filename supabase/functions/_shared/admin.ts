@@ -91,7 +91,7 @@ async function runOne(claims: ServiceClaims, req: ParsedAdminRequest, startedAt:
       sqlstate: "57014",
       hint: req.action === "backfill"
         ? "Call again with a smaller batch_size or max_seconds."
-        : "Run it where no request limit applies: from the SQL editor or psql (select partition_mgmt.admin_run(...)), or on pg_cron with partition_mgmt.run_migration.",
+        : "Run it where no request limit applies: from the SQL editor or psql (select partition_mgmt.admin_run(...)), or the whole migration with the statement partition_mgmt.migration_runner(table) returns (psql \\gexec or a pg_cron job).",
       action: req.action,
     });
   }
