@@ -117,7 +117,7 @@ describe("migration phases and catalog", () => {
     });
     // (the table is in supabase_realtime: the change feed's triggers come along, see test/realtime.test.ts)
     expect(swapped.live_triggers).toEqual(["partition_mgmt_realtime_delete", "partition_mgmt_realtime_insert", "partition_mgmt_realtime_update",
-      "partition_mgmt_sync_to_legacy", "set_company_id_from_program", "zz_maintain_observation_keys", "zz_move_observation_keys"]);
+      "partition_mgmt_require_keys", "partition_mgmt_sync_to_legacy", "set_company_id_from_program", "zz_maintain_observation_keys", "zz_move_observation_keys"]);
     const [oldTriggers] = await db.sql<{ t: string[] }[]>`
       select array(select tgname::text from pg_trigger where tgrelid = 'public.petri_observations_old'::regclass and not tgisinternal) as t`;
     expect(oldTriggers?.t).toEqual(["set_company_id_from_program"]);
@@ -139,7 +139,7 @@ describe("migration phases and catalog", () => {
     const done = await catalog();
     expect(done).toMatchObject({ live_kind: "p", old_exists: false, view_on_live: true, mv_on_live: true, published: true });
     expect(done.live_triggers).toEqual(["partition_mgmt_realtime_delete", "partition_mgmt_realtime_insert", "partition_mgmt_realtime_update",
-      "set_company_id_from_program", "zz_maintain_observation_keys", "zz_move_observation_keys"]);
+      "partition_mgmt_require_keys", "set_company_id_from_program", "zz_maintain_observation_keys", "zz_move_observation_keys"]);
     expect(await leftovers(db.sql, "petri")).toEqual({ triggers: [], functions: [], state: 0, shadows: [] });
     expect(await visibleToUserOfCompany1()).toEqual(isolation);
     const log = await db.sql<{ to_phase: string }[]>`select to_phase from partition_mgmt.migration_log
