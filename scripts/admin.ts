@@ -10,7 +10,9 @@ import { type MonitorRow, progressBar } from "./lib/migration-driver.ts";
 const USAGE = `usage: npm run admin -- <action> [--table <key|name>] [options]
 
 actions: ${ADMIN_ACTIONS.join(", ")}
-  a phase run: precheck, plan, prepare, sync-on, backfill, validate, swap, finalize (or rollback,
+  the whole migration: step --table <t> [--swap] takes every step (prepare, sync, backfill,
+  validate, and the swap with --swap) until done; --once takes one
+  phase by phase: precheck, plan, prepare, sync-on, backfill, validate, swap, finalize (or rollback,
   then validate-references when foreign keys reference the table)
 
 options:
@@ -22,6 +24,7 @@ options:
   --lock-timeout <d>   swap, rollback, sync-off: lock_timeout per attempt ("1s")
   --attempts <n>       swap, rollback, sync-off: attempts at the lock (10)
   --no-postpone        plan: show the swap as not postponed
+  --swap               step: take the swap too (otherwise stop validated)
   --json               raw JSON answers`;
 
 type Row = Record<string, unknown>;
@@ -91,6 +94,37 @@ function asMonitorRow(p: Row): MonitorRow {
   };
 }
 
+/** Takes steps until the migration is done (validated, or swapped with --swap): one line per step, a progress bar while it backfills. */
+async function stepLoop(send: (r: AdminRequest) => Promise<AdminOutcome>, request: AdminRequest, once: boolean, json: boolean): Promise<AdminOutcome> {
+  let drawing = false;
+  for (;;) {
+    const o = await send(request);
+    const r = o.result ?? {};
+    const progress = r.progress as Row | undefined;
+    if (json) console.log(JSON.stringify(o));
+    else if (r.step === "backfill" && progress) {
+      const line = `${String(o.table_key).padEnd(10)} ${progressBar(asMonitorRow(progress))}`;
+      if (process.stdout.isTTY) process.stdout.write(`\r${line}`);
+      else console.log(line);
+      drawing = process.stdout.isTTY;
+    } else {
+      if (drawing) process.stdout.write("\n");
+      drawing = false;
+      const detail = r.result as Row | null | undefined;
+      console.log(`${String(o.table_key)}: ${String(r.step)} -> phase ${String(r.phase)}${typeof detail?.message === "string" ? `: ${detail.message}` : ""}`);
+      if (r.step === "validate" || r.step === "swap") printRows(`${String(r.step)} ${String(o.table_key)}`, detail?.rows);
+    }
+    if (r.next_step === "done" || (r.next_step === "swap" && request.swap !== true) || once) {
+      if (drawing) process.stdout.write("\n");
+      if (!json) {
+        const swapHint = r.next_step === "done" && r.phase === "validated" ? " (validated: the swap is taken with --swap)" : "";
+        console.log(`next step of ${o.table_key}: ${String(r.next_step)}${swapHint}`);
+      }
+      return o;
+    }
+  }
+}
+
 /** Calls backfill until the copy is complete, redrawing the progress bar after every call. */
 async function backfillLoop(send: (r: AdminRequest) => Promise<AdminOutcome>, request: AdminRequest, once: boolean, json: boolean): Promise<AdminOutcome> {
   for (;;) {
@@ -121,6 +155,7 @@ async function main(): Promise<number> {
       "lock-timeout": { type: "string" },
       attempts: { type: "string" },
       "no-postpone": { type: "boolean" },
+      swap: { type: "boolean" },
       once: { type: "boolean" },
       json: { type: "boolean" },
       help: { type: "boolean", short: "h" },
@@ -141,23 +176,27 @@ async function main(): Promise<number> {
     ...(values["lock-timeout"] ? { lock_timeout: values["lock-timeout"] } : {}),
     ...(values.attempts ? { attempts: num(values.attempts) } : {}),
     ...(values["no-postpone"] ? { postpone_swap: false } : {}),
+    ...(values.swap ? { swap: true } : {}),
   } as AdminRequest;
 
   const env = adminEnv(REPO_ROOT);
   const supabase = adminSupabase(env.url, env.serviceRoleKey);
   const send = (r: AdminRequest) => invokeAdmin(supabase, r);
   try {
+    const looped = action === "backfill" || action === "step";
     let outcome = action === "backfill"
       ? await backfillLoop(send, request, values.once === true, values.json === true)
-      : await send(request);
+      : action === "step"
+        ? await stepLoop(send, request, values.once === true, values.json === true)
+        : await send(request);
     // prepare creates partitions within each call's lock budget: call until it is done
     while (action === "prepare" && outcome.phase === "preparing" && values.once !== true) {
       if (!values.json) console.log(String(outcome.result?.message ?? ""));
       outcome = await send(request);
     }
     if (values.json) {
-      if (action !== "backfill") console.log(JSON.stringify(outcome, null, 2));
-    } else if (action !== "backfill") {
+      if (!looped) console.log(JSON.stringify(outcome, null, 2));
+    } else if (!looped) {
       printOutcome(outcome);
     }
     return 0;

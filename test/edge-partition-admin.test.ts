@@ -13,7 +13,11 @@
 //    before the swap), prepare, sync-on, a write during the sync, the backfill loop (bounded calls
 //    with progress), validate (all ok), swap, sync-off refused after the swap, status, monitor,
 //    maintenance, health, finalize; every call audited with its duration.
+import { execFile } from "node:child_process";
 import { randomUUID } from "node:crypto";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 import postgres, { type Sql } from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { signUserToken } from "../scripts/lib/jwt-keys.ts";
@@ -23,6 +27,8 @@ import { testEnv } from "./helpers/env.ts";
 import { createObservationsFixture, type ObservationsFixture } from "./helpers/observations-fixture.ts";
 
 const KEY = "zzadmin";
+const REPO_ROOT = fileURLToPath(new URL("..", import.meta.url));
+const run = promisify(execFile);
 const TABLE = "zz_admin_obs";
 
 interface Answer {
@@ -164,6 +170,34 @@ describe("partition-admin: bad input", () => {
       select status, error from partition_mgmt.admin_audit where id = ${Number(res.body.error?.details?.audit_id)}`;
     expect(audit).toMatchObject({ status: "invalid" });
   });
+});
+
+describe("partition-admin: the whole migration by steps (npm run admin -- step)", () => {
+  it("the CLI takes every step through the function to validated, then the swap with --swap; rollback returns the table", async () => {
+    const legacyRows = await countRows();
+    const cli = (args: string[]) => run(process.execPath, [path.join(REPO_ROOT, "node_modules", "tsx", "dist", "cli.mjs"), "scripts/admin.ts", ...args], {
+      cwd: REPO_ROOT, env: { ...process.env, SUPABASE_URL: testEnv.supabaseUrl, SUPABASE_SERVICE_ROLE_KEY: testEnv.serviceRoleKey },
+    });
+    const first = await cli(["step", "--table", KEY, "--batch-size", "40", "--max-seconds", "1"]);
+    expect(first.stdout).toMatch(new RegExp(`${KEY}: prepare -> phase prepared`));
+    expect(first.stdout).toMatch(new RegExp(`${KEY}: sync -> phase syncing`));
+    expect(first.stdout).toMatch(new RegExp(`${KEY}: validate -> phase validated`));
+    expect(first.stdout).toMatch(/next step of zzadmin: done \(validated: the swap is taken with --swap\)/);
+    const [{ phase } = { phase: "" }] = await sql<{ phase: string }[]>`select partition_mgmt.migration_phase(${KEY}) as phase`;
+    expect(phase).toBe("validated");
+    const second = await cli(["step", "--table", KEY, "--swap"]);
+    expect(second.stdout).toMatch(new RegExp(`${KEY}: swap -> phase swapped`));
+    expect(second.stdout).toMatch(/next step of zzadmin: done/);
+    const [kind] = await sql<{ k: string }[]>`select relkind::text as k from pg_class where oid = ${`public.${TABLE}`}::regclass`;
+    expect(kind?.k).toBe("p");
+    expect(await countRows()).toBe(legacyRows);
+    // back to the legacy table for the phase-by-phase run below
+    const back = await invokeAdmin(adminSupabase(testEnv.supabaseUrl, testEnv.serviceRoleKey), { action: "rollback", table: KEY });
+    expect(back.status).toBe("ok");
+    const [legacy] = await sql<{ k: string }[]>`select relkind::text as k from pg_class where oid = ${`public.${TABLE}`}::regclass`;
+    expect(legacy?.k).toBe("r");
+    expect(await countRows()).toBe(legacyRows);
+  }, 120_000);
 });
 
 describe("partition-admin: one call per table at a time", () => {

@@ -256,10 +256,12 @@ describe("the psql / pg_cron driver: one DO block that commits after every step"
     await db.drop();
   });
 
-  it("migration_runner's statement takes the table from idle to swapped in committed steps; nothing differs", async () => {
+  it("migration_runner's statement takes the table to validated in committed steps, and a second run (a new session) swaps; nothing differs", async () => {
     const [{ statement } = { statement: "" }] = await db.sql<{ statement: string }[]>`
-      select partition_mgmt.migration_runner('petri_observations', 500, 0, true) as statement`;
-    expect(statement).toMatch(/^do \$run\$ begin while partition_mgmt\.migration_step\('petri', 500, 0, true\) loop commit; end loop; end \$run\$$/);
+      select partition_mgmt.migration_runner('petri_observations', p_swap => true, p_batch_size => 500) as statement`;
+    expect(statement).toMatch(/^do \$run\$[\s\S]*partition_mgmt\.migration_step\('petri', true, 500\);\s+commit;[\s\S]*\$run\$\s*$/);
+    await db.sql.unsafe(statement);
+    expect(await phaseOf(db.sql, "petri")).toBe("validated");
     await db.sql.unsafe(statement);
     expect(await phaseOf(db.sql, "petri")).toBe("swapped");
     expect(await compareTables(db.sql, "petri")).toMatchObject({ onlyInLegacy: 0, onlyInPartitioned: 0 });
@@ -268,10 +270,12 @@ describe("the psql / pg_cron driver: one DO block that commits after every step"
              (select count(*)::int from public.petri_observations_old) as legacy`;
     expect(state?.copied).toBe(state?.legacy);
     expect(state?.legacy).toBeGreaterThan(500);   // more than one batch
-    // without p_swap it stops at validated
-    const [{ stop } = { stop: "" }] = await db.sql<{ stop: string }[]>`select partition_mgmt.migration_runner('gasifier', 1000) as stop`;
+    // without p_swap it stops at validated, and running it again changes nothing
+    const [{ stop } = { stop: "" }] = await db.sql<{ stop: string }[]>`select partition_mgmt.migration_runner('gasifier', p_batch_size => 1000) as stop`;
+    await db.sql.unsafe(stop);
     await db.sql.unsafe(stop);
     expect(await phaseOf(db.sql, "gasifier")).toBe("validated");
-    await expect(db.sql`select partition_mgmt.migration_step('petri', 0)`).rejects.toThrow(/batch size must be positive and throttle a non-negative number of milliseconds, got 0 and 0/);
+    await expect(db.sql`select partition_mgmt.migration_runner('petri', p_batch_size => 0)`).rejects.toThrow(/batch size must be positive and throttle a non-negative number of milliseconds, got 0 and 0/);
+    await expect(db.sql`select * from partition_mgmt.migration_step('gasifier', p_batch_size => 0)`).rejects.toThrow(/batch size and batches per step must be positive, got 0 and 1/);
   });
 });

@@ -1,7 +1,11 @@
 // Drives the online migration (migration 20250102000500_safety_and_rollback) from outside the
-// database: every step is one call to the SQL API in its own transaction, so each backfill batch
-// commits on its own and a killed driver resumes where the last committed batch ended.
-import type { Sql } from "postgres";
+// database through its orchestrator, partition_mgmt.migration_step(): every step is one call in
+// its own transaction (prepare as far as one transaction's lock budget goes, the sync, one
+// backfill batch, the validation, the swap), so each batch commits on its own and a killed driver
+// resumes where the last committed batch ended. The swap and the rollback run in a session of
+// their own (freshSession): a session that has touched every leaf processes their catalog
+// changes slowly, under ACCESS EXCLUSIVE.
+import postgres, { type Sql } from "postgres";
 
 export interface MonitorRow {
   table_key: string;
@@ -16,6 +20,34 @@ export interface MonitorRow {
   batches: string;
   last_error: string | null;
   swap_lock_ms: string | null;
+}
+
+/** One step of partition_mgmt.migration_step(). */
+export interface StepRow<R = Record<string, unknown>> { step: string; phase: string; next_step: string; result: R | null }
+
+/** A new connection to the same database, for one statement that must not share a pooled session. */
+export function freshSession(sql: Sql): Sql {
+  return postgres({ ...(sql.options as unknown as postgres.Options<Record<string, never>>), max: 1 });
+}
+
+export async function nextStep(sql: Sql, table: string, swap = true): Promise<string> {
+  const [r] = await sql<{ s: string }[]>`select partition_mgmt.migration_next_step(${table}, ${swap}) as s`;
+  return r?.s ?? "?";
+}
+
+/** The next step of the migration of table, in its own transaction (the swap in a session of its own). */
+export async function step<R = Record<string, unknown>>(sql: Sql, table: string,
+  o: { swap?: boolean; batchSize?: number; lockTimeout?: string; attempts?: number } = {}): Promise<StepRow<R>> {
+  const swap = o.swap ?? false;
+  const conn = (await nextStep(sql, table, swap)) === "swap" ? freshSession(sql) : sql;
+  try {
+    const [r] = await conn<StepRow<R>[]>`
+      select * from partition_mgmt.migration_step(${table}, ${swap}, ${o.batchSize ?? 10000}, 1, null, ${o.lockTimeout ?? "1s"}, ${o.attempts ?? 10})`;
+    if (!r) throw new Error(`migration_step returned nothing for ${table}`);
+    return r;
+  } finally {
+    if (conn !== sql) await conn.end();
+  }
 }
 
 export interface CheckRow { table_key: string; check_name: string; status: string; detail: string }
@@ -60,21 +92,18 @@ export async function validate(sql: Sql, table: string): Promise<ValidationRow[]
   return sql<ValidationRow[]>`select * from partition_mgmt.post_migration_validation(${table})`;
 }
 
-/** Runs batches until the backfill is done (or maxBatches). Returns the number of batches run. */
+/** Backfill steps until the backfill is done (or maxBatches). Returns the number of batches run. */
 export async function backfill(sql: Sql, table: string, o: DriveOptions = {}): Promise<number> {
   let batches = 0;
   let lastReport = 0;
-  for (;;) {
-    const [r] = await sql<{ done: boolean; error: string | null; batches: number }[]>`
-      select * from partition_mgmt.migrate_to_partitioned(${o.batchSize ?? 10000}, null, ${table})`;
-    if (!r) throw new Error(`no migration of ${table} is backfilling`);
-    if (r.error) throw new Error(`backfill of ${table} failed: ${r.error}`);
-    batches += r.batches;
+  while ((await nextStep(sql, table, false)) === "backfill") {
+    const r = await step<{ done: boolean; batches: number }>(sql, table, { batchSize: o.batchSize ?? 10000 });
+    batches += r.result?.batches ?? 0;
     if (o.onProgress && performance.now() - lastReport >= (o.progressEveryMs ?? 250)) {
       lastReport = performance.now();
       o.onProgress(await monitor(sql, table));
     }
-    if (r.done) break;
+    if (r.next_step !== "backfill") break;
     if (o.maxBatches !== undefined && batches >= o.maxBatches) break;
     if (o.throttleMs) await new Promise((res) => setTimeout(res, o.throttleMs));
   }
@@ -83,16 +112,15 @@ export async function backfill(sql: Sql, table: string, o: DriveOptions = {}): P
 }
 
 /**
- * prepare + sync (safe_migrate_table's advance), one transaction per call: prepare creates the
- * partitions within each transaction's lock budget and may need several. Returns the phase.
+ * The steps before the backfill (prepare, in as many transactions as its lock budget needs, then
+ * the sync). Returns the phase.
  */
-export async function startMigration(sql: Sql, table: string, postponeSwap = true): Promise<string> {
+export async function startMigration(sql: Sql, table: string): Promise<string> {
   for (let call = 1; ; call++) {
-    const rows = await sql<{ phase: string; status: string; detail: string }[]>`
-      select * from partition_mgmt.safe_migrate_table(${table}, false, ${postponeSwap})`;
-    const last = rows.at(-1);
-    if (!last || last.phase !== "preparing") return last?.phase ?? "?";
-    if (call >= 1000) throw new Error(`prepare of ${table} is still not finished after ${call} calls: ${last.detail}`);
+    const next = await nextStep(sql, table, false);
+    if (next !== "prepare" && next !== "sync") return (await monitor(sql, table)).phase;
+    const r = await step(sql, table);
+    if (call >= 1000) throw new Error(`prepare of ${table} is still not finished after ${call} calls: ${JSON.stringify(r.result)}`);
   }
 }
 
@@ -101,12 +129,17 @@ export async function startMigration(sql: Sql, table: string, postponeSwap = tru
  * without any lock on the app's table). Returns rollback_migration's message.
  */
 export async function rollback(sql: Sql, table: string, lockTimeout = "1s", attempts = 10): Promise<string> {
-  const [r] = await sql<{ m: string }[]>`select partition_mgmt.rollback_migration(${table}, ${lockTimeout}, ${attempts}) as m`;
-  await sql`select partition_mgmt.finish_rollback(${table})`;
-  return r?.m ?? "";
+  const fresh = freshSession(sql);
+  try {
+    const [r] = await fresh<{ m: string }[]>`select partition_mgmt.rollback_migration(${table}, ${lockTimeout}, ${attempts}) as m`;
+    await sql`select partition_mgmt.finish_rollback(${table})`;
+    return r?.m ?? "";
+  } finally {
+    await fresh.end();
+  }
 }
 
-/** check → prepare → sync → backfill → validate → (swap). Idempotent: re-running continues. */
+/** check → prepare → sync → backfill → validate → (swap), step by step. Idempotent: re-running continues. */
 export async function migrateOnline(sql: Sql, table: string, o: DriveOptions = {}): Promise<DriveResult> {
   const blockers = (await preMigrationCheck(sql, table)).filter((c) => c.status === "blocker");
   if (blockers.length) throw new Error(`pre-migration check of ${table}: ${blockers.map((b) => `${b.check_name}: ${b.detail}`).join("; ")}`);
@@ -114,15 +147,21 @@ export async function migrateOnline(sql: Sql, table: string, o: DriveOptions = {
   const t0 = performance.now();
   const batches = await backfill(sql, table, o);
   const backfillSeconds = (performance.now() - t0) / 1000;
-  const validation = await validate(sql, table);
+  let validation: ValidationRow[] = [];
+  if ((await nextStep(sql, table, false)) === "validate") {
+    validation = (await step<{ rows: ValidationRow[] }>(sql, table)).result?.rows ?? [];
+  } else {
+    validation = await validate(sql, table);
+  }
   const bad = validation.filter((v) => v.status !== "ok");
   if (bad.length) throw new Error(`validation of ${table} failed: ${bad.map((b) => `${b.check_name}: ${b.detail}`).join("; ")}`);
   const m = await monitor(sql, table);
   const result: DriveResult = { table, phase: m.phase, batches, backfillSeconds, rowsScanned: Number(m.rows_scanned), validation };
   if (o.swap) {
-    const [s] = await sql<{ phase: string; attempts: number; lock_held_ms: string }[]>`
-      select * from partition_mgmt.swap_tables(${table}, ${o.lockTimeout ?? "1s"}, ${o.attempts ?? 10})`;
-    result.phase = s?.phase ?? "?";
+    const opts = { swap: true, ...(o.lockTimeout ? { lockTimeout: o.lockTimeout } : {}), ...(o.attempts ? { attempts: o.attempts } : {}) };
+    const r = await step<{ rows: { phase: string; attempts: number; lock_held_ms: string }[] }>(sql, table, opts);
+    const s = r.result?.rows[0];
+    result.phase = r.phase;
     result.swap = { attempts: s?.attempts ?? 0, lockHeldMs: Number(s?.lock_held_ms ?? 0) };
     // statistics for the planner on the new parent (autovacuum analyzes only the leaves)
     const [live] = await sql<{ name: string }[]>`select partition_mgmt.live_table(partition_mgmt.resolve_table_key(${table}))::text as name`;

@@ -1802,67 +1802,113 @@ end
 $$;
 
 -- -----------------------------------------------------------------------------
--- psql / pg_cron driver: every phase, with a COMMIT after each step. A procedure that commits
--- cannot carry SET search_path (Supabase's advisor flags it, lint 0011), so the steps are a
--- function that does one transaction's worth, and the driver is a DO block that calls it and
--- commits until it says done: migration_runner() returns that block, for psql's \gexec or a
--- pg_cron job.
+-- The orchestrator: the phase sequence, in one place. migration_next_step() says what comes next,
+-- migration_step() does it in the caller's transaction (one transaction's worth: prepare as far as
+-- the lock budget goes, the sync, a bounded backfill call, the validation, the swap) and every
+-- driver loops over it with a commit in between: scripts/lib/migration-driver.ts (npm start, the
+-- tests, the bench), the admin action `step` (partition-admin, npm run admin -- migrate), and the
+-- DO block migration_runner() returns (psql, pg_cron). The swap runs from a session of its own:
+-- a session that has touched every leaf (the backfill's) processes the swap's catalog changes
+-- slowly, under ACCESS EXCLUSIVE. (A procedure that commits cannot pin its search_path, which
+-- Supabase's advisor flags, so there is none.)
 -- -----------------------------------------------------------------------------
 
--- One step of the whole migration in the caller's transaction: prepare (as far as the lock budget
--- goes), sync, one backfill batch, validation, and the swap when p_swap. Returns true while
--- another step remains (commit, then call again).
-create or replace function partition_mgmt.migration_step(p_table text, p_batch_size integer default 10000, p_throttle_ms integer default 0,
-  p_swap boolean default false)
-returns boolean
+-- prepare, sync, backfill, validate, swap (only when p_swap) or done.
+create or replace function partition_mgmt.migration_next_step(p_table text, p_swap boolean default true)
+returns text
+language sql stable
+set search_path = ''
+as $$
+  select case partition_mgmt.migration_phase(partition_mgmt.resolve_table_key(p_table))
+    when 'idle' then 'prepare' when 'preparing' then 'prepare' when 'rolled_back' then 'prepare'
+    when 'prepared' then 'sync'
+    when 'syncing' then 'backfill' when 'backfilling' then 'backfill'
+    when 'backfilled' then 'validate'
+    when 'validated' then case when p_swap then 'swap' else 'done' end
+    else 'done' end
+$$;
+
+create or replace function partition_mgmt.migration_step(p_table text, p_swap boolean default true, p_batch_size integer default 10000,
+  p_max_batches integer default 1, p_max_seconds numeric default null, p_lock_timeout text default '1s', p_attempts integer default 10)
+returns table (step text, phase text, next_step text, result jsonb)
 language plpgsql
 set search_path = ''
 as $$
 declare
   v_key text := partition_mgmt.resolve_table_key(p_table);
-  v_phase text := partition_mgmt.migration_phase(v_key);
-  v_after text;
-  r record;
+  v_rows jsonb;
+  v_bad jsonb;
+begin
+  if p_batch_size is null or p_batch_size < 1 or p_max_batches is null or p_max_batches < 1 then
+    raise exception 'batch size and batches per step must be positive, got % and %', p_batch_size, p_max_batches;
+  end if;
+  step := partition_mgmt.migration_next_step(v_key, coalesce(p_swap, false));
+  case step
+  when 'prepare' then
+    result := jsonb_build_object('message', partition_mgmt.prepare_migration(v_key));
+  when 'sync' then
+    result := jsonb_build_object('message', partition_mgmt.start_sync(v_key));
+  when 'backfill' then
+    select to_jsonb(m) into result from partition_mgmt.migrate_to_partitioned(p_batch_size, null, v_key, p_max_batches, p_max_seconds) m;
+    if result ->> 'error' is not null then
+      raise exception 'backfill of % stopped: %', v_key, result ->> 'error'
+        using hint = 'Fix the cause and take the next step again: the backfill resumes at the high-water mark.';
+    end if;
+  when 'validate' then
+    select coalesce(jsonb_agg(to_jsonb(v)), '[]'::jsonb) into v_rows from partition_mgmt.post_migration_validation(v_key) v;
+    v_bad := jsonb_path_query_array(v_rows, '$[*] ? (@.status != "ok")');
+    if jsonb_array_length(v_bad) > 0 then
+      raise exception 'validation of % found differences between the legacy table and the copy: %', v_key, v_bad
+        using errcode = 'data_exception',
+              hint = format('See select * from partition_mgmt.post_migration_validation(%L); rollback_migration(%L) starts over.', v_key, v_key);
+    end if;
+    result := jsonb_build_object('rows', v_rows);
+  when 'swap' then
+    select jsonb_build_object('rows', coalesce(jsonb_agg(to_jsonb(w)), '[]'::jsonb)) into result
+    from partition_mgmt.swap_tables(v_key, p_lock_timeout, p_attempts) w;
+  else
+    result := null;
+  end case;
+  phase := partition_mgmt.migration_phase(v_key);
+  next_step := partition_mgmt.migration_next_step(v_key, coalesce(p_swap, false));
+  return next;
+end
+$$;
+
+-- The statement that runs the whole migration of p_table in psql or a pg_cron job, committing
+-- after every step (select partition_mgmt.migration_runner('petri_observations', p_swap => true) \gexec).
+-- It stops before the swap unless the swap is its first step: run it again (a new session) to swap.
+create or replace function partition_mgmt.migration_runner(p_table text, p_swap boolean default false, p_batch_size integer default 10000,
+  p_throttle_ms integer default 0)
+returns text
+language plpgsql stable
+set search_path = ''
+as $fn$
 begin
   if p_batch_size is null or p_batch_size < 1 or p_throttle_ms is null or p_throttle_ms < 0 then
     raise exception 'batch size must be positive and throttle a non-negative number of milliseconds, got % and %', p_batch_size, p_throttle_ms;
   end if;
-  if v_phase in ('syncing', 'backfilling') then
-    select * into r from partition_mgmt.migrate_to_partitioned(p_batch_size, null, v_key) m;
-    if r.error is not null then
-      raise exception 'backfill of % stopped: %', v_key, r.error
-        using hint = format('Fix the cause and run partition_mgmt.migration_runner(%L) again: it resumes at the high-water mark.', v_key);
+  return format($f$do $run$
+declare
+  r record;
+begin
+  loop
+    select * into r from partition_mgmt.migration_step(%1$L, %2$s, %3$s);
+    commit;
+    exit when r.next_step = 'done';
+    if r.next_step = 'swap' then
+      raise notice '%%: validated; run this statement again: the swap runs first, in a session of its own', %1$L;
+      exit;
     end if;
-    if p_throttle_ms > 0 then
-      perform pg_catalog.pg_sleep(p_throttle_ms / 1000.0);
+    if r.step = 'backfill' and %4$s > 0 then
+      perform pg_catalog.pg_sleep(%4$s / 1000.0);
     end if;
-    return true;
-  end if;
-  if v_phase = 'swapped' or (v_phase = 'validated' and not p_swap) then
-    raise notice '%: %', v_key, v_phase;
-    return false;
-  end if;
-  perform partition_mgmt.safe_migrate_table(v_key, false, not p_swap);
-  v_after := partition_mgmt.migration_phase(v_key);
-  if v_after = 'backfilled' then
-    raise exception 'validation of % found differences between the legacy table and the copy', v_key
-      using hint = format('See select * from partition_mgmt.post_migration_validation(%L); rollback_migration(%L) starts over.', v_key, v_key);
-  end if;
-  return true;
+  end loop;
+  raise notice '%%: %%', %1$L, r.phase;
+end $run$
+$f$, partition_mgmt.resolve_table_key(p_table), coalesce(p_swap, false)::text, p_batch_size, p_throttle_ms);
 end
-$$;
-
--- The statement that runs the whole migration of p_table, committing after every step:
---   select partition_mgmt.migration_runner('petri_observations') \gexec
-create or replace function partition_mgmt.migration_runner(p_table text, p_batch_size integer default 10000, p_throttle_ms integer default 0,
-  p_swap boolean default false)
-returns text
-language sql stable
-set search_path = ''
-as $$
-  select format('do $run$ begin while partition_mgmt.migration_step(%L, %s, %s, %s) loop commit; end loop; end $run$',
-    partition_mgmt.resolve_table_key(p_table), coalesce(p_batch_size::text, 'null'), coalesce(p_throttle_ms::text, 'null'), coalesce(p_swap, false)::text)
-$$;
+$fn$;
 
 -- -----------------------------------------------------------------------------
 -- Privileges: operators (postgres) and service_role only
@@ -1874,7 +1920,8 @@ revoke all on function partition_mgmt.pre_migration_check(text), partition_mgmt.
   partition_mgmt.offline_migrate_table(text, text, integer), partition_mgmt.migration_in_progress(text), partition_mgmt.legacy_table(text),
   partition_mgmt.finish_rollback(text), partition_mgmt.plan_tree(text, regclass)
   from public, anon, authenticated;
-revoke all on function partition_mgmt.migration_step(text, integer, integer, boolean), partition_mgmt.migration_runner(text, integer, integer, boolean)
+revoke all on function partition_mgmt.migration_next_step(text, boolean), partition_mgmt.migration_step(text, boolean, integer, integer, numeric, text, integer),
+  partition_mgmt.migration_runner(text, boolean, integer, integer)
   from public, anon, authenticated;
 grant execute on function partition_mgmt.pre_migration_check(text), partition_mgmt.prepare_migration(text, text), partition_mgmt.start_sync(text),
   partition_mgmt.migrate_to_partitioned(integer, uuid, text, integer, numeric), partition_mgmt.monitor_migration(text),
@@ -1883,7 +1930,8 @@ grant execute on function partition_mgmt.pre_migration_check(text), partition_mg
   partition_mgmt.offline_migrate_table(text, text, integer), partition_mgmt.migration_in_progress(text), partition_mgmt.legacy_table(text),
   partition_mgmt.finish_rollback(text), partition_mgmt.plan_tree(text, regclass)
   to service_role;
-grant execute on function partition_mgmt.migration_step(text, integer, integer, boolean), partition_mgmt.migration_runner(text, integer, integer, boolean)
+grant execute on function partition_mgmt.migration_next_step(text, boolean), partition_mgmt.migration_step(text, boolean, integer, integer, numeric, text, integer),
+  partition_mgmt.migration_runner(text, boolean, integer, integer)
   to service_role;
 
 comment on function partition_mgmt.safe_migrate_table(text, boolean, boolean) is

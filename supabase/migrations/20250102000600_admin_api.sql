@@ -99,30 +99,39 @@ end
 $$;
 
 -- -----------------------------------------------------------------------------
--- Actions: name -> needs a table, takes the table's lock
+-- Actions: the one list. Name, whether it needs a table, whether it takes the table's lock,
+-- whether the edge function runs it in a session of its own (statements that rename or
+-- re-trigger a whole tree under ACCESS EXCLUSIVE: a pooled session that has touched every leaf
+-- processes each catalog change slowly), the defaults of its parameters, and the SQL API it calls.
+-- The TypeScript contract (supabase/functions/_shared/admin-contract.ts) is tested against it
+-- (test/admin-actions-contract.test.ts).
 -- -----------------------------------------------------------------------------
 create or replace function partition_mgmt.admin_actions()
-returns table (action text, table_required boolean, exclusive boolean, sql_api text)
+returns table (action text, table_required boolean, exclusive boolean, fresh_session boolean, defaults jsonb, sql_api text)
 language sql immutable
 set search_path = ''
 as $$
   values
-    ('status',      false, false, 'monitor_migration(table) + migration_log'),
-    ('precheck',    false, false, 'pre_migration_check(table)'),
-    ('plan',        true,  false, 'safe_migrate_table(table, p_dry_run => true, postpone_swap)'),
-    ('prepare',     true,  true,  'prepare_migration(table)'),
-    ('sync-on',     true,  true,  'start_sync(table)'),
-    ('sync-off',    true,  true,  'rollback_migration(table) before the swap (there is no separate stop-sync)'),
-    ('backfill',    true,  true,  'migrate_to_partitioned(batch_size, null, table, max_batches, least(max_seconds, 20)) + monitor_migration(table)'),
-    ('monitor',     false, false, 'monitor_migration(table)'),
-    ('validate',    true,  true,  'post_migration_validation(table)'),
-    ('swap',        true,  true,  'swap_tables(table, lock_timeout, attempts)'),
-    ('rollback',    true,  true,  'rollback_migration(table, lock_timeout, attempts)'),
-    ('finish-rollback', true, true, 'finish_rollback(table): empties the copy after a rollback (the function calls it after rollback and sync-off, in a transaction of its own)'),
-    ('validate-references', true, true, 'validate_restored_references(table), after a rollback that declared foreign keys again'),
-    ('finalize',    true,  true,  'finalize_migration(table)'),
-    ('maintenance', false, false, 'schedule_maintenance(table) + its maintenance_log rows'),
-    ('health',      false, false, 'health()')
+    ('status',      false, false, false, '{}'::jsonb, 'monitor_migration(table) + migration_log'),
+    ('precheck',    false, false, false, '{}'::jsonb, 'pre_migration_check(table)'),
+    ('plan',        true,  false, false, '{"postpone_swap": true}'::jsonb, 'safe_migrate_table(table, p_dry_run => true, postpone_swap)'),
+    ('step',        true,  true,  true,  '{"swap": false, "batch_size": 5000, "max_seconds": 5, "lock_timeout": "1s", "attempts": 10}'::jsonb,
+                    'migration_step(table, swap, batch_size, 1000000, least(max_seconds, 20), lock_timeout, attempts): the next step of the migration (prepare, sync, backfill, validate, swap); callers repeat it until next_step is done'),
+    ('prepare',     true,  true,  false, '{}'::jsonb, 'prepare_migration(table)'),
+    ('sync-on',     true,  true,  false, '{}'::jsonb, 'start_sync(table)'),
+    ('sync-off',    true,  true,  true,  '{"lock_timeout": "1s", "attempts": 10}'::jsonb, 'rollback_migration(table) before the swap (there is no separate stop-sync)'),
+    ('backfill',    true,  true,  false, '{"batch_size": 5000, "max_seconds": 5}'::jsonb,
+                    'migrate_to_partitioned(batch_size, null, table, max_batches, least(max_seconds, 20)) + monitor_migration(table)'),
+    ('monitor',     false, false, false, '{}'::jsonb, 'monitor_migration(table)'),
+    ('validate',    true,  true,  false, '{}'::jsonb, 'post_migration_validation(table)'),
+    ('swap',        true,  true,  true,  '{"lock_timeout": "1s", "attempts": 10}'::jsonb, 'swap_tables(table, lock_timeout, attempts)'),
+    ('rollback',    true,  true,  true,  '{"lock_timeout": "1s", "attempts": 10}'::jsonb, 'rollback_migration(table, lock_timeout, attempts)'),
+    ('finish-rollback', true, true, false, '{}'::jsonb,
+                    'finish_rollback(table): empties the copy after a rollback (the function calls it after rollback and sync-off, in a transaction of its own)'),
+    ('validate-references', true, true, false, '{}'::jsonb, 'validate_restored_references(table), after a rollback that declared foreign keys again'),
+    ('finalize',    true,  true,  true,  '{}'::jsonb, 'finalize_migration(table)'),
+    ('maintenance', false, false, false, '{}'::jsonb, 'schedule_maintenance(table) + its maintenance_log rows'),
+    ('health',      false, false, false, '{}'::jsonb, 'health()')
 $$;
 
 -- One action through the SQL API. Raises as the API does; returns the action's result, with
@@ -137,8 +146,10 @@ declare
   v_rows jsonb;
   v_step jsonb;
   v_run uuid;
-  v_lock_timeout text := coalesce(p_args ->> 'lock_timeout', '1s');
-  v_attempts integer := coalesce((p_args ->> 'attempts')::integer, 10);
+  -- the caller's arguments over the action's defaults
+  v_args jsonb := coalesce((select x.defaults from partition_mgmt.admin_actions() x where x.action = p_action), '{}'::jsonb) || coalesce(p_args, '{}'::jsonb);
+  v_lock_timeout text := v_args ->> 'lock_timeout';
+  v_attempts integer := (v_args ->> 'attempts')::integer;
 begin
   case p_action
   when 'status' then
@@ -151,8 +162,14 @@ begin
     return jsonb_build_object('ok', not jsonb_path_exists(v_rows, '$[*] ? (@.status == "blocker")'), 'rows', v_rows);
   when 'plan' then
     v_rows := partition_mgmt.admin_rows(format('select * from partition_mgmt.safe_migrate_table(%L, true, %L)', p_key,
-      coalesce((p_args ->> 'postpone_swap')::boolean, true)));
+      (v_args ->> 'postpone_swap')::boolean));
     return jsonb_build_object('ok', not jsonb_path_exists(v_rows, '$[*] ? (@.status == "blocker")'), 'rows', v_rows);
+  when 'step' then
+    select to_jsonb(m) into v_step
+    from partition_mgmt.migration_step(p_key, (v_args ->> 'swap')::boolean, (v_args ->> 'batch_size')::integer,
+                                       coalesce((v_args ->> 'max_batches')::integer, 1000000), least((v_args ->> 'max_seconds')::numeric, 20),
+                                       v_lock_timeout, v_attempts) m;
+    return v_step || jsonb_build_object('progress', partition_mgmt.admin_rows(format('select * from partition_mgmt.monitor_migration(%L)', p_key)) -> 0);
   when 'prepare' then
     return jsonb_build_object('message', partition_mgmt.prepare_migration(p_key));
   when 'sync-on' then
@@ -165,9 +182,9 @@ begin
     return jsonb_build_object('message', partition_mgmt.rollback_migration(p_key, v_lock_timeout, v_attempts));
   when 'backfill' then
     select to_jsonb(m) into v_step
-    from partition_mgmt.migrate_to_partitioned(coalesce((p_args ->> 'batch_size')::integer, 5000), null, p_key,
-                                               coalesce((p_args ->> 'max_batches')::integer, 1000000),
-                                               least(coalesce((p_args ->> 'max_seconds')::numeric, 5), 20)) m;
+    from partition_mgmt.migrate_to_partitioned((v_args ->> 'batch_size')::integer, null, p_key,
+                                               coalesce((v_args ->> 'max_batches')::integer, 1000000),
+                                               least((v_args ->> 'max_seconds')::numeric, 20)) m;
     if v_step is null then
       raise exception 'no migration of "%" is in progress', p_key
         using hint = 'Run prepare and sync-on first.';

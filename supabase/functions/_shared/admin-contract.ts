@@ -9,11 +9,16 @@ import { z } from "zod";
 
 export const ADMIN_FUNCTION = "partition-admin";
 
-/** Actions, in the order an operator runs them; each maps to partition_mgmt.admin_actions(). */
+/**
+ * Actions, in the order an operator runs them. The list, the table requirement, the fresh-session
+ * flag and the defaults are partition_mgmt.admin_actions()'s (migration 0600);
+ * test/admin-actions-contract.test.ts fails when they differ.
+ */
 export const ADMIN_ACTIONS = [
   "status",
   "precheck",
   "plan",
+  "step",
   "prepare",
   "sync-on",
   "sync-off",
@@ -33,6 +38,7 @@ export type AdminAction = (typeof ADMIN_ACTIONS)[number];
 /** Actions that work on one table (the others accept one, or act on every managed table). */
 export const TABLE_ACTIONS: readonly AdminAction[] = [
   "plan",
+  "step",
   "prepare",
   "sync-on",
   "sync-off",
@@ -45,9 +51,18 @@ export const TABLE_ACTIONS: readonly AdminAction[] = [
   "finalize",
 ];
 
+/**
+ * Actions that rename or re-trigger a whole tree under ACCESS EXCLUSIVE run in a session of their
+ * own (step: it may be the swap).
+ */
+export const FRESH_SESSION_ACTIONS: readonly AdminAction[] = ["step", "sync-off", "swap", "rollback", "finalize"];
+
+/** Defaults of the parameters (admin_actions().defaults, per action). */
+export const ADMIN_DEFAULTS = { batch_size: 5000, max_seconds: 5, lock_timeout: "1s", attempts: 10, swap: false, postpone_swap: true } as const;
+
 /** A backfill call runs batches for at most this long, so every HTTP call stays short. */
 export const MAX_BACKFILL_SECONDS = 20;
-export const DEFAULT_BACKFILL_SECONDS = 5;
+export const DEFAULT_BACKFILL_SECONDS = ADMIN_DEFAULTS.max_seconds;
 export const MAX_BATCH_SIZE = 100_000;
 export const MAX_BODY_BYTES = 4 * 1024;
 
@@ -83,6 +98,8 @@ export const AdminRequestSchema = z
     attempts: z.int({ error: "must be an integer from 1 to 50" }).min(1, "must be an integer from 1 to 50").max(50, "must be an integer from 1 to 50").optional(),
     /** plan: show the swap as postponed (default true). */
     postpone_swap: z.boolean({ error: "must be true or false" }).optional(),
+    /** step: take the swap when it is the next step (default false: stop validated). */
+    swap: z.boolean({ error: "must be true or false" }).optional(),
   })
   .superRefine((value, ctx) => {
     if (value.table === undefined && TABLE_ACTIONS.includes(value.action)) {

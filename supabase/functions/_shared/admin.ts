@@ -7,7 +7,7 @@
  * reports the outcome instead of raising. This module only checks who calls, validates the
  * request and maps the outcome to HTTP. Refused and invalid requests are audited here.
  */
-import { AdminRequestSchema, MAX_BODY_BYTES, type AdminOutcome, type ParsedAdminRequest } from "./admin-contract.ts";
+import { AdminRequestSchema, FRESH_SESSION_ACTIONS, MAX_BODY_BYTES, type AdminOutcome, type ParsedAdminRequest } from "./admin-contract.ts";
 import { getSql, withCallerContext } from "./db.ts";
 import { forbidden, HttpError, jsonResponse, validationFailed } from "./errors.ts";
 import { type Claims, readClaims, type ServiceClaims } from "./jwt.ts";
@@ -49,8 +49,6 @@ async function auditRejected(
   }
 }
 
-/** Actions that rename or re-trigger a whole tree under ACCESS EXCLUSIVE run in a new session. */
-const FRESH_SESSION_ACTIONS: ReadonlySet<string> = new Set(["swap", "rollback", "sync-off", "finalize"]);
 
 /**
  * A rollback commits the swap back (or the end of the sync) alone, so that no lock on the app's
@@ -78,7 +76,7 @@ async function runOne(claims: ServiceClaims, req: ParsedAdminRequest, startedAt:
       (tx) =>
         tx<{ outcome: AdminOutcome }[]>`
         select partition_mgmt.admin_run(${req.action}, ${req.table ?? null}, ${args}::text::jsonb) as outcome`,
-      { freshSession: FRESH_SESSION_ACTIONS.has(req.action), statementTimeout: timeout },
+      { freshSession: FRESH_SESSION_ACTIONS.includes(req.action), statementTimeout: timeout },
     );
     if (!row) throw new Error("partition_mgmt.admin_run returned no row");
     return row.outcome;
