@@ -1,4 +1,4 @@
-// The admin actions live in one place, partition_mgmt.admin_actions() (migration 0600): its
+// The admin actions live in one place, partition_mgmt.admin_actions() (migration 0700): its
 // names, table requirement, fresh-session flag and parameter defaults. The TypeScript contract
 // that the edge function and the CLI validate with (supabase/functions/_shared/admin-contract.ts)
 // must say the same; this test fails when one changes without the other.

@@ -1,4 +1,4 @@
-// Foreign keys from other tables to petri_observations (migration 20250102000700): the swap carries
+// Foreign keys from other tables to petri_observations (migration 20250102000250): the swap carries
 // them as trigger-enforced references, rollback declares them again, and the rules hold after the
 // swap exactly as the declared constraints did before it, for every ON DELETE / ON UPDATE action,
 // for rows moved between partitions, across concurrent transactions, for deferred constraints,

@@ -1,7 +1,7 @@
 /**
  * Runs maintenance now the way the nightly pg_cron job does: the DO block that
  * partition_mgmt.maintenance_runner() returns, which commits after every step. (It replaces a
- * procedure: one that commits cannot pin its search_path, see migration 0400.)
+ * procedure: one that commits cannot pin its search_path, see migration 0600.)
  */
 import type { Sql } from "postgres";
 

@@ -3,7 +3,7 @@
  *
  * Imported by the edge function (Deno) and by the Node CLI (scripts/admin.ts), so it
  * imports nothing but "zod". Each action is one call of the SQL API through
- * partition_mgmt.admin_run (migration 20250102000600_admin_api.sql).
+ * partition_mgmt.admin_run (migration 20250102000700_admin_api.sql).
  */
 import { z } from "zod";
 
@@ -11,7 +11,7 @@ export const ADMIN_FUNCTION = "partition-admin";
 
 /**
  * Actions, in the order an operator runs them. The list, the table requirement, the fresh-session
- * flag and the defaults are partition_mgmt.admin_actions()'s (migration 0600);
+ * flag and the defaults are partition_mgmt.admin_actions()'s (migration 0700);
  * test/admin-actions-contract.test.ts fails when they differ.
  */
 export const ADMIN_ACTIONS = [

@@ -1,4 +1,4 @@
--- Partition tree (migration 20250102000200_partitioning_strategy): the shape partition_mgmt builds.
+-- Partition tree (migration 20250102000200_partition_tree): the shape partition_mgmt builds.
 -- Covers: both parents LIST (program_id) and registered in managed_tables; program partitions
 -- LIST (site_id) and site partitions RANGE (created_at) with the right bounds; a DEFAULT partition at
 -- every level (root, program, site); every partition in schema `partitions`; partition names at

@@ -1,4 +1,4 @@
--- Automatic partition creation (migration 20250102000200_partitioning_strategy).
+-- Automatic partition creation (migration 20250102000200_partition_tree).
 -- Covers: inserting a program creates its program partitions and inserting sites creates site and
 -- month partitions, in the same transaction, for both managed tables; months run from the start
 -- date's month through the end date's month (end date inclusive); precreate_program_partitions,

@@ -1,4 +1,4 @@
--- observation_id across the partition tree (migration 20250102000200_partitioning_strategy): the key
+-- observation_id across the partition tree (migration 20250102000200_partition_tree): the key
 -- table partition_mgmt.observation_keys and the routed access by id.
 -- Covers: observation_id unique across partitions (same id in another site, another month, the same
 -- leaf at another time, or twice in one statement raises unique_violation 23505 and leaves no

@@ -1,5 +1,5 @@
 -- The tree sized by its data (managed_tables.tree_shape = 'sized', the default; migrations
--- 20250102000200_partitioning_strategy and 20250102000350_promotion).
+-- 20250102000200_partition_tree and 20250102000500_promotion).
 -- Covers: periods of every length and their names; the period a rate asks for (the shortest that
 -- holds the target; 'none' when not even a year does; never 'none' once split by time); inserting
 -- a program and a site creates nothing; plan_tree on legacy data: a program at the target gets a

@@ -141,6 +141,14 @@ as $$
   select exists (select from partition_mgmt.migration_state where table_key = p_table_key and phase <> 'swapped')
 $$;
 
+-- A managed table in the middle of an online migration is left alone by cleanup, retention and
+-- promotion: its copy's partitions are empty until the backfill reaches them.
+create or replace function partition_mgmt.migration_busy(p_table_key text)
+returns boolean
+language sql stable
+set search_path = ''
+as $$ select coalesce(partition_mgmt.migration_in_progress(p_table_key), false) $$;
+
 -- The legacy (unpartitioned) table: under the source name before the swap, <source>_old after it.
 create or replace function partition_mgmt.legacy_table(p_table_key text)
 returns regclass
@@ -336,7 +344,7 @@ begin
              partition_mgmt.indexes_per_leaf(m.table_key, v_legacy), v_n, coalesce(v_text, 'none'));
 
     -- what hangs on the table
-    -- carried at the swap as references enforced by triggers (migration 0700)
+    -- carried at the swap as references enforced by triggers (migration 0250)
     select count(*), count(*) filter (where not f.supported), string_agg(format('%s.%s', f.child_table, f.constraint_name), ', ')
       into v_n, v_n2, v_text from partition_mgmt.referencing_foreign_keys(m.table_key, v_legacy) f;
     return query select m.table_key, 'foreign keys to the table', case when v_n2 > 0 then 'blocker' else 'ok' end,

@@ -206,7 +206,7 @@ begin
   when 'finalize' then
     return jsonb_build_object('message', partition_mgmt.finalize_migration(p_key));
   when 'validate-references' then
-    -- a call of its own: the scans run without the swap's lock (migration 0700)
+    -- a call of its own: the scans run without the swap's lock (migration 0250)
     return jsonb_build_object('validated', to_jsonb(partition_mgmt.validate_restored_references(p_key)));
   when 'maintenance' then
     v_run := partition_mgmt.schedule_maintenance(p_key);

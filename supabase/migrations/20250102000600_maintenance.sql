@@ -205,24 +205,6 @@ begin
 end
 $$;
 
--- A managed table in the middle of an online migration is left alone by cleanup and retention:
--- its copy's partitions are empty until the backfill reaches them. (The migration functions are
--- installed by a later migration, hence the lookup by name.)
-create or replace function partition_mgmt.migration_busy(p_table_key text)
-returns boolean
-language plpgsql stable
-set search_path = ''
-as $$
-declare
-  v boolean := false;
-begin
-  if to_regprocedure('partition_mgmt.migration_in_progress(text)') is not null then
-    execute 'select partition_mgmt.migration_in_progress($1)' into v using p_table_key;
-  end if;
-  return coalesce(v, false);
-end
-$$;
-
 -- Retention: leaves entirely older than retention_months are archived (detached into
 -- partitions_archive, kept) or dropped, as configured. Nothing happens unless configured.
 create or replace function partition_mgmt.apply_retention(p_table_key text)
@@ -253,7 +235,7 @@ begin
     join pg_catalog.pg_class p on p.oid = i.inhparent join pg_catalog.pg_namespace n on n.oid = p.relnamespace
     where i.inhrelid = format('%I.%I', r.partition_schema, r.partition_name)::regclass;
     -- rows of other tables that reference these get their ON DELETE action, or keep the month
-    -- (partition_mgmt.release_references, migration 0700)
+    -- (partition_mgmt.release_references, migration 0250)
     if not partition_mgmt.release_references(p_table_key, format('%I.%I', r.partition_schema, r.partition_name)::regclass) then
       continue;
     end if;

@@ -1,5 +1,6 @@
 -- =============================================================================
--- Read API: get_observations_optimized and the submission-level views (the plan's
+-- Read and write API: by id (get/update/delete_observation_by_id, routed to the one leaf that
+-- holds the row), get_observations_optimized and the submission-level views (the plan's
 -- "Application Code Updates").
 --
 -- Both read the LIVE table of a managed table (public.petri_observations: the legacy table before
@@ -10,6 +11,165 @@
 -- They are generated per managed table by partition_mgmt.install_read_api(), because their row
 -- type is the live table's: the swap and the rollback call it again.
 -- =============================================================================
+
+-- -----------------------------------------------------------------------------
+-- Routed access by id: one leaf instead of planning every partition
+-- -----------------------------------------------------------------------------
+
+-- Keys of one observation (nothing of its content), for a caller who may see it: SECURITY
+-- DEFINER so API roles can route without reading the key table, but only through the programs of
+-- the caller's companies (private.user_company_ids(), as the tables' RLS) unless the caller's role
+-- bypasses RLS. The caller's role is the one SET ROLE set (PostgREST, the edge functions), or the
+-- session user: inside this function current_user is its owner. The statement that follows still
+-- runs under RLS.
+create or replace function partition_mgmt.route(p_table_key text, p_observation_id uuid,
+  out program_id uuid, out site_id uuid, out created_at timestamptz)
+language sql stable
+security definer
+set search_path = ''
+as $$
+  select k.program_id, k.site_id, k.created_at from partition_mgmt.observation_keys k
+  where k.table_key = p_table_key and k.observation_id = p_observation_id
+    and (coalesce((select r.rolbypassrls from pg_catalog.pg_roles r
+                   where r.rolname = coalesce(nullif(current_setting('role', true), 'none'), session_user)), false)
+         or exists (select from public.pilot_programs p
+                    where p.program_id = k.program_id and p.company_id = any ((select private.user_company_ids())::uuid[])))
+$$;
+revoke all on function partition_mgmt.route(text, uuid) from public;
+grant execute on function partition_mgmt.route(text, uuid) to authenticated, service_role;
+grant usage on schema partition_mgmt to authenticated;
+grant select on partition_mgmt.managed_tables to authenticated, service_role;
+
+-- The table the app reads and writes for a managed table right now: the partitioned parent once
+-- it has been swapped in under the legacy name, the legacy table before that.
+create or replace function partition_mgmt.live_table(p_table_key text)
+returns regclass
+language sql stable
+set search_path = ''
+as $$
+  select format('%I.%I', source_schema, source_table)::regclass from partition_mgmt.managed_tables where table_key = p_table_key
+$$;
+
+create or replace function partition_mgmt.routed_predicate(p_table_key text, p_observation_id uuid)
+returns text
+language plpgsql stable
+set search_path = ''
+as $$
+declare
+  c partition_mgmt.managed_tables := partition_mgmt.config(p_table_key);
+  r record;
+begin
+  if p_observation_id is null then
+    raise exception 'observation_id must not be null' using hint = 'Pass the id of the observation.';
+  end if;
+  if (select relkind from pg_catalog.pg_class where oid = partition_mgmt.live_table(p_table_key)) <> 'p' then
+    return format('%I = %L', c.id_column, p_observation_id);    -- not partitioned (yet): the primary key finds it
+  end if;
+  select * into r from partition_mgmt.route(p_table_key, p_observation_id);
+  if r.program_id is null then
+    return 'false';
+  end if;
+  -- literal keys: the planner prunes to the one leaf at plan time
+  return format('%I = %L and %I = %L and %I = %L and %I = %L', c.id_column, p_observation_id,
+    c.program_column, r.program_id, c.site_column, r.site_id, c.time_column, r.created_at);
+end
+$$;
+
+-- public API -------------------------------------------------------------------
+create or replace function public.get_observation_by_id(p_table text, p_observation_id uuid)
+returns jsonb
+language plpgsql stable
+set search_path = ''
+as $$
+declare
+  v_key text := partition_mgmt.resolve_table_key(p_table);
+  v_row jsonb;
+begin
+  execute format('select to_jsonb(t) from %s t where %s', partition_mgmt.live_table(v_key),
+    partition_mgmt.routed_predicate(v_key, p_observation_id)) into v_row;
+  return v_row;
+end
+$$;
+
+create or replace function public.update_observation_by_id(p_table text, p_observation_id uuid, p_changes jsonb)
+returns jsonb
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_key text := partition_mgmt.resolve_table_key(p_table);
+  v_live regclass := partition_mgmt.live_table(v_key);
+  v_cols text;
+  v_unknown text;
+  v_row jsonb;
+begin
+  if p_changes is null or jsonb_typeof(p_changes) <> 'object' or p_changes = '{}'::jsonb then
+    raise exception 'p_changes must be a non-empty JSON object of column -> new value, got %', coalesce(p_changes::text, 'null');
+  end if;
+  select string_agg(k, ', ') into v_unknown from jsonb_object_keys(p_changes) k
+  where not exists (select from pg_catalog.pg_attribute a where a.attrelid = v_live and a.attname = k and a.attnum > 0 and not a.attisdropped);
+  if v_unknown is not null then
+    raise exception 'unknown column(s) for %: %', v_live, v_unknown using hint = 'Keys of p_changes must be column names of the table.';
+  end if;
+  select string_agg(format('%I', k), ', ') into v_cols from jsonb_object_keys(p_changes) k;
+  -- On a partitioned table, an update that races with another update moving the same row to
+  -- another partition fails with 40001 ("tuple to be locked was already moved to another
+  -- partition"), where an unpartitioned table would wait and update the row. So the statement is
+  -- routed again (the key table has the row's new keys) and retried.
+  for v_attempt in 1..5 loop
+    begin
+      execute format('update %1$s t set (%2$s) = (select %2$s from jsonb_populate_record(null::%1$s, $1)) where %3$s returning to_jsonb(t)',
+        v_live, v_cols, partition_mgmt.routed_predicate(v_key, p_observation_id))
+        into v_row using p_changes;
+      return v_row;
+    exception when serialization_failure then
+      if v_attempt = 5 then
+        raise;
+      end if;
+    end;
+  end loop;
+  return v_row;
+end
+$$;
+
+create or replace function public.delete_observation_by_id(p_table text, p_observation_id uuid)
+returns boolean
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_key text := partition_mgmt.resolve_table_key(p_table);
+  v_count int;
+begin
+  -- a delete racing with an update that moves the row fails with 40001 too: route again, retry
+  for v_attempt in 1..5 loop
+    begin
+      execute format('delete from %s where %s', partition_mgmt.live_table(v_key), partition_mgmt.routed_predicate(v_key, p_observation_id));
+      get diagnostics v_count = row_count;
+      return v_count > 0;
+    exception when serialization_failure then
+      if v_attempt = 5 then
+        raise;
+      end if;
+    end;
+  end loop;
+  return false;
+end
+$$;
+
+comment on function public.update_observation_by_id(text, uuid, jsonb) is
+  'Routed update by id: looks up the row''s partition keys and updates with them, so only one leaf is planned. Use instead of .update().eq(''observation_id'', …) on a partitioned table. RLS applies.';
+comment on function public.delete_observation_by_id(text, uuid) is
+  'Routed delete by id (one leaf planned). RLS applies.';
+comment on function public.get_observation_by_id(text, uuid) is
+  'Routed fetch by id (one leaf planned), as JSON. RLS applies.';
+revoke all on function public.get_observation_by_id(text, uuid) from public, anon;
+revoke all on function public.update_observation_by_id(text, uuid, jsonb) from public, anon;
+revoke all on function public.delete_observation_by_id(text, uuid) from public, anon;
+grant execute on function public.get_observation_by_id(text, uuid) to authenticated, service_role;
+grant execute on function public.update_observation_by_id(text, uuid, jsonb) to authenticated, service_role;
+grant execute on function public.delete_observation_by_id(text, uuid) to authenticated, service_role;
+grant execute on function partition_mgmt.live_table(text), partition_mgmt.routed_predicate(text, uuid) to authenticated, service_role;
 
 -- Parses a keyset cursor "<created_at ISO-8601>|<observation_id>" or raises an error that says why.
 create or replace function partition_mgmt.parse_cursor(p_cursor text, out cursor_ts timestamptz, out cursor_id uuid)
