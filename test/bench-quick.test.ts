@@ -72,7 +72,7 @@ describe("npm run bench -- --quick", () => {
     expect(result.planning!.levels.length).toBeGreaterThan(0);
     for (const l of result.planning!.levels) {
       expect(Number.isFinite(l.keyed.planning.median)).toBe(true);
-      expect(Number.isFinite(l.idOnly.planning.median)).toBe(true);
+      expect(Number.isFinite(l.idOnly!.planning.median)).toBe(true);
     }
     expect(result.maintenance?.error).toBeUndefined();
     expect(Number.isFinite(result.maintenance!.seconds)).toBe(true);

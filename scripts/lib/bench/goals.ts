@@ -127,7 +127,7 @@ export function evaluateGoals(r: ResultSoFar): GoalResult[] {
       const ok = lvl.keyed.planning.median <= 1;
       goals.push({
         id: "planning_keyed", goal, status: ok ? "met" : "missed",
-        measured: `p50 ${fmtMs(lvl.keyed.planning.median)} ms, p95 ${fmtMs(lvl.keyed.planning.p95)} ms at ${fmtInt(lvl.leaves)} leaves (cold connection: ${fmtMs(lvl.keyed.coldPlanningMs)} ms; id-only: ${fmtMs(lvl.idOnly.planning.median)} ms)`,
+        measured: `p50 ${fmtMs(lvl.keyed.planning.median)} ms, p95 ${fmtMs(lvl.keyed.planning.p95)} ms at ${fmtInt(lvl.leaves)} leaves (cold connection: ${fmtMs(lvl.keyed.coldPlanningMs)} ms; id-only: ${fmtMs(lvl.idOnly?.planning.median)} ms)`,
         reason: ok ? "" : `plan-time pruning still costs ${fmtMs(lvl.keyed.planning.median)} ms at ${fmtInt(lvl.leaves)} leaves (see the planning table for the trend).`,
       });
     }
@@ -229,8 +229,8 @@ export function findings(r: ResultSoFar): string[] {
         "The row triggers (company_id, key table) and the per-row foreign-key checks dominate: a copy could skip the company_id trigger for rows that already carry it and check foreign keys once per batch.");
     }
   }
-  const lv = r.planning?.levels.at(-1);
-  if (lv) {
+  const lv = r.planning?.levels.filter((l) => l.idOnly).at(-1);
+  if (lv?.idOnly) {
     out.push(`**Statements without the keys plan every leaf**: at ${fmtInt(lv.leaves)} leaves an id-only statement plans in ${fmtMs(lv.idOnly.planning.median)} ms warm and ` +
       `${fmtMs(lv.idOnly.coldPlanningMs)} ms as the first statement of a new session (a keyed one: ${fmtMs(lv.keyed.planning.median)} ms / ${fmtMs(lv.keyed.coldPlanningMs)} ms). ` +
       "Anything that reaches the table without program_id, site_id and created_at (ad-hoc .eq('observation_id') calls, joins on the id) pays this: use the routed RPCs.");

@@ -4,7 +4,10 @@
 //   - a fully keyed statement (program_id, site_id, one month): pruned at plan time to one leaf,
 //   - an id-only statement (observation_id alone): every leaf is planned and probed,
 // warm (the same connection, caches loaded) and cold (the first statement of a new connection, as
-// after a pooler opens one). The table is dropped afterwards.
+// after a pooler opens one). An id-only statement locks every partition and index; at a level
+// where that is more than half the server's lock table (partition_mgmt.lock_capacity()) it is not
+// run (it would fail with "out of shared memory" or starve the rest), and the level says so. The
+// table is dropped afterwards.
 import { randomUUID } from "node:crypto";
 import type { Sql } from "postgres";
 import { TABLES } from "./build.ts";
@@ -107,6 +110,10 @@ async function planningSeries(sql: Sql, url: string, o: BenchOptions, progress: 
       progress.done(`${fmtInt(leaves - startLeaves)} leaves in ${(levelMs / 1000).toFixed(0)} s`);
 
       progress.step(`planning series: measure at ${fmtInt(leaves)} leaves`);
+      const [lk] = await sql<{ locks: number; capacity: number }[]>`
+        select partition_mgmt.keyless_statement_locks(${`public.${PARENT}`}::regclass)::float8 as locks, partition_mgmt.lock_capacity()::float8 as capacity`;
+      const keylessLocks = lk?.locks ?? Number.NaN;
+      const idOnlyFits = keylessLocks <= (lk?.capacity ?? 0) / 2;
       const mid = programs[Math.floor(programs.length / 2)]!;
       const keyed = (i: number) => keyedOf(mid.id, mid.sites[i % mid.sites.length]!, Math.floor(months / 2));
       const idOnly = () => idOnlyOf(randomUUID());
@@ -122,21 +129,23 @@ async function planningSeries(sql: Sql, url: string, o: BenchOptions, progress: 
         }
       };
       const coldKeyed = await cold(keyed(0));
-      const coldId = await cold(idOnly());
+      const coldId = idOnlyFits ? await cold(idOnly()) : Number.NaN;
       const meter = benchSession(url, "bench-planning-measure");
       try {
         for (let w = 0; w < Math.max(2, o.warmup); w++) {
           await explain(meter, keyed(w));
-          await explain(meter, idOnly());
+          if (idOnlyFits) await explain(meter, idOnly());
         }
         const t1 = performance.now();
         for (let i = 0; i < o.reps.planning; i++) {
           const a = await explain(meter, keyed(i));
           k.planning.push(a["Planning Time"]);
           k.execution.push(a["Execution Time"]);
-          const b = await explain(meter, idOnly());
-          d.planning.push(b["Planning Time"]);
-          d.execution.push(b["Execution Time"]);
+          if (idOnlyFits) {
+            const b = await explain(meter, idOnly());
+            d.planning.push(b["Planning Time"]);
+            d.execution.push(b["Execution Time"]);
+          }
           progress.update(`repetition ${i + 1}/${o.reps.planning}`);
           if (i >= 4 && performance.now() - t1 > 90_000) break;
         }
@@ -151,10 +160,13 @@ async function planningSeries(sql: Sql, url: string, o: BenchOptions, progress: 
         createSeconds: levelMs / 1000,
         msPerLeaf: levelMs / Math.max(1, leaves - startLeaves),
         keyed: { planning: summarize(k.planning), execution: summarize(k.execution), coldPlanningMs: coldKeyed },
-        idOnly: { planning: summarize(d.planning), execution: summarize(d.execution), coldPlanningMs: coldId },
+        idOnly: idOnlyFits ? { planning: summarize(d.planning), execution: summarize(d.execution), coldPlanningMs: coldId } : null,
+        ...(idOnlyFits ? {} : { idOnlySkipped: `an id-only statement would take ${fmtInt(keylessLocks)} locks, more than half the lock table (${fmtInt(lk?.capacity)} slots)` }),
+        keylessLocks,
       };
       result.levels.push(level);
-      progress.done(`keyed planning p50 ${level.keyed.planning.median.toFixed(3)} ms, id-only planning p50 ${level.idOnly.planning.median.toFixed(1)} ms`);
+      progress.done(`keyed planning p50 ${level.keyed.planning.median.toFixed(3)} ms, ` +
+        (level.idOnly ? `id-only planning p50 ${level.idOnly.planning.median.toFixed(1)} ms` : `id-only not run: ${level.idOnlySkipped}`));
     }
   } catch (e) {
     result.error = (e as Error).message;

@@ -162,10 +162,12 @@ export function markdownReport(r: BenchResult, chartFile: string): string {
       "Warm: the same connection after warm-up. Cold: the first statement of a new connection (the relation caches are empty).");
     if (r.planning.error) out.push("", `**The series stopped early**: ${r.planning.error}`);
     out.push("");
-    out.push("| Leaves (+ DEFAULTs) | Created in (ms/leaf) | Keyed planning p50 / p95 ms | Keyed execution p50 ms | Keyed cold planning ms | Id-only planning p50 / p95 ms | Id-only execution p50 ms | Id-only cold planning ms |");
-    out.push("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    out.push("| Leaves (+ DEFAULTs) | Created in (ms/leaf) | Keyed planning p50 / p95 ms | Keyed execution p50 ms | Keyed cold planning ms | Locks of an id-only statement | Id-only planning p50 / p95 ms | Id-only execution p50 ms | Id-only cold planning ms |");
+    out.push("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for (const l of r.planning.levels) {
-      out.push(`| ${fmtInt(l.leaves)} (+${fmtInt(l.defaults)}) | ${fmtDuration(l.createSeconds)} (${l.msPerLeaf.toFixed(1)}) | ${fmtMs(l.keyed.planning.median)} / ${fmtMs(l.keyed.planning.p95)} | ${fmtMs(l.keyed.execution.median)} | ${fmtMs(l.keyed.coldPlanningMs)} | ${fmtMs(l.idOnly.planning.median)} / ${fmtMs(l.idOnly.planning.p95)} | ${fmtMs(l.idOnly.execution.median)} | ${fmtMs(l.idOnly.coldPlanningMs)} |`);
+      const id = l.idOnly;
+      const idCells = id ? `${fmtMs(id.planning.median)} / ${fmtMs(id.planning.p95)} | ${fmtMs(id.execution.median)} | ${fmtMs(id.coldPlanningMs)}` : `not run: ${l.idOnlySkipped ?? "?"} | – | –`;
+      out.push(`| ${fmtInt(l.leaves)} (+${fmtInt(l.defaults)}) | ${fmtDuration(l.createSeconds)} (${l.msPerLeaf.toFixed(1)}) | ${fmtMs(l.keyed.planning.median)} / ${fmtMs(l.keyed.planning.p95)} | ${fmtMs(l.keyed.execution.median)} | ${fmtMs(l.keyed.coldPlanningMs)} | ${fmtInt(l.keylessLocks)} | ${idCells} |`);
     }
   }
   out.push("");

@@ -121,7 +121,11 @@ export interface PlanningLevel {
   createSeconds: number;
   msPerLeaf: number;
   keyed: { planning: Summary; execution: Summary; coldPlanningMs: number };
-  idOnly: { planning: Summary; execution: Summary; coldPlanningMs: number };
+  /** null when one id-only statement would take more than half the lock table (idOnlySkipped says why) */
+  idOnly: { planning: Summary; execution: Summary; coldPlanningMs: number } | null;
+  idOnlySkipped?: string;
+  /** partition_mgmt.keyless_statement_locks of the table at this level */
+  keylessLocks: number;
 }
 
 export interface PlanningResult {
