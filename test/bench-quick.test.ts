@@ -53,14 +53,29 @@ describe("npm run bench -- --quick", () => {
     }
   });
 
-  it("built the three tables with the same rows and a populated tree", () => {
+  it("built the three tables with the same rows in the tree prepare_migration plans", () => {
     expect(result.mode).toBe("quick");
     expect(result.build.rows.legacy).toBeGreaterThan(0);
     expect(result.build.rows.indexed).toBe(result.build.rows.legacy);
     expect(result.build.rows.partitioned).toBe(result.build.rows.legacy);
-    expect(result.build.tree.leaves).toBeGreaterThan(0);
-    expect(result.build.tree.rowsInDefaults).toBe(0);
+    const t = result.build.tree;
+    expect(t.shape).toBe("sized");
+    expect(result.build.prepare.calls).toBeGreaterThan(0);
+    // a sized tree of a few thousand rows: every program shares the root's DEFAULT leaf
+    expect(t.leaves).toBeGreaterThan(0);
+    expect(t.leaves).toBe(t.leavesWithoutDefaults + t.defaults);
+    expect(result.build.prepare.leaves).toBe(t.leaves);
+    expect(t.rowsWaiting).toBe(0);
+    expect(t.rowsPerLeaf.leaves).toBe(t.leaves);
+    expect(t.rowsPerLeaf.max).toBeGreaterThan(0);
+    expect(t.lockBudget.keylessLocks).toBeGreaterThan(0);
+    expect(t.lockBudget.keylessAtOnce).toBeGreaterThanOrEqual(t.lockBudget.minimum);
+    expect(t.precheck.tree).toMatch(/sized tree/);
+    expect(result.build.locks.source).toBe("server");
+    expect(result.build.locks.lockCapacity).toBe(t.lockBudget.lockCapacity);
+    expect(result.build.locks.checks.map((c) => c.status)).toEqual(result.build.locks.checks.map(() => "ok"));
     expect(result.machine.postgres).toMatch(/PostgreSQL/);
+    expect(result.machine.settings.max_locks_per_transaction).toBe(String(result.build.locks.maxLocksPerTransaction));
   });
 
   it("measured inserts, planning, maintenance and the migration", () => {

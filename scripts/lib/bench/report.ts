@@ -1,11 +1,12 @@
 // The three outputs of a run: the table on the terminal, the JSON result and the Markdown report
-// (with its SVG chart), under the results folder; with --publish also docs/benchmarks/latest.*.
+// (with its SVG chart), under the results folder; with --publish also docs/benchmarks/<tree>.*
+// (sized.md, literal.md: one report per tree variant).
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { REPO_ROOT } from "../cluster.ts";
 import { chartRows, ratioChartSvg } from "./chart.ts";
 import { fmtDuration, fmtInt, fmtMs, fmtRatio } from "./stats.ts";
-import type { BenchResult, GoalResult, QueryClassResult, VariantResult } from "./types.ts";
+import type { BenchResult, GoalResult, LeafRows, QueryClassResult, VariantResult } from "./types.ts";
 
 const mb = (b: number) => `${(b / 1024 ** 2).toLocaleString("en-US", { maximumFractionDigits: 0 })} MB`;
 const v = (q: QueryClassResult, id: string): VariantResult | undefined => q.variants.find((x) => x.id === id);
@@ -15,7 +16,38 @@ const mark = (s: GoalResult["status"]) => (s === "met" ? "✅ met" : s === "miss
 export function scaleLine(r: BenchResult): string {
   const b = r.build;
   return `${fmtInt(b.rows.legacy)} petri observations (${b.demo.programs} programs × ${b.demo.sites / Math.max(1, b.demo.programs)} sites × ${b.demo.months} months × ${fmtInt(b.demo.petriPerSiteMonth)} per site-month), ` +
-    `${fmtInt(b.tree.leaves)} leaves + ${fmtInt(b.tree.defaults)} DEFAULT partitions in the petri tree`;
+    `${b.tree.shape} tree: ${fmtInt(b.tree.leaves)} leaves, ${fmtInt(b.tree.defaults)} of them DEFAULT partitions`;
+}
+
+const leafRowsText = (x: LeafRows) => (x.leaves === 0 ? "no leaves" : `${fmtInt(x.min)} / ${fmtInt(x.median)} / ${fmtInt(x.max)} over ${fmtInt(x.leaves)} leaves (${fmtInt(x.empty)} empty)`);
+
+/** The tree prepare_migration built and the lock setting it ran with. */
+function treeSection(r: BenchResult): string[] {
+  const t = r.build.tree;
+  const l = r.build.locks;
+  const out = ["## The tree", ""];
+  out.push(`Built by \`partition_mgmt.prepare_migration('petri')\` from the legacy table's data (${r.build.prepare.calls} call${r.build.prepare.calls === 1 ? "" : "s"}, each its own transaction within its lock budget, ${r.build.prepare.seconds.toFixed(1)} s), then filled by the offline copy.`);
+  out.push("");
+  out.push("| | |");
+  out.push("| --- | --- |");
+  out.push(`| Tree shape | **${t.shape}**${t.shape === "sized" ? ` (a program or site gets partitions of its own once its rows reach ${fmtInt(t.targetRowsPerLeaf)}; smaller ones share their parent's DEFAULT leaf)` : " (the plan's tree: every program, every site, every month)"} |`);
+  out.push(`| Target rows per leaf | ${fmtInt(t.targetRowsPerLeaf)} |`);
+  out.push(`| Leaves | ${fmtInt(t.leaves)} with DEFAULT partitions, ${fmtInt(t.leavesWithoutDefaults)} without (${fmtInt(t.defaults)} DEFAULT); ${fmtInt(t.relations)} relations in the tree |`);
+  out.push(`| Programs / sites with partitions of their own | ${fmtInt(t.ownPrograms)} of ${fmtInt(t.programs)} / ${fmtInt(t.ownSites)} of ${fmtInt(t.sites)} |`);
+  out.push(`| Rows per leaf, min / median / max | every leaf: ${leafRowsText(t.rowsPerLeaf)}; without DEFAULTs: ${leafRowsText(t.rowsPerLeafWithoutDefaults)} |`);
+  out.push(`| Rows in DEFAULT leaves | ${fmtInt(t.rowsInDefaults)}${t.shape === "sized" ? " (the shared leaves of programs and sites below the target)" : ""}; waiting for a partition of their own: ${fmtInt(t.rowsWaiting)} |`);
+  out.push(`| Locks of one statement without the partition keys (\`lock_budget()\`) | ${fmtInt(t.lockBudget.keylessLocks)}: every partition and every index of every leaf |`);
+  out.push(`| Such statements that fit in the lock table at once | ${fmtInt(t.lockBudget.keylessAtOnce)} (minimum ${t.lockBudget.minimum}: ${t.lockBudget.status}) |`);
+  out.push(`| Lock capacity (\`lock_capacity()\`) | ${fmtInt(l.lockCapacity)} slots |`);
+  out.push(`| max_locks_per_transaction | **${l.maxLocksPerTransaction}** (${l.source === "raised" ? "raised by the bench" : "the server's"}): ${l.reason} |`);
+  out.push("");
+  out.push("The pre-migration check on the legacy data, before the tree was built:");
+  out.push("");
+  out.push(`- partition tree: ${t.precheck.tree}`);
+  for (const c of l.checks) out.push(`- lock budget (${c.table}, ${c.status}): ${c.detail}`);
+  out.push(`- indexes per leaf: ${t.precheck.indexesPerLeaf}`);
+  out.push("");
+  return out;
 }
 
 export function machineLine(r: BenchResult): string {
@@ -52,11 +84,12 @@ export function markdownReport(r: BenchResult, chartFile: string): string {
   const b = r.build;
   const out: string[] = [];
   const when = r.finishedAt.replace("T", " ").replace(/\.\d+Z$/, " UTC");
-  out.push(`# Benchmark: legacy vs indexed legacy vs partitioned (${r.mode === "quick" ? "quick mode" : "full scale"})`);
+  out.push(`# Benchmark: legacy vs indexed legacy vs partitioned, ${b.tree.shape} tree (${r.mode === "quick" ? "quick mode" : "full scale"})`);
   out.push("");
   out.push(`Measured ${when} in ${fmtDuration(r.seconds)}.`);
   out.push("");
   out.push(`- **Scale**: ${scaleLine(r)}.`);
+  out.push(`- **Tree**: ${b.tree.shape}, target ${fmtInt(b.tree.targetRowsPerLeaf)} rows per leaf; a statement without the partition keys takes ${fmtInt(b.tree.lockBudget.keylessLocks)} locks, ${fmtInt(b.tree.lockBudget.keylessAtOnce)} fit at once (max_locks_per_transaction ${b.locks.maxLocksPerTransaction}${b.locks.source === "raised" ? ", raised for this tree" : ""}). See "The tree".`);
   out.push(`- **Machine**: ${machineLine(r)}. Load average (1/5/15 min) at the start: ${r.machine.loadAverage.join(", ")}${r.machine.loadAverageEnd ? `, at the end: ${r.machine.loadAverageEnd.join(", ")}` : ""} (other work shares the machine: ratios from one run are what count).`);
   out.push(`- **Tables**: legacy \`petri_observations\` as shipped (${mb(b.sizes.legacyBytes)}), the same plus an index on (program_id, site_id, created_at) (${mb(b.sizes.indexedBytes)}), and the partitioned tree (${mb(b.sizes.partitionedBytes)}), all in one database with the same rows.`);
   if (r.mode === "quick") out.push(`- **Quick mode**: a tiny data set for CI. The absolute figures and most ratios mean little at this size; run \`npm run bench\` for the full scale.`);
@@ -85,6 +118,8 @@ export function markdownReport(r: BenchResult, chartFile: string): string {
   out.push("");
   out.push(goalsTable(r.promises));
   out.push("");
+
+  out.push(...treeSection(r));
 
   out.push("## Every variant");
   out.push("");
@@ -217,9 +252,9 @@ export function markdownReport(r: BenchResult, chartFile: string): string {
   out.push("## Build");
   out.push("");
   out.push(`- Demo generator: ${fmtInt(b.generator.rows)} rows in ${fmtDuration(b.generator.seconds)} (${fmtInt(b.generator.rowsPerSecond)} rows/s), partition creation switched off meanwhile (the data exists before the tree, as on a real project).`);
-  out.push(`- Partitions: ${fmtInt(b.partitionCreation.leaves)} leaves (petri and gasifier) in ${fmtDuration(b.partitionCreation.seconds)}: **${b.partitionCreation.msPerLeaf.toFixed(1)} ms per leaf**, with \`precreate_program_partitions\` site by site (site partitions and DEFAULTs included).`);
-  out.push(`- ${b.prepare}.`);
-  out.push(`- Offline copy into the tree: ${fmtInt(b.offlineCopy.rows)} rows in ${fmtDuration(b.offlineCopy.seconds)} (${fmtInt(b.offlineCopy.rowsPerSecond)} rows/s, through the company_id and key-table triggers, foreign keys and indexes). Rows left in DEFAULT partitions: ${fmtInt(b.tree.rowsInDefaults)}.`);
+  out.push(`- Tree shape set on the managed tables: \`tree_shape = '${b.tree.shape}'\`; the pre-migration check's lock budget decided the lock setting (see "The tree").`);
+  out.push(`- Partitions: \`prepare_migration('petri')\` called until the phase was 'prepared' (${b.prepare.calls} call${b.prepare.calls === 1 ? "" : "s"}, ${fmtDuration(b.prepare.seconds)}, ${fmtInt(b.prepare.leaves)} leaves with DEFAULTs; last answer: ${b.prepare.message}), which also carried the legacy table's foreign keys and plain indexes; then \`drop_migration_helpers\` (back to idle).`);
+  out.push(`- Offline copy into the tree: ${fmtInt(b.offlineCopy.rows)} rows in ${fmtDuration(b.offlineCopy.seconds)} (${fmtInt(b.offlineCopy.rowsPerSecond)} rows/s, through the company_id and key-table triggers, foreign keys and indexes). Rows waiting in DEFAULT partitions for a partition of their own: ${fmtInt(b.tree.rowsWaiting)}.`);
   if (b.sessionProbe) {
     const sp = b.sessionProbe;
     out.push(`- Session probe after the copy (CREATE TABLE / single-row insert, rolled back; medians): the copy's session ${fmtMs(sp.copySession.ddlMs)} ms / ${fmtMs(sp.copySession.insertMs)} ms, ` +
@@ -257,10 +292,10 @@ export function markdownReport(r: BenchResult, chartFile: string): string {
   out.push("## Reproduce");
   out.push("");
   out.push("```bash");
-  out.push(r.mode === "quick" ? "npm run bench -- --quick" : "npm run bench            # full scale (the published run took 69 min on 2 cores)");
+  out.push(`npm run bench -- ${r.mode === "quick" ? "--quick " : ""}--tree ${b.tree.shape}`);
   out.push("```");
   out.push("");
-  out.push("The bench starts its own PostgreSQL cluster (port 54460, `.local/db/bench`), pushes the migrations with the Supabase CLI into a fresh `bench` database, builds the data, measures, and writes `results/bench-<timestamp>/` (report.md, result.json, ratios.svg). `--db-url` runs it in an empty, freshly migrated database of your own instead.");
+  out.push("The bench starts its own PostgreSQL cluster (port 54460, `.local/db/bench`, the Supabase compute profile of `SUPABASE_COMPUTE`, Micro by default), pushes the migrations with the Supabase CLI into a fresh `bench` database, builds the data, measures, and writes `results/bench-<timestamp>/` (report.md, result.json, ratios.svg); for a literal tree it restarts the cluster with the max_locks_per_transaction the pre-check asks for. `--db-url` runs it in an empty, freshly migrated database of your own instead, on that server's settings.");
   out.push("");
   return out.join("\n");
 }
@@ -295,19 +330,21 @@ export interface WrittenFiles { json: string; markdown: string; svg: string; pub
 
 export function writeOutputs(r: BenchResult, outDir: string, publish: boolean): WrittenFiles {
   mkdirSync(outDir, { recursive: true });
-  const svg = ratioChartSvg(chartRows(r), "Partitioned vs legacy: speed ratio (p50)",
+  const svg = ratioChartSvg(chartRows(r), `Partitioned (${r.build.tree.shape} tree) vs legacy: speed ratio (p50)`,
     `${r.mode === "quick" ? "quick mode, " : ""}${fmtInt(r.build.rows.legacy)} rows, ${fmtInt(r.build.tree.leaves)} leaves; ${r.machine.cpuModel}, ${r.machine.cores} cores`);
   const files: WrittenFiles = { json: join(outDir, "result.json"), markdown: join(outDir, "report.md"), svg: join(outDir, "ratios.svg") };
   writeFileSync(files.json, `${JSON.stringify(r, null, 2)}\n`);
   writeFileSync(files.svg, svg);
   writeFileSync(files.markdown, markdownReport(r, "ratios.svg"));
   if (publish) {
+    // one report per tree variant: docs/benchmarks/sized.md, literal.md (latest.* is the earlier run the README cites)
     const docs = join(REPO_ROOT, "docs", "benchmarks");
+    const name = r.build.tree.shape;
     mkdirSync(docs, { recursive: true });
-    const pub = [join(docs, "latest.json"), join(docs, "latest-ratios.svg"), join(docs, "latest.md")];
+    const pub = [join(docs, `${name}.json`), join(docs, `${name}.svg`), join(docs, `${name}.md`)];
     writeFileSync(pub[0]!, `${JSON.stringify(r, null, 2)}\n`);
     writeFileSync(pub[1]!, svg);
-    writeFileSync(pub[2]!, markdownReport(r, "latest-ratios.svg"));
+    writeFileSync(pub[2]!, markdownReport(r, `${name}.svg`));
     files.published = pub.map((p) => relative(REPO_ROOT, p));
   }
   return files;

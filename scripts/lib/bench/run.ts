@@ -18,6 +18,7 @@ import { benchSession } from "./session.ts";
 export function renderSaved(o: BenchOptions): WrittenFiles {
   const file = o.render!;
   const saved = JSON.parse(readFileSync(file, "utf8")) as BenchResult;
+  if (saved.version !== 2) throw new Error(`${file}: a result of version ${String(saved.version)}; this bench renders version 2 (measure again)`);
   const { goals: _g, promises: _p, findings: _f, ...partial } = saved;
   const result: BenchResult = { ...partial, goals: evaluateGoals(partial), promises: evaluatePromises(partial), findings: findings(partial) };
   const files = writeOutputs(result, o.outDir, o.publish);
@@ -33,10 +34,13 @@ export async function runBench(o: BenchOptions): Promise<{ result: BenchResult; 
   const startedAt = new Date();
   const t0 = performance.now();
   const db = await openBenchDatabase(o, progress);
-  const sql = benchSession(db.url, "bench");
+  let sql: ReturnType<typeof benchSession> | undefined;
   try {
-    const machine = await machineInfo(sql, db.label);
-    const build = await buildData(sql, db.url, o, progress);
+    const loadAverage = os.loadavg().map((x) => Math.round(x * 100) / 100);
+    // the build may restart the own cluster (a literal tree's lock setting): sessions come after it
+    const build = await buildData(db, o, progress);
+    sql = benchSession(db.url, "bench");
+    const machine = { ...(await machineInfo(sql, db.label)), loadAverage };
     // Each section runs in sessions of its own: a session's caches (every leaf it has touched, a
     // compiled trigger and foreign-key check per leaf it has written) change its speed.
     const q = o.sections.has("queries") ? await runQueries(db.url, o, progress) : null;
@@ -55,7 +59,7 @@ export async function runBench(o: BenchOptions): Promise<{ result: BenchResult; 
       "The indexed legacy table has no RLS policies; the comparison runs as a BYPASSRLS role, where policies do not apply anyway.",
     ];
     const partial = {
-      version: 1 as const, mode: o.quick ? "quick" as const : "full" as const,
+      version: 2 as const, mode: o.quick ? "quick" as const : "full" as const,
       startedAt: startedAt.toISOString(), finishedAt: new Date().toISOString(), seconds: (performance.now() - t0) / 1000,
       machine, build, queries, roundTrip: rt, inserts, maintenance, planning, migration, notes,
     };
@@ -68,7 +72,7 @@ export async function runBench(o: BenchOptions): Promise<{ result: BenchResult; 
     return { result, files };
   } finally {
     progress.close();
-    await sql.end({ timeout: 5 });
+    await sql?.end({ timeout: 5 });
     db.close();
   }
 }

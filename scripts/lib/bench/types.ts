@@ -1,4 +1,5 @@
 // The shape of a benchmark result (written as JSON, read by the report writer and the smoke test).
+import type { TreeShape } from "./options.ts";
 import type { Summary } from "./stats.ts";
 
 export type TableKind = "legacy" | "indexed" | "partitioned";
@@ -30,20 +31,76 @@ export interface SessionProbe {
   freshSession: { ddlMs: number; insertMs: number; firstInsertMs: number };
 }
 
+/** Rows per leaf over a set of leaves (NaN when the set is empty). */
+export interface LeafRows {
+  leaves: number;
+  min: number;
+  median: number;
+  max: number;
+  /** leaves without a row (premade periods, waiting-room DEFAULTs) */
+  empty: number;
+}
+
+/** The petri tree prepare_migration built, and what a statement without its keys costs on it. */
+export interface TreeInfo {
+  shape: TreeShape;
+  targetRowsPerLeaf: number;
+  /** every leaf, DEFAULT leaves included */
+  leaves: number;
+  /** leaves that are not DEFAULT partitions (periods; sites split 'none') */
+  leavesWithoutDefaults: number;
+  /** DEFAULT partitions (all of them leaves) */
+  defaults: number;
+  /** partitions and parents of the tree (pg_partition_tree) */
+  relations: number;
+  /** programs and sites of the data, and those with partitions of their own */
+  programs: number;
+  sites: number;
+  ownPrograms: number;
+  ownSites: number;
+  rowsPerLeaf: LeafRows;
+  rowsPerLeafWithoutDefaults: LeafRows;
+  /** rows in DEFAULT leaves: in a sized tree the programs and sites that share one */
+  rowsInDefaults: number;
+  /** rows in DEFAULT leaves that wait for a partition of their own (partition_mgmt.is_waiting_room): 0 after the build */
+  rowsWaiting: number;
+  /** leaves of every managed table (petri and gasifier) */
+  allTablesLeaves: number;
+  /** partition_mgmt.lock_budget() for the petri tree */
+  lockBudget: { keylessLocks: number; keylessAtOnce: number; lockCapacity: number; minimum: number; status: string };
+  /** partition_mgmt.pre_migration_check('petri') rows about the tree, before it was built */
+  precheck: { tree: string; lockBudget: string; indexesPerLeaf: string };
+}
+
+/** The lock setting the run had, and why. */
+export interface LockSetting {
+  maxLocksPerTransaction: number;
+  /** partition_mgmt.lock_capacity(): slots of the shared lock table */
+  lockCapacity: number;
+  /** what the server's own setting was when the bench found it */
+  serverDefault: number;
+  /** raised: the bench restarted its own cluster with the setting the tree needs */
+  source: "server" | "raised";
+  reason: string;
+  /** each managed table's 'lock budget' row of pre_migration_check() on the legacy data */
+  checks: { table: string; status: string; detail: string }[];
+}
+
 export interface BuildInfo {
   steps: BuildStep[];
   demo: { companies: number; programs: number; sites: number; months: number; petriPerSiteMonth: number; gasifierPerSiteMonth: number };
   rows: { legacy: number; indexed: number; partitioned: number; gasifier: number; submissions: number };
   sizes: { legacyBytes: number; indexedBytes: number; partitionedBytes: number };
-  tree: { leaves: number; defaults: number; programs: number; sites: number; rowsInDefaults: number; allTablesLeaves: number };
+  tree: TreeInfo;
+  locks: LockSetting;
   generator: { rows: number; seconds: number; rowsPerSecond: number };
-  partitionCreation: { leaves: number; seconds: number; msPerLeaf: number };
+  /** prepare_migration('petri') called until the phase is 'prepared' (each call its own transaction) */
+  prepare: { calls: number; seconds: number; leaves: number; message: string };
   offlineCopy: { rows: number; seconds: number; rowsPerSecond: number };
   sessionProbe?: SessionProbe;
   indexedCopy: { rows: number; seconds: number };
   /** how the partitioned table became the live table */
   swap: string;
-  prepare: string;
 }
 
 export interface VariantResult {
@@ -182,7 +239,7 @@ export interface GoalResult {
 }
 
 export interface BenchResult {
-  version: 1;
+  version: 2;
   mode: "quick" | "full";
   startedAt: string;
   finishedAt: string;
