@@ -12,8 +12,14 @@ export interface ChartRow {
 
 const esc = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
 
-export function chartRows(r: Pick<BenchResult, "queries" | "inserts">): ChartRow[] {
+export function chartRows(r: Pick<BenchResult, "queries" | "inserts" | "prepared">): ChartRow[] {
   const rows: ChartRow[] = r.queries.map((q) => ({ label: q.title, vsLegacy: q.speedupVsLegacy, vsIndexed: q.speedupVsIndexed }));
+  for (const statement of ["select", "update"] as const) {
+    const p50 = (t: string) => r.prepared?.runs.find((x) => x.table === t && x.statement === statement && !x.error)?.timings.median;
+    const p = p50("partitioned");
+    const ratio = (b: number | undefined) => (b && p ? b / p : null);
+    if (p) rows.push({ label: `Id-only ${statement}, prepared`, vsLegacy: ratio(p50("legacy")), vsIndexed: ratio(p50("indexed")) });
+  }
   for (const conn of [...new Set((r.inserts?.runs ?? []).map((x) => x.connections))]) {
     const rate = (t: string) => r.inserts?.runs.find((x) => x.table === t && x.commit === "durable" && x.connections === conn)?.rowsPerSecond;
     const p = rate("partitioned");

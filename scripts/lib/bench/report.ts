@@ -50,6 +50,24 @@ function treeSection(r: BenchResult): string[] {
   return out;
 }
 
+/** Id-only statements, prepared and reused (PostgREST's way). */
+function preparedSection(r: BenchResult): string[] {
+  const out = ["## Id-only statements, prepared (as PostgREST sends them)", ""];
+  const pr = r.prepared;
+  if (!pr) return [...out, "Not run.", ""];
+  out.push(`Each table through a connection of its own that prepares the statement once and executes it with a different id each time (postgres.js \`prepare: true\`, as PostgREST keeps prepared statements per connection); ` +
+    `${pr.warmup} executions first (PostgreSQL may switch to a generic plan after five), then the measured ones, the tables taking turns. ` +
+    "Locks: the session's relation locks in pg_locks after one execution inside an open transaction (shared: not fast-path, i.e. slots of the lock table). The update sets the row's own notes and commits.");
+  out.push("");
+  out.push("| Statement | Table | p50 ms | p95 ms | n | Relation locks (shared) | Generic / custom plans |");
+  out.push("| --- | --- | ---: | ---: | ---: | ---: | ---: |");
+  for (const x of pr.runs) {
+    out.push(`| \`${x.sql}\` | ${x.table}${x.error ? ` (error: ${x.error.slice(0, 120)})` : ""} | ${fmtMs(x.timings.median)} | ${fmtMs(x.timings.p95)} | ${x.timings.n} | ${fmtInt(x.relationLocks)} (${fmtInt(x.sharedLockSlots)}) | ${x.genericPlans} / ${x.customPlans} |`);
+  }
+  out.push("");
+  return out;
+}
+
 export function machineLine(r: BenchResult): string {
   const m = r.machine;
   return `${m.cpuModel}, ${m.cores} cores, ${m.memoryGiB} GiB RAM; ${m.postgres}; shared_buffers ${m.settings.shared_buffers}, ` +
@@ -120,6 +138,7 @@ export function markdownReport(r: BenchResult, chartFile: string): string {
   out.push("");
 
   out.push(...treeSection(r));
+  out.push(...preparedSection(r));
 
   out.push("## Every variant");
   out.push("");
@@ -273,7 +292,8 @@ export function markdownReport(r: BenchResult, chartFile: string): string {
   out.push("");
   out.push("- One database holds the three tables with the same rows. The partitioned table is the live `public.petri_observations` (simulated swap, see Build), so the routed paths (`petri_observations_by_submission`, `get_observation_by_id`, `update_observation_by_id`) run exactly as the app calls them; the submission lookup is measured through the view.");
   out.push("- Every section runs in sessions of its own (queries in one connection, inserts in pre-warmed connections, maintenance, planning and migration each in new ones): what one session has cached changes its speed (see Findings).");
-  out.push("- Statements carry their keys as literals and are sent unprepared (simple protocol): each execution is planned, so the planning cost of a large tree is in every figure. They run as `postgres` (BYPASSRLS) so that RLS does not skew the comparison.");
+  out.push("- Statements carry their keys as literals and are sent unprepared (simple protocol): each execution is planned, so the planning cost of a large tree is in every figure. They run as `postgres` (BYPASSRLS) so that RLS does not skew the comparison. The id-only statements of their own section are prepared and reused instead, as PostgREST sends them.");
+  out.push("- The measuring sessions and the simulated app keep the database's statement_timeout (the compute profile's 2 min); the bench's own long statements (generation, copies, indexes, vacuum, maintenance, the migration phases) run in sessions without it, as an operator's would.");
   out.push("- Per class: warm-up runs, then repetitions in which the variants take turns (rotating order), so noise from other processes hits all of them alike. Fetch, update and submission lookups use a different id each repetition (the same ids on every table).");
   out.push("- p95 is nearest-rank over the repetitions (with few repetitions it is close to the maximum).");
   for (const n of r.notes) out.push(`- ${n}`);
@@ -315,6 +335,14 @@ export function terminalTable(r: BenchResult): string {
       const [l, i, p] = [rate("legacy"), rate("indexed"), rate("partitioned")];
       rows.push([`Insert rows/s, ${s.commit}, ${s.connections} conn`, fmtInt(l), fmtInt(i), fmtInt(p), l && p ? fmtRatio(p / l) : "–", i && p ? fmtRatio(p / i) : "–"]);
     }
+  }
+  for (const statement of ["select", "update"] as const) {
+    const p = (t: string) => r.prepared?.runs.find((x) => x.table === t && x.statement === statement);
+    const [l, i, pt] = [p("legacy"), p("indexed"), p("partitioned")];
+    if (!pt) continue;
+    const ratio = (b: number | undefined) => (b && pt.timings.median > 0 ? fmtRatio(b / pt.timings.median) : "–");
+    rows.push([`Id-only ${statement}, prepared (${fmtInt(pt.relationLocks)} locks)`, fmtMs(l?.timings.median), fmtMs(i?.timings.median),
+      pt.error ? "error" : `${fmtMs(pt.timings.median)} (${fmtMs(pt.timings.p95)})`, ratio(l?.timings.median), ratio(i?.timings.median)]);
   }
   const w = rows[0]!.map((_, c) => Math.max(...rows.map((row) => (row[c] ?? "").length)));
   const line = (row: string[]) => row.map((x, c) => pad(x, w[c]!, c > 0)).join("  ");

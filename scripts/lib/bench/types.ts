@@ -228,6 +228,29 @@ export interface MigrationResult {
   };
 }
 
+/** An id-only statement sent as PostgREST sends it: prepared once per connection, executed with other ids. */
+export interface PreparedRun {
+  table: TableKind;
+  statement: "select" | "update";
+  sql: string;
+  timings: Summary;
+  samples: number[];
+  /** pg_prepared_statements of the session afterwards: how often PostgreSQL used a generic / custom plan */
+  genericPlans: number;
+  customPlans: number;
+  /** relation locks the session holds after one execution inside an open transaction (pg_locks) */
+  relationLocks: number;
+  /** of those, the ones in the shared lock table (not fast-path): what lock_capacity() is spent on */
+  sharedLockSlots: number;
+  error?: string;
+}
+
+export interface PreparedResult {
+  /** executions before the measured ones (PostgreSQL plans generically from the 6th on) */
+  warmup: number;
+  runs: PreparedRun[];
+}
+
 export type GoalStatus = "met" | "missed" | "not measured";
 
 export interface GoalResult {
@@ -248,6 +271,7 @@ export interface BenchResult {
   build: BuildInfo;
   queries: QueryClassResult[];
   roundTrip: RoundTrip | null;
+  prepared: PreparedResult | null;
   inserts: InsertResult | null;
   maintenance: MaintenanceResult | null;
   planning: PlanningResult | null;
