@@ -242,7 +242,7 @@ export function markdownReport(r: BenchResult, chartFile: string): string {
   out.push("## Migration");
   out.push("");
   const m = r.migration;
-  if (m.status === "not measured yet" || m.status === "skipped") out.push(`${m.status === "skipped" ? "Skipped" : "Not measured yet"}${m.reason ? `: ${m.reason}` : ""}.`);
+  if (m.status === "skipped" || !m.table) out.push(`${m.status === "skipped" ? "Skipped" : "**Failed**"}${m.reason ? `: ${m.reason}` : ""}.`);
   else {
     out.push(`Measured with the migration API on \`${m.table}\` (${fmtInt(m.rows)} rows), the second managed table of the same database, so the petri figures above are untouched.` +
       (m.status === "failed" ? " **The run failed** (see below)." : "") + (m.note ? ` ${m.note}.` : ""));
@@ -253,7 +253,8 @@ export function markdownReport(r: BenchResult, chartFile: string): string {
     out.push(`| Offline copy of the petri build (INSERT … SELECT per program, ${fmtInt(b.offlineCopy.rows)} rows) | ${fmtInt(b.offlineCopy.rowsPerSecond)} rows/s |`);
     if (m.online && "backfillRowsPerSecond" in m.online) {
       const o = m.online;
-      out.push(`| Online: prepare + sync trigger | ${o.prepareSeconds.toFixed(1)} s |`);
+      out.push(`| Online: prepare (\`prepare_migration\` until prepared) | ${o.prepareSeconds.toFixed(1)} s, ${o.prepareCalls} call${o.prepareCalls === 1 ? "" : "s"}; ${fmtInt(o.treeLeaves)} leaves |`);
+      out.push(`| Online: sync trigger (\`start_sync\`) | ${o.syncSeconds.toFixed(1)} s |`);
       out.push(`| Online: backfill (batches of 10,000, app writing) | ${fmtInt(o.backfillRowsPerSecond)} rows/s (${o.batches} batches, ${o.backfillSeconds.toFixed(1)} s) |`);
       out.push(`| Online: validation | ${o.validateSeconds.toFixed(1)} s |`);
       out.push(`| Online: swap, ACCESS EXCLUSIVE held | **${fmtMs(o.swapLockMs)} ms** (${o.swapAttempts} attempt${o.swapAttempts === 1 ? "" : "s"}) |`);
@@ -263,7 +264,16 @@ export function markdownReport(r: BenchResult, chartFile: string): string {
       out.push(`| App (${m.app.sessions} sessions: inserts, routed updates/deletes, key moves) before the migration | ${fmtInt(m.app.baseline.ops)} statements, p50 ${fmtMs(m.app.baseline.p50)} ms, p99 ${fmtMs(m.app.baseline.p99)} ms, max ${fmtMs(m.app.baseline.max)} ms |`);
       out.push(`| App during the migration (prepare to swap) | ${fmtInt(m.app.during.ops)} statements, p50 ${fmtMs(m.app.during.p50)} ms, **p99 ${fmtMs(m.app.during.p99)} ms**, max ${fmtMs(m.app.during.max)} ms |`);
       out.push(`| App statements overlapping the swap | ${fmtInt(m.app.swapWindow.ops)}, slowest ${fmtMs(m.app.swapWindow.max)} ms |`);
-      out.push(`| App errors / retried serialization failures | ${m.app.errors} / ${m.app.retried} |`);
+      out.push(`| **Longest app statement, prepare to swapped** | **${fmtMs(m.app.maxWaitMs)} ms** |`);
+      out.push(`| App errors / retried serialization failures | ${m.app.errors}${m.app.firstError ? ` (first: ${m.app.firstError})` : ""} / ${m.app.retried} |`);
+    }
+    if (m.app?.phases.length) {
+      out.push("");
+      out.push("What the app saw in each phase (its statements that overlapped the phase):");
+      out.push("");
+      out.push("| Phase | Seconds | App statements | Longest ms |");
+      out.push("| --- | ---: | ---: | ---: |");
+      for (const ph of m.app.phases) out.push(`| ${ph.name} | ${ph.seconds.toFixed(2)} | ${fmtInt(ph.appOps)} | ${fmtMs(ph.appMaxMs)} |`);
     }
   }
   out.push("");

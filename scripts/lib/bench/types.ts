@@ -200,8 +200,18 @@ export interface MaintenanceResult {
   error?: string;
 }
 
+/** One phase of the online migration and what the app saw meanwhile. */
+export interface MigrationPhase {
+  name: "prepare" | "sync" | "backfill" | "validate" | "swap";
+  seconds: number;
+  /** app statements that overlapped the phase */
+  appOps: number;
+  /** the longest of them (ms) */
+  appMaxMs: number;
+}
+
 export interface MigrationResult {
-  status: "measured" | "not measured yet" | "failed" | "skipped";
+  status: "measured" | "failed" | "skipped";
   reason?: string;
   /** how the figures were taken, when it differs from the rest of the run */
   note?: string;
@@ -210,6 +220,11 @@ export interface MigrationResult {
   offline?: { seconds: number; rowsPerSecond: number; lockHeldMs: number; note: string } | { error: string };
   online?: {
     prepareSeconds: number;
+    /** prepare_migration calls (transactions) until prepared */
+    prepareCalls: number;
+    /** leaves of the table's tree once prepared (DEFAULT leaves included) */
+    treeLeaves: number;
+    syncSeconds: number;
     backfillSeconds: number;
     backfillRowsPerSecond: number;
     batches: number;
@@ -223,7 +238,12 @@ export interface MigrationResult {
     baseline: { ops: number; p50: number; p99: number; max: number };
     during: { ops: number; p50: number; p99: number; max: number };
     swapWindow: { ops: number; max: number };
+    /** per phase, the app statements overlapping it */
+    phases: MigrationPhase[];
+    /** the longest app statement overlapping any phase, prepare to swapped (ms) */
+    maxWaitMs: number;
     errors: number;
+    firstError?: string;
     retried: number;
   };
 }
