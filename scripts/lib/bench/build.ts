@@ -402,6 +402,8 @@ export async function buildData(db: BenchDatabase, o: BenchOptions, p: Progress)
   const sql = benchSession(url, "bench-build", { long: true });
   const watcher = benchSession(url, "bench-watch");
   try {
+    const [st] = await sql<{ t: string }[]>`select current_setting('statement_timeout') as t`;
+    if (st?.t !== "0") throw new Error(`the build's session kept statement_timeout = ${st?.t}: its long statements would be cancelled`);
     // 4. offline copy (the plan's Option B), one program per statement for progress
     const [cols] = await sql<{ c: string }[]>`select partition_mgmt.column_list('public.petri_observations_partitioned'::regclass) as c`;
     const programs = await sql<{ program_id: string; n: number }[]>`

@@ -15,7 +15,9 @@ export interface SessionOptions {
 export function benchSession(url: string, name: string, o: SessionOptions = {}): Sql {
   return postgres(url, {
     max: 1, idle_timeout: 0, onnotice: () => {},
-    connection: { application_name: name, ...(o.long ? { statement_timeout: 0 } : {}) },
+    // postgres.js leaves out startup parameters whose value is falsy (statement_timeout: 0 would
+    // never reach the server): the timeout goes in the `options` parameter instead
+    connection: { application_name: name, ...(o.long ? { options: "-c statement_timeout=0" } : {}) },
   });
 }
 
