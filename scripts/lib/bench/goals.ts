@@ -193,6 +193,7 @@ export function evaluateGoals(r: ResultSoFar): GoalResult[] {
   });
   migrationGoal("app_wait", "No app statement waits more than 1 s at any point of the online migration (prepare, sync, backfill, validate, swap)", () => {
     const a = m.app;
+    const o = on!;
     const goal = "No app statement waits more than 1 s at any point of the online migration (prepare, sync, backfill, validate, swap)";
     if (!a) return { id: "app_wait", goal, status: "missed", measured: "–", reason: "no app statements recorded" };
     const ok = a.maxWaitMs <= 1000 && a.errors === 0;
@@ -201,7 +202,8 @@ export function evaluateGoals(r: ResultSoFar): GoalResult[] {
       id: "app_wait", goal, status: verdict(ok, a.maxWaitMs),
       measured: `longest ${fmtMs(a.maxWaitMs)} ms (${a.phases.map((p) => `${p.name} ${fmtMs(p.appMaxMs)}`).join(", ")} ms); ${a.errors} app errors`,
       reason: ok ? "" : [
-        a.maxWaitMs > 1000 && worst ? `the longest app statement overlapped the ${worst.name} phase (${worst.seconds.toFixed(1)} s, ${fmtInt(worst.appOps)} app statements; app p50 before the migration ${fmtMs(a.baseline.p50)} ms)` : "",
+        a.maxWaitMs > 1000 && worst ? `the longest app statement overlapped the ${worst.name} phase (${worst.seconds.toFixed(1)} s; ${fmtInt(worst.appOver1s)} of its ${fmtInt(worst.appOps)} app statements took more than 1 s; app p50 before the migration ${fmtMs(a.baseline.p50)} ms)` +
+          (worst.name === "backfill" ? `: a batch of 10,000 rows took ${(o.backfillSeconds / Math.max(1, o.batches)).toFixed(2)} s on average (${o.batches} batches in ${o.backfillSeconds.toFixed(1)} s) and holds FOR SHARE on its rows until it commits, so an app update or delete of one of them waits up to a batch` : "") : "",
         a.errors > 0 ? `${a.errors} app statements failed (first: ${a.firstError ?? "?"})` : "",
       ].filter(Boolean).join("; ") + ".",
     };

@@ -224,7 +224,7 @@ export async function runMigration(url: string, o: BenchOptions, progress: Progr
     if (tMig > 0) {
       const phases: MigrationPhase[] = windows.map((w) => {
         const hit = overlapping(w.from, w.to);
-        return { name: w.name, seconds: (w.to - w.from) / 1000, appOps: hit.length, appMaxMs: Math.max(0, ...hit) };
+        return { name: w.name, seconds: (w.to - w.from) / 1000, appOps: hit.length, appMaxMs: Math.max(0, ...hit), appOver1s: hit.filter((ms) => ms > 1000).length };
       });
       const swapW = windows.find((w) => w.name === "swap");
       const end = windows.at(-1)?.to ?? performance.now();

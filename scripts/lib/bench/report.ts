@@ -271,9 +271,9 @@ export function markdownReport(r: BenchResult, chartFile: string): string {
       out.push("");
       out.push("What the app saw in each phase (its statements that overlapped the phase):");
       out.push("");
-      out.push("| Phase | Seconds | App statements | Longest ms |");
-      out.push("| --- | ---: | ---: | ---: |");
-      for (const ph of m.app.phases) out.push(`| ${ph.name} | ${ph.seconds.toFixed(2)} | ${fmtInt(ph.appOps)} | ${fmtMs(ph.appMaxMs)} |`);
+      out.push("| Phase | Seconds | App statements | Longest ms | Over 1 s |");
+      out.push("| --- | ---: | ---: | ---: | ---: |");
+      for (const ph of m.app.phases) out.push(`| ${ph.name} | ${ph.seconds.toFixed(2)} | ${fmtInt(ph.appOps)} | ${fmtMs(ph.appMaxMs)} | ${fmtInt(ph.appOver1s)} |`);
     }
   }
   out.push("");

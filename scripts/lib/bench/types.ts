@@ -208,6 +208,8 @@ export interface MigrationPhase {
   appOps: number;
   /** the longest of them (ms) */
   appMaxMs: number;
+  /** those that took more than a second */
+  appOver1s: number;
 }
 
 export interface MigrationResult {
