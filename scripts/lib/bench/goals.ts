@@ -205,7 +205,9 @@ export function evaluateGoals(r: ResultSoFar): GoalResult[] {
       measured: `longest ${fmtMs(a.maxWaitMs)} ms (${a.phases.map((p) => `${p.name} ${fmtMs(p.appMaxMs)}`).join(", ")} ms); ${a.errors} app errors`,
       reason: ok ? "" : [
         a.maxWaitMs > 1000 && worst ? `the longest app statement overlapped the ${worst.name} phase (${worst.seconds.toFixed(1)} s; ${fmtInt(worst.appOver1s)} of its ${fmtInt(worst.appOps)} app statements took more than 1 s; app p50 before the migration ${fmtMs(a.baseline.p50)} ms)` +
-          (worst.name === "backfill" ? `: a batch of 10,000 rows took ${(o.backfillSeconds / Math.max(1, o.batches)).toFixed(2)} s on average (${o.batches} batches in ${o.backfillSeconds.toFixed(1)} s) and holds FOR SHARE on its rows until it commits, so an app update or delete of one of them waits up to a batch` : "") : "",
+          (worst.name === "backfill" ? `; the backfill ran ${o.batches} batches of 10,000 rows in ${o.backfillSeconds.toFixed(1)} s, ${(o.backfillSeconds / Math.max(1, o.batches)).toFixed(2)} s on average and ${o.slowestBatchSeconds.toFixed(2)} s the slowest, ` +
+            `each holding FOR SHARE on its rows until it commits (an app update or delete of one of them waits for the batch)` +
+            (worst.appMaxMs / 1000 > o.slowestBatchSeconds ? `; the longest wait is longer than the slowest batch, so more than one batch or something else held it (load average ${r.machine.loadAverageEnd?.join(" / ") ?? "?"} at the end of the run)` : "") : "") : "",
         a.errors > 0 ? `${a.errors} app statements failed (first: ${a.firstError ?? "?"})` : "",
       ].filter(Boolean).join("; ") + ".",
     };

@@ -181,13 +181,19 @@ export async function runMigration(url: string, o: BenchOptions, progress: Progr
       return prepareUntilPrepared(sql, table, (call) => progress.update(`prepare_migration, call ${call}`));
     }, long));
     await phase("sync", () => inSession(url, "bench-migration-sync", (sql) => sql`select partition_mgmt.start_sync(${table})`, long));
-    const { batches, scanned } = await phase("backfill", () => inSession(url, "bench-migration-backfill", async (sql) => {
+    const { batches, scanned, slowest } = await phase("backfill", () => inSession(url, "bench-migration-backfill", async (sql) => {
+      // the driver reports after every call (one batch each): the gaps are the batches' times
+      const marks = [performance.now()];
       const b = await driver.backfill(sql, table, {
         batchSize: 10_000,
-        onProgress: (m) => progress.update(`backfill ${driver.progressBar(m, 20)}`),
-        progressEveryMs: 1000,
+        onProgress: (m) => {
+          marks.push(performance.now());
+          progress.update(`backfill ${driver.progressBar(m, 20)}`);
+        },
+        progressEveryMs: 0,
       });
-      return { batches: b, scanned: Number((await driver.monitor(sql, table)).rows_scanned) };
+      const gaps = marks.slice(1).map((t, i) => (t - marks[i]!) / 1000);
+      return { batches: b, scanned: Number((await driver.monitor(sql, table)).rows_scanned), slowest: Math.max(0, ...gaps) };
     }, long));
     await phase("validate", () => inSession(url, "bench-migration-validate", async (sql) => {
       progress.update("validation");
@@ -207,6 +213,7 @@ export async function runMigration(url: string, o: BenchOptions, progress: Progr
       backfillSeconds: seconds("backfill"),
       backfillRowsPerSecond: scanned / seconds("backfill"),
       batches,
+      slowestBatchSeconds: slowest,
       validateSeconds: seconds("validate"),
       swapLockMs: Number(swap?.lock_held_ms ?? 0),
       swapAttempts: swap?.attempts ?? 0,

@@ -255,7 +255,7 @@ export function markdownReport(r: BenchResult, chartFile: string): string {
       const o = m.online;
       out.push(`| Online: prepare (\`prepare_migration\` until prepared) | ${o.prepareSeconds.toFixed(1)} s, ${o.prepareCalls} call${o.prepareCalls === 1 ? "" : "s"}; ${fmtInt(o.treeLeaves)} leaves |`);
       out.push(`| Online: sync trigger (\`start_sync\`) | ${o.syncSeconds.toFixed(1)} s |`);
-      out.push(`| Online: backfill (batches of 10,000, app writing) | ${fmtInt(o.backfillRowsPerSecond)} rows/s (${o.batches} batches, ${o.backfillSeconds.toFixed(1)} s) |`);
+      out.push(`| Online: backfill (batches of 10,000, app writing) | ${fmtInt(o.backfillRowsPerSecond)} rows/s (${o.batches} batches in ${o.backfillSeconds.toFixed(1)} s; the slowest ${o.slowestBatchSeconds.toFixed(2)} s) |`);
       out.push(`| Online: validation | ${o.validateSeconds.toFixed(1)} s |`);
       out.push(`| Online: swap, ACCESS EXCLUSIVE held | **${fmtMs(o.swapLockMs)} ms** (${o.swapAttempts} attempt${o.swapAttempts === 1 ? "" : "s"}) |`);
       out.push(`| Online: total, prepare to swapped | ${fmtDuration(o.totalSeconds)} |`);

@@ -230,6 +230,8 @@ export interface MigrationResult {
     backfillSeconds: number;
     backfillRowsPerSecond: number;
     batches: number;
+    /** the longest call of migrate_to_partitioned (one batch each, with the driver's monitor query), seconds */
+    slowestBatchSeconds: number;
     validateSeconds: number;
     swapLockMs: number;
     swapAttempts: number;
