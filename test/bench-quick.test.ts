@@ -111,6 +111,7 @@ describe("npm run bench -- --quick", () => {
       expect(Number.isFinite(l.idOnly!.planning.median)).toBe(true);
     }
     expect(result.maintenance?.error).toBeUndefined();
+    expect(result.maintenance?.unfinished).toBeUndefined();
     expect(Number.isFinite(result.maintenance!.seconds)).toBe(true);
     const m = result.migration;
     expect(m.status, m.reason ?? (m.online && "error" in m.online ? m.online.error : "")).toBe("measured");

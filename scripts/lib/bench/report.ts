@@ -229,9 +229,10 @@ export function markdownReport(r: BenchResult, chartFile: string): string {
   out.push("## Maintenance");
   out.push("");
   if (!r.maintenance) out.push("Not run.");
-  else if (r.maintenance.error) out.push(`\`call partition_mgmt.run_maintenance()\` failed after ${r.maintenance.seconds.toFixed(1)} s: ${r.maintenance.error}`);
+  else if (r.maintenance.error) out.push(`The statement \`partition_mgmt.maintenance_runner()\` returns (the nightly job's) failed after ${r.maintenance.seconds.toFixed(1)} s: ${r.maintenance.error}`);
   else {
-    out.push(`\`call partition_mgmt.run_maintenance()\` on the built trees (petri and gasifier, ${fmtInt(b.tree.allTablesLeaves)} leaves in all): **${fmtDuration(r.maintenance.seconds)}**.`);
+    out.push(`The statement \`partition_mgmt.maintenance_runner()\` returns (the nightly job's: a DO block committing after every step), on the built trees (petri and gasifier, ${fmtInt(b.tree.allTablesLeaves)} leaves in all), in a session with the database's statement_timeout: **${fmtDuration(r.maintenance.seconds)}**` +
+      (r.maintenance.unfinished ? `, **unfinished**: ${r.maintenance.unfinished}.` : "."));
     out.push("");
     out.push("| Table | Step | Status | Seconds | Partitions | Rows moved | Error |");
     out.push("| --- | --- | --- | ---: | ---: | ---: | --- |");

@@ -196,6 +196,8 @@ export interface PlanningResult {
 
 export interface MaintenanceResult {
   seconds: number;
+  /** the run stopped at its time budget (the log's reason); the next run goes on */
+  unfinished?: string;
   steps: { table: string | null; action: string; status: string; seconds: number; partitions: number; rows: number; error: string | null }[];
   error?: string;
 }
