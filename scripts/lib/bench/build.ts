@@ -4,23 +4,27 @@
 //   partitioned  public.petri_observations                the partitioned tree, swapped in as the live table
 //
 // The way a real project gets there: the data exists before the tree (the demo generator fills the
-// legacy table with partition creation switched off), the tree is built with the plan's Phase 2
-// (precreate_program_partitions, here site by site for progress), partition_mgmt.prepare_migration
-// adds what the migration adds (partitions for every month present in the data, the legacy
-// table's foreign keys and plain indexes), the rows are copied as in the plan's Option B (one
-// INSERT … SELECT per program) and the partitioned table takes the legacy table's name. The swap
-// is simulated (renames + install_read_api) rather than swap_tables(), because swap_tables keeps
-// <table>_old in sync with a reverse trigger, which would double every write we measure.
+// legacy table with partition creation switched off), the run's tree shape (--tree) is set on the
+// managed tables, and partition_mgmt.prepare_migration builds the tree plan_tree plans for the
+// legacy table's data (sized: partitions where the rows fill a leaf; literal: every program, site
+// and month), the legacy table's foreign keys and plain indexes, in as many calls (transactions)
+// as its lock budget takes. Before that, pre_migration_check's 'lock budget' row says whether a
+// statement without the partition keys fits the server's lock table on that tree; a literal tree
+// gets its own cluster restarted with the max_locks_per_transaction the check asks for. The rows
+// are copied as in the plan's Option B (one INSERT … SELECT per program) and the partitioned table
+// takes the legacy table's name. The swap is simulated (renames + install_read_api) rather than
+// swap_tables(), because swap_tables keeps <table>_old in sync with a reverse trigger, which would
+// double every write we measure.
 import postgres, { type Sql } from "postgres";
 import { ensureCluster, type Cluster, stopCluster } from "../cluster.ts";
+import { serverLimits } from "../compute-profiles.ts";
 import { expectedCounts, generateDemoData } from "../demo-data.ts";
 import { pushMigrations } from "../migrations.ts";
 import { demoShape, type BenchOptions } from "./options.ts";
 import type { Progress } from "./progress.ts";
-import { fmtInt } from "./stats.ts";
-import { summarize } from "./stats.ts";
-import type { BuildInfo, BuildStep, SessionProbe } from "./types.ts";
-import { benchSession } from "./session.ts";
+import { fmtInt, summarize } from "./stats.ts";
+import type { BuildInfo, BuildStep, LeafRows, LockSetting, SessionProbe, TreeInfo } from "./types.ts";
+import { benchSession, inSession } from "./session.ts";
 
 export const TABLES = {
   legacy: "public.petri_observations_legacy_bench",
@@ -36,20 +40,28 @@ export interface BenchDatabase {
   url: string;
   label: string;
   cluster?: Cluster;
+  /** own cluster only: restarts it with this max_locks_per_transaction (the compute profile otherwise unchanged) */
+  setMaxLocks?: (n: number) => void;
   /** stops the own cluster unless asked to keep it */
   close: () => void;
 }
 
 const q = (s: string) => `'${s.replace(/'/g, "''")}'`;
 
-/** The bench's own cluster with a freshly migrated `bench` database, or the --db-url database after checks. */
+/**
+ * The bench's own cluster (the Supabase compute profile of the environment, Micro by default, with
+ * the hosted lock setting) with a freshly migrated `bench` database, or the --db-url database
+ * after checks.
+ */
 export async function openBenchDatabase(o: BenchOptions, p: Progress): Promise<BenchDatabase> {
   if (o.dbUrl) {
     await assertEmptyMigrated(o.dbUrl);
-    return { url: o.dbUrl, label: `--db-url ${new URL(o.dbUrl).host}${new URL(o.dbUrl).pathname}`, close: () => {} };
+    return { url: o.dbUrl, label: `--db-url ${new URL(o.dbUrl).host}${new URL(o.dbUrl).pathname} (its server's settings as they are)`, close: () => {} };
   }
-  p.step(`cluster "bench" on port ${o.port}`);
-  const cluster = ensureCluster({ name: "bench", port: o.port });
+  const limits = serverLimits();
+  p.step(`cluster "bench" on port ${o.port} (compute profile ${limits.profile.name}, max_locks_per_transaction ${limits.maxLocksPerTransaction})`);
+  // a cluster left by a run of the other tree restarts with the profile's own setting
+  const cluster = ensureCluster({ name: "bench", port: o.port, limits });
   const admin = postgres(cluster.adminUrl(), { max: 1, onnotice: () => {} });
   try {
     await admin.unsafe(`drop database if exists ${BENCH_DATABASE} with (force)`);
@@ -67,8 +79,11 @@ export async function openBenchDatabase(o: BenchOptions, p: Progress): Promise<B
   p.done(`${pushed.applied.length} migrations applied to database ${BENCH_DATABASE}`);
   return {
     url: cluster.url(BENCH_DATABASE),
-    label: `own cluster ${cluster.dataDir} (port ${o.port}), database ${BENCH_DATABASE}`,
+    label: `own cluster ${cluster.dataDir} (port ${o.port}), database ${BENCH_DATABASE}, Supabase compute profile ${limits.profile.name}`,
     cluster,
+    setMaxLocks: (n) => {
+      ensureCluster({ name: "bench", port: o.port, limits: serverLimits({ ...process.env, SUPABASE_MAX_LOCKS_PER_TRANSACTION: String(n) }) });
+    },
     close: () => {
       if (!o.keepCluster) stopCluster(cluster);
     },
@@ -157,7 +172,154 @@ function poll(fn: () => Promise<void>, ms = 1000): () => Promise<void> {
   };
 }
 
-export async function buildData(sql: Sql, url: string, o: BenchOptions, p: Progress): Promise<BuildInfo> {
+interface CheckRow { table_key: string; check_name: string; status: string; detail: string }
+
+/** The setting a 'lock budget' blocker names: where the minimum of keyless statements fits. */
+function lockSettingNamed(row: CheckRow): number {
+  const m = /max_locks_per_transaction=(\d+)/.exec(row.detail);
+  if (!m) throw new Error(`pre_migration_check's 'lock budget' blocker of ${row.table_key} names no max_locks_per_transaction=N (the SQL API changed?): ${row.detail}`);
+  return Number(m[1]);
+}
+
+/**
+ * The server's lock table against the trees prepare_migration will build on the legacy data: the
+ * 'lock budget' row of pre_migration_check() per managed table. A literal tree on the bench's own
+ * cluster gets the max_locks_per_transaction its blocker names (the cluster restarts, as
+ * `supabase postgres-config update` restarts the database); a sized tree, and any tree on
+ * --db-url, runs on the server's setting, and a blocker there stops the run with its text.
+ */
+async function fitLockTable(db: BenchDatabase, o: BenchOptions, p: Progress): Promise<{ locks: LockSetting; precheck: CheckRow[] }> {
+  const check = () => inSession(db.url, "bench-precheck", (sql) => sql<CheckRow[]>`select * from partition_mgmt.pre_migration_check()`, { long: true });
+  const setting = () => inSession(db.url, "bench-precheck", async (sql) => {
+    const [r] = await sql<{ locks: number; capacity: number }[]>`
+      select current_setting('max_locks_per_transaction')::int as locks, partition_mgmt.lock_capacity()::float8 as capacity`;
+    if (!r) throw new Error("no lock setting");
+    return r;
+  });
+  const budgetRows = (rows: CheckRow[]) => {
+    const b = rows.filter((r) => r.check_name === "lock budget");
+    if (b.length === 0) throw new Error("pre_migration_check() returned no 'lock budget' row (the SQL API changed?)");
+    return b;
+  };
+  let rows = await check();
+  const before = await setting();
+  const over = budgetRows(rows).filter((r) => r.status !== "ok");
+  let source: LockSetting["source"] = "server";
+  let reason = `the server's setting (${before.locks}): on every tree at least the minimum of statements without the partition keys fit in the lock table at once (pre-check 'lock budget' ok)`;
+  if (over.length > 0) {
+    const named = Math.max(...over.map(lockSettingNamed));
+    const why = over.map((r) => `${r.table_key}: ${r.detail}`).join("; ");
+    if (o.tree !== "literal") throw new Error(`the ${o.tree} tree does not fit the lock table at max_locks_per_transaction=${before.locks}: ${why}`);
+    if (!db.setMaxLocks) {
+      throw new Error(`--db-url: the server's max_locks_per_transaction (${before.locks}) is too small for the literal tree; start it with max_locks_per_transaction=${named} or more, or omit --db-url (the bench's own cluster is restarted with it). ${why}`);
+    }
+    p.update(`restarting the cluster with max_locks_per_transaction = ${named}`);
+    db.setMaxLocks(named);
+    rows = await check();
+    const still = budgetRows(rows).filter((r) => r.status !== "ok");
+    if (still.length > 0) throw new Error(`still over the lock budget at max_locks_per_transaction=${named}: ${still.map((r) => r.detail).join("; ")}`);
+    source = "raised";
+    reason = `raised from ${before.locks} to ${named} (the cluster restarted): at ${before.locks} the pre-check's 'lock budget' is a blocker for the literal tree (${over.map((r) => r.table_key).join(", ")}), ` +
+      `and ${named} is the setting it names, ceil(minimum × locks of one statement without the partition keys ÷ (lock capacity ÷ max_locks_per_transaction)): ` +
+      `the least at which the minimum of such statements fit at once`;
+  }
+  const after = await setting();
+  return {
+    locks: {
+      maxLocksPerTransaction: after.locks, lockCapacity: after.capacity, serverDefault: before.locks, source, reason,
+      checks: budgetRows(rows).map((r) => ({ table: r.table_key, status: r.status, detail: r.detail })),
+    },
+    precheck: rows,
+  };
+}
+
+/**
+ * The tree as prepare_migration built it (still empty) against the lock table: lock_budget()
+ * counts what its relations and indexes really are, which may be more than the pre-check planned
+ * (a tree switched to literal keeps the shared-leaf indexes its root DEFAULT got while sized). A
+ * literal tree over the budget gets the setting computed the same way as the pre-check's:
+ * ceil(minimum x keyless_locks / (lock_capacity / max_locks_per_transaction)).
+ */
+async function fitBuiltTree(db: BenchDatabase, o: BenchOptions, p: Progress, locks: LockSetting): Promise<LockSetting> {
+  const budget = () => inSession(db.url, "bench-lock-budget", async (sql) => {
+    const [b] = await sql<{ keyless_locks: number; lock_capacity: number; minimum: number; status: string; locks: number }[]>`
+      select keyless_locks::float8, lock_capacity::float8, minimum, status, current_setting('max_locks_per_transaction')::int as locks
+      from partition_mgmt.lock_budget() where table_key = 'petri'`;
+    if (!b) throw new Error("partition_mgmt.lock_budget() has no row for petri");
+    return b;
+  });
+  const b = await budget();
+  if (b.status === "ok") return locks;
+  const n = Math.ceil((b.minimum * b.keyless_locks) / (b.lock_capacity / b.locks));
+  const why = `the tree as built takes ${fmtInt(b.keyless_locks)} locks per statement without the partition keys, so only ${fmtInt(Math.floor(b.lock_capacity / b.keyless_locks))} fit at max_locks_per_transaction ${b.locks} (lock_budget() ${b.status})`;
+  if (o.tree !== "literal" || !db.setMaxLocks) throw new Error(`the ${o.tree} tree is over the lock budget: ${why}${db.setMaxLocks ? "" : `; start the server with max_locks_per_transaction=${n} or omit --db-url`}`);
+  p.update(`restarting the cluster with max_locks_per_transaction = ${n}`);
+  db.setMaxLocks(n);
+  const after = await budget();
+  if (after.status !== "ok") throw new Error(`still over the lock budget at max_locks_per_transaction=${n}: ${fmtInt(after.keyless_locks)} locks per statement, ${fmtInt(after.lock_capacity)} slots`);
+  return {
+    ...locks, maxLocksPerTransaction: n, lockCapacity: after.lock_capacity, source: "raised",
+    reason: `${locks.reason}; then ${why}, so raised again to ${n}, ceil(${b.minimum} × ${fmtInt(b.keyless_locks)} ÷ (${fmtInt(b.lock_capacity)} ÷ ${b.locks})), before the copy`,
+  };
+}
+
+function leafRows(ns: number[]): LeafRows {
+  const s = summarize(ns);
+  return { leaves: ns.length, min: s.min, median: s.median, max: s.max, empty: ns.filter((n) => n === 0).length };
+}
+
+/** The petri tree as built and filled: its leaves and their rows, its lock budget, the pre-check's words about it. */
+async function describeTree(sql: Sql, precheck: CheckRow[]): Promise<TreeInfo> {
+  const row = (name: string) => {
+    const r = precheck.find((c) => c.table_key === "petri" && c.check_name === name);
+    if (!r) throw new Error(`pre_migration_check() returned no '${name}' row for petri (the SQL API changed?)`);
+    return r.detail;
+  };
+  const [m] = await sql<{ shape: TreeInfo["shape"]; target: number; relations: number; own_programs: number; own_sites: number; programs: number; sites: number; all_leaves: number }[]>`
+    select m.tree_shape as shape, m.target_rows_per_leaf::float8 as target,
+           (select count(*) from pg_partition_tree(m.parent))::int as relations,
+           (select count(*) from partition_mgmt.partition_registry r where r.table_key = m.table_key and r.level = 'program' and not r.is_default)::int as own_programs,
+           (select count(*) from partition_mgmt.partition_registry r where r.table_key = m.table_key and r.level = 'site' and not r.is_default)::int as own_sites,
+           (select count(*) from public.pilot_programs)::int as programs,
+           (select count(*) from public.sites)::int as sites,
+           (select count(*) from partition_mgmt.partition_registry r where r.is_leaf)::int as all_leaves
+    from partition_mgmt.managed_tables m where m.table_key = 'petri'`;
+  if (!m) throw new Error("petri is not a managed table");
+  // one scan of the whole tree, rows counted by the leaf they sit in (JIT would compile every leaf's scan)
+  await sql`set jit = off`;
+  const leaves = await sql<{ is_default: boolean; waiting: boolean; n: number }[]>`
+    with counts as (select tableoid as leaf, count(*) as n from public.petri_observations group by 1)
+    select r.is_default, partition_mgmt.is_waiting_room(m.tree_shape, r.level) as waiting, coalesce(c.n, 0)::float8 as n
+    from partition_mgmt.partition_registry r join partition_mgmt.managed_tables m using (table_key)
+    left join counts c on c.leaf = to_regclass(format('%I.%I', r.partition_schema, r.partition_name))::oid
+    where r.table_key = 'petri' and r.is_leaf`;
+  await sql`reset jit`;
+  const [b] = await sql<{ keyless_locks: number; keyless_at_once: number; lock_capacity: number; minimum: number; status: string }[]>`
+    select keyless_locks::float8, keyless_at_once::float8, lock_capacity::float8, minimum, status from partition_mgmt.lock_budget() where table_key = 'petri'`;
+  if (!b) throw new Error("partition_mgmt.lock_budget() has no row for petri");
+  const sum = (xs: { n: number }[]) => xs.reduce((a, x) => a + x.n, 0);
+  return {
+    shape: m.shape,
+    targetRowsPerLeaf: m.target,
+    leaves: leaves.length,
+    leavesWithoutDefaults: leaves.filter((l) => !l.is_default).length,
+    defaults: leaves.filter((l) => l.is_default).length,
+    relations: m.relations,
+    programs: m.programs,
+    sites: m.sites,
+    ownPrograms: m.own_programs,
+    ownSites: m.own_sites,
+    rowsPerLeaf: leafRows(leaves.map((l) => l.n)),
+    rowsPerLeafWithoutDefaults: leafRows(leaves.filter((l) => !l.is_default).map((l) => l.n)),
+    rowsInDefaults: sum(leaves.filter((l) => l.is_default)),
+    rowsWaiting: sum(leaves.filter((l) => l.is_default && l.waiting)),
+    allTablesLeaves: m.all_leaves,
+    lockBudget: { keylessLocks: b.keyless_locks, keylessAtOnce: b.keyless_at_once, lockCapacity: b.lock_capacity, minimum: b.minimum, status: b.status },
+    precheck: { tree: row("partition tree"), lockBudget: row("lock budget"), indexesPerLeaf: row("indexes per leaf") },
+  };
+}
+
+export async function buildData(db: BenchDatabase, o: BenchOptions, p: Progress): Promise<BuildInfo> {
   const steps: BuildStep[] = [];
   const timed = async <T>(name: string, fn: () => Promise<T>, detail: (r: T) => string = () => ""): Promise<T> => {
     p.step(name);
@@ -169,81 +331,79 @@ export async function buildData(sql: Sql, url: string, o: BenchOptions, p: Progr
     p.done(d);
     return r;
   };
-  const watcher = postgres(url, { max: 1, onnotice: () => {} });
-  try {
-    const demo = demoShape(o);
-    const want = expectedCounts(demo);
+  const url = db.url;
+  const demo = demoShape(o);
+  const want = expectedCounts(demo);
 
-    // 1. the legacy table, filled before any partition exists (as on a real project)
+  // 1. the legacy table, filled before any partition exists (as on a real project), and the
+  //    tree shape prepare_migration will build
+  const gen = await inSession(url, "bench-generate", async (sql) => {
+    await sql`update partition_mgmt.managed_tables set tree_shape = ${o.tree}`;
     const creators = await sql<{ tbl: string; tgname: string }[]>`
       select tgrelid::regclass::text as tbl, tgname::text from pg_trigger
       where tgfoid = 'partition_mgmt.on_program_or_site_insert'::regproc and not tgisinternal`;
     for (const c of creators) await sql.unsafe(`alter table ${c.tbl} disable trigger ${c.tgname}`);
+    const watcher = benchSession(url, "bench-watch");
     let phase = "";
-    const gen = await timed(`generate ${fmtInt(want.petri)} legacy petri rows (+ ${fmtInt(want.gasifier)} gasifier)`, async () => {
-      const stop = poll(async () => {
-        const [s] = await watcher<{ petri: number; gas: number }[]>`
-          select pg_relation_size('public.petri_observations')::float8 as petri, pg_relation_size('public.gasifier_observations')::float8 as gas`;
-        p.update(`${phase}; heap written: petri ${((s?.petri ?? 0) / 1024 ** 2).toFixed(0)} MB, gasifier ${((s?.gas ?? 0) / 1024 ** 2).toFixed(0)} MB`);
-      });
-      const t0 = performance.now();
-      try {
-        const r = await generateDemoData(sql, demo, (step) => { phase = step; p.update(step); });
-        return { counts: r, seconds: (performance.now() - t0) / 1000 };
-      } finally {
-        await stop();
-      }
-    }, (r) => `${fmtInt(r.counts.petri)} petri, ${fmtInt(r.counts.gasifier)} gasifier, ${fmtInt(r.counts.submissions)} submissions; ` +
-      `${fmtInt((r.counts.petri + r.counts.gasifier) / r.seconds)} rows/s`);
-    for (const c of creators) await sql.unsafe(`alter table ${c.tbl} enable trigger ${c.tgname}`);
-
-    // 2. the tree: the plan's Phase 2, one site at a time (both managed tables, as in production)
-    const sites = await sql<{ program_id: string; site_id: string }[]>`
-      select s.program_id, s.site_id from public.sites s join public.pilot_programs p using (program_id)
-      order by p.start_date, p.program_id, s.site_id`;
-    const leafCount = async () => {
-      const [r] = await sql<{ all: number; petri: number }[]>`
-        select count(*) filter (where is_leaf and not is_default)::int as all,
-               count(*) filter (where is_leaf and not is_default and table_key = 'petri')::int as petri
-        from partition_mgmt.partition_registry`;
-      return r ?? { all: 0, petri: 0 };
-    };
-    const before = await leafCount();
-    const creation = await timed("create partitions (precreate_program_partitions per site, petri + gasifier)", async () => {
-      const t0 = performance.now();
-      let i = 0;
-      for (const s of sites) {
-        await sql`select partition_mgmt.precreate_program_partitions(${s.program_id}::uuid, null, ${s.site_id}::uuid)`;
-        i++;
-        if (i % 5 === 0 || i === sites.length) {
-          const n = await leafCount();
-          const made = n.all - before.all;
-          p.update(`site ${i}/${sites.length}, ${fmtInt(made)} leaves, ${((performance.now() - t0) / Math.max(1, made)).toFixed(1)} ms/leaf`);
+    try {
+      return await timed(`generate ${fmtInt(want.petri)} legacy petri rows (+ ${fmtInt(want.gasifier)} gasifier)`, async () => {
+        const stop = poll(async () => {
+          const [s] = await watcher<{ petri: number; gas: number }[]>`
+            select pg_relation_size('public.petri_observations')::float8 as petri, pg_relation_size('public.gasifier_observations')::float8 as gas`;
+          p.update(`${phase}; heap written: petri ${((s?.petri ?? 0) / 1024 ** 2).toFixed(0)} MB, gasifier ${((s?.gas ?? 0) / 1024 ** 2).toFixed(0)} MB`);
+        });
+        const t0 = performance.now();
+        try {
+          const r = await generateDemoData(sql, demo, (step) => { phase = step; p.update(step); });
+          return { counts: r, seconds: (performance.now() - t0) / 1000 };
+        } finally {
+          await stop();
         }
-      }
-      const n = await leafCount();
-      const seconds = (performance.now() - t0) / 1000;
-      return { leaves: n.all - before.all, seconds, msPerLeaf: (seconds * 1000) / Math.max(1, n.all - before.all) };
-    }, (r) => `${fmtInt(r.leaves)} leaves in ${r.seconds.toFixed(0)} s, ${r.msPerLeaf.toFixed(1)} ms per leaf (site partitions and DEFAULTs included)`);
-
-    // 3. what the migration's prepare adds: partitions for the months in the data, foreign keys, indexes
-    const [has] = await sql<{ prepare: boolean; helpers: boolean }[]>`
-      select to_regprocedure('partition_mgmt.prepare_migration(text,text)') is not null as prepare,
-             to_regprocedure('partition_mgmt.drop_migration_helpers(text)') is not null as helpers`;
-    let prepare: string;
-    if (has?.prepare) {
-      prepare = await timed("prepare (partition_mgmt.prepare_migration: data months, foreign keys, indexes)", async () => {
-        const [r] = await sql<{ msg: string }[]>`select partition_mgmt.prepare_migration('petri') as msg`;
-        // back to idle: the copy below is ours, and no migration must look in progress
-        if (has.helpers) await sql`select partition_mgmt.drop_migration_helpers('petri')`;
-        else await sql`delete from partition_mgmt.migration_state where table_key = 'petri'`;
-        return `partition_mgmt.prepare_migration('petri'): ${r?.msg ?? ""}; then drop_migration_helpers (back to idle)`;
-      }, () => "foreign keys and plain indexes of the legacy table added to the partitioned table");
-    } else {
-      prepare = "partition_mgmt.prepare_migration not found: the partitioned table lacks the legacy table's foreign keys and company_id index (the insert comparison favours it)";
-      p.log(`warning: ${prepare}`);
+      }, (r) => `${fmtInt(r.counts.petri)} petri, ${fmtInt(r.counts.gasifier)} gasifier, ${fmtInt(r.counts.submissions)} submissions; ` +
+        `${fmtInt((r.counts.petri + r.counts.gasifier) / r.seconds)} rows/s`);
+    } finally {
+      await watcher.end();
+      for (const c of creators) await sql.unsafe(`alter table ${c.tbl} enable trigger ${c.tgname}`);
     }
+  }, { long: true });
 
+  // 2. the lock table against the trees the data asks for (a literal tree may restart the own cluster)
+  const { locks, precheck } = await timed(`pre-migration check: the ${o.tree} trees against the lock table`, () => fitLockTable(db, o, p),
+    (r) => `max_locks_per_transaction ${r.locks.maxLocksPerTransaction} (${r.locks.source}), lock capacity ${fmtInt(r.locks.lockCapacity)}; ` +
+      r.locks.checks.map((c) => `${c.table}: ${c.status}`).join(", "));
+
+  // 3. the tree the product builds: prepare_migration, one transaction per call, until prepared
+  const prepare = await inSession(url, "bench-prepare", (sql) =>
+    timed(`prepare_migration('petri') until prepared (the ${o.tree} tree, foreign keys, indexes)`, async () => {
+      const t0 = performance.now();
+      let message = "";
+      let calls = 0;
+      for (;;) {
+        calls++;
+        const [r] = await sql<{ msg: string }[]>`select partition_mgmt.prepare_migration('petri') as msg`;
+        message = r?.msg ?? "";
+        const [ph] = await sql<{ phase: string; leaves: number }[]>`
+          select partition_mgmt.migration_phase('petri') as phase,
+                 (select count(*) from partition_mgmt.partition_registry where table_key = 'petri' and is_leaf)::int as leaves`;
+        p.update(`call ${calls}: ${fmtInt(ph?.leaves)} leaves; ${message}`);
+        if (ph?.phase === "prepared") {
+          // back to idle: the copy below is ours, and no migration must look in progress
+          await sql`select partition_mgmt.drop_migration_helpers('petri')`;
+          return { calls, seconds: (performance.now() - t0) / 1000, leaves: ph.leaves, message };
+        }
+        if (ph?.phase !== "preparing") throw new Error(`prepare_migration('petri') left the phase ${ph?.phase}: ${message}`);
+        if (calls >= 1000) throw new Error(`prepare_migration('petri') is still preparing after ${calls} calls: ${message}`);
+      }
+    }, (r) => `${r.calls} call(s), ${fmtInt(r.leaves)} leaves (DEFAULT leaves included) in ${r.seconds.toFixed(1)} s; then drop_migration_helpers (back to idle)`), { long: true });
+  const fitted = await timed("the built tree against the lock table (lock_budget())", () => fitBuiltTree(db, o, p, locks),
+    (l) => `max_locks_per_transaction ${l.maxLocksPerTransaction} (${l.source}), lock capacity ${fmtInt(l.lockCapacity)}`);
+
+  // sessions opened after any restart
+  const sql = benchSession(url, "bench-build", { long: true });
+  const watcher = benchSession(url, "bench-watch");
+  try {
+    const [st] = await sql<{ t: string }[]>`select current_setting('statement_timeout') as t`;
+    if (st?.t !== "0") throw new Error(`the build's session kept statement_timeout = ${st?.t}: its long statements would be cancelled`);
     // 4. offline copy (the plan's Option B), one program per statement for progress
     const [cols] = await sql<{ c: string }[]>`select partition_mgmt.column_list('public.petri_observations_partitioned'::regclass) as c`;
     const programs = await sql<{ program_id: string; n: number }[]>`
@@ -331,7 +491,6 @@ export async function buildData(sql: Sql, url: string, o: BenchOptions, p: Progr
     const [f] = await sql<{
       legacy: number; indexed: number; partitioned: number; gasifier: number; submissions: number;
       legacy_bytes: number; indexed_bytes: number; partitioned_bytes: number;
-      leaves: number; defaults: number; programs: number; sites: number;
     }[]>`
       select (select count(*) from public.petri_observations_legacy_bench)::int as legacy,
              (select count(*) from public.petri_observations_indexed_bench)::int as indexed,
@@ -340,39 +499,30 @@ export async function buildData(sql: Sql, url: string, o: BenchOptions, p: Progr
              (select count(*) from public.submissions)::int as submissions,
              pg_total_relation_size('public.petri_observations_legacy_bench')::float8 as legacy_bytes,
              pg_total_relation_size('public.petri_observations_indexed_bench')::float8 as indexed_bytes,
-             (select sum(pg_total_relation_size(relid)) from pg_partition_tree('public.petri_observations'))::float8 as partitioned_bytes,
-             (select count(*) from partition_mgmt.partition_registry where table_key = 'petri' and is_leaf and not is_default)::int as leaves,
-             (select count(*) from partition_mgmt.partition_registry where table_key = 'petri' and is_default)::int as defaults,
-             (select count(*) from public.pilot_programs)::int as programs,
-             (select count(*) from public.sites)::int as sites`;
-    const defaults = await sql<{ name: string }[]>`
-      select format('%I.%I', partition_schema, partition_name) as name from partition_mgmt.partition_registry where table_key = 'petri' and is_default`;
-    let rowsInDefaults = 0;
-    for (let i = 0; i < defaults.length; i += 200) {
-      const part = defaults.slice(i, i + 200).map((d) => `select count(*) as n from ${d.name}`).join(" union all ");
-      const [r] = await sql.unsafe<{ n: string }[]>(`select coalesce(sum(n), 0)::text as n from (${part}) x`);
-      rowsInDefaults += Number(r?.n ?? 0);
-    }
-    if (rowsInDefaults > 0) p.log(`warning: ${rowsInDefaults} rows sit in DEFAULT partitions (months without a leaf)`);
-    const all = await leafCount();
+             (select sum(pg_total_relation_size(relid)) from pg_partition_tree('public.petri_observations'))::float8 as partitioned_bytes`;
+    const tree = await timed("describe the tree (rows per leaf, lock budget)", () => describeTree(sql, precheck),
+      (t) => `${t.shape}: ${fmtInt(t.leaves)} leaves (${fmtInt(t.defaults)} DEFAULT), rows per leaf ${fmtInt(t.rowsPerLeaf.min)}–${fmtInt(t.rowsPerLeaf.max)}; ` +
+        `a statement without the keys takes ${fmtInt(t.lockBudget.keylessLocks)} locks, ${fmtInt(t.lockBudget.keylessAtOnce)} fit at once`);
+    if (tree.rowsWaiting > 0) p.log(`warning: ${fmtInt(tree.rowsWaiting)} rows wait in DEFAULT partitions for a partition of their own`);
     return {
       steps,
       demo: {
-        companies: demo.companies, programs: demo.companies * demo.programsPerCompany, sites: f?.sites ?? 0, months: demo.months,
+        companies: demo.companies, programs: demo.companies * demo.programsPerCompany, sites: tree.sites, months: demo.months,
         petriPerSiteMonth: demo.petriPerSiteMonth, gasifierPerSiteMonth: demo.gasifierPerSiteMonth,
       },
       rows: { legacy: f?.legacy ?? 0, indexed: f?.indexed ?? 0, partitioned: f?.partitioned ?? 0, gasifier: f?.gasifier ?? 0, submissions: f?.submissions ?? 0 },
       sizes: { legacyBytes: f?.legacy_bytes ?? 0, indexedBytes: f?.indexed_bytes ?? 0, partitionedBytes: f?.partitioned_bytes ?? 0 },
-      tree: { leaves: f?.leaves ?? 0, defaults: f?.defaults ?? 0, programs: f?.programs ?? 0, sites: f?.sites ?? 0, rowsInDefaults, allTablesLeaves: all.all },
+      tree,
+      locks: fitted,
       generator: { rows: gen.counts.petri + gen.counts.gasifier, seconds: gen.seconds, rowsPerSecond: (gen.counts.petri + gen.counts.gasifier) / gen.seconds },
-      partitionCreation: creation,
+      prepare,
       offlineCopy: copy,
       ...(sessionProbe ? { sessionProbe } : {}),
       indexedCopy,
       swap,
-      prepare,
     };
   } finally {
     await watcher.end();
+    await sql.end({ timeout: 5 });
   }
 }

@@ -7,7 +7,8 @@ import type { MachineInfo } from "./types.ts";
 
 const SETTINGS = [
   "shared_buffers", "work_mem", "effective_cache_size", "max_parallel_workers_per_gather", "jit",
-  "synchronous_commit", "fsync", "max_locks_per_transaction", "enable_partition_pruning", "plan_cache_mode",
+  "synchronous_commit", "fsync", "max_connections", "max_locks_per_transaction", "statement_timeout",
+  "enable_partition_pruning", "plan_cache_mode",
 ] as const;
 
 function cpuModel(): string {

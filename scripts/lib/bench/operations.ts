@@ -1,23 +1,27 @@
-// Operations figures: one nightly maintenance run on the built tree, and the online migration
+// Operations figures: one nightly maintenance run on the built tree (the statement
+// partition_mgmt.maintenance_runner() returns, as the pg_cron job runs it), and the online migration
 // measured with the migration API (migration 20250102000500, through scripts/lib/migration-driver.ts)
 // on gasifier_observations, a second managed table of the same database whose migration does not
 // touch the petri tables the other sections measure:
 //   - offline copy: partition_mgmt.offline_migrate_table (the plan's Option B: the table is locked
-//     against writes from the copy to the swap), then rollback_migration;
-//   - online: prepare + sync, keyset backfill, validation and swap while a simulated app
-//     (scripts/lib/app-load.ts) writes to the table; its latency before and during the migration.
+//     against writes from the copy to the swap), then rollback_migration and finish_rollback;
+//   - online: prepare (prepare_migration until prepared, one transaction per call), sync
+//     (start_sync), keyset backfill, validation and swap while a simulated app
+//     (scripts/lib/app-load.ts) writes to the table; its latency before the migration and the
+//     longest app statement overlapping each phase.
 import type { Sql } from "postgres";
 import { startAppLoad } from "../app-load.ts";
+import { runMaintenance as runMaintenanceNow } from "../maintenance-runner.ts";
 import * as driver from "../migration-driver.ts";
 import type { BenchOptions } from "./options.ts";
 import type { Progress } from "./progress.ts";
 import { fmtInt, percentile } from "./stats.ts";
-import type { MaintenanceResult, MigrationResult } from "./types.ts";
+import type { MaintenanceResult, MigrationPhase, MigrationResult } from "./types.ts";
 import { benchSession, inSession } from "./session.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** In a session of its own, as pg_cron runs it. */
+/** In a session of its own with the database's statement_timeout, as pg_cron runs it. */
 export async function runMaintenance(url: string, progress: Progress): Promise<MaintenanceResult> {
   const sql = benchSession(url, "bench-maintenance");
   try {
@@ -28,11 +32,11 @@ export async function runMaintenance(url: string, progress: Progress): Promise<M
 }
 
 async function maintenance(sql: Sql, progress: Progress): Promise<MaintenanceResult> {
-  progress.step("maintenance: call partition_mgmt.run_maintenance()");
+  progress.step("maintenance: the statement partition_mgmt.maintenance_runner() returns (the nightly job's)");
   const [b] = await sql<{ id: number }[]>`select coalesce(max(id), 0)::int as id from partition_mgmt.maintenance_log`;
   const t0 = performance.now();
   try {
-    await sql`call partition_mgmt.run_maintenance()`;
+    await runMaintenanceNow(sql);
   } catch (e) {
     progress.done(`failed: ${(e as Error).message}`);
     return { seconds: (performance.now() - t0) / 1000, steps: [], error: (e as Error).message };
@@ -42,8 +46,12 @@ async function maintenance(sql: Sql, progress: Progress): Promise<MaintenanceRes
     select table_key as table, action, status, extract(epoch from finished_at - started_at)::float8 as seconds,
            partitions_touched::int as partitions, rows_moved::float8 as rows, error
     from partition_mgmt.maintenance_log where id > ${b?.id ?? 0} and action <> 'run' order by id`;
-  progress.done(`${seconds.toFixed(1)} s, ${steps.length} steps${steps.some((s) => s.status === "error") ? " (with errors)" : ""}`);
-  return { seconds, steps: [...steps] };
+  // a run that spent its time budget stops and says so; the next run goes on
+  const [run] = await sql<{ unfinished: string | null }[]>`
+    select case when detail ->> 'unfinished' = 'true' then coalesce(detail ->> 'reason', 'unfinished') end as unfinished
+    from partition_mgmt.maintenance_log where id > ${b?.id ?? 0} and action = 'run' order by id desc limit 1`;
+  progress.done(`${seconds.toFixed(1)} s, ${steps.length} steps${steps.some((s) => s.status === "error") ? " (with errors)" : ""}${run?.unfinished ? `; unfinished: ${run.unfinished}` : ""}`);
+  return { seconds, steps: [...steps], ...(run?.unfinished ? { unfinished: run.unfinished } : {}) };
 }
 
 type Window = { ops: number; p50: number; p99: number; max: number };
@@ -53,50 +61,101 @@ function windowStats(timeline: [number, number][], from: number, to: number): Wi
 }
 
 
+/** The SQL API the section calls: a renamed or missing function fails the section by name. */
+const MIGRATION_API = [
+  "partition_mgmt.prepare_migration(text,text)", "partition_mgmt.migration_phase(text)", "partition_mgmt.start_sync(text)",
+  "partition_mgmt.migrate_to_partitioned(integer,uuid,text,integer,numeric)", "partition_mgmt.post_migration_validation(text)",
+  "partition_mgmt.swap_tables(text,text,integer,text)", "partition_mgmt.offline_migrate_table(text,text,integer)",
+  "partition_mgmt.rollback_migration(text,text,integer)", "partition_mgmt.finish_rollback(text)",
+];
+
+/**
+ * prepare_migration until the phase is 'prepared', one transaction per call (a tree may not fit
+ * in one transaction's lock budget). Returns the calls and the leaves of the prepared tree.
+ */
+async function prepareUntilPrepared(sql: Sql, table: string, onCall: (call: number) => void = () => {}): Promise<{ calls: number; leaves: number }> {
+  for (let call = 1; ; call++) {
+    onCall(call);
+    const [m] = await sql<{ msg: string }[]>`select partition_mgmt.prepare_migration(${table}) as msg`;
+    // migration_phase takes the table key (for a table name it answers 'idle')
+    const [ph] = await sql<{ phase: string }[]>`select partition_mgmt.migration_phase(partition_mgmt.resolve_table_key(${table})) as phase`;
+    if (ph?.phase === "prepared") {
+      const [t] = await sql<{ leaves: number }[]>`
+        select count(*)::int as leaves from partition_mgmt.partition_registry
+        where table_key = partition_mgmt.resolve_table_key(${table}) and is_leaf`;
+      return { calls: call, leaves: t?.leaves ?? 0 };
+    }
+    if (ph?.phase !== "preparing" || call >= 1000) throw new Error(`prepare_migration(${table}) left the phase ${ph?.phase} after ${call} calls: ${m?.msg}`);
+  }
+}
+
 /**
  * Each phase in a session of its own (the copy's or the backfill's session has compiled every
- * leaf's triggers, which would slow whatever ran after it in that session).
+ * leaf's triggers, which would slow whatever ran after it in that session); each phase's session
+ * lifts the 2-minute statement_timeout, as an operator's would. The app keeps the database's.
  */
 export async function runMigration(url: string, o: BenchOptions, progress: Progress): Promise<MigrationResult> {
   const table = "gasifier_observations";
+  const long = { long: true };
   const pre = await inSession(url, "bench-migration", async (sql) => {
-    const [has] = await sql<{ api: boolean }[]>`
-      select to_regprocedure('partition_mgmt.migrate_to_partitioned(integer,uuid,text,integer,numeric)') is not null
-         and to_regprocedure('partition_mgmt.swap_tables(text,text,integer,text)') is not null
-         and to_regprocedure('partition_mgmt.offline_migrate_table(text,text,integer)') is not null as api`;
+    const missing: string[] = [];
+    for (const f of MIGRATION_API) {
+      const [r] = await sql<{ ok: boolean }[]>`select to_regprocedure(${f}) is not null as ok`;
+      if (!r?.ok) missing.push(f);
+    }
     const [n] = await sql<{ n: number }[]>`select count(*)::int as n from public.gasifier_observations`;
-    return { api: Boolean(has?.api), rows: n?.n ?? 0 };
+    return { missing, rows: n?.n ?? 0 };
   });
-  if (!pre.api) return { status: "not measured yet", reason: "the migration API (partition_mgmt.migrate_to_partitioned, swap_tables, offline_migrate_table) is not in this database" };
+  if (pre.missing.length) return { status: "failed", reason: `the migration API lacks ${pre.missing.join(", ")} (renamed or dropped?)` };
   const rows = pre.rows;
   const result: MigrationResult = { status: "measured", table, rows };
 
   // offline copy (Option B), then back
   progress.step(`migration: offline copy of ${table} (${fmtInt(rows)} rows, table locked against writes)`);
   try {
-    const [before] = await inSession(url, "bench-migration", (sql) => sql<{ id: number }[]>`select coalesce(max(id), 0)::int as id from partition_mgmt.migration_log`);
-    const t0 = performance.now();
-    const [r] = await inSession(url, "bench-migration-offline", (sql) => sql<{ rows_copied: string; lock_held_ms: string }[]>`
-      select * from partition_mgmt.offline_migrate_table(${table})`);
+    const lastLog = async () => (await inSession(url, "bench-migration", (sql) => sql<{ id: number }[]>`
+      select coalesce(max(id), 0)::int as id from partition_mgmt.migration_log`))[0]?.id ?? 0;
+    const offline = () => inSession(url, "bench-migration-offline", (sql) => sql<{ rows_copied: string; lock_held_ms: string }[]>`
+      select * from partition_mgmt.offline_migrate_table(${table})`, long);
+    let before = await lastLog();
+    let t0 = performance.now();
+    let first: string | undefined;
+    let r: { rows_copied: string; lock_held_ms: string } | undefined;
+    try {
+      [r] = await offline();
+    } catch (e) {
+      // offline_migrate_table prepares in its one transaction; a tree beyond its lock budget is
+      // created the online way first (prepare_migration calls, then rolled back: the partitions
+      // stay), so that the copy itself is still measured
+      if (!/lock budget/.test((e as Error).message)) throw e;
+      first = (e as Error).message;
+      progress.update("the tree does not fit one transaction's lock budget: prepare_migration calls first, then rollback");
+      const pre = await inSession(url, "bench-migration-prepare", (sql) => prepareUntilPrepared(sql, table), long);
+      await inSession(url, "bench-migration-rollback", (sql) => driver.rollback(sql, table), long);
+      first = `the tree (${fmtInt(pre.leaves)} leaves) was created first by prepare_migration in ${pre.calls} calls and rolled back; offline_migrate_table alone failed: ${first}`;
+      before = await lastLog();
+      t0 = performance.now();
+      [r] = await offline();
+    }
     const seconds = (performance.now() - t0) / 1000;
     // the copy alone: from 'prepared' to 'backfilled' in the migration log
     const [c] = await inSession(url, "bench-migration", (sql) => sql<{ copy: number | null }[]>`
       select extract(epoch from max(at) filter (where to_phase = 'backfilled') - max(at) filter (where to_phase = 'prepared'))::float8 as copy
-      from partition_mgmt.migration_log where id > ${before?.id ?? 0} and table_key = 'gasifier'`);
+      from partition_mgmt.migration_log where id > ${before} and table_key = 'gasifier'`);
     const copySeconds = c?.copy && c.copy > 0 ? c.copy : seconds;
     result.offline = {
       seconds,
       rowsPerSecond: Number(r?.rows_copied ?? rows) / copySeconds,
       lockHeldMs: Number(r?.lock_held_ms ?? 0),
-      note: `writes blocked for the whole ${seconds.toFixed(1)} s call (copy ${copySeconds.toFixed(1)} s, validation, swap); rows/s over the copy alone`,
+      note: `writes blocked for the whole ${seconds.toFixed(1)} s call (copy ${copySeconds.toFixed(1)} s, validation, swap); rows/s over the copy alone${first ? `; ${first}` : ""}`,
     };
-    progress.update("rollback_migration (in a new session)");
-    await inSession(url, "bench-migration-rollback", (sql) => driver.rollback(sql, table));
+    progress.update("rollback_migration and finish_rollback (in a new session)");
+    await inSession(url, "bench-migration-rollback", (sql) => driver.rollback(sql, table), long);
     progress.done(`${fmtInt(result.offline.rowsPerSecond)} rows/s; window ${seconds.toFixed(1)} s`);
   } catch (e) {
     result.offline = { error: (e as Error).message };
     progress.done(`failed: ${(e as Error).message}`);
-    await inSession(url, "bench-migration-rollback", (sql) => driver.rollback(sql, table)).catch(() => {});
+    await inSession(url, "bench-migration-rollback", (sql) => driver.rollback(sql, table), long).catch(() => {});
   }
 
   // online, with the app writing
@@ -104,52 +163,67 @@ export async function runMigration(url: string, o: BenchOptions, progress: Progr
   const sessions = 4;
   const tLoad = performance.now();
   const load = startAppLoad({ url, table, sessions, seed: 11 });
+  const windows: { name: MigrationPhase["name"]; from: number; to: number }[] = [];
+  const phase = async <T>(name: MigrationPhase["name"], fn: () => Promise<T>): Promise<T> => {
+    const from = performance.now();
+    try {
+      return await fn();
+    } finally {
+      windows.push({ name, from, to: performance.now() });
+    }
+  };
+  const seconds = (name: MigrationPhase["name"]) => {
+    const w = windows.find((x) => x.name === name);
+    return w ? (w.to - w.from) / 1000 : Number.NaN;
+  };
   let tMig = 0;
-  let tSwap0 = 0;
-  let tSwap1 = 0;
   try {
     progress.update(`baseline latency, ${o.appBaselineSeconds} s`);
     await sleep(o.appBaselineSeconds * 1000);
     tMig = performance.now();
-    const prepareSeconds = await inSession(url, "bench-migration-prepare", async (sql) => {
+    const prepared = await phase("prepare", () => inSession(url, "bench-migration-prepare", async (sql) => {
       const blockers = (await driver.preMigrationCheck(sql, table)).filter((c) => c.status === "blocker");
       if (blockers.length) throw new Error(`pre-migration check: ${blockers.map((b) => `${b.check_name}: ${b.detail}`).join("; ")}`);
-      progress.update("prepare + sync trigger");
-      await sql`select * from partition_mgmt.safe_migrate_table(${table}, false, true)`;
-      return (performance.now() - tMig) / 1000;
-    });
-    const tB = performance.now();
-    const { batches, scanned } = await inSession(url, "bench-migration-backfill", async (sql) => {
+      return prepareUntilPrepared(sql, table, (call) => progress.update(`prepare_migration, call ${call}`));
+    }, long));
+    await phase("sync", () => inSession(url, "bench-migration-sync", (sql) => sql`select partition_mgmt.start_sync(${table})`, long));
+    const { batches, scanned, slowest } = await phase("backfill", () => inSession(url, "bench-migration-backfill", async (sql) => {
+      // the driver reports after every call (one batch each): the gaps are the batches' times
+      const marks = [performance.now()];
       const b = await driver.backfill(sql, table, {
         batchSize: 10_000,
-        onProgress: (m) => progress.update(`backfill ${driver.progressBar(m, 20)}`),
-        progressEveryMs: 1000,
+        onProgress: (m) => {
+          marks.push(performance.now());
+          progress.update(`backfill ${driver.progressBar(m, 20)}`);
+        },
+        progressEveryMs: 0,
       });
-      return { batches: b, scanned: Number((await driver.monitor(sql, table)).rows_scanned) };
-    });
-    const backfillSeconds = (performance.now() - tB) / 1000;
-    const { validateSeconds, swap } = await inSession(url, "bench-migration-swap", async (sql) => {
+      const gaps = marks.slice(1).map((t, i) => (t - marks[i]!) / 1000);
+      return { batches: b, scanned: Number((await driver.monitor(sql, table)).rows_scanned), slowest: Math.max(0, ...gaps) };
+    }, long));
+    await phase("validate", () => inSession(url, "bench-migration-validate", async (sql) => {
       progress.update("validation");
-      const tV = performance.now();
-      const validation = await driver.validate(sql, table);
-      const validateSeconds = (performance.now() - tV) / 1000;
-      const bad = validation.filter((v) => v.status !== "ok");
+      const bad = (await driver.validate(sql, table)).filter((v) => v.status !== "ok");
       if (bad.length) throw new Error(`validation: ${bad.map((b) => `${b.check_name}: ${b.detail}`).join("; ")}`);
+    }, long));
+    const swap = await phase("swap", () => inSession(url, "bench-migration-swap", async (sql) => {
       progress.update("swap");
-      tSwap0 = performance.now();
       const [s] = await sql<{ attempts: number; lock_held_ms: string }[]>`select * from partition_mgmt.swap_tables(${table}, '1s', 10)`;
-      tSwap1 = performance.now();
-      return { validateSeconds, swap: s };
-    });
+      return s;
+    }, long));
     result.online = {
-      prepareSeconds,
-      backfillSeconds,
-      backfillRowsPerSecond: scanned / backfillSeconds,
+      prepareSeconds: seconds("prepare"),
+      prepareCalls: prepared.calls,
+      treeLeaves: prepared.leaves,
+      syncSeconds: seconds("sync"),
+      backfillSeconds: seconds("backfill"),
+      backfillRowsPerSecond: scanned / seconds("backfill"),
       batches,
-      validateSeconds,
+      slowestBatchSeconds: slowest,
+      validateSeconds: seconds("validate"),
       swapLockMs: Number(swap?.lock_held_ms ?? 0),
       swapAttempts: swap?.attempts ?? 0,
-      totalSeconds: (tSwap1 - tMig) / 1000,
+      totalSeconds: (performance.now() - tMig) / 1000,
     };
     await sleep(1000); // the app goes on writing into the swapped-in table
   } catch (e) {
@@ -158,23 +232,33 @@ export async function runMigration(url: string, o: BenchOptions, progress: Progr
   } finally {
     const stats = await load.stop();
     const rel = (t: number) => t - tLoad;
+    // app statements overlapping a window: started before its end, finished after its start
+    const overlapping = (from: number, to: number) => stats.timeline.filter(([st, ms]) => st < rel(to) && st + ms > rel(from)).map(([, ms]) => ms);
     if (tMig > 0) {
+      const phases: MigrationPhase[] = windows.map((w) => {
+        const hit = overlapping(w.from, w.to);
+        return { name: w.name, seconds: (w.to - w.from) / 1000, appOps: hit.length, appMaxMs: Math.max(0, ...hit), appOver1s: hit.filter((ms) => ms > 1000).length };
+      });
+      const swapW = windows.find((w) => w.name === "swap");
+      const end = windows.at(-1)?.to ?? performance.now();
       result.app = {
         sessions,
         baseline: windowStats(stats.timeline, 500, rel(tMig)),
-        during: windowStats(stats.timeline, rel(tMig), tSwap1 > 0 ? rel(tSwap1) : Number.POSITIVE_INFINITY),
-        swapWindow: (() => {
-          if (tSwap1 === 0) return { ops: 0, max: Number.NaN };
-          const hit = stats.timeline.filter(([st, ms]) => st < rel(tSwap1) && st + ms > rel(tSwap0));
-          return { ops: hit.length, max: Math.max(0, ...hit.map(([, ms]) => ms)) };
-        })(),
+        during: windowStats(stats.timeline, rel(tMig), rel(end)),
+        swapWindow: swapW ? (() => {
+          const hit = overlapping(swapW.from, swapW.to);
+          return { ops: hit.length, max: Math.max(0, ...hit) };
+        })() : { ops: 0, max: Number.NaN },
+        phases,
+        maxWaitMs: Math.max(0, ...overlapping(tMig, end)),
         errors: stats.errors.length,
+        ...(stats.errors[0] ? { firstError: `${stats.errors[0].kind}: ${stats.errors[0].code} ${stats.errors[0].message}` } : {}),
         retried: stats.retried,
       };
     }
     const on = result.online;
     progress.done(on && "backfillRowsPerSecond" in on
-      ? `backfill ${fmtInt(on.backfillRowsPerSecond)} rows/s, swap lock ${on.swapLockMs.toFixed(0)} ms, app p99 ${result.app?.baseline.p99.toFixed(1)} → ${result.app?.during.p99.toFixed(1)} ms`
+      ? `backfill ${fmtInt(on.backfillRowsPerSecond)} rows/s, swap lock ${on.swapLockMs.toFixed(0)} ms, longest app statement ${result.app?.maxWaitMs.toFixed(0)} ms`
       : `failed: ${on && "error" in on ? on.error : "?"}`);
   }
   return result;

@@ -7,6 +7,10 @@ import { DEFAULT_DEMO, type DemoDataOptions } from "../demo-data.ts";
 export const SECTIONS = ["queries", "inserts", "maintenance", "planning", "migration"] as const;
 export type Section = (typeof SECTIONS)[number];
 
+/** partition_mgmt.managed_tables.tree_shape of the run: one run per variant */
+export const TREE_SHAPES = ["sized", "literal"] as const;
+export type TreeShape = (typeof TREE_SHAPES)[number];
+
 export interface BenchOptions {
   quick: boolean;
   /** petri observations to generate (the legacy table's size) */
@@ -17,12 +21,14 @@ export interface BenchOptions {
   /** gasifier observations per site-month: the online-migration figures run on this table */
   gasifierPerSiteMonth: number;
   seed: number;
+  /** the tree prepare_migration builds (sized: by the data; literal: the plan's, every site and month) */
+  tree: TreeShape;
   /** own cluster (ignored with dbUrl) */
   port: number;
   /** an empty, freshly migrated database instead of the bench's own cluster */
   dbUrl?: string;
   outDir: string;
-  /** also write docs/benchmarks/latest.{md,json} and the chart */
+  /** also write docs/benchmarks/<tree>.md, .json and .svg */
   publish: boolean;
   /** leaf counts of the planning-time series */
   planningLeaves: number[];
@@ -50,6 +56,7 @@ const FULL: Omit<BenchOptions, "outDir" | "sections"> = {
   months: 12,
   gasifierPerSiteMonth: 400,
   seed: 7,
+  tree: "sized",
   port: 54460,
   publish: false,
   planningLeaves: [500, 2_000, 10_000],
@@ -92,6 +99,11 @@ export function benchOptions(over: Partial<BenchOptions> = {}): BenchOptions {
   } as BenchOptions;
 }
 
+export function treeShape(s: string): TreeShape {
+  if (!(TREE_SHAPES as readonly string[]).includes(s)) throw new Error(`--tree must be one of ${TREE_SHAPES.join(", ")}, got "${s}"`);
+  return s as TreeShape;
+}
+
 /** "5m", "500k", "2000000", "2.5M" -> number */
 export function parseCount(s: string): number {
   const m = /^(\d+(?:\.\d+)?)\s*([kKmM]?)$/.exec(s.trim().replace(/[_,]/g, ""));
@@ -102,14 +114,17 @@ export function parseCount(s: string): number {
 
 export const USAGE = `npm run bench -- [options]
 
-  --quick                 small scale for CI and development (~10k rows, a few hundred leaves; ~2 min)
+  --quick                 small scale for CI and development (~10k rows; about a minute)
   --scale N               petri observations in the legacy table (default 5m; e.g. 500k, 20m)
   --programs N            programs (default 20)        --sites N   sites per program (default 10)
   --months N              months of history (default 12)
+  --tree sized|literal    the tree prepare_migration builds (default sized: partitions by the data;
+                          literal: every program, site and month). The own cluster runs with the
+                          max_locks_per_transaction the tree needs (the pre-check's 'lock budget')
   --port N                port of the bench's own cluster (default 54460)
   --db-url URL            use this empty, freshly migrated database instead of the own cluster
   --out DIR               results folder (default results/bench-<timestamp>)
-  --publish               also write docs/benchmarks/latest.md, latest.json and latest-ratios.svg
+  --publish               also write docs/benchmarks/<tree>.md, <tree>.json and <tree>.svg
   --planning-leaves LIST  leaf counts of the planning series (default 500,2000,10000)
   --insert-seconds N      seconds per insert-throughput run (default 8)
   --only LIST             run only these sections after the build: ${SECTIONS.join(",")}
@@ -117,7 +132,7 @@ export const USAGE = `npm run bench -- [options]
   --keep                  leave the own cluster running afterwards
   --quiet                 no progress output
   --render FILE           write report.md and ratios.svg again from a result.json (no measuring);
-                          with --publish also docs/benchmarks/latest.*
+                          with --publish also docs/benchmarks/<tree>.*
 `;
 
 export function parseArgs(argv: string[]): BenchOptions {
@@ -147,6 +162,7 @@ export function parseArgs(argv: string[]): BenchOptions {
       case "--programs": over.programs = num(flag, value()); break;
       case "--sites": over.sitesPerProgram = num(flag, value()); break;
       case "--months": over.months = num(flag, value()); break;
+      case "--tree": over.tree = treeShape(value()); break;
       case "--port": over.port = num(flag, value()); break;
       case "--db-url": over.dbUrl = value(); break;
       case "--out": over.outDir = value(); break;

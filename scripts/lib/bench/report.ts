@@ -1,11 +1,12 @@
 // The three outputs of a run: the table on the terminal, the JSON result and the Markdown report
-// (with its SVG chart), under the results folder; with --publish also docs/benchmarks/latest.*.
+// (with its SVG chart), under the results folder; with --publish also docs/benchmarks/<tree>.*
+// (sized.md, literal.md: one report per tree variant).
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { REPO_ROOT } from "../cluster.ts";
 import { chartRows, ratioChartSvg } from "./chart.ts";
 import { fmtDuration, fmtInt, fmtMs, fmtRatio } from "./stats.ts";
-import type { BenchResult, GoalResult, QueryClassResult, VariantResult } from "./types.ts";
+import type { BenchResult, GoalResult, LeafRows, QueryClassResult, VariantResult } from "./types.ts";
 
 const mb = (b: number) => `${(b / 1024 ** 2).toLocaleString("en-US", { maximumFractionDigits: 0 })} MB`;
 const v = (q: QueryClassResult, id: string): VariantResult | undefined => q.variants.find((x) => x.id === id);
@@ -15,7 +16,56 @@ const mark = (s: GoalResult["status"]) => (s === "met" ? "✅ met" : s === "miss
 export function scaleLine(r: BenchResult): string {
   const b = r.build;
   return `${fmtInt(b.rows.legacy)} petri observations (${b.demo.programs} programs × ${b.demo.sites / Math.max(1, b.demo.programs)} sites × ${b.demo.months} months × ${fmtInt(b.demo.petriPerSiteMonth)} per site-month), ` +
-    `${fmtInt(b.tree.leaves)} leaves + ${fmtInt(b.tree.defaults)} DEFAULT partitions in the petri tree`;
+    `${b.tree.shape} tree: ${fmtInt(b.tree.leaves)} leaves, ${fmtInt(b.tree.defaults)} of them DEFAULT partitions`;
+}
+
+const leafRowsText = (x: LeafRows) => (x.leaves === 0 ? "no leaves" : `${fmtInt(x.min)} / ${fmtInt(x.median)} / ${fmtInt(x.max)} over ${fmtInt(x.leaves)} leaves (${fmtInt(x.empty)} empty)`);
+
+/** The tree prepare_migration built and the lock setting it ran with. */
+function treeSection(r: BenchResult): string[] {
+  const t = r.build.tree;
+  const l = r.build.locks;
+  const out = ["## The tree", ""];
+  out.push(`Built by \`partition_mgmt.prepare_migration('petri')\` from the legacy table's data (${r.build.prepare.calls} call${r.build.prepare.calls === 1 ? "" : "s"}, each its own transaction within its lock budget, ${r.build.prepare.seconds.toFixed(1)} s), then filled by the offline copy.`);
+  out.push("");
+  out.push("| | |");
+  out.push("| --- | --- |");
+  out.push(`| Tree shape | **${t.shape}**${t.shape === "sized" ? ` (a program or site gets partitions of its own once its rows reach ${fmtInt(t.targetRowsPerLeaf)}; smaller ones share their parent's DEFAULT leaf)` : " (the plan's tree: every program, every site, every month)"} |`);
+  out.push(`| Target rows per leaf | ${fmtInt(t.targetRowsPerLeaf)} |`);
+  out.push(`| Leaves | ${fmtInt(t.leaves)} with DEFAULT partitions, ${fmtInt(t.leavesWithoutDefaults)} without (${fmtInt(t.defaults)} DEFAULT); ${fmtInt(t.relations)} relations in the tree |`);
+  out.push(`| Programs / sites with partitions of their own | ${fmtInt(t.ownPrograms)} of ${fmtInt(t.programs)} / ${fmtInt(t.ownSites)} of ${fmtInt(t.sites)} |`);
+  out.push(`| Rows per leaf, min / median / max | every leaf: ${leafRowsText(t.rowsPerLeaf)}; without DEFAULTs: ${leafRowsText(t.rowsPerLeafWithoutDefaults)} |`);
+  out.push(`| Rows in DEFAULT leaves | ${fmtInt(t.rowsInDefaults)}${t.shape === "sized" ? " (the shared leaves of programs and sites below the target)" : ""}; waiting for a partition of their own: ${fmtInt(t.rowsWaiting)} |`);
+  out.push(`| Locks of one statement without the partition keys (\`lock_budget()\`) | ${fmtInt(t.lockBudget.keylessLocks)}: every partition and every index of every leaf |`);
+  out.push(`| Such statements that fit in the lock table at once | ${fmtInt(t.lockBudget.keylessAtOnce)} (minimum ${t.lockBudget.minimum}: ${t.lockBudget.status}) |`);
+  out.push(`| Lock capacity (\`lock_capacity()\`) | ${fmtInt(l.lockCapacity)} slots |`);
+  out.push(`| max_locks_per_transaction | **${l.maxLocksPerTransaction}** (${l.source === "raised" ? "raised by the bench" : "the server's"}): ${l.reason} |`);
+  out.push("");
+  out.push("The pre-migration check on the legacy data, before the tree was built:");
+  out.push("");
+  out.push(`- partition tree: ${t.precheck.tree}`);
+  for (const c of l.checks) out.push(`- lock budget (${c.table}, ${c.status}): ${c.detail}`);
+  out.push(`- indexes per leaf: ${t.precheck.indexesPerLeaf}`);
+  out.push("");
+  return out;
+}
+
+/** Id-only statements, prepared and reused (PostgREST's way). */
+function preparedSection(r: BenchResult): string[] {
+  const out = ["## Id-only statements, prepared (as PostgREST sends them)", ""];
+  const pr = r.prepared;
+  if (!pr) return [...out, "Not run.", ""];
+  out.push(`Each table through a connection of its own that prepares the statement once and executes it with a different id each time (postgres.js \`prepare: true\`, as PostgREST keeps prepared statements per connection); ` +
+    `${pr.warmup} executions first (PostgreSQL may switch to a generic plan after five), then the measured ones, the tables taking turns. ` +
+    "Locks: the session's relation locks in pg_locks after one execution inside an open transaction (shared: not fast-path, i.e. slots of the lock table). The update sets the row's own notes and commits.");
+  out.push("");
+  out.push("| Statement | Table | p50 ms | p95 ms | n | Relation locks (shared) | Generic / custom plans |");
+  out.push("| --- | --- | ---: | ---: | ---: | ---: | ---: |");
+  for (const x of pr.runs) {
+    out.push(`| \`${x.sql}\` | ${x.table}${x.error ? ` (error: ${x.error.slice(0, 120)})` : ""} | ${fmtMs(x.timings.median)} | ${fmtMs(x.timings.p95)} | ${x.timings.n} | ${fmtInt(x.relationLocks)} (${fmtInt(x.sharedLockSlots)}) | ${x.genericPlans} / ${x.customPlans} |`);
+  }
+  out.push("");
+  return out;
 }
 
 export function machineLine(r: BenchResult): string {
@@ -52,11 +102,12 @@ export function markdownReport(r: BenchResult, chartFile: string): string {
   const b = r.build;
   const out: string[] = [];
   const when = r.finishedAt.replace("T", " ").replace(/\.\d+Z$/, " UTC");
-  out.push(`# Benchmark: legacy vs indexed legacy vs partitioned (${r.mode === "quick" ? "quick mode" : "full scale"})`);
+  out.push(`# Benchmark: legacy vs indexed legacy vs partitioned, ${b.tree.shape} tree (${r.mode === "quick" ? "quick mode" : "full scale"})`);
   out.push("");
   out.push(`Measured ${when} in ${fmtDuration(r.seconds)}.`);
   out.push("");
   out.push(`- **Scale**: ${scaleLine(r)}.`);
+  out.push(`- **Tree**: ${b.tree.shape}, target ${fmtInt(b.tree.targetRowsPerLeaf)} rows per leaf; a statement without the partition keys takes ${fmtInt(b.tree.lockBudget.keylessLocks)} locks, ${fmtInt(b.tree.lockBudget.keylessAtOnce)} fit at once (max_locks_per_transaction ${b.locks.maxLocksPerTransaction}${b.locks.source === "raised" ? ", raised for this tree" : ""}). See "The tree".`);
   out.push(`- **Machine**: ${machineLine(r)}. Load average (1/5/15 min) at the start: ${r.machine.loadAverage.join(", ")}${r.machine.loadAverageEnd ? `, at the end: ${r.machine.loadAverageEnd.join(", ")}` : ""} (other work shares the machine: ratios from one run are what count).`);
   out.push(`- **Tables**: legacy \`petri_observations\` as shipped (${mb(b.sizes.legacyBytes)}), the same plus an index on (program_id, site_id, created_at) (${mb(b.sizes.indexedBytes)}), and the partitioned tree (${mb(b.sizes.partitionedBytes)}), all in one database with the same rows.`);
   if (r.mode === "quick") out.push(`- **Quick mode**: a tiny data set for CI. The absolute figures and most ratios mean little at this size; run \`npm run bench\` for the full scale.`);
@@ -85,6 +136,9 @@ export function markdownReport(r: BenchResult, chartFile: string): string {
   out.push("");
   out.push(goalsTable(r.promises));
   out.push("");
+
+  out.push(...treeSection(r));
+  out.push(...preparedSection(r));
 
   out.push("## Every variant");
   out.push("");
@@ -162,10 +216,12 @@ export function markdownReport(r: BenchResult, chartFile: string): string {
       "Warm: the same connection after warm-up. Cold: the first statement of a new connection (the relation caches are empty).");
     if (r.planning.error) out.push("", `**The series stopped early**: ${r.planning.error}`);
     out.push("");
-    out.push("| Leaves (+ DEFAULTs) | Created in (ms/leaf) | Keyed planning p50 / p95 ms | Keyed execution p50 ms | Keyed cold planning ms | Id-only planning p50 / p95 ms | Id-only execution p50 ms | Id-only cold planning ms |");
-    out.push("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    out.push("| Leaves (+ DEFAULTs) | Created in (ms/leaf) | Keyed planning p50 / p95 ms | Keyed execution p50 ms | Keyed cold planning ms | Locks of an id-only statement | Id-only planning p50 / p95 ms | Id-only execution p50 ms | Id-only cold planning ms |");
+    out.push("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for (const l of r.planning.levels) {
-      out.push(`| ${fmtInt(l.leaves)} (+${fmtInt(l.defaults)}) | ${fmtDuration(l.createSeconds)} (${l.msPerLeaf.toFixed(1)}) | ${fmtMs(l.keyed.planning.median)} / ${fmtMs(l.keyed.planning.p95)} | ${fmtMs(l.keyed.execution.median)} | ${fmtMs(l.keyed.coldPlanningMs)} | ${fmtMs(l.idOnly.planning.median)} / ${fmtMs(l.idOnly.planning.p95)} | ${fmtMs(l.idOnly.execution.median)} | ${fmtMs(l.idOnly.coldPlanningMs)} |`);
+      const id = l.idOnly;
+      const idCells = id ? `${fmtMs(id.planning.median)} / ${fmtMs(id.planning.p95)} | ${fmtMs(id.execution.median)} | ${fmtMs(id.coldPlanningMs)}` : `not run: ${l.idOnlySkipped ?? "?"} | – | –`;
+      out.push(`| ${fmtInt(l.leaves)} (+${fmtInt(l.defaults)}) | ${fmtDuration(l.createSeconds)} (${l.msPerLeaf.toFixed(1)}) | ${fmtMs(l.keyed.planning.median)} / ${fmtMs(l.keyed.planning.p95)} | ${fmtMs(l.keyed.execution.median)} | ${fmtMs(l.keyed.coldPlanningMs)} | ${fmtInt(l.keylessLocks)} | ${idCells} |`);
     }
   }
   out.push("");
@@ -173,9 +229,10 @@ export function markdownReport(r: BenchResult, chartFile: string): string {
   out.push("## Maintenance");
   out.push("");
   if (!r.maintenance) out.push("Not run.");
-  else if (r.maintenance.error) out.push(`\`call partition_mgmt.run_maintenance()\` failed after ${r.maintenance.seconds.toFixed(1)} s: ${r.maintenance.error}`);
+  else if (r.maintenance.error) out.push(`The statement \`partition_mgmt.maintenance_runner()\` returns (the nightly job's) failed after ${r.maintenance.seconds.toFixed(1)} s: ${r.maintenance.error}`);
   else {
-    out.push(`\`call partition_mgmt.run_maintenance()\` on the built trees (petri and gasifier, ${fmtInt(b.tree.allTablesLeaves)} leaves in all): **${fmtDuration(r.maintenance.seconds)}**.`);
+    out.push(`The statement \`partition_mgmt.maintenance_runner()\` returns (the nightly job's: a DO block committing after every step), on the built trees (petri and gasifier, ${fmtInt(b.tree.allTablesLeaves)} leaves in all), in a session with the database's statement_timeout: **${fmtDuration(r.maintenance.seconds)}**` +
+      (r.maintenance.unfinished ? `, **unfinished**: ${r.maintenance.unfinished}.` : "."));
     out.push("");
     out.push("| Table | Step | Status | Seconds | Partitions | Rows moved | Error |");
     out.push("| --- | --- | --- | ---: | ---: | ---: | --- |");
@@ -186,7 +243,7 @@ export function markdownReport(r: BenchResult, chartFile: string): string {
   out.push("## Migration");
   out.push("");
   const m = r.migration;
-  if (m.status === "not measured yet" || m.status === "skipped") out.push(`${m.status === "skipped" ? "Skipped" : "Not measured yet"}${m.reason ? `: ${m.reason}` : ""}.`);
+  if (m.status === "skipped" || !m.table) out.push(`${m.status === "skipped" ? "Skipped" : "**Failed**"}${m.reason ? `: ${m.reason}` : ""}.`);
   else {
     out.push(`Measured with the migration API on \`${m.table}\` (${fmtInt(m.rows)} rows), the second managed table of the same database, so the petri figures above are untouched.` +
       (m.status === "failed" ? " **The run failed** (see below)." : "") + (m.note ? ` ${m.note}.` : ""));
@@ -197,8 +254,9 @@ export function markdownReport(r: BenchResult, chartFile: string): string {
     out.push(`| Offline copy of the petri build (INSERT … SELECT per program, ${fmtInt(b.offlineCopy.rows)} rows) | ${fmtInt(b.offlineCopy.rowsPerSecond)} rows/s |`);
     if (m.online && "backfillRowsPerSecond" in m.online) {
       const o = m.online;
-      out.push(`| Online: prepare + sync trigger | ${o.prepareSeconds.toFixed(1)} s |`);
-      out.push(`| Online: backfill (batches of 10,000, app writing) | ${fmtInt(o.backfillRowsPerSecond)} rows/s (${o.batches} batches, ${o.backfillSeconds.toFixed(1)} s) |`);
+      out.push(`| Online: prepare (\`prepare_migration\` until prepared) | ${o.prepareSeconds.toFixed(1)} s, ${o.prepareCalls} call${o.prepareCalls === 1 ? "" : "s"}; ${fmtInt(o.treeLeaves)} leaves |`);
+      out.push(`| Online: sync trigger (\`start_sync\`) | ${o.syncSeconds.toFixed(1)} s |`);
+      out.push(`| Online: backfill (batches of 10,000, app writing) | ${fmtInt(o.backfillRowsPerSecond)} rows/s (${o.batches} batches in ${o.backfillSeconds.toFixed(1)} s; the slowest ${o.slowestBatchSeconds.toFixed(2)} s) |`);
       out.push(`| Online: validation | ${o.validateSeconds.toFixed(1)} s |`);
       out.push(`| Online: swap, ACCESS EXCLUSIVE held | **${fmtMs(o.swapLockMs)} ms** (${o.swapAttempts} attempt${o.swapAttempts === 1 ? "" : "s"}) |`);
       out.push(`| Online: total, prepare to swapped | ${fmtDuration(o.totalSeconds)} |`);
@@ -207,7 +265,16 @@ export function markdownReport(r: BenchResult, chartFile: string): string {
       out.push(`| App (${m.app.sessions} sessions: inserts, routed updates/deletes, key moves) before the migration | ${fmtInt(m.app.baseline.ops)} statements, p50 ${fmtMs(m.app.baseline.p50)} ms, p99 ${fmtMs(m.app.baseline.p99)} ms, max ${fmtMs(m.app.baseline.max)} ms |`);
       out.push(`| App during the migration (prepare to swap) | ${fmtInt(m.app.during.ops)} statements, p50 ${fmtMs(m.app.during.p50)} ms, **p99 ${fmtMs(m.app.during.p99)} ms**, max ${fmtMs(m.app.during.max)} ms |`);
       out.push(`| App statements overlapping the swap | ${fmtInt(m.app.swapWindow.ops)}, slowest ${fmtMs(m.app.swapWindow.max)} ms |`);
-      out.push(`| App errors / retried serialization failures | ${m.app.errors} / ${m.app.retried} |`);
+      out.push(`| **Longest app statement, prepare to swapped** | **${fmtMs(m.app.maxWaitMs)} ms** |`);
+      out.push(`| App errors / retried serialization failures | ${m.app.errors}${m.app.firstError ? ` (first: ${m.app.firstError})` : ""} / ${m.app.retried} |`);
+    }
+    if (m.app?.phases.length) {
+      out.push("");
+      out.push("What the app saw in each phase (its statements that overlapped the phase):");
+      out.push("");
+      out.push("| Phase | Seconds | App statements | Longest ms | Over 1 s |");
+      out.push("| --- | ---: | ---: | ---: | ---: |");
+      for (const ph of m.app.phases) out.push(`| ${ph.name} | ${ph.seconds.toFixed(2)} | ${fmtInt(ph.appOps)} | ${fmtMs(ph.appMaxMs)} | ${fmtInt(ph.appOver1s)} |`);
     }
   }
   out.push("");
@@ -215,9 +282,9 @@ export function markdownReport(r: BenchResult, chartFile: string): string {
   out.push("## Build");
   out.push("");
   out.push(`- Demo generator: ${fmtInt(b.generator.rows)} rows in ${fmtDuration(b.generator.seconds)} (${fmtInt(b.generator.rowsPerSecond)} rows/s), partition creation switched off meanwhile (the data exists before the tree, as on a real project).`);
-  out.push(`- Partitions: ${fmtInt(b.partitionCreation.leaves)} leaves (petri and gasifier) in ${fmtDuration(b.partitionCreation.seconds)}: **${b.partitionCreation.msPerLeaf.toFixed(1)} ms per leaf**, with \`precreate_program_partitions\` site by site (site partitions and DEFAULTs included).`);
-  out.push(`- ${b.prepare}.`);
-  out.push(`- Offline copy into the tree: ${fmtInt(b.offlineCopy.rows)} rows in ${fmtDuration(b.offlineCopy.seconds)} (${fmtInt(b.offlineCopy.rowsPerSecond)} rows/s, through the company_id and key-table triggers, foreign keys and indexes). Rows left in DEFAULT partitions: ${fmtInt(b.tree.rowsInDefaults)}.`);
+  out.push(`- Tree shape set on the managed tables: \`tree_shape = '${b.tree.shape}'\`; the pre-migration check's lock budget decided the lock setting (see "The tree").`);
+  out.push(`- Partitions: \`prepare_migration('petri')\` called until the phase was 'prepared' (${b.prepare.calls} call${b.prepare.calls === 1 ? "" : "s"}, ${fmtDuration(b.prepare.seconds)}, ${fmtInt(b.prepare.leaves)} leaves with DEFAULTs; last answer: ${b.prepare.message}), which also carried the legacy table's foreign keys and plain indexes; then \`drop_migration_helpers\` (back to idle).`);
+  out.push(`- Offline copy into the tree: ${fmtInt(b.offlineCopy.rows)} rows in ${fmtDuration(b.offlineCopy.seconds)} (${fmtInt(b.offlineCopy.rowsPerSecond)} rows/s, through the company_id and key-table triggers, foreign keys and indexes). Rows waiting in DEFAULT partitions for a partition of their own: ${fmtInt(b.tree.rowsWaiting)}.`);
   if (b.sessionProbe) {
     const sp = b.sessionProbe;
     out.push(`- Session probe after the copy (CREATE TABLE / single-row insert, rolled back; medians): the copy's session ${fmtMs(sp.copySession.ddlMs)} ms / ${fmtMs(sp.copySession.insertMs)} ms, ` +
@@ -236,7 +303,8 @@ export function markdownReport(r: BenchResult, chartFile: string): string {
   out.push("");
   out.push("- One database holds the three tables with the same rows. The partitioned table is the live `public.petri_observations` (simulated swap, see Build), so the routed paths (`petri_observations_by_submission`, `get_observation_by_id`, `update_observation_by_id`) run exactly as the app calls them; the submission lookup is measured through the view.");
   out.push("- Every section runs in sessions of its own (queries in one connection, inserts in pre-warmed connections, maintenance, planning and migration each in new ones): what one session has cached changes its speed (see Findings).");
-  out.push("- Statements carry their keys as literals and are sent unprepared (simple protocol): each execution is planned, so the planning cost of a large tree is in every figure. They run as `postgres` (BYPASSRLS) so that RLS does not skew the comparison.");
+  out.push("- Statements carry their keys as literals and are sent unprepared (simple protocol): each execution is planned, so the planning cost of a large tree is in every figure. They run as `postgres` (BYPASSRLS) so that RLS does not skew the comparison. The id-only statements of their own section are prepared and reused instead, as PostgREST sends them.");
+  out.push("- The measuring sessions and the simulated app keep the database's statement_timeout (the compute profile's 2 min); the bench's own long statements (generation, copies, indexes, vacuum, maintenance, the migration phases) run in sessions without it, as an operator's would.");
   out.push("- Per class: warm-up runs, then repetitions in which the variants take turns (rotating order), so noise from other processes hits all of them alike. Fetch, update and submission lookups use a different id each repetition (the same ids on every table).");
   out.push("- p95 is nearest-rank over the repetitions (with few repetitions it is close to the maximum).");
   for (const n of r.notes) out.push(`- ${n}`);
@@ -255,10 +323,10 @@ export function markdownReport(r: BenchResult, chartFile: string): string {
   out.push("## Reproduce");
   out.push("");
   out.push("```bash");
-  out.push(r.mode === "quick" ? "npm run bench -- --quick" : "npm run bench            # full scale (the published run took 69 min on 2 cores)");
+  out.push(`npm run bench -- ${r.mode === "quick" ? "--quick " : ""}--tree ${b.tree.shape}`);
   out.push("```");
   out.push("");
-  out.push("The bench starts its own PostgreSQL cluster (port 54460, `.local/db/bench`), pushes the migrations with the Supabase CLI into a fresh `bench` database, builds the data, measures, and writes `results/bench-<timestamp>/` (report.md, result.json, ratios.svg). `--db-url` runs it in an empty, freshly migrated database of your own instead.");
+  out.push("The bench starts its own PostgreSQL cluster (port 54460, `.local/db/bench`, the Supabase compute profile of `SUPABASE_COMPUTE`, Micro by default), pushes the migrations with the Supabase CLI into a fresh `bench` database, builds the data, measures, and writes `results/bench-<timestamp>/` (report.md, result.json, ratios.svg); for a literal tree it restarts the cluster with the max_locks_per_transaction the pre-check asks for. `--db-url` runs it in an empty, freshly migrated database of your own instead, on that server's settings.");
   out.push("");
   return out.join("\n");
 }
@@ -279,6 +347,14 @@ export function terminalTable(r: BenchResult): string {
       rows.push([`Insert rows/s, ${s.commit}, ${s.connections} conn`, fmtInt(l), fmtInt(i), fmtInt(p), l && p ? fmtRatio(p / l) : "–", i && p ? fmtRatio(p / i) : "–"]);
     }
   }
+  for (const statement of ["select", "update"] as const) {
+    const p = (t: string) => r.prepared?.runs.find((x) => x.table === t && x.statement === statement);
+    const [l, i, pt] = [p("legacy"), p("indexed"), p("partitioned")];
+    if (!pt) continue;
+    const ratio = (b: number | undefined) => (b && pt.timings.median > 0 ? fmtRatio(b / pt.timings.median) : "–");
+    rows.push([`Id-only ${statement}, prepared (${fmtInt(pt.relationLocks)} locks)`, fmtMs(l?.timings.median), fmtMs(i?.timings.median),
+      pt.error ? "error" : `${fmtMs(pt.timings.median)} (${fmtMs(pt.timings.p95)})`, ratio(l?.timings.median), ratio(i?.timings.median)]);
+  }
   const w = rows[0]!.map((_, c) => Math.max(...rows.map((row) => (row[c] ?? "").length)));
   const line = (row: string[]) => row.map((x, c) => pad(x, w[c]!, c > 0)).join("  ");
   const out = [line(rows[0]!), w.map((n) => "-".repeat(n)).join("  "), ...rows.slice(1).map(line)];
@@ -293,19 +369,21 @@ export interface WrittenFiles { json: string; markdown: string; svg: string; pub
 
 export function writeOutputs(r: BenchResult, outDir: string, publish: boolean): WrittenFiles {
   mkdirSync(outDir, { recursive: true });
-  const svg = ratioChartSvg(chartRows(r), "Partitioned vs legacy: speed ratio (p50)",
+  const svg = ratioChartSvg(chartRows(r), `Partitioned (${r.build.tree.shape} tree) vs legacy: speed ratio (p50)`,
     `${r.mode === "quick" ? "quick mode, " : ""}${fmtInt(r.build.rows.legacy)} rows, ${fmtInt(r.build.tree.leaves)} leaves; ${r.machine.cpuModel}, ${r.machine.cores} cores`);
   const files: WrittenFiles = { json: join(outDir, "result.json"), markdown: join(outDir, "report.md"), svg: join(outDir, "ratios.svg") };
   writeFileSync(files.json, `${JSON.stringify(r, null, 2)}\n`);
   writeFileSync(files.svg, svg);
   writeFileSync(files.markdown, markdownReport(r, "ratios.svg"));
   if (publish) {
+    // one report per tree variant: docs/benchmarks/sized.md, literal.md (latest.* is the earlier run the README cites)
     const docs = join(REPO_ROOT, "docs", "benchmarks");
+    const name = r.build.tree.shape;
     mkdirSync(docs, { recursive: true });
-    const pub = [join(docs, "latest.json"), join(docs, "latest-ratios.svg"), join(docs, "latest.md")];
+    const pub = [join(docs, `${name}.json`), join(docs, `${name}.svg`), join(docs, `${name}.md`)];
     writeFileSync(pub[0]!, `${JSON.stringify(r, null, 2)}\n`);
     writeFileSync(pub[1]!, svg);
-    writeFileSync(pub[2]!, markdownReport(r, "latest-ratios.svg"));
+    writeFileSync(pub[2]!, markdownReport(r, `${name}.svg`));
     files.published = pub.map((p) => relative(REPO_ROOT, p));
   }
   return files;

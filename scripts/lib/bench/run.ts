@@ -8,6 +8,7 @@ import { machineInfo } from "./machine.ts";
 import { runMaintenance, runMigration } from "./operations.ts";
 import type { BenchOptions } from "./options.ts";
 import { runPlanning } from "./planning.ts";
+import { runPrepared } from "./prepared.ts";
 import { createProgress } from "./progress.ts";
 import { runQueries } from "./queries.ts";
 import { terminalTable, writeOutputs, type WrittenFiles } from "./report.ts";
@@ -18,6 +19,7 @@ import { benchSession } from "./session.ts";
 export function renderSaved(o: BenchOptions): WrittenFiles {
   const file = o.render!;
   const saved = JSON.parse(readFileSync(file, "utf8")) as BenchResult;
+  if (saved.version !== 2) throw new Error(`${file}: a result of version ${String(saved.version)}; this bench renders version 2 (measure again)`);
   const { goals: _g, promises: _p, findings: _f, ...partial } = saved;
   const result: BenchResult = { ...partial, goals: evaluateGoals(partial), promises: evaluatePromises(partial), findings: findings(partial) };
   const files = writeOutputs(result, o.outDir, o.publish);
@@ -33,15 +35,19 @@ export async function runBench(o: BenchOptions): Promise<{ result: BenchResult; 
   const startedAt = new Date();
   const t0 = performance.now();
   const db = await openBenchDatabase(o, progress);
-  const sql = benchSession(db.url, "bench");
+  let sql: ReturnType<typeof benchSession> | undefined;
   try {
-    const machine = await machineInfo(sql, db.label);
-    const build = await buildData(sql, db.url, o, progress);
+    const loadAverage = os.loadavg().map((x) => Math.round(x * 100) / 100);
+    // the build may restart the own cluster (a literal tree's lock setting): sessions come after it
+    const build = await buildData(db, o, progress);
+    sql = benchSession(db.url, "bench");
+    const machine = { ...(await machineInfo(sql, db.label)), loadAverage };
     // Each section runs in sessions of its own: a session's caches (every leaf it has touched, a
     // compiled trigger and foreign-key check per leaf it has written) change its speed.
     const q = o.sections.has("queries") ? await runQueries(db.url, o, progress) : null;
     const queries = q?.classes ?? [];
     const rt = q?.roundTrip ?? null;
+    const prepared = o.sections.has("queries") ? await runPrepared(db.url, o, progress) : null;
     const inserts = o.sections.has("inserts") ? await runInserts(db.url, o, progress) : null;
     // maintenance before the planning series (whose extra managed table it would also process)
     const maintenance = o.sections.has("maintenance") ? await runMaintenance(db.url, progress) : null;
@@ -50,14 +56,14 @@ export async function runBench(o: BenchOptions): Promise<{ result: BenchResult; 
     progress.close();
     machine.loadAverageEnd = os.loadavg().map((x) => Math.round(x * 100) / 100);
     const notes = [
-      `Warm-up runs per variant: ${o.warmup}; repetitions: ${o.reps.scan} (full scan), ${o.reps.query} (filters and aggregates), ${o.reps.byId} (by id and submission), fewer when a class exceeds its time budget.`,
+      `Warm-up runs per variant: ${o.warmup}; repetitions: ${o.reps.scan} (whole-table statements), ${o.reps.query} (filters and aggregates), ${o.reps.byId} (by id and submission, and each prepared id-only statement), fewer when a class exceeds its time budget.`,
       "Updates on the legacy tables are plain `UPDATE … WHERE observation_id = …` (what supabase-js `.update().eq()` sends, no RETURNING); the routed RPC also returns the updated row as JSON.",
       "The indexed legacy table has no RLS policies; the comparison runs as a BYPASSRLS role, where policies do not apply anyway.",
     ];
     const partial = {
-      version: 1 as const, mode: o.quick ? "quick" as const : "full" as const,
+      version: 2 as const, mode: o.quick ? "quick" as const : "full" as const,
       startedAt: startedAt.toISOString(), finishedAt: new Date().toISOString(), seconds: (performance.now() - t0) / 1000,
-      machine, build, queries, roundTrip: rt, inserts, maintenance, planning, migration, notes,
+      machine, build, queries, roundTrip: rt, prepared, inserts, maintenance, planning, migration, notes,
     };
     const result: BenchResult = { ...partial, goals: evaluateGoals(partial), promises: evaluatePromises(partial), findings: findings(partial) };
     const files = writeOutputs(result, o.outDir, o.publish);
@@ -68,7 +74,7 @@ export async function runBench(o: BenchOptions): Promise<{ result: BenchResult; 
     return { result, files };
   } finally {
     progress.close();
-    await sql.end({ timeout: 5 });
+    await sql?.end({ timeout: 5 });
     db.close();
   }
 }

@@ -1,4 +1,5 @@
 // The shape of a benchmark result (written as JSON, read by the report writer and the smoke test).
+import type { TreeShape } from "./options.ts";
 import type { Summary } from "./stats.ts";
 
 export type TableKind = "legacy" | "indexed" | "partitioned";
@@ -30,20 +31,76 @@ export interface SessionProbe {
   freshSession: { ddlMs: number; insertMs: number; firstInsertMs: number };
 }
 
+/** Rows per leaf over a set of leaves (NaN when the set is empty). */
+export interface LeafRows {
+  leaves: number;
+  min: number;
+  median: number;
+  max: number;
+  /** leaves without a row (premade periods, waiting-room DEFAULTs) */
+  empty: number;
+}
+
+/** The petri tree prepare_migration built, and what a statement without its keys costs on it. */
+export interface TreeInfo {
+  shape: TreeShape;
+  targetRowsPerLeaf: number;
+  /** every leaf, DEFAULT leaves included */
+  leaves: number;
+  /** leaves that are not DEFAULT partitions (periods; sites split 'none') */
+  leavesWithoutDefaults: number;
+  /** DEFAULT partitions (all of them leaves) */
+  defaults: number;
+  /** partitions and parents of the tree (pg_partition_tree) */
+  relations: number;
+  /** programs and sites of the data, and those with partitions of their own */
+  programs: number;
+  sites: number;
+  ownPrograms: number;
+  ownSites: number;
+  rowsPerLeaf: LeafRows;
+  rowsPerLeafWithoutDefaults: LeafRows;
+  /** rows in DEFAULT leaves: in a sized tree the programs and sites that share one */
+  rowsInDefaults: number;
+  /** rows in DEFAULT leaves that wait for a partition of their own (partition_mgmt.is_waiting_room): 0 after the build */
+  rowsWaiting: number;
+  /** leaves of every managed table (petri and gasifier) */
+  allTablesLeaves: number;
+  /** partition_mgmt.lock_budget() for the petri tree */
+  lockBudget: { keylessLocks: number; keylessAtOnce: number; lockCapacity: number; minimum: number; status: string };
+  /** partition_mgmt.pre_migration_check('petri') rows about the tree, before it was built */
+  precheck: { tree: string; lockBudget: string; indexesPerLeaf: string };
+}
+
+/** The lock setting the run had, and why. */
+export interface LockSetting {
+  maxLocksPerTransaction: number;
+  /** partition_mgmt.lock_capacity(): slots of the shared lock table */
+  lockCapacity: number;
+  /** what the server's own setting was when the bench found it */
+  serverDefault: number;
+  /** raised: the bench restarted its own cluster with the setting the tree needs */
+  source: "server" | "raised";
+  reason: string;
+  /** each managed table's 'lock budget' row of pre_migration_check() on the legacy data */
+  checks: { table: string; status: string; detail: string }[];
+}
+
 export interface BuildInfo {
   steps: BuildStep[];
   demo: { companies: number; programs: number; sites: number; months: number; petriPerSiteMonth: number; gasifierPerSiteMonth: number };
   rows: { legacy: number; indexed: number; partitioned: number; gasifier: number; submissions: number };
   sizes: { legacyBytes: number; indexedBytes: number; partitionedBytes: number };
-  tree: { leaves: number; defaults: number; programs: number; sites: number; rowsInDefaults: number; allTablesLeaves: number };
+  tree: TreeInfo;
+  locks: LockSetting;
   generator: { rows: number; seconds: number; rowsPerSecond: number };
-  partitionCreation: { leaves: number; seconds: number; msPerLeaf: number };
+  /** prepare_migration('petri') called until the phase is 'prepared' (each call its own transaction) */
+  prepare: { calls: number; seconds: number; leaves: number; message: string };
   offlineCopy: { rows: number; seconds: number; rowsPerSecond: number };
   sessionProbe?: SessionProbe;
   indexedCopy: { rows: number; seconds: number };
   /** how the partitioned table became the live table */
   swap: string;
-  prepare: string;
 }
 
 export interface VariantResult {
@@ -121,7 +178,11 @@ export interface PlanningLevel {
   createSeconds: number;
   msPerLeaf: number;
   keyed: { planning: Summary; execution: Summary; coldPlanningMs: number };
-  idOnly: { planning: Summary; execution: Summary; coldPlanningMs: number };
+  /** null when one id-only statement would take more than half the lock table (idOnlySkipped says why) */
+  idOnly: { planning: Summary; execution: Summary; coldPlanningMs: number } | null;
+  idOnlySkipped?: string;
+  /** partition_mgmt.keyless_statement_locks of the table at this level */
+  keylessLocks: number;
 }
 
 export interface PlanningResult {
@@ -135,12 +196,26 @@ export interface PlanningResult {
 
 export interface MaintenanceResult {
   seconds: number;
+  /** the run stopped at its time budget (the log's reason); the next run goes on */
+  unfinished?: string;
   steps: { table: string | null; action: string; status: string; seconds: number; partitions: number; rows: number; error: string | null }[];
   error?: string;
 }
 
+/** One phase of the online migration and what the app saw meanwhile. */
+export interface MigrationPhase {
+  name: "prepare" | "sync" | "backfill" | "validate" | "swap";
+  seconds: number;
+  /** app statements that overlapped the phase */
+  appOps: number;
+  /** the longest of them (ms) */
+  appMaxMs: number;
+  /** those that took more than a second */
+  appOver1s: number;
+}
+
 export interface MigrationResult {
-  status: "measured" | "not measured yet" | "failed" | "skipped";
+  status: "measured" | "failed" | "skipped";
   reason?: string;
   /** how the figures were taken, when it differs from the rest of the run */
   note?: string;
@@ -149,9 +224,16 @@ export interface MigrationResult {
   offline?: { seconds: number; rowsPerSecond: number; lockHeldMs: number; note: string } | { error: string };
   online?: {
     prepareSeconds: number;
+    /** prepare_migration calls (transactions) until prepared */
+    prepareCalls: number;
+    /** leaves of the table's tree once prepared (DEFAULT leaves included) */
+    treeLeaves: number;
+    syncSeconds: number;
     backfillSeconds: number;
     backfillRowsPerSecond: number;
     batches: number;
+    /** the longest call of migrate_to_partitioned (one batch each, with the driver's monitor query), seconds */
+    slowestBatchSeconds: number;
     validateSeconds: number;
     swapLockMs: number;
     swapAttempts: number;
@@ -162,9 +244,37 @@ export interface MigrationResult {
     baseline: { ops: number; p50: number; p99: number; max: number };
     during: { ops: number; p50: number; p99: number; max: number };
     swapWindow: { ops: number; max: number };
+    /** per phase, the app statements overlapping it */
+    phases: MigrationPhase[];
+    /** the longest app statement overlapping any phase, prepare to swapped (ms) */
+    maxWaitMs: number;
     errors: number;
+    firstError?: string;
     retried: number;
   };
+}
+
+/** An id-only statement sent as PostgREST sends it: prepared once per connection, executed with other ids. */
+export interface PreparedRun {
+  table: TableKind;
+  statement: "select" | "update";
+  sql: string;
+  timings: Summary;
+  samples: number[];
+  /** pg_prepared_statements of the session afterwards: how often PostgreSQL used a generic / custom plan */
+  genericPlans: number;
+  customPlans: number;
+  /** relation locks the session holds after one execution inside an open transaction (pg_locks) */
+  relationLocks: number;
+  /** of those, the ones in the shared lock table (not fast-path): what lock_capacity() is spent on */
+  sharedLockSlots: number;
+  error?: string;
+}
+
+export interface PreparedResult {
+  /** executions before the measured ones (PostgreSQL plans generically from the 6th on) */
+  warmup: number;
+  runs: PreparedRun[];
 }
 
 export type GoalStatus = "met" | "missed" | "not measured";
@@ -178,7 +288,7 @@ export interface GoalResult {
 }
 
 export interface BenchResult {
-  version: 1;
+  version: 2;
   mode: "quick" | "full";
   startedAt: string;
   finishedAt: string;
@@ -187,6 +297,7 @@ export interface BenchResult {
   build: BuildInfo;
   queries: QueryClassResult[];
   roundTrip: RoundTrip | null;
+  prepared: PreparedResult | null;
   inserts: InsertResult | null;
   maintenance: MaintenanceResult | null;
   planning: PlanningResult | null;
