@@ -314,6 +314,23 @@ language sql stable
 set search_path = ''
 as $$ select coalesce(current_setting('partition_mgmt.budget_exhausted', true), '') = 'on' $$;
 
+-- Every relation of the tree under p_root (itself included), read from the catalog without a
+-- lock: pg_partition_tree() locks every partition (AccessShare), which on a tree larger than the
+-- lock table fails with "out of shared memory" exactly where a budget report should warn.
+create or replace function partition_mgmt.tree_members(p_root regclass)
+returns table (relid regclass, parentrelid regclass, isleaf boolean, level integer)
+language sql stable
+set search_path = ''
+as $$
+  with recursive t(relid, parentrelid, level) as (
+    select p_root::oid, null::oid, 0
+    union all
+    select i.inhrelid, i.inhparent, t.level + 1 from t join pg_catalog.pg_inherits i on i.inhparent = t.relid
+  )
+  select t.relid::regclass, t.parentrelid::regclass, c.relkind not in ('p', 'I'), t.level
+  from t join pg_catalog.pg_class c on c.oid = t.relid
+$$;
+
 -- Locks a statement that names the table but not its partition keys takes: every relation of
 -- the tree (the planner opens and locks every partition) and every index of every leaf.
 create or replace function partition_mgmt.keyless_statement_locks(p_table regclass)
@@ -322,7 +339,7 @@ language sql stable
 set search_path = ''
 as $$
   select count(*) + coalesce(sum((select count(*) from pg_catalog.pg_index i where i.indrelid = t.relid)) filter (where t.isleaf), 0)
-  from pg_catalog.pg_partition_tree(p_table) t
+  from partition_mgmt.tree_members(p_table) t
 $$;
 
 -- The partitioned parent's REPLICA IDENTITY on every leaf under p_under (the whole tree by
@@ -342,7 +359,7 @@ begin
   if v_parent is null or v_ident not in ('d', 'f', 'n') then
     return 0;
   end if;
-  for r in select t.relid from pg_catalog.pg_partition_tree(coalesce(p_under, v_parent)) t
+  for r in select t.relid from partition_mgmt.tree_members(coalesce(p_under, v_parent)) t
            join pg_catalog.pg_class k on k.oid = t.relid
            where t.isleaf and k.relreplident <> v_ident loop
     execute format('alter table %s replica identity %s', r.relid::regclass, case v_ident when 'f' then 'full' when 'n' then 'nothing' else 'default' end);
@@ -1442,7 +1459,13 @@ begin
   leaves := 1 + programs + own_sites + v_periods;
   relations := 2 + 2 * programs + 2 * own_sites - v_none + v_periods;
   keyless_locks := relations + leaves::bigint * partition_mgmt.indexes_per_leaf(p_table_key, p_legacy)
-                   + case when c.tree_shape = 'sized' then 2 + programs else 0 end;   -- the DEFAULT leaves' own indexes
+                   -- the DEFAULT leaves' own indexes: a sized tree's shared leaves have two more; a
+                   -- root DEFAULT made while the table was sized keeps them after a switch to literal
+                   + case when c.tree_shape = 'sized' then 2 + programs
+                          else greatest(0, coalesce((select count(*)::integer from pg_catalog.pg_index i
+                                 join partition_mgmt.partition_registry r on i.indrelid = to_regclass(format('%I.%I', r.partition_schema, r.partition_name))
+                                 where r.table_key = p_table_key and r.level = 'program' and r.is_default), 0)
+                               - partition_mgmt.indexes_per_leaf(p_table_key, p_legacy)) end;
   lock_capacity := partition_mgmt.lock_capacity();
   keyless_at_once := lock_capacity / greatest(keyless_locks, 1);
 end
@@ -1465,7 +1488,7 @@ select r.partition_schema || '.' || r.partition_name as partition_name,
        r.range_end,
        greatest(c.reltuples, 0)::bigint as rows_estimate,
        case when r.is_leaf then pg_catalog.pg_total_relation_size(c.oid) else
-         (select coalesce(sum(pg_catalog.pg_total_relation_size(t.relid)), 0) from pg_catalog.pg_partition_tree(c.oid) t where t.isleaf)
+         (select coalesce(sum(pg_catalog.pg_total_relation_size(t.relid)), 0) from partition_mgmt.tree_members(c.oid) t where t.isleaf)
        end::bigint as size_bytes,
        greatest(s.last_analyze, s.last_autoanalyze) as last_analyze
 from partition_mgmt.partition_registry r
@@ -1512,7 +1535,7 @@ as $$
                           'archive old periods (retention); or raise max_locks_per_transaction (supabase postgres-config update)',
                           k.locks, m.parent, partition_mgmt.lock_capacity() / greatest(k.locks, 1), partition_mgmt.lock_capacity(), m.min_keyless_statements) end
   from partition_mgmt.managed_tables m
-  cross join lateral (select count(*) as relations, count(*) filter (where x.isleaf) as leaves from pg_catalog.pg_partition_tree(m.parent) x) t
+  cross join lateral (select count(*) as relations, count(*) filter (where x.isleaf) as leaves from partition_mgmt.tree_members(m.parent) x) t
   cross join lateral (select partition_mgmt.keyless_statement_locks(m.parent) as locks) k
   where m.parent is not null
   order by m.table_key
@@ -1588,7 +1611,7 @@ begin
     -- every partition secured
     select count(*), string_agg(format('%I.%I', n.nspname, c.relname), ', ')
       into v_n, v_detail
-    from pg_catalog.pg_partition_tree(m.parent) t
+    from partition_mgmt.tree_members(m.parent) t
     join pg_catalog.pg_class c on c.oid = t.relid
     join pg_catalog.pg_namespace n on n.oid = c.relnamespace
     where t.level > 0 and (not c.relrowsecurity
@@ -1603,14 +1626,14 @@ begin
     -- registry and catalog agree
     select count(*), string_agg(x.name, ', ') into v_n, v_detail from (
       select format('%I.%I', n.nspname, c.relname) as name
-      from pg_catalog.pg_partition_tree(m.parent) t
+      from partition_mgmt.tree_members(m.parent) t
       join pg_catalog.pg_class c on c.oid = t.relid join pg_catalog.pg_namespace n on n.oid = c.relnamespace
       where t.level > 0 and not exists (select from partition_mgmt.partition_registry r
                                          where r.partition_schema = n.nspname and r.partition_name = c.relname)
       union all
       select format('%I.%I', r.partition_schema, r.partition_name) from partition_mgmt.partition_registry r
       where r.table_key = m.table_key
-        and not exists (select from pg_catalog.pg_partition_tree(m.parent) t
+        and not exists (select from partition_mgmt.tree_members(m.parent) t
                         where t.relid = to_regclass(format('%I.%I', r.partition_schema, r.partition_name)))) x;
     return query select 'registry matches catalog', m.table_key,
       case when v_n = 0 then 'ok' else 'error' end,

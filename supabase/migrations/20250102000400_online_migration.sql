@@ -128,7 +128,8 @@ returns text
 language sql stable
 set search_path = ''
 as $$
-  select coalesce((select phase from partition_mgmt.migration_state where table_key = p_table_key), 'idle')
+  -- (a table name is resolved to its key: an unknown one raises instead of answering 'idle')
+  select coalesce((select phase from partition_mgmt.migration_state where table_key = partition_mgmt.resolve_table_key(p_table_key)), 'idle')
 $$;
 
 -- True while a table is between prepare and swap: maintenance must not drop or detach partitions

@@ -169,7 +169,7 @@ as $$
 declare
   r record;
 begin
-  for r in select t.relid from pg_catalog.pg_partition_tree(p_rel) t join pg_catalog.pg_class k on k.oid = t.relid where k.relkind = 'r' loop
+  for r in select t.relid from partition_mgmt.tree_members(p_rel) t join pg_catalog.pg_class k on k.oid = t.relid where k.relkind = 'r' loop
     if p_on then
       execute format('alter table %s reset (autovacuum_enabled)', r.relid::regclass);
     else
@@ -316,7 +316,7 @@ begin
   -- made beforehand would be adopted instead, and adopting drops its triggers on the referenced
   -- tables, which takes ACCESS EXCLUSIVE on pilot_programs and sites: every app statement reads
   -- them, so the cutover would wait behind (and deadlock with) the whole app.
-  for r in select t.relid from pg_catalog.pg_partition_tree(format('partitions.%I', v_child)::regclass) t
+  for r in select t.relid from partition_mgmt.tree_members(format('partitions.%I', v_child)::regclass) t
            union all select format('partitions.%I', v_new_default)::regclass loop
     perform partition_mgmt.secure_partition('partitions', (select relname from pg_catalog.pg_class where oid = r.relid));
   end loop;

@@ -1,6 +1,6 @@
 // Operations figures: one nightly maintenance run on the built tree (the statement
 // partition_mgmt.maintenance_runner() returns, as the pg_cron job runs it), and the online migration
-// measured with the migration API (migration 20250102000500, through scripts/lib/migration-driver.ts)
+// measured with the migration API (migration 20250102000400, through scripts/lib/migration-driver.ts's steps)
 // on gasifier_observations, a second managed table of the same database whose migration does not
 // touch the petri tables the other sections measure:
 //   - offline copy: partition_mgmt.offline_migrate_table (the plan's Option B: the table is locked
@@ -76,9 +76,10 @@ const MIGRATION_API = [
 async function prepareUntilPrepared(sql: Sql, table: string, onCall: (call: number) => void = () => {}): Promise<{ calls: number; leaves: number }> {
   for (let call = 1; ; call++) {
     onCall(call);
-    const [m] = await sql<{ msg: string }[]>`select partition_mgmt.prepare_migration(${table}) as msg`;
-    // migration_phase takes the table key (for a table name it answers 'idle')
-    const [ph] = await sql<{ phase: string }[]>`select partition_mgmt.migration_phase(partition_mgmt.resolve_table_key(${table})) as phase`;
+    // the orchestrator's prepare step: one transaction's lock budget per call
+    const r = await driver.step<{ message: string }>(sql, table);
+    const m = { msg: r.result?.message ?? "" };
+    const ph = { phase: r.phase };
     if (ph?.phase === "prepared") {
       const [t] = await sql<{ leaves: number }[]>`
         select count(*)::int as leaves from partition_mgmt.partition_registry
@@ -186,7 +187,7 @@ export async function runMigration(url: string, o: BenchOptions, progress: Progr
       if (blockers.length) throw new Error(`pre-migration check: ${blockers.map((b) => `${b.check_name}: ${b.detail}`).join("; ")}`);
       return prepareUntilPrepared(sql, table, (call) => progress.update(`prepare_migration, call ${call}`));
     }, long));
-    await phase("sync", () => inSession(url, "bench-migration-sync", (sql) => sql`select partition_mgmt.start_sync(${table})`, long));
+    await phase("sync", () => inSession(url, "bench-migration-sync", (sql) => driver.step(sql, table), long));
     const { batches, scanned, slowest } = await phase("backfill", () => inSession(url, "bench-migration-backfill", async (sql) => {
       // the driver reports after every call (one batch each): the gaps are the batches' times
       const marks = [performance.now()];
@@ -203,13 +204,13 @@ export async function runMigration(url: string, o: BenchOptions, progress: Progr
     }, long));
     await phase("validate", () => inSession(url, "bench-migration-validate", async (sql) => {
       progress.update("validation");
-      const bad = (await driver.validate(sql, table)).filter((v) => v.status !== "ok");
-      if (bad.length) throw new Error(`validation: ${bad.map((b) => `${b.check_name}: ${b.detail}`).join("; ")}`);
+      // the validate step raises on any difference, naming the checks that differ
+      await driver.step(sql, table);
     }, long));
     const swap = await phase("swap", () => inSession(url, "bench-migration-swap", async (sql) => {
       progress.update("swap");
-      const [s] = await sql<{ attempts: number; lock_held_ms: string }[]>`select * from partition_mgmt.swap_tables(${table}, '1s', 10)`;
-      return s;
+      const r = await driver.step<{ rows: { attempts: number; lock_held_ms: string }[] }>(sql, table, { swap: true, lockTimeout: "1s", attempts: 10 });
+      return r.result?.rows[0];
     }, long));
     result.online = {
       prepareSeconds: seconds("prepare"),
