@@ -279,3 +279,37 @@ describe("the psql / pg_cron driver: one DO block that commits after every step"
     await expect(db.sql`select * from partition_mgmt.migration_step('gasifier', p_batch_size => 0)`).rejects.toThrow(/batch size and batches per step must be positive, got 0 and 1/);
   });
 });
+
+describe("backfill batches sized by time", () => {
+  let db: FreshDb;
+  beforeAll(async () => {
+    db = await freshDatabase("mig_batch_time", { targetRowsPerLeaf: 100 });
+    await loadSmallDemo(db.sql);
+  });
+  afterAll(async () => {
+    await db.drop();
+  });
+
+  it("each backfill step sizes its batch from the last one toward partition_mgmt.backfill_batch_ms, within 100 rows and the caller's maximum", async () => {
+    const sizes = async (targetMs: number, steps: number, max: number): Promise<number[]> => {
+      const out: number[] = [];
+      for (let i = 0; i < steps; i++) {
+        const [r] = await db.sql<{ step: string; result: { batch_size: number } | null }[]>`
+          select step, result from (select set_config('partition_mgmt.backfill_batch_ms', ${String(targetMs)}, true)) g,
+            partition_mgmt.migration_step('petri', false, ${max})`;
+        if (r?.step !== "backfill") break;
+        out.push(r.result!.batch_size);
+      }
+      return out;
+    };
+    while (!["backfill"].includes((await db.sql<{ s: string }[]>`select partition_mgmt.migration_next_step('petri', false) as s`)[0]!.s)) {
+      await db.sql`select * from partition_mgmt.migration_step('petri', false)`;
+    }
+    // a target far below a batch's time: the first batch is 1,000 rows, then the floor of 100
+    const small = await sizes(0.001, 3, 5000);
+    expect(small).toEqual([1000, 100, 100]);
+    // a target far above it: each batch at most doubles, up to the caller's maximum
+    const large = await sizes(60_000, 3, 300);
+    expect(large).toEqual([200, 300, 300]);
+  });
+});

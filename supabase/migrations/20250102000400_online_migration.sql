@@ -1847,6 +1847,8 @@ declare
   v_key text := partition_mgmt.resolve_table_key(p_table);
   v_rows jsonb;
   v_bad jsonb;
+  v_target numeric;
+  v_size integer;
 begin
   if p_batch_size is null or p_batch_size < 1 or p_max_batches is null or p_max_batches < 1 then
     raise exception 'batch size and batches per step must be positive, got % and %', p_batch_size, p_max_batches;
@@ -1858,7 +1860,17 @@ begin
   when 'sync' then
     result := jsonb_build_object('message', partition_mgmt.start_sync(v_key));
   when 'backfill' then
-    select to_jsonb(m) into result from partition_mgmt.migrate_to_partitioned(p_batch_size, null, v_key, p_max_batches, p_max_seconds) m;
+    -- A batch holds FOR SHARE on its rows until it commits: an app update of one of them waits
+    -- for the whole batch. So the batch is sized by time, not by rows: from the last batch's
+    -- rows and milliseconds toward partition_mgmt.backfill_batch_ms (default 250 ms), between
+    -- 100 rows and p_batch_size, starting at 1,000.
+    v_target := coalesce(nullif(current_setting('partition_mgmt.backfill_batch_ms', true), '')::numeric, 250);
+    select case when s.last_batch_rows is null or coalesce(s.last_batch_ms, 0) <= 0 then least(p_batch_size, 1000)
+                else greatest(100, least(p_batch_size, round(s.last_batch_rows * least(2.0, v_target / s.last_batch_ms))))::integer end
+      into v_size
+    from partition_mgmt.migration_state s where s.table_key = v_key;
+    select to_jsonb(m) || jsonb_build_object('batch_size', v_size) into result
+    from partition_mgmt.migrate_to_partitioned(coalesce(v_size, least(p_batch_size, 1000)), null, v_key, p_max_batches, p_max_seconds) m;
     if result ->> 'error' is not null then
       raise exception 'backfill of % stopped: %', v_key, result ->> 'error'
         using hint = 'Fix the cause and take the next step again: the backfill resumes at the high-water mark.';

@@ -115,8 +115,8 @@ as $$
     ('status',      false, false, false, '{}'::jsonb, 'monitor_migration(table) + migration_log'),
     ('precheck',    false, false, false, '{}'::jsonb, 'pre_migration_check(table)'),
     ('plan',        true,  false, false, '{"postpone_swap": true}'::jsonb, 'safe_migrate_table(table, p_dry_run => true, postpone_swap)'),
-    ('step',        true,  true,  true,  '{"swap": false, "batch_size": 5000, "max_seconds": 5, "lock_timeout": "1s", "attempts": 10}'::jsonb,
-                    'migration_step(table, swap, batch_size, 1000000, least(max_seconds, 20), lock_timeout, attempts): the next step of the migration (prepare, sync, backfill, validate, swap); callers repeat it until next_step is done'),
+    ('step',        true,  true,  true,  '{"swap": false, "batch_size": 5000, "lock_timeout": "1s", "attempts": 10}'::jsonb,
+                    'migration_step(table, swap, batch_size, 1, null, lock_timeout, attempts): the next step of the migration (prepare, sync, one backfill batch sized to partition_mgmt.backfill_batch_ms with batch_size at most, validate, swap); callers repeat it until next_step is done'),
     ('prepare',     true,  true,  false, '{}'::jsonb, 'prepare_migration(table)'),
     ('sync-on',     true,  true,  false, '{}'::jsonb, 'start_sync(table)'),
     ('sync-off',    true,  true,  true,  '{"lock_timeout": "1s", "attempts": 10}'::jsonb, 'rollback_migration(table) before the swap (there is no separate stop-sync)'),
@@ -166,8 +166,7 @@ begin
     return jsonb_build_object('ok', not jsonb_path_exists(v_rows, '$[*] ? (@.status == "blocker")'), 'rows', v_rows);
   when 'step' then
     select to_jsonb(m) into v_step
-    from partition_mgmt.migration_step(p_key, (v_args ->> 'swap')::boolean, (v_args ->> 'batch_size')::integer,
-                                       coalesce((v_args ->> 'max_batches')::integer, 1000000), least((v_args ->> 'max_seconds')::numeric, 20),
+    from partition_mgmt.migration_step(p_key, (v_args ->> 'swap')::boolean, (v_args ->> 'batch_size')::integer, 1, null,
                                        v_lock_timeout, v_attempts) m;
     return v_step || jsonb_build_object('progress', partition_mgmt.admin_rows(format('select * from partition_mgmt.monitor_migration(%L)', p_key)) -> 0);
   when 'prepare' then
