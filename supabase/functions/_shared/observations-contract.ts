@@ -1,7 +1,7 @@
 /**
  * The HTTP contract of get-observations-optimized: request and response schemas.
  *
- * Imported by the edge function (Deno, "zod" from its deno.json import map) and
+ * Imported by the edge function (Deno, "zod" from supabase/functions/deno.json) and
  * by the frontend client in client/ (Node/bundlers, "zod" from node_modules), so
  * it must import nothing but "zod" and must not use Deno APIs. Every request and
  * response type either side uses is inferred from these schemas.
