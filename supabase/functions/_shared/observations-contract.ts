@@ -119,7 +119,6 @@ export const ObservationsRequestSchema = z
 
 export type ObservationsPageRequest = z.input<typeof ObservationsPageRequestSchema>;
 export type ObservationsAggregateRequest = z.input<typeof ObservationsAggregateRequestSchema>;
-export type ObservationsRequest = z.input<typeof ObservationsRequestSchema>;
 /** After validation: defaults applied. */
 export type ParsedObservationsRequest = z.output<typeof ObservationsRequestSchema>;
 
@@ -206,4 +205,3 @@ export type DailyAggregateResponse = z.infer<typeof DailyAggregateResponseSchema
 export type SiteAggregateResponse = z.infer<typeof SiteAggregateResponseSchema>;
 export type ObservationsAggregateResponse = DailyAggregateResponse | SiteAggregateResponse;
 export type ObservationsResponse = ObservationsPageResponse | ObservationsAggregateResponse;
-export type ErrorResponse = z.infer<typeof ErrorResponseSchema>;
