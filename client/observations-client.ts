@@ -29,6 +29,7 @@ import {
 } from "../supabase/functions/_shared/observations-contract.ts";
 import { describeFieldIssues, fieldIssues, type IssueLike } from "../supabase/functions/_shared/validation.ts";
 import type { Database } from "../supabase/types/database.types.ts";
+import { EdgeFunctionError } from "./edge-function-error.ts";
 
 export type {
   DailyAggregateResponse,
@@ -51,21 +52,9 @@ export type AggregateParams<G extends GroupBy = GroupBy> = Omit<ObservationsAggr
 export type ObservationsPage = Omit<ObservationsPageResponse, "rows"> & { rows: ObservationRow[] };
 export type AggregateResponse<G extends GroupBy> = G extends "site" ? SiteAggregateResponse : DailyAggregateResponse;
 
-/**
- * A failed call. status is the HTTP status (null when no response arrived or
- * the parameters were refused before sending); code and details are the
- * server's `{ error: { code, message, details } }`.
- */
-export class ObservationsError extends Error {
-  constructor(
-    readonly status: number | null,
-    readonly code: string,
-    message: string,
-    readonly details?: unknown,
-  ) {
-    super(message);
-    this.name = "ObservationsError";
-  }
+/** A failed call (status, code, message, details: see EdgeFunctionError). */
+export class ObservationsError extends EdgeFunctionError {
+  override name = "ObservationsError";
 }
 
 export type Result<T> = { data: T; error: null } | { data: null; error: ObservationsError };

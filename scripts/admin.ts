@@ -1,11 +1,13 @@
 // `npm run admin -- <action> [--table petri] [options]`: the partition-admin edge function from a
 // terminal, with the service role key (from the environment or .env.local). Readable tables for
 // checks, validation, stats and health; a progress bar for backfill, which loops until done.
+import { existsSync } from "node:fs";
 import { parseArgs } from "node:util";
+import { AdminError, adminSupabase, invokeAdmin } from "../client/admin-client.ts";
 import { ADMIN_ACTIONS, type AdminAction, type AdminOutcome, type AdminRequest, DEFAULT_BACKFILL_SECONDS } from "../supabase/functions/_shared/admin-contract.ts";
-import { AdminError, adminEnv, adminSupabase, invokeAdmin } from "./lib/admin-client.ts";
-import { REPO_ROOT } from "./lib/cluster.ts";
-import { type MonitorRow, progressBar } from "./lib/migration-driver.ts";
+import { readEnvFile } from "./lib/env-file.ts";
+import { type MonitorRow, progressBar } from "./lib/migration-progress.ts";
+import { DEV_STACK } from "./lib/stack.ts";
 
 const USAGE = `usage: npm run admin -- <action> [--table <key|name>] [options]
 
@@ -28,6 +30,17 @@ options:
   --json               raw JSON answers`;
 
 type Row = Record<string, unknown>;
+
+/** SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY from the environment, else from .env.local (npm start writes it). */
+function adminEnv(): { url: string; serviceRoleKey: string } {
+  const fromFile = existsSync(DEV_STACK.envFile) ? readEnvFile(DEV_STACK.envFile) : {};
+  const url = process.env.SUPABASE_URL || fromFile.SUPABASE_URL;
+  const serviceRoleKey = process.env.SUPABASE_SERVICE_ROLE_KEY || fromFile.SUPABASE_SERVICE_ROLE_KEY;
+  if (!url || !serviceRoleKey) {
+    throw new Error("SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY are not set (export them, or run `npm start`, which writes .env.local)");
+  }
+  return { url, serviceRoleKey };
+}
 
 /** Keeps tables narrow: long texts are cut, objects shown as JSON. */
 function printable(rows: Row[], columns?: string[]): Row[] {
@@ -179,7 +192,7 @@ async function main(): Promise<number> {
     ...(values.swap ? { swap: true } : {}),
   } as AdminRequest;
 
-  const env = adminEnv(REPO_ROOT);
+  const env = adminEnv();
   const supabase = adminSupabase(env.url, env.serviceRoleKey);
   const send = (r: AdminRequest) => invokeAdmin(supabase, r);
   try {

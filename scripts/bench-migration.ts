@@ -6,7 +6,7 @@
 import postgres from "postgres";
 import { parseArgs } from "node:util";
 import { destroyCluster, ensureCluster } from "./lib/cluster.ts";
-import { pushMigrations } from "./lib/migrations.ts";
+import { pushMigrations } from "./lib/push-migrations.ts";
 import { DEFAULT_DEMO, generateDemoData } from "./lib/demo-data.ts";
 import { percentile, startAppLoad, summarize } from "./lib/app-load.ts";
 import { migrateOnline } from "./lib/migration-driver.ts";

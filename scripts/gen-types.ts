@@ -9,7 +9,8 @@ import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { dirname, relative } from "node:path";
 import { REPO_ROOT } from "./lib/cluster.ts";
 import { DATABASE_TYPES_PATH, generateDatabaseTypes } from "./lib/database-types.ts";
-import { DEV_STACK, readEnvFile } from "./lib/stack.ts";
+import { readEnvFile } from "./lib/env-file.ts";
+import { DEV_STACK } from "./lib/stack.ts";
 
 function dbUrl(argv: readonly string[]): string {
   const at = argv.indexOf("--db-url");

@@ -4,7 +4,8 @@
 //                       [--gasifier-per-site-month N]
 import postgres from "postgres";
 import { DEFAULT_DEMO, expectedCounts, generateDemoData, type DemoDataOptions } from "./lib/demo-data.ts";
-import { DEV_STACK, readEnvFile } from "./lib/stack.ts";
+import { readEnvFile } from "./lib/env-file.ts";
+import { DEV_STACK } from "./lib/stack.ts";
 import { existsSync } from "node:fs";
 
 type NumericOption = Exclude<keyof DemoDataOptions, "asOf">;

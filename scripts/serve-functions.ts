@@ -7,31 +7,14 @@
  * SUPABASE_SERVICE_ROLE_KEY and JWT_SECRET are required; FUNCTIONS_PORT
  * defaults to 54321 and SUPABASE_URL to this server's own URL.
  */
-import { readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { startFunctionsServer } from "./lib/functions-server.js";
+import { readEnvFile } from "./lib/env-file.ts";
+import { startFunctionsServer } from "./lib/functions-server.ts";
 
 const REPO_ROOT = fileURLToPath(new URL("..", import.meta.url));
 const REQUIRED = ["SUPABASE_DB_URL", "SUPABASE_ANON_KEY", "SUPABASE_SERVICE_ROLE_KEY", "JWT_SECRET"] as const;
 const DEFAULT_PORT = 54321;
-
-function parseEnvFile(text: string): Record<string, string> {
-  const env: Record<string, string> = {};
-  for (const rawLine of text.split(/\r?\n/)) {
-    const line = rawLine.trim();
-    if (line === "" || line.startsWith("#")) continue;
-    const match = /^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$/.exec(line);
-    if (!match?.[1]) throw new Error(`env file: cannot parse line: ${rawLine}`);
-    env[match[1]] = unquote(match[2] ?? "");
-  }
-  return env;
-}
-
-function unquote(value: string): string {
-  const quoted = /^(["'])(.*)\1$/.exec(value);
-  return quoted?.[2] ?? value;
-}
 
 function envFilePath(argv: readonly string[]): string {
   const at = argv.indexOf("--env-file");
@@ -59,7 +42,7 @@ function parsePort(raw: string | undefined): number {
 }
 
 async function main(): Promise<void> {
-  const fileEnv = parseEnvFile(readFileSync(envFilePath(process.argv.slice(2)), "utf8"));
+  const fileEnv = readEnvFile(envFilePath(process.argv.slice(2)));
   const required = requireKeys(fileEnv);
   const port = parsePort(fileEnv.FUNCTIONS_PORT);
   const server = await startFunctionsServer({

@@ -3,7 +3,7 @@
 // loads the demo data, serves the edge functions and prints how to reach everything.
 import postgres from "postgres";
 import { ensureCluster } from "./lib/cluster.ts";
-import { pushMigrations } from "./lib/migrations.ts";
+import { pushMigrations } from "./lib/push-migrations.ts";
 import { runOnlineMigrationDemo } from "./lib/main-job.ts";
 import { runMaintenance } from "./lib/maintenance-runner.ts";
 import { DEFAULT_DEMO, generateDemoData } from "./lib/demo-data.ts";

@@ -7,7 +7,7 @@ import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import postgres from "postgres";
 import { destroyCluster, ensureCluster, REPO_ROOT } from "./lib/cluster.ts";
-import { pushMigrations } from "./lib/migrations.ts";
+import { pushMigrations } from "./lib/push-migrations.ts";
 import { stackEnv, startFunctionsDaemon, stopFunctionsDaemon, TEST_STACK, writeEnvFile } from "./lib/stack.ts";
 
 export const TEMPLATE_DB = "app_template";

@@ -21,7 +21,7 @@ import { promisify } from "node:util";
 import postgres, { type Sql } from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { signUserToken } from "../scripts/lib/jwt-keys.ts";
-import { adminSupabase, invokeAdmin } from "../scripts/lib/admin-client.ts";
+import { adminSupabase, invokeAdmin } from "../client/admin-client.ts";
 import type { AdminOutcome } from "../supabase/functions/_shared/admin-contract.ts";
 import { testEnv } from "./helpers/env.ts";
 import { createObservationsFixture, type ObservationsFixture } from "./helpers/observations-fixture.ts";

@@ -14,7 +14,6 @@
 // These suites run after the others (vitest project "micro-limits"): 20 sessions of one test plus
 // two other files' connections would not fit in 60.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import postgres from "postgres";
 import { startAppLoad, startKeylessLoad, summarize, percentile } from "../scripts/lib/app-load.ts";
 import { generateDemoData, DEFAULT_DEMO } from "../scripts/lib/demo-data.ts";
 import { migrateOnline } from "../scripts/lib/migration-driver.ts";

@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import postgres, { type Sql } from "postgres";
 import { PG_BIN, clusterFor, destroyCluster, ensureCluster, startStoppedCluster, stopCluster, type Cluster } from "../scripts/lib/cluster.ts";
-import { pushMigrations } from "../scripts/lib/migrations.ts";
+import { pushMigrations } from "../scripts/lib/push-migrations.ts";
 import { startAppLoad } from "../scripts/lib/app-load.ts";
 import { backfill, migrateOnline, monitor, startMigration } from "../scripts/lib/migration-driver.ts";
 import { compareTables, loadSmallDemo, phaseOf } from "./helpers/migration.ts";

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import postgres from "postgres";
 import { REPO_ROOT } from "../scripts/lib/cluster.ts";
-import { pushMigrations } from "../scripts/lib/migrations.ts";
+import { pushMigrations } from "../scripts/lib/push-migrations.ts";
 import { testEnv } from "./helpers/env.ts";
 import { withDatabase } from "./helpers/db.ts";
 

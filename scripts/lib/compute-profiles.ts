@@ -80,17 +80,6 @@ export function serverLimits(env: NodeJS.ProcessEnv = process.env): ServerLimits
   return { profile, maxLocksPerTransaction: locks, locksRaised: locks > HOSTED_MAX_LOCKS_PER_TRANSACTION };
 }
 
-/**
- * Slots in the shared lock table, for all sessions together:
- * max_locks_per_transaction x (max_connections + autovacuum_max_workers + 1 + max_worker_processes
- * + max_wal_senders + max_prepared_transactions). partition_mgmt.lock_capacity() computes the same
- * from the server's own settings.
- */
-export function lockCapacity(l: ServerLimits): number {
-  const p = l.profile;
-  return l.maxLocksPerTransaction * (p.maxConnections + AUTOVACUUM_MAX_WORKERS + 1 + p.maxWorkerProcesses + p.maxWalSenders + MAX_PREPARED_TRANSACTIONS);
-}
-
 /** postgresql.conf lines for the profile. */
 export function profileSettings(l: ServerLimits): string[] {
   const p = l.profile;

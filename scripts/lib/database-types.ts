@@ -4,7 +4,7 @@
 import { spawnSync } from "node:child_process";
 import { join } from "node:path";
 import { REPO_ROOT } from "./cluster.ts";
-import { SUPABASE_BIN } from "./migrations.ts";
+import { SUPABASE_BIN } from "./push-migrations.ts";
 
 export const DATABASE_TYPES_PATH = join(REPO_ROOT, "supabase", "types", "database.types.ts");
 

@@ -6,21 +6,10 @@
 // their own (freshSession): a session that has touched every leaf processes their catalog
 // changes slowly, under ACCESS EXCLUSIVE.
 import postgres, { type Sql } from "postgres";
+import type { MonitorRow } from "./migration-progress.ts";
 
-export interface MonitorRow {
-  table_key: string;
-  phase: string;
-  rows_copied: string;
-  rows_scanned: string;
-  rows_total: string | null;
-  percent: string;
-  rows_per_second: string | null;
-  eta: string | null;
-  pending_in_defaults: string;
-  batches: string;
-  last_error: string | null;
-  swap_lock_ms: string | null;
-}
+export { type MonitorRow, progressBar } from "./migration-progress.ts";
+
 
 /** One step of partition_mgmt.migration_step(). */
 export interface StepRow<R = Record<string, unknown>> { step: string; phase: string; next_step: string; result: R | null }
@@ -168,11 +157,4 @@ export async function migrateOnline(sql: Sql, table: string, o: DriveOptions = {
     if (live) await sql.unsafe(`analyze ${live.name}`);
   }
   return result;
-}
-
-export function progressBar(m: MonitorRow, width = 30): string {
-  const pct = Math.min(100, Number(m.percent));
-  const filled = Math.round((pct / 100) * width);
-  return `[${"#".repeat(filled)}${".".repeat(width - filled)}] ${pct.toFixed(1).padStart(5)}%  ${m.rows_scanned}/${m.rows_total === null || m.rows_total === undefined ? "?" : Math.max(Number(m.rows_total), Number(m.rows_scanned))} rows` +
-    `  ${m.rows_per_second ?? "-"} rows/s  eta ${m.eta ?? "-"}  ${m.phase}  defaults ${m.pending_in_defaults}`;
 }

@@ -72,15 +72,6 @@ export function writeEnvFile(path: string, env: StackEnv): void {
   writeFileSync(path, lines.join("\n"), { mode: 0o600 });
 }
 
-export function readEnvFile(path: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const line of readFileSync(path, "utf8").split("\n")) {
-    const m = /^([A-Z0-9_]+)=(.*)$/.exec(line.trim());
-    if (m?.[1] !== undefined && m[2] !== undefined) out[m[1]] = m[2];
-  }
-  return out;
-}
-
 const pidFile = (p: StackProfile) => join(REPO_ROOT, ".local", `functions-${p.name}.pid`);
 export const functionsLogFile = (p: StackProfile) => join(REPO_ROOT, ".local", `functions-${p.name}.log`);
 

@@ -1863,10 +1863,10 @@ begin
     -- A batch holds FOR SHARE on its rows until it commits: an app update of one of them waits
     -- for the whole batch. So the batch is sized by time, not by rows: from the last batch's
     -- rows and milliseconds toward partition_mgmt.backfill_batch_ms (default 250 ms), between
-    -- 100 rows and p_batch_size, starting at 1,000.
+    -- 100 rows (or p_batch_size, if smaller) and p_batch_size, starting at 1,000.
     v_target := coalesce(nullif(current_setting('partition_mgmt.backfill_batch_ms', true), '')::numeric, 250);
     select case when s.last_batch_rows is null or coalesce(s.last_batch_ms, 0) <= 0 then least(p_batch_size, 1000)
-                else greatest(100, least(p_batch_size, round(s.last_batch_rows * least(2.0, v_target / s.last_batch_ms))))::integer end
+                else greatest(least(100, p_batch_size), least(p_batch_size, round(s.last_batch_rows * least(2.0, v_target / s.last_batch_ms))))::integer end
       into v_size
     from partition_mgmt.migration_state s where s.table_key = v_key;
     select to_jsonb(m) || jsonb_build_object('batch_size', v_size) into result

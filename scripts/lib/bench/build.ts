@@ -19,7 +19,7 @@ import postgres, { type Sql } from "postgres";
 import { ensureCluster, type Cluster, stopCluster } from "../cluster.ts";
 import { serverLimits } from "../compute-profiles.ts";
 import { expectedCounts, generateDemoData } from "../demo-data.ts";
-import { pushMigrations } from "../migrations.ts";
+import { pushMigrations } from "../push-migrations.ts";
 import { demoShape, type BenchOptions } from "./options.ts";
 import type { Progress } from "./progress.ts";
 import { fmtInt, summarize } from "./stats.ts";

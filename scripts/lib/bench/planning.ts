@@ -20,7 +20,6 @@ import { benchSession } from "./session.ts";
 const KEY = "bplan";
 const SOURCE = "bench_planning_source";
 const PARENT = "bench_planning_partitioned";
-const FIRST_MONTH = Date.UTC(2024, 0, 1);
 
 interface Explained { "Planning Time": number; "Execution Time": number }
 

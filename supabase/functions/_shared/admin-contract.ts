@@ -111,31 +111,14 @@ export type AdminRequest = z.input<typeof AdminRequestSchema>;
 export type ParsedAdminRequest = z.output<typeof AdminRequestSchema>;
 
 /** What partition_mgmt.admin_run returns (and a 200 answers with). */
-export const AdminOutcomeSchema = z.object({
-  status: z.enum(["ok", "error", "busy", "invalid"]),
-  action: z.string(),
-  table_key: z.string().nullable(),
-  phase: z.string().nullable().optional(),
+export interface AdminOutcome {
+  status: "ok" | "error" | "busy" | "invalid";
+  action: string;
+  table_key: string | null;
+  phase?: string | null;
   /** The action's result: { rows } (checks, validation, …), { message } (phases), or backfill's { done, step, progress }. */
-  result: z.record(z.string(), z.unknown()).nullable().optional(),
-  error: z.object({ sqlstate: z.string().nullable(), message: z.string(), hint: z.string().nullable().optional() }).nullable().optional(),
-  duration_ms: z.number(),
-  audit_id: z.number().nullable(),
-});
-export type AdminOutcome = z.infer<typeof AdminOutcomeSchema>;
-
-/** The backfill progress row (partition_mgmt.monitor_migration). */
-export interface BackfillProgress {
-  table_key: string;
-  phase: string;
-  rows_copied: number;
-  rows_scanned: number;
-  rows_total: number | null;
-  percent: number;
-  rows_per_second: number | null;
-  eta: string | null;
-  pending_in_defaults: number;
-  batches: number;
-  last_error: string | null;
-  swap_lock_ms: number | null;
+  result?: Record<string, unknown> | null;
+  error?: { sqlstate: string | null; message: string; hint?: string | null } | null;
+  duration_ms: number;
+  audit_id: number | null;
 }

@@ -27,20 +27,12 @@ export class HttpError extends Error {
   }
 }
 
-export function badRequest(message: string, details?: unknown): HttpError {
-  return new HttpError(400, "bad_request", message, details);
-}
-
 export function unauthorized(message: string): HttpError {
   return new HttpError(401, "unauthorized", message);
 }
 
 export function forbidden(message: string): HttpError {
   return new HttpError(403, "forbidden", message);
-}
-
-export function notFound(message: string): HttpError {
-  return new HttpError(404, "not_found", message);
 }
 
 export function methodNotAllowed(allowed: readonly string[]): HttpError {

@@ -1,7 +1,7 @@
 /**
  * The HTTP contract of get-observations-optimized: request and response schemas.
  *
- * Imported by the edge function (Deno, "zod" from its deno.json import map) and
+ * Imported by the edge function (Deno, "zod" from supabase/functions/deno.json) and
  * by the frontend client in client/ (Node/bundlers, "zod" from node_modules), so
  * it must import nothing but "zod" and must not use Deno APIs. Every request and
  * response type either side uses is inferred from these schemas.
@@ -119,7 +119,6 @@ export const ObservationsRequestSchema = z
 
 export type ObservationsPageRequest = z.input<typeof ObservationsPageRequestSchema>;
 export type ObservationsAggregateRequest = z.input<typeof ObservationsAggregateRequestSchema>;
-export type ObservationsRequest = z.input<typeof ObservationsRequestSchema>;
 /** After validation: defaults applied. */
 export type ParsedObservationsRequest = z.output<typeof ObservationsRequestSchema>;
 
@@ -206,4 +205,3 @@ export type DailyAggregateResponse = z.infer<typeof DailyAggregateResponseSchema
 export type SiteAggregateResponse = z.infer<typeof SiteAggregateResponseSchema>;
 export type ObservationsAggregateResponse = DailyAggregateResponse | SiteAggregateResponse;
 export type ObservationsResponse = ObservationsPageResponse | ObservationsAggregateResponse;
-export type ErrorResponse = z.infer<typeof ErrorResponseSchema>;

@@ -2,17 +2,23 @@
  * Partition-aware read of petri observations for frontends and dashboards:
  * pages of rows (keyset cursor) or per-day / per-site aggregates, run as the
  * caller so RLS decides. Contract: ../_shared/observations-contract.ts;
- * pipeline: ../_shared/observations.ts.
+ * the reads: ./observations.ts.
  */
 import { handlePreflight } from "../_shared/cors.ts";
-import { errorResponse } from "../_shared/errors.ts";
-import { handleObservationsRequest } from "../_shared/observations.ts";
+import { errorResponse, jsonResponse } from "../_shared/errors.ts";
+import { readClaims, requireUserOrService } from "../_shared/jwt.ts";
+import { requireMethod } from "../_shared/request.ts";
+import { readObservations, readObservationsRequest } from "./observations.ts";
 
 Deno.serve(async (req) => {
   const preflight = handlePreflight(req);
   if (preflight) return preflight;
+  const startedAt = performance.now();
   try {
-    return await handleObservationsRequest(req);
+    requireMethod(req, ["GET", "POST"]);
+    const caller = requireUserOrService(await readClaims(req));
+    const params = await readObservationsRequest(req);
+    return jsonResponse(await readObservations(caller, params, startedAt));
   } catch (err) {
     return errorResponse(err);
   }

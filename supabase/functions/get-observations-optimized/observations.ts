@@ -1,31 +1,30 @@
 /**
- * get-observations-optimized: the request pipeline and the two reads behind it.
+ * get-observations-optimized: its parameters and the two reads behind it.
  *
- *   method → caller's JWT → parameters (JSON body or query string) → zod
+ *   parameters (JSON body or query string) → zod
  *   → one transaction as the caller (role + request.jwt.claims, like PostgREST)
  *   → rows:      public.get_observations_optimized (the SQL read API), keyset-paginated
  *     aggregate: counts and growth_index statistics per UTC day or per site,
  *                over the live table under RLS
  *
- * The entry point (get-observations-optimized/index.ts) only wires this to Deno.serve.
+ * index.ts checks the method and the caller, then calls readObservationsRequest and readObservations.
  */
-import { type Tx, withCallerContext } from "./db.ts";
-import { jsonResponse, validationFailed } from "./errors.ts";
-import { readClaims, requireUserOrService } from "./jwt.ts";
+import { type Tx, withCallerContext } from "../_shared/db.ts";
+import { validationFailed } from "../_shared/errors.ts";
+import type { ServiceClaims, UserClaims } from "../_shared/jwt.ts";
 import {
-  type DailyAggregateResponse,
   type DailyAggregateRow,
   MAX_AGGREGATE_GROUPS,
   MAX_BODY_BYTES,
   type ObservationRow,
   type ObservationsPageResponse,
   ObservationsRequestSchema,
+  type ObservationsResponse,
   type ParsedObservationsRequest,
-  type SiteAggregateResponse,
   type SiteAggregateRow,
-} from "./observations-contract.ts";
-import { queryObject, readJsonObject, requireMethod } from "./request.ts";
-import { fieldIssues } from "./validation.ts";
+} from "../_shared/observations-contract.ts";
+import { queryObject, readJsonObject } from "../_shared/request.ts";
+import { fieldIssues } from "../_shared/validation.ts";
 
 type PageRequest = Extract<ParsedObservationsRequest, { limit: number }>;
 type AggregateRequest = Extract<ParsedObservationsRequest, { mode: "aggregate" }>;
@@ -56,7 +55,7 @@ export async function readObservationsRequest(req: Request): Promise<ParsedObser
   return parseObservationsRequest(raw);
 }
 
-export function parseObservationsRequest(raw: unknown): ParsedObservationsRequest {
+function parseObservationsRequest(raw: unknown): ParsedObservationsRequest {
   const parsed = ObservationsRequestSchema.safeParse(raw);
   if (!parsed.success) throw validationFailed(fieldIssues(parsed.error.issues));
   return parsed.data;
@@ -67,7 +66,7 @@ export function parseObservationsRequest(raw: unknown): ParsedObservationsReques
 // ---------------------------------------------------------------------------
 
 /** Keyset cursor of a row, in the read API's format; created_at keeps its microseconds. */
-export function cursorOf(row: ObservationRow): string {
+function cursorOf(row: ObservationRow): string {
   return `${row.created_at}|${row.observation_id}`;
 }
 
@@ -86,7 +85,7 @@ async function useUtc(tx: Tx): Promise<void> {
  * the rows in SQL, exactly as PostgREST does (numerics as numbers, timestamps
  * with microseconds, which the keyset cursor needs).
  */
-export async function readPage(tx: Tx, p: PageRequest): Promise<Omit<ObservationsPageResponse, "meta">> {
+async function readPage(tx: Tx, p: PageRequest): Promise<Omit<ObservationsPageResponse, "meta">> {
   await useUtc(tx);
   const [result] = await tx<{ rows: ObservationRow[] }[]>`
     select coalesce(json_agg(r order by r.created_at desc, r.observation_id desc), '[]'::json) as rows
@@ -129,7 +128,7 @@ async function assertReadable(tx: Tx, f: Filters): Promise<void> {
  * which Postgres plans with their values: it prunes to the program's (and site's)
  * partitions when planning, and to the date range when the executor starts.
  */
-export async function readAggregate(
+async function readAggregate(
   tx: Tx,
   p: AggregateRequest,
 ): Promise<{ rows: (DailyAggregateRow | SiteAggregateRow)[]; truncated: boolean }> {
@@ -165,34 +164,31 @@ export async function readAggregate(
 }
 
 // ---------------------------------------------------------------------------
-// Handler
+// The response
 // ---------------------------------------------------------------------------
 
 function elapsedMs(startedAt: number): number {
   return Math.round((performance.now() - startedAt) * 10) / 10;
 }
 
-/** The whole request: errors are thrown as HttpError (or Postgres errors) for errorResponse. */
-export async function handleObservationsRequest(req: Request): Promise<Response> {
-  const startedAt = performance.now();
-  requireMethod(req, ["GET", "POST"]);
-  const claims = requireUserOrService(await readClaims(req));
-  const params = await readObservationsRequest(req);
-
+/** The response body for validated parameters, read as the caller; startedAt: when the request arrived. */
+export async function readObservations(
+  caller: UserClaims | ServiceClaims,
+  params: ParsedObservationsRequest,
+  startedAt: number,
+): Promise<ObservationsResponse> {
   if (params.mode === "aggregate") {
-    const { rows, truncated } = await withCallerContext(claims, (tx) => readAggregate(tx, params));
+    const { rows, truncated } = await withCallerContext(caller, (tx) => readAggregate(tx, params));
     const meta = { mode: "aggregate" as const, count: rows.length, truncated, duration_ms: elapsedMs(startedAt) };
     // The statement's grouping column decides the row shape.
-    const body: DailyAggregateResponse | SiteAggregateResponse = params.group_by === "day"
+    return params.group_by === "day"
       ? { rows: rows as DailyAggregateRow[], next_cursor: null, meta: { ...meta, group_by: "day" } }
       : { rows: rows as SiteAggregateRow[], next_cursor: null, meta: { ...meta, group_by: "site" } };
-    return jsonResponse(body);
   }
 
-  const page = await withCallerContext(claims, (tx) => readPage(tx, params));
-  const body: ObservationsPageResponse = {
+  const page = await withCallerContext(caller, (tx) => readPage(tx, params));
+  return {
     ...page,
     meta: { mode: "rows", count: page.rows.length, limit: params.limit, duration_ms: elapsedMs(startedAt) },
   };
-  return jsonResponse(body);
 }

@@ -1,5 +1,5 @@
 /**
- * Deno-side bootstrap for one edge function (run by scripts/lib/functions-server.ts).
+ * Deno-side bootstrap for one edge function (run by ./supervisor.ts).
  *
  * Hosted Supabase decides where a function listens; the function itself only
  * calls `Deno.serve(handler)` or exports `default { fetch }`. To run that code

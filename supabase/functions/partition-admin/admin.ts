@@ -7,15 +7,15 @@
  * reports the outcome instead of raising. This module only checks who calls, validates the
  * request and maps the outcome to HTTP. Refused and invalid requests are audited here.
  */
-import { AdminRequestSchema, FRESH_SESSION_ACTIONS, MAX_BODY_BYTES, type AdminOutcome, type ParsedAdminRequest } from "./admin-contract.ts";
-import { getSql, withCallerContext } from "./db.ts";
-import { forbidden, HttpError, jsonResponse, validationFailed } from "./errors.ts";
-import { type Claims, readClaims, type ServiceClaims } from "./jwt.ts";
-import { readJsonObject, requireMethod } from "./request.ts";
-import { describeFieldIssues, fieldIssues } from "./validation.ts";
+import { AdminRequestSchema, FRESH_SESSION_ACTIONS, MAX_BODY_BYTES, type AdminOutcome, type ParsedAdminRequest } from "../_shared/admin-contract.ts";
+import { getSql, withCallerContext } from "../_shared/db.ts";
+import { forbidden, HttpError, jsonResponse, validationFailed } from "../_shared/errors.ts";
+import { type Claims, readClaims, type ServiceClaims } from "../_shared/jwt.ts";
+import { readJsonObject } from "../_shared/request.ts";
+import { describeFieldIssues, fieldIssues } from "../_shared/validation.ts";
 
 /** Only the service role: the phases rename, lock and drop the app's tables. */
-export function requireServiceRole(claims: Claims): ServiceClaims {
+function requireServiceRole(claims: Claims): ServiceClaims {
   if (claims.role === "service_role") return claims as ServiceClaims;
   throw forbidden(`partition-admin accepts only the service role key (the caller's role is '${claims.role}')`);
 }
@@ -138,10 +138,14 @@ export function outcomeResponse(outcome: AdminOutcome): Response {
   });
 }
 
-/** The whole request: errors are thrown as HttpError for errorResponse. */
-export async function handleAdminRequest(req: Request): Promise<Response> {
-  const startedAt = performance.now();
-  requireMethod(req, ["POST"]);
+/**
+ * Who calls (the service role only) and what they ask, validated. Refused and invalid calls are
+ * audited before the error is thrown; startedAt: when the request arrived.
+ */
+export async function readAdminRequest(
+  req: Request,
+  startedAt: number,
+): Promise<{ caller: ServiceClaims; request: ParsedAdminRequest }> {
   let claims: Claims;
   try {
     claims = await readClaims(req);
@@ -150,9 +154,9 @@ export async function handleAdminRequest(req: Request): Promise<Response> {
     console.warn(`partition-admin: unauthenticated call refused: ${(err as Error).message}`);
     throw err;
   }
-  let service: ServiceClaims;
+  let caller: ServiceClaims;
   try {
-    service = requireServiceRole(claims);
+    caller = requireServiceRole(claims);
   } catch (err) {
     // refused before validation: the audit keeps what was asked, whatever its shape
     const asked = await readJsonObject(req, MAX_BODY_BYTES).catch((e: Error) => ({ body_error: e.message }));
@@ -173,5 +177,5 @@ export async function handleAdminRequest(req: Request): Promise<Response> {
     await auditRejected(claims, raw, "invalid", describeFieldIssues(issues), startedAt);
     throw validationFailed(issues);
   }
-  return outcomeResponse(await runAdminAction(service, parsed.data));
+  return { caller, request: parsed.data };
 }
