@@ -22,7 +22,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 describe("migration phases and catalog", () => {
   let db: FreshDb;
   beforeAll(async () => {
-    db = await freshDatabase("mig_cycle", { targetRowsPerLeaf: 100 });
+    db = await freshDatabase("mig_cycle", { targetRowsPerLeaf: 100, minKeylessStatements: 10 });
     await loadSmallDemo(db.sql);
     await db.sql`create view public.petri_recent with (security_invoker = true) as
                  select observation_id, program_id, growth_index from public.petri_observations`;
