@@ -1,38 +1,56 @@
 // `npm test`: a throwaway cluster of our own, migrations pushed with the real CLI, the pgTAP files
 // in supabase/tests run by pg_prove (what `supabase test db` runs inside Docker), the edge
 // functions served locally, then the vitest suites; the cluster is destroyed at the end.
-// KEEP_TEST_STACK=1 leaves it running for debugging.
+// Then the PostgreSQL 17 leg (new Supabase projects run 17): a second throwaway cluster on Debian
+// trixie's PostgreSQL 17 with pg_cron 1.6 (scripts/ensure-pg17.sh installs it), the same
+// migrations, every pgTAP file and the database suites in PG17_SUITES.
+// KEEP_TEST_STACK=1 leaves the clusters running for debugging.
 import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import postgres from "postgres";
-import { destroyCluster, ensureCluster, REPO_ROOT } from "./lib/cluster.ts";
+import { destroyCluster, ensureCluster, PG17_BIN, REPO_ROOT, type Cluster } from "./lib/cluster.ts";
 import { pushMigrations } from "./lib/push-migrations.ts";
 import { stackEnv, startFunctionsDaemon, stopFunctionsDaemon, TEST_STACK, writeEnvFile } from "./lib/stack.ts";
 
 export const TEMPLATE_DB = "app_template";
+/**
+ * The vitest suites the PostgreSQL 17 leg runs: everything that reads the server's own behaviour
+ * (pg_cron, wal2json, the lock manager, the online migration's DDL, locks and retries) and needs
+ * no edge function. The others run on 15 only, to keep the leg short.
+ */
+export const PG17_SUITES = [
+  "test/lock-budget.test.ts",
+  "test/realtime.test.ts",
+  "test/migration-torture.test.ts",
+  "test/migration-cycle.test.ts",
+  "test/migration-guards.test.ts",
+  "test/migration-references.test.ts",
+  "test/partitioned-writes.test.ts",
+  "test/maintenance.test.ts",
+  "test/migration-backup.test.ts",
+  "test/pg-cron.test.ts",
+];
 const t0 = performance.now();
 const log = (msg: string) => console.log(`[test ${((performance.now() - t0) / 1000).toFixed(1)}s] ${msg}`);
 
-let pgPassed = 0;
-let pgFailed = 0;
-let vtPassed = 0;
-let vtFailed = 0;
+interface Tally { passed: number; failed: number }
+const total: Tally = { passed: 0, failed: 0 };
 let exitCode = 1;
 
-const cluster = ensureCluster({ name: TEST_STACK.name, port: TEST_STACK.dbPort, throwaway: true, fresh: true });
-try {
-  log(`cluster ${cluster.dataDir} on ${cluster.port}`);
+/** Both migrated databases: `postgres` (pgTAP, pg_cron) and the template every vitest file clones. */
+async function migrate(cluster: Cluster, label: string): Promise<void> {
   const pushed = pushMigrations(cluster.url());
-  log(`migrations pushed to postgres: ${pushed.applied.length} applied`);
-
+  log(`${label}: migrations pushed to postgres: ${pushed.applied.length} applied`);
   const admin = postgres(cluster.adminUrl(), { max: 1, onnotice: () => {} });
   await admin.unsafe(`create database ${TEMPLATE_DB} owner postgres`);
   await admin.end();
   const pushedTemplate = pushMigrations(cluster.url(TEMPLATE_DB));
-  log(`migrations pushed to ${TEMPLATE_DB}: ${pushedTemplate.applied.length} applied`);
+  log(`${label}: migrations pushed to ${TEMPLATE_DB}: ${pushedTemplate.applied.length} applied`);
+}
 
-  // pgTAP, as `supabase test db` does it, connected as postgres
+/** pgTAP, as `supabase test db` does it, connected as postgres. */
+function pgTap(cluster: Cluster, label: string): Tally & { ok: boolean } {
   const prove = spawnSync("pg_prove", ["--ext", ".sql", "-r", "supabase/tests",
     "--host", "127.0.0.1", "--port", String(cluster.port), "--username", "postgres", "--dbname", "postgres"], {
     cwd: REPO_ROOT, encoding: "utf8", env: { ...process.env, PGPASSWORD: "postgres" },
@@ -40,48 +58,88 @@ try {
   process.stdout.write(prove.stdout ?? "");
   process.stderr.write(prove.stderr ?? "");
   const testsLine = /Files=\d+, Tests=(\d+)/.exec(prove.stdout ?? "");
-  const total = Number(testsLine?.[1] ?? 0);
+  const tests = Number(testsLine?.[1] ?? 0);
   const failedMatch = [...(prove.stdout ?? "").matchAll(/Failed (\d+)\/\d+ subtests/g)];
-  pgFailed = failedMatch.reduce((n, m) => n + Number(m[1]), 0) + (prove.status !== 0 && failedMatch.length === 0 ? 1 : 0);
-  pgPassed = Math.max(0, total - pgFailed);
-  log(`pgTAP: ${pgPassed} passed, ${pgFailed} failed`);
+  const failed = failedMatch.reduce((n, m) => n + Number(m[1]), 0) + (prove.status !== 0 && failedMatch.length === 0 ? 1 : 0);
+  const passed = Math.max(0, tests - failed);
+  log(`${label}: pgTAP: ${passed} passed, ${failed} failed`);
+  return { passed, failed, ok: prove.status === 0 };
+}
+
+function vitest(label: string, reportName: string, env: Record<string, string>, args: string[]): Tally & { ok: boolean } {
+  const report = join(REPO_ROOT, ".local", `vitest-report-${reportName}.json`);
+  rmSync(report, { force: true });
+  const vt = spawnSync(join(REPO_ROOT, "node_modules", ".bin", "vitest"),
+    ["run", "--reporter=default", "--reporter=json", `--outputFile.json=${report}`, ...args], {
+      cwd: REPO_ROOT,
+      stdio: "inherit",
+      env: { ...process.env, ...env },
+    });
+  let passed = 0;
+  let failed = 1;
+  if (existsSync(report)) {
+    const r = JSON.parse(readFileSync(report, "utf8")) as { numPassedTests: number; numFailedTests: number };
+    passed = r.numPassedTests;
+    failed = r.numFailedTests + (vt.status !== 0 && r.numFailedTests === 0 ? 1 : 0);
+  }
+  log(`${label}: vitest: ${passed} passed, ${failed} failed`);
+  return { passed, failed, ok: vt.status === 0 };
+}
+
+const add = (t: Tally) => {
+  total.passed += t.passed;
+  total.failed += t.failed;
+};
+const dbEnv = (c: Cluster) => ({
+  TEST_DB_URL: c.url(),
+  TEST_DB_ADMIN_URL: c.adminUrl(),
+  TEST_TEMPLATE_DB: TEMPLATE_DB,
+  TEST_DB_PORT: String(c.port),
+  TEST_PG_BIN: c.pgBin,
+});
+
+const clusters: Cluster[] = [];
+try {
+  let ok = true;
+  // PostgreSQL 15 (Debian bookworm): every suite
+  const cluster = ensureCluster({ name: TEST_STACK.name, port: TEST_STACK.dbPort, throwaway: true, fresh: true });
+  clusters.push(cluster);
+  log(`PostgreSQL 15: cluster ${cluster.dataDir} on ${cluster.port}`);
+  await migrate(cluster, "PostgreSQL 15");
+  const tap15 = pgTap(cluster, "PostgreSQL 15");
+  add(tap15);
 
   const env = await stackEnv(TEST_STACK, cluster.url(), cluster.adminUrl());
   writeEnvFile(TEST_STACK.envFile, env);
   stopFunctionsDaemon(TEST_STACK);
   await startFunctionsDaemon(TEST_STACK);
   log("functions served");
+  const vt15 = vitest("PostgreSQL 15", TEST_STACK.name, { ...env, ...dbEnv(cluster) }, process.argv.slice(2));
+  add(vt15);
+  stopFunctionsDaemon(TEST_STACK);
+  if (process.env.KEEP_TEST_STACK !== "1") destroyCluster(cluster);
+  ok &&= tap15.ok && vt15.ok;
 
-  const report = join(REPO_ROOT, ".local", `vitest-report-${TEST_STACK.name}.json`);
-  rmSync(report, { force: true });
-  const vt = spawnSync(join(REPO_ROOT, "node_modules", ".bin", "vitest"),
-    ["run", "--reporter=default", "--reporter=json", `--outputFile.json=${report}`, ...process.argv.slice(2)], {
-      cwd: REPO_ROOT,
-      stdio: "inherit",
-      env: {
-        ...process.env,
-        ...env,
-        TEST_DB_URL: cluster.url(),
-        TEST_DB_ADMIN_URL: cluster.adminUrl(),
-        TEST_TEMPLATE_DB: TEMPLATE_DB,
-        TEST_DB_PORT: String(cluster.port),
-      },
-    });
-  if (existsSync(report)) {
-    const r = JSON.parse(readFileSync(report, "utf8")) as { numPassedTests: number; numFailedTests: number; numTotalTestSuites: number; numFailedTestSuites: number };
-    vtPassed = r.numPassedTests;
-    vtFailed = r.numFailedTests + (vt.status !== 0 && r.numFailedTests === 0 ? 1 : 0);
-  } else {
-    vtFailed = 1;
-  }
-  log(`vitest: ${vtPassed} passed, ${vtFailed} failed`);
-  exitCode = pgFailed === 0 && vtFailed === 0 && prove.status === 0 && vt.status === 0 && pgPassed + vtPassed > 0 ? 0 : 1;
+  // PostgreSQL 17 (Debian trixie, pg_cron 1.6): every pgTAP file, the database suites
+  const leg17 = performance.now();
+  const c17 = ensureCluster({ name: `${TEST_STACK.name}-pg17`, port: TEST_STACK.dbPort + 2, throwaway: true, fresh: true, pgBin: PG17_BIN });
+  clusters.push(c17);
+  log(`PostgreSQL 17: cluster ${c17.dataDir} on ${c17.port}`);
+  await migrate(c17, "PostgreSQL 17");
+  const tap17 = pgTap(c17, "PostgreSQL 17");
+  add(tap17);
+  const vt17 = vitest("PostgreSQL 17", `${TEST_STACK.name}-pg17`, dbEnv(c17), PG17_SUITES);
+  add(vt17);
+  ok &&= tap17.ok && vt17.ok;
+  log(`PostgreSQL 17 leg: ${((performance.now() - leg17) / 1000).toFixed(1)} s`);
+
+  exitCode = ok && total.failed === 0 && total.passed > 0 ? 0 : 1;
 } catch (e) {
   console.error(e);
   exitCode = 1;
 } finally {
   stopFunctionsDaemon(TEST_STACK);
-  if (process.env.KEEP_TEST_STACK !== "1") destroyCluster(cluster);
+  if (process.env.KEEP_TEST_STACK !== "1") for (const c of clusters) destroyCluster(c);
 }
-console.log(`\n${pgPassed + vtPassed} passed, ${pgFailed + vtFailed + (exitCode !== 0 && pgFailed + vtFailed === 0 ? 1 : 0)} failed`);
+console.log(`\n${total.passed} passed, ${total.failed + (exitCode !== 0 && total.failed === 0 ? 1 : 0)} failed`);
 process.exit(exitCode);

@@ -11,30 +11,34 @@ import { spawn } from "node:child_process";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import postgres, { type Sql } from "postgres";
-import { PG_BIN, clusterFor, destroyCluster, ensureCluster, startStoppedCluster, stopCluster, type Cluster } from "../scripts/lib/cluster.ts";
+import { clusterFor, destroyCluster, ensureCluster, freeLocalPort, startStoppedCluster, stopCluster, type Cluster } from "../scripts/lib/cluster.ts";
 import { pushMigrations } from "../scripts/lib/push-migrations.ts";
 import { startAppLoad } from "../scripts/lib/app-load.ts";
 import { backfill, migrateOnline, monitor, startMigration } from "../scripts/lib/migration-driver.ts";
 import { compareTables, loadSmallDemo, phaseOf } from "./helpers/migration.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const PORT = Number(process.env.TEST_DB_PORT ?? 54330) + 30;
+// below the ephemeral range: the cluster starts (and restarts) while the other suites hold many
+// client sockets, and one of their local ports must not take it
+const PORT_FROM = 24360 + (Number(process.env.TEST_DB_PORT ?? 54330) - 54330) * 10;
 
 describe("interrupted backfill", () => {
   let cluster: Cluster;
   let sql: Sql;
   beforeAll(async () => {
-    cluster = ensureCluster({ name: `crash-test-${PORT}`, port: PORT, throwaway: true, fresh: true });
+    // the binaries of the suite's own cluster (npm test's PostgreSQL 17 leg passes TEST_PG_BIN)
+    const port = await freeLocalPort(PORT_FROM, 10);
+    cluster = ensureCluster({ name: `crash-test-${port}`, port, throwaway: true, fresh: true, pgBin: process.env.TEST_PG_BIN || undefined });
     pushMigrations(cluster.url());
     sql = postgres(cluster.url(), { max: 2, onnotice: () => {} });
     // a tree with programs, sites and periods (the demo's few hundred rows per program would all
     // share one leaf at the default target)
-    await sql`update partition_mgmt.managed_tables set target_rows_per_leaf = 100`;
+    await sql`update partition_mgmt.managed_tables set target_rows_per_leaf = 100, min_keyless_statements = 10`;
     await loadSmallDemo(sql);
   }, 240_000);
   afterAll(async () => {
     await sql?.end({ timeout: 5 }).catch(() => {});
-    if (cluster) destroyCluster(clusterFor({ name: cluster.name, port: cluster.port }));
+    if (cluster) destroyCluster(clusterFor({ name: cluster.name, port: cluster.port, pgBin: cluster.pgBin }));
   });
 
   it("resumes after the backfill backend is terminated mid-batch", async () => {
@@ -43,7 +47,7 @@ describe("interrupted backfill", () => {
     const before = await monitor(sql, "petri");
     expect(Number(before.rows_scanned)).toBe(200);
     // the victim: psql running one batch and then sitting in the open transaction
-    const victim = spawn(join(PG_BIN, "psql"), [cluster.url(), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c",
+    const victim = spawn(join(cluster.pgBin, "psql"), [cluster.url(), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c",
       "begin; select * from partition_mgmt.migrate_to_partitioned(50, null, 'petri'); select pg_sleep(30); commit;"],
       { env: { ...process.env, PGAPPNAME: "backfill-victim" }, stdio: "ignore" });
     const exited = new Promise<number | null>((res) => victim.on("exit", (code) => res(code)));
@@ -72,11 +76,11 @@ describe("interrupted backfill", () => {
     const mark = await monitor(sql, "gasifier");
     const driver = backfill(sql, "gasifier", { batchSize: 10, throttleMs: 5 }).catch((e: Error) => e);
     await sleep(400);
-    stopCluster(clusterFor({ name: cluster.name, port: cluster.port }), "immediate");
+    stopCluster(clusterFor({ name: cluster.name, port: cluster.port, pgBin: cluster.pgBin }), "immediate");
     await driver;
     await load.stop();
     await sql.end({ timeout: 1 }).catch(() => {});
-    startStoppedCluster(clusterFor({ name: cluster.name, port: cluster.port }));
+    startStoppedCluster(clusterFor({ name: cluster.name, port: cluster.port, pgBin: cluster.pgBin }));
     sql = postgres(cluster.url(), { max: 2, onnotice: () => {} });
 
     const resumed = await monitor(sql, "gasifier");

@@ -22,7 +22,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 describe("migration phases and catalog", () => {
   let db: FreshDb;
   beforeAll(async () => {
-    db = await freshDatabase("mig_cycle", { targetRowsPerLeaf: 100 });
+    db = await freshDatabase("mig_cycle", { targetRowsPerLeaf: 100, minKeylessStatements: 10 });
     await loadSmallDemo(db.sql);
     await db.sql`create view public.petri_recent with (security_invoker = true) as
                  select observation_id, program_id, growth_index from public.petri_observations`;
@@ -249,7 +249,7 @@ describe("swap against a long-running reader", () => {
 describe("the psql / pg_cron driver: one DO block that commits after every step", () => {
   let db: FreshDb;
   beforeAll(async () => {
-    db = await freshDatabase("mig_runner", { targetRowsPerLeaf: 100 });
+    db = await freshDatabase("mig_runner", { targetRowsPerLeaf: 100, minKeylessStatements: 10 });
     await loadSmallDemo(db.sql);
   });
   afterAll(async () => {
@@ -283,7 +283,7 @@ describe("the psql / pg_cron driver: one DO block that commits after every step"
 describe("backfill batches sized by time", () => {
   let db: FreshDb;
   beforeAll(async () => {
-    db = await freshDatabase("mig_batch_time", { targetRowsPerLeaf: 100 });
+    db = await freshDatabase("mig_batch_time", { targetRowsPerLeaf: 100, minKeylessStatements: 10 });
     await loadSmallDemo(db.sql);
   });
   afterAll(async () => {

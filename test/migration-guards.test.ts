@@ -17,7 +17,7 @@ import { loadSmallDemo, phaseOf } from "./helpers/migration.ts";
 describe("validation and swap guards", () => {
   let db: FreshDb;
   beforeAll(async () => {
-    db = await freshDatabase("mig_guards", { targetRowsPerLeaf: 100 });
+    db = await freshDatabase("mig_guards", { targetRowsPerLeaf: 100, minKeylessStatements: 10 });
     await loadSmallDemo(db.sql);
   });
   afterAll(async () => {

@@ -40,7 +40,7 @@ describe("foreign keys that reference the migrated table", () => {
   let ids: string[] = [];
 
   beforeAll(async () => {
-    db = await freshDatabase("mig_refs", { targetRowsPerLeaf: 100 });
+    db = await freshDatabase("mig_refs", { targetRowsPerLeaf: 100, minKeylessStatements: 10 });
     await loadSmallDemo(db.sql);
     await db.sql.unsafe(`
       create table public.observation_notes (

@@ -23,7 +23,7 @@ describe.each([
 ] as [TableName, string][])("online migration of %s under load", (table, key) => {
   let db: FreshDb;
   beforeAll(async () => {
-    db = await freshDatabase(`torture_${key}`, { targetRowsPerLeaf: 100 });
+    db = await freshDatabase(`torture_${key}`, { targetRowsPerLeaf: 100, minKeylessStatements: 10 });
     await loadSmallDemo(db.sql);
   });
   afterAll(async () => {

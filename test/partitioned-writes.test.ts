@@ -18,7 +18,7 @@ describe("writes racing with a move to another partition", () => {
   let mover: Sql;
   let writer: Sql;
   beforeAll(async () => {
-    db = await freshDatabase("partitioned_writes", { targetRowsPerLeaf: 100 });
+    db = await freshDatabase("partitioned_writes", { targetRowsPerLeaf: 100, minKeylessStatements: 10 });
     await loadSmallDemo(db.sql);
     await migrateOnline(db.sql, "petri", { batchSize: 1000, swap: true });
     mover = postgres(db.url, { max: 1, onnotice: () => {} });

@@ -21,7 +21,7 @@ interface Change { action: string; schema: string; table: string; columns: Recor
 describe("Realtime (wal2json) before and after the swap", () => {
   let db: FreshDb;
   beforeAll(async () => {
-    db = await freshDatabase("realtime", { targetRowsPerLeaf: 100 });
+    db = await freshDatabase("realtime", { targetRowsPerLeaf: 100, minKeylessStatements: 10 });
     await loadSmallDemo(db.sql);
     await db.sql`alter table public.petri_observations replica identity full`;
     await db.sql`create publication supabase_realtime for table public.petri_observations`;

@@ -1,7 +1,9 @@
-// A private PostgreSQL 15 cluster that stands in for Supabase's hosted database.
+// A private PostgreSQL cluster that stands in for Supabase's hosted database: Debian's PostgreSQL 15
+// unless told otherwise (`pgBin`; the test suite's PostgreSQL 17 leg uses PG17_BIN).
 // `supabase start` needs Docker; this runs the Debian server binaries directly, as the
 // `postgres` OS user when we are root (PostgreSQL refuses to run as root).
 import { spawnSync, type SpawnSyncOptions } from "node:child_process";
+import { createServer } from "node:net";
 import { createHash } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
@@ -10,6 +12,9 @@ import { profileSettings, serverLimits, type ServerLimits } from "./compute-prof
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 export const PG_BIN = process.env.PG_BIN ?? "/usr/lib/postgresql/15/bin";
+/** Debian trixie's PostgreSQL 17 with pg_cron, pgTAP and wal2json, unpacked by scripts/ensure-pg17.sh. */
+export const PG17_ROOT = process.env.PG17_ROOT ?? "/opt/supabase-partitioning/postgresql-17";
+export const PG17_BIN = join(PG17_ROOT, "usr", "lib", "postgresql", "17", "bin");
 export const LOCAL_PASSWORD = "postgres";
 const SQL_DIR = join(REPO_ROOT, "scripts", "sql");
 
@@ -21,12 +26,16 @@ export interface ClusterOptions {
   throwaway?: boolean;
   /** the Supabase compute profile and lock setting (default: from SUPABASE_COMPUTE, Micro) */
   limits?: ServerLimits;
+  /** the server's binaries (default PG_BIN: Debian's PostgreSQL 15) */
+  pgBin?: string;
 }
 
 export interface Cluster {
   name: string;
   port: number;
   dataDir: string;
+  /** the folder of its initdb, pg_ctl, postgres and psql */
+  pgBin: string;
   /** URL for the non-superuser `postgres` role: what users and the Supabase CLI connect as */
   url: (database?: string) => string;
   /** URL for the bootstrap superuser: infrastructure only */
@@ -62,6 +71,7 @@ export function clusterFor(opts: ClusterOptions): Cluster {
     name: opts.name,
     port: opts.port,
     dataDir,
+    pgBin: opts.pgBin ?? PG_BIN,
     url: (db = "postgres") => `postgresql://postgres:${enc}@127.0.0.1:${opts.port}/${db}`,
     adminUrl: (db = "postgres") => `postgresql://supabase_admin:${enc}@127.0.0.1:${opts.port}/${db}`,
   };
@@ -69,7 +79,7 @@ export function clusterFor(opts: ClusterOptions): Cluster {
 
 function isRunning(c: Cluster): boolean {
   if (!existsSync(join(c.dataDir, "PG_VERSION"))) return false;
-  return run(join(PG_BIN, "pg_ctl"), ["status", "-D", c.dataDir], { asPostgres: true, allowFail: true }).status === 0;
+  return run(join(c.pgBin, "pg_ctl"), ["status", "-D", c.dataDir], { asPostgres: true, allowFail: true }).status === 0;
 }
 
 function initCluster(c: Cluster, opts: ClusterOptions): void {
@@ -87,13 +97,17 @@ function initCluster(c: Cluster, opts: ClusterOptions): void {
   const pwfile = join(c.dataDir, "..", `.${opts.name}.pw`);
   writeFileSync(pwfile, `${LOCAL_PASSWORD}\n`, { mode: 0o644 });
   try {
-    run(join(PG_BIN, "initdb"), [
+    run(join(c.pgBin, "initdb"), [
       "-D", c.dataDir, "-U", "supabase_admin", "--pwfile", pwfile,
       "--auth-host=scram-sha-256", "--auth-local=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8",
     ], { asPostgres: true });
   } finally {
     rmSync(pwfile, { force: true });
   }
+  // Since the minor releases that added output_plugin_libraries (Debian's 17.12 and 15.20 have it,
+  // 15.18 has not), a logical decoding plugin must be listed there to be loaded; Realtime decodes
+  // with wal2json. A server without the setting refuses the line, so ask the server first.
+  const pluginList = run(join(c.pgBin, "postgres"), ["-C", "output_plugin_libraries", "-D", c.dataDir], { asPostgres: true, allowFail: true });
   const conf = [
     "",
     "# --- supabase-partitioning local stack ---",
@@ -104,7 +118,7 @@ function initCluster(c: Cluster, opts: ClusterOptions): void {
     "cron.database_name = 'postgres'",
     // jobs run in background workers: no libpq login (and so no password) is needed for cron
     "cron.use_background_workers = on",
-    "cron.max_running_jobs = 8",
+    ...(pluginList.status === 0 ? ["output_plugin_libraries = 'pgoutput, test_decoding, wal2json'"] : []),
     // the Supabase compute profile (connections, locks, memory): rewritten on every start
     `include_if_exists = '${PROFILE_FILE}'`,
     "pg_stat_statements.track = all",
@@ -135,7 +149,7 @@ function writeProfile(c: Cluster, limits: ServerLimits): boolean {
 
 /** psql as the bootstrap superuser against one database, with ON_ERROR_STOP. */
 export function psqlAdmin(c: Cluster, database: string, args: string[], input?: string): string {
-  const res = run(join(PG_BIN, "psql"), [c.adminUrl(database), "-X", "-q", "-v", "ON_ERROR_STOP=1", ...args], {
+  const res = run(join(c.pgBin, "psql"), [c.adminUrl(database), "-X", "-q", "-v", "ON_ERROR_STOP=1", ...args], {
     input,
     env: { ...process.env, PGCONNECT_TIMEOUT: "10" },
   });
@@ -171,9 +185,9 @@ export function ensureCluster(opts: ClusterOptions & { fresh?: boolean }): Clust
   }
   if (wasRunning && changed) {
     // max_connections, max_locks_per_transaction and shared_buffers take a restart
-    run(join(PG_BIN, "pg_ctl"), ["restart", "-D", c.dataDir, "-l", logFile, "-m", "fast", "-w", "-t", "60"], { asPostgres: true });
+    pgCtlStart(c, "restart", logFile);
   } else if (!wasRunning) {
-    run(join(PG_BIN, "pg_ctl"), ["start", "-D", c.dataDir, "-l", logFile, "-w", "-t", "60"], { asPostgres: true });
+    pgCtlStart(c, "start", logFile);
   }
   bootstrap(c);
   return { ...c, created, wasRunning };
@@ -181,14 +195,41 @@ export function ensureCluster(opts: ClusterOptions & { fresh?: boolean }): Clust
 
 export function stopCluster(c: Cluster, mode: "fast" | "immediate" = "fast"): boolean {
   if (!isRunning(c)) return false;
-  run(join(PG_BIN, "pg_ctl"), ["stop", "-D", c.dataDir, "-m", mode, "-w", "-t", "60"], { asPostgres: true });
+  run(join(c.pgBin, "pg_ctl"), ["stop", "-D", c.dataDir, "-m", mode, "-w", "-t", "60"], { asPostgres: true });
   return true;
 }
 
 export function startStoppedCluster(c: Cluster): void {
   if (isRunning(c)) return;
-  const logFile = join(c.dataDir, "..", `${c.name}.log`);
-  run(join(PG_BIN, "pg_ctl"), ["start", "-D", c.dataDir, "-l", logFile, "-w", "-t", "60"], { asPostgres: true });
+  pgCtlStart(c, "start", join(c.dataDir, "..", `${c.name}.log`));
+}
+
+/** pg_ctl start or restart; when the server does not come up, the error carries its log's last lines. */
+function pgCtlStart(c: Cluster, action: "start" | "restart", logFile: string): void {
+  const args = [action, "-D", c.dataDir, "-l", logFile, ...(action === "restart" ? ["-m", "fast"] : []), "-w", "-t", "60"];
+  const res = run(join(c.pgBin, "pg_ctl"), args, { asPostgres: true, allowFail: true });
+  if (res.status === 0) return;
+  const log = existsSync(logFile) ? readFileSync(logFile, "utf8").trimEnd().split("\n").slice(-15).join("\n") : "(no log file)";
+  throw new Error(`pg_ctl ${action} of cluster ${c.name} (port ${c.port}, ${c.dataDir}) failed (exit ${res.status}):\n` +
+    `${res.stderr ?? ""}${res.stdout ?? ""}\nlast lines of ${logFile}:\n${log}`);
+}
+
+/**
+ * The first port from `from` on that nothing on 127.0.0.1 listens on. For clusters started while
+ * the suite has many connections open: give it a port below the kernel's ephemeral range
+ * (/proc/sys/net/ipv4/ip_local_port_range, 32768-60999 by default), or a client socket's local
+ * port may take it and the server cannot bind.
+ */
+export async function freeLocalPort(from: number, tries = 100): Promise<number> {
+  for (let port = from; port < from + tries; port++) {
+    const free = await new Promise<boolean>((resolve) => {
+      const server = createServer();
+      server.once("error", () => resolve(false));
+      server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
+    });
+    if (free) return port;
+  }
+  throw new Error(`no free port on 127.0.0.1 in ${from}..${from + tries - 1}: stop what listens there or pass another base`);
 }
 
 export function destroyCluster(c: Cluster): void {

@@ -94,6 +94,8 @@ export function profileSettings(l: ServerLimits): string[] {
     `work_mem = '${p.workMem}'`,
     `maintenance_work_mem = '${p.maintenanceWorkMem}'`,
     `max_worker_processes = ${p.maxWorkerProcesses}`,
+    // pg_cron's jobs run in background workers; the server refuses more than the worker slots less its launcher
+    `cron.max_running_jobs = ${Math.min(8, p.maxWorkerProcesses - 1)}`,
     `max_parallel_workers = ${p.maxParallelWorkers}`,
     `max_parallel_workers_per_gather = ${p.maxParallelWorkersPerGather}`,
     `max_parallel_maintenance_workers = ${p.maxParallelMaintenanceWorkers}`,

@@ -332,13 +332,23 @@ as $$
 $$;
 
 -- Locks a statement that names the table but not its partition keys takes: every relation of
--- the tree (the planner opens and locks every partition) and every index of every leaf.
+-- the tree (the planner opens and locks every partition) and every index of every leaf. From
+-- PostgreSQL 16 on the planner also opens the partitioned tables' own (partitioned) indexes
+-- (commit 3c569049b, unique indexes as join-removal proofs), and locks them: 15.18 takes none of
+-- them, 17.12 every one (measured by test/lock-budget.test.ts on both).
+create or replace function partition_mgmt.partitioned_indexes_locked()
+returns boolean
+language sql stable
+set search_path = ''
+as $$ select pg_catalog.current_setting('server_version_num')::integer >= 160000 $$;
+
 create or replace function partition_mgmt.keyless_statement_locks(p_table regclass)
 returns bigint
 language sql stable
 set search_path = ''
 as $$
-  select count(*) + coalesce(sum((select count(*) from pg_catalog.pg_index i where i.indrelid = t.relid)) filter (where t.isleaf), 0)
+  select count(*) + coalesce(sum((select count(*) from pg_catalog.pg_index i where i.indrelid = t.relid))
+                               filter (where t.isleaf or partition_mgmt.partitioned_indexes_locked()), 0)
   from partition_mgmt.tree_members(p_table) t
 $$;
 
@@ -1465,7 +1475,10 @@ begin
                           else greatest(0, coalesce((select count(*)::integer from pg_catalog.pg_index i
                                  join partition_mgmt.partition_registry r on i.indrelid = to_regclass(format('%I.%I', r.partition_schema, r.partition_name))
                                  where r.table_key = p_table_key and r.level = 'program' and r.is_default), 0)
-                               - partition_mgmt.indexes_per_leaf(p_table_key, p_legacy)) end;
+                               - partition_mgmt.indexes_per_leaf(p_table_key, p_legacy)) end
+                   -- the partitioned tables' (partitioned) indexes: each has the parent's
+                   + case when partition_mgmt.partitioned_indexes_locked()
+                          then (relations - leaves)::bigint * partition_mgmt.indexes_per_leaf(p_table_key, p_legacy) else 0 end;
   lock_capacity := partition_mgmt.lock_capacity();
   keyless_at_once := lock_capacity / greatest(keyless_locks, 1);
 end

@@ -104,9 +104,10 @@ select is((select indexes::int from (select count(*) as indexes from pg_index wh
 select is((select keyless_locks from partition_mgmt.lock_budget() where table_key = 'petri'),
   partition_mgmt.keyless_statement_locks('public.petri_observations_partitioned'), 'lock_budget counts the tree''s keyless locks');
 select is((select keyless_locks from partition_mgmt.lock_budget() where table_key = 'petri'),
-  (select (count(*) + sum((select count(*) from pg_index i where i.indrelid = t.relid)) filter (where t.isleaf))::bigint
+  (select (count(*) + sum((select count(*) from pg_index i where i.indrelid = t.relid))
+                      filter (where t.isleaf or current_setting('server_version_num')::int >= 160000))::bigint
    from pg_partition_tree('public.petri_observations_partitioned') t),
-  'every relation of the tree and every index of every leaf');
+  'every relation of the tree and every index of every leaf (from PostgreSQL 16 on, of every partitioned table too)');
 select is((select keyless_at_once from partition_mgmt.lock_budget() where table_key = 'petri'),
   (partition_mgmt.lock_capacity() / (select keyless_locks from partition_mgmt.lock_budget() where table_key = 'petri'))::bigint,
   'how many fit: the lock table''s slots over one statement''s locks');
