@@ -1,4 +1,4 @@
-// Interrupted backfills (migration 20250102000400), on a cluster of its own (the crash would hit
+// Interrupted backfills (migrations 20250102000400 to 0470), on a cluster of its own (the crash would hit
 // every other suite on the shared test cluster).
 // Covers:
 //  - the backfill backend is killed (pg_terminate_backend) in the middle of a batch's transaction:

@@ -1,4 +1,4 @@
-// Phases, catalog state and lock behaviour of the online migration (migration 20250102000400).
+// Phases, catalog state and lock behaviour of the online migration (migrations 20250102000400 to 0470, migration_*).
 // Covers:
 //  - the full cycle start -> rollback -> start -> swap -> finalize for petri_observations, with
 //    catalog checks after each step: which table is live, sync triggers, policies and RLS, grants,

@@ -112,7 +112,10 @@ describe("maintenance leaves a table being migrated alone", () => {
     const copied = async () => (await db.sql<{ n: number }[]>`select count(*)::int as n from public.petri_observations_partitioned`)[0]!.n;
     const petriBefore = await leaves("petri");
     const gasifierBefore = await leaves("gasifier");
-    expect(await copied()).toBe(1000);
+    // two batches of at most 500 (the orchestrator sizes each by the time the last one took)
+    const copiedBefore = await copied();
+    expect(copiedBefore).toBeGreaterThanOrEqual(200);
+    expect(copiedBefore).toBeLessThanOrEqual(1000);
 
     // gasifier is not being migrated: its empty leaves of the ended program go; petri's stay
     const [cleaned] = await db.sql<{ n: number }[]>`select partition_mgmt.cleanup_empty_partitions(0) as n`;
@@ -123,7 +126,7 @@ describe("maintenance leaves a table being migrated alone", () => {
     const [retained] = await db.sql<{ n: number }[]>`select partition_mgmt.apply_retention('petri') as n`;
     expect(retained?.n).toBe(0);
     expect(await leaves("petri")).toBe(petriBefore);
-    expect(await copied()).toBe(1000);
+    expect(await copied()).toBe(copiedBefore);
 
     // not migrating any more: the same calls act on the same tree
     await rollback(db.sql, "petri");

@@ -1,4 +1,4 @@
-// Online migration under a concurrent write load (migration 20250102000400_online_migration).
+// Online migration under a concurrent write load (migrations 20250102000400 to 0470, migration_*).
 // Covers, for petri_observations and gasifier_observations (old gasifier rows with NULL program_id):
 //  - six sessions of a simulated app run inserts, updates, deletes and updates that change
 //    site_id, created_at or program_id+site_id, hundreds of statements per second, while the

@@ -1,4 +1,4 @@
-// Drives the online migration (migration 20250102000400_online_migration) from outside the
+// Drives the online migration (migrations 20250102000400 to 0470, migration_*) from outside the
 // database through its orchestrator, partition_mgmt.migration_step(): every step is one call in
 // its own transaction (prepare as far as one transaction's lock budget goes, the sync, one
 // backfill batch, the validation, the swap), so each batch commits on its own and a killed driver

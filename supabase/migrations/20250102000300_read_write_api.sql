@@ -214,7 +214,69 @@ begin
 end
 $$;
 
--- The statement get_observations_optimized runs, with every key as a literal (plan-time pruning).
+-- The filter both read statements share (the page and the aggregates), with every key as a
+-- literal (plan-time pruning): the company, the program, and the site, submission and period when
+-- given. Validates them (the caller's company, the program of that company, the period's order);
+-- returns 'false' when a submission cannot match (another program or site, or none).
+create or replace function partition_mgmt.observations_filter(
+  p_table_key text,
+  p_company_id uuid,
+  p_program_id uuid,
+  p_start_date timestamptz default null,
+  p_end_date timestamptz default null,
+  p_site_id uuid default null,
+  p_submission_id uuid default null)
+returns text
+language plpgsql stable
+set search_path = ''
+as $$
+declare
+  c partition_mgmt.managed_tables := partition_mgmt.config(p_table_key);
+  v_where text[];
+  v_site uuid := p_site_id;
+  v_sub record;
+begin
+  perform partition_mgmt.assert_company_access(p_company_id);
+  if p_program_id is null then
+    raise exception 'p_program_id must not be null' using errcode = '22004', hint = 'Pass the program to read.';
+  end if;
+  if p_start_date is not null and p_end_date is not null and p_end_date < p_start_date then
+    raise exception 'p_end_date % is before p_start_date %', p_end_date, p_start_date
+      using errcode = '22023', hint = 'Swap them, or leave p_end_date null for "until now".';
+  end if;
+  if not exists (select from public.pilot_programs p where p.program_id = p_program_id and p.company_id = p_company_id) then
+    raise exception 'program % does not belong to company % (or is not visible to you)', p_program_id, p_company_id
+      using errcode = '42501', hint = 'Pass a program_id of the given company.';
+  end if;
+  if p_submission_id is not null then
+    -- a submission pins the site: prune to it
+    select s.site_id, s.program_id into v_sub from public.submissions s where s.submission_id = p_submission_id;
+    if v_sub.site_id is null or v_sub.program_id <> p_program_id or (v_site is not null and v_sub.site_id <> v_site) then
+      return 'false';
+    end if;
+    v_site := v_sub.site_id;
+  end if;
+
+  v_where := array[format('t.%I = %L', c.program_column, p_program_id), format('t.company_id = %L', p_company_id)];
+  if v_site is not null then
+    v_where := v_where || format('t.%I = %L', c.site_column, v_site);
+  end if;
+  if p_start_date is not null then
+    v_where := v_where || format('t.%I >= %L', c.time_column, p_start_date);
+  end if;
+  if p_end_date is not null then
+    v_where := v_where || format('t.%I < %L', c.time_column, p_end_date);
+  end if;
+  if p_submission_id is not null then
+    v_where := v_where || format('t.submission_id = %L', p_submission_id);
+  end if;
+  return array_to_string(v_where, ' and ');
+end
+$$;
+grant execute on function partition_mgmt.observations_filter(text, uuid, uuid, timestamptz, timestamptz, uuid, uuid)
+  to authenticated, service_role;
+
+-- The statement get_observations_optimized runs: the shared filter, the cursor, newest first.
 -- Validates the arguments; returns a statement that yields no rows when nothing can match.
 -- Separate from the RPC so tests and operators can EXPLAIN exactly what runs.
 create or replace function partition_mgmt.build_observations_query(
@@ -233,58 +295,99 @@ set search_path = ''
 as $$
 declare
   c partition_mgmt.managed_tables := partition_mgmt.config(p_table_key);
-  v_where text[];
+  v_where text;
   v_cursor record;
-  v_site uuid := p_site_id;
-  v_sub record;
 begin
-  perform partition_mgmt.assert_company_access(p_company_id);
-  if p_program_id is null then
-    raise exception 'p_program_id must not be null' using errcode = '22004', hint = 'Pass the program to read.';
-  end if;
   if p_limit is null or p_limit < 1 or p_limit > 1000 then
     raise exception 'p_limit must be between 1 and 1000, got %', coalesce(p_limit::text, 'null') using errcode = '22023';
   end if;
-  if p_start_date is not null and p_end_date is not null and p_end_date < p_start_date then
-    raise exception 'p_end_date % is before p_start_date %', p_end_date, p_start_date
-      using errcode = '22023', hint = 'Swap them, or leave p_end_date null for "until now".';
-  end if;
-  if not exists (select from public.pilot_programs p where p.program_id = p_program_id and p.company_id = p_company_id) then
-    raise exception 'program % does not belong to company % (or is not visible to you)', p_program_id, p_company_id
-      using errcode = '42501', hint = 'Pass a program_id of the given company.';
-  end if;
+  v_where := partition_mgmt.observations_filter(p_table_key, p_company_id, p_program_id, p_start_date, p_end_date, p_site_id, p_submission_id);
   select * into v_cursor from partition_mgmt.parse_cursor(p_cursor);
-  if p_submission_id is not null then
-    -- a submission pins the site: prune to it
-    select s.site_id, s.program_id into v_sub from public.submissions s where s.submission_id = p_submission_id;
-    if v_sub.site_id is null or v_sub.program_id <> p_program_id or (v_site is not null and v_sub.site_id <> v_site) then
-      return format('select t.* from %s t where false', partition_mgmt.live_table(p_table_key));
-    end if;
-    v_site := v_sub.site_id;
-  end if;
-
-  v_where := array[format('t.%I = %L', c.program_column, p_program_id), format('t.company_id = %L', p_company_id)];
-  if v_site is not null then
-    v_where := v_where || format('t.%I = %L', c.site_column, v_site);
-  end if;
-  if p_start_date is not null then
-    v_where := v_where || format('t.%I >= %L', c.time_column, p_start_date);
-  end if;
-  if p_end_date is not null then
-    v_where := v_where || format('t.%I < %L', c.time_column, p_end_date);
-  end if;
-  if p_submission_id is not null then
-    v_where := v_where || format('t.submission_id = %L', p_submission_id);
-  end if;
   if v_cursor.cursor_ts is not null then
-    v_where := v_where || format('(t.%I, t.%I) < (%L::timestamptz, %L::uuid)', c.time_column, c.id_column, v_cursor.cursor_ts, v_cursor.cursor_id);
+    v_where := v_where || format(' and (t.%I, t.%I) < (%L::timestamptz, %L::uuid)', c.time_column, c.id_column, v_cursor.cursor_ts, v_cursor.cursor_id);
   end if;
   return format('select t.* from %s t where %s order by t.%I desc, t.%I desc limit %s',
-    partition_mgmt.live_table(p_table_key), array_to_string(v_where, ' and '), c.time_column, c.id_column, p_limit);
+    partition_mgmt.live_table(p_table_key), v_where, c.time_column, c.id_column, p_limit);
 end
 $$;
 grant execute on function partition_mgmt.build_observations_query(text, uuid, uuid, timestamptz, timestamptz, uuid, uuid, integer, text)
   to authenticated, service_role;
+
+-- The statement get_observation_aggregates runs: counts and growth_index statistics per UTC day
+-- or per site over the shared filter, at most p_limit groups in group order. EXPLAIN-able like
+-- build_observations_query.
+create or replace function partition_mgmt.build_aggregates_query(
+  p_table_key text,
+  p_company_id uuid,
+  p_program_id uuid,
+  p_group_by text default 'day',
+  p_start_date timestamptz default null,
+  p_end_date timestamptz default null,
+  p_site_id uuid default null,
+  p_submission_id uuid default null,
+  p_limit integer default 1000)
+returns text
+language plpgsql stable
+set search_path = ''
+as $$
+declare
+  c partition_mgmt.managed_tables := partition_mgmt.config(p_table_key);
+  v_live regclass := partition_mgmt.live_table(p_table_key);
+begin
+  if p_group_by is null or p_group_by not in ('day', 'site') then
+    raise exception 'p_group_by must be day or site, got %', coalesce(quote_literal(p_group_by), 'null')
+      using errcode = '22023', hint = 'day: one row per UTC day; site: one row per site.';
+  end if;
+  if p_limit is null or p_limit < 1 or p_limit > 10000 then
+    raise exception 'p_limit must be between 1 and 10000, got %', coalesce(p_limit::text, 'null') using errcode = '22023';
+  end if;
+  if not exists (select from pg_catalog.pg_attribute a where a.attrelid = v_live and a.attname = 'growth_index' and not a.attisdropped) then
+    raise exception '% has no growth_index column to aggregate', v_live
+      using errcode = '42703', hint = 'Aggregates are defined for the petri observations (table_key petri).';
+  end if;
+  return format(
+    'select %s as day, %s as site_id, count(*) as observation_count, count(t.growth_index) as growth_index_count, '
+    'avg(t.growth_index)::float8 as avg_growth_index, min(t.growth_index)::float8 as min_growth_index, '
+    'max(t.growth_index)::float8 as max_growth_index, stddev_samp(t.growth_index)::float8 as stddev_growth_index, '
+    'min(t.%3$I) as first_observation_at, max(t.%3$I) as last_observation_at '
+    'from %4$s t where %5$s group by 1, 2 order by 1, 2 limit %6$s',
+    case p_group_by when 'day' then format('(t.%I at time zone %L)::date', c.time_column, 'UTC') else 'null::date' end,
+    case p_group_by when 'site' then format('t.%I', c.site_column) else 'null::uuid' end,
+    c.time_column, v_live,
+    partition_mgmt.observations_filter(p_table_key, p_company_id, p_program_id, p_start_date, p_end_date, p_site_id, p_submission_id),
+    p_limit);
+end
+$$;
+grant execute on function partition_mgmt.build_aggregates_query(text, uuid, uuid, text, timestamptz, timestamptz, uuid, uuid, integer)
+  to authenticated, service_role;
+
+-- Counts and growth_index statistics of the petri observations per UTC day or per site, read from
+-- the live table as the caller (RLS applies; fresh, unlike analytics.mv_daily_metrics), pruned
+-- like get_observations_optimized. What the edge function's aggregate mode returns.
+create or replace function public.get_observation_aggregates(
+  p_company_id uuid,
+  p_program_id uuid,
+  p_group_by text default 'day',
+  p_start_date timestamptz default null,
+  p_end_date timestamptz default null,
+  p_site_id uuid default null,
+  p_submission_id uuid default null,
+  p_limit integer default 1000)
+returns table (day date, site_id uuid, observation_count bigint, growth_index_count bigint, avg_growth_index float8,
+  min_growth_index float8, max_growth_index float8, stddev_growth_index float8,
+  first_observation_at timestamptz, last_observation_at timestamptz)
+language plpgsql stable
+set search_path = ''
+as $$
+begin
+  return query execute partition_mgmt.build_aggregates_query('petri', p_company_id, p_program_id, p_group_by,
+    p_start_date, p_end_date, p_site_id, p_submission_id, p_limit);
+end
+$$;
+comment on function public.get_observation_aggregates(uuid, uuid, text, timestamptz, timestamptz, uuid, uuid, integer) is
+  'Counts and growth_index statistics of petri_observations per UTC day (p_group_by day) or per site (site), at most p_limit groups in order; filters and checks as get_observations_optimized. RLS applies.';
+revoke all on function public.get_observation_aggregates(uuid, uuid, text, timestamptz, timestamptz, uuid, uuid, integer) from public, anon;
+grant execute on function public.get_observation_aggregates(uuid, uuid, text, timestamptz, timestamptz, uuid, uuid, integer) to authenticated, service_role;
 
 create or replace function partition_mgmt.install_read_api(p_table_key text)
 returns void

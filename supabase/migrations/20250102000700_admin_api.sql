@@ -2,8 +2,8 @@
 -- Admin API (issue 6): the single SQL entry point of the partition-admin edge function.
 --
 -- partition_mgmt.admin_run(action, table, args) dispatches one operator action to the SQL API of
--- migrations 0400 (maintenance, health) and 0500 (the online migration phases), guarded and
--- audited in the same transaction:
+-- the online migration (0400-0470: its phases and the orchestrator's steps), promotion (0500) and
+-- maintenance (0600: maintenance, health), guarded and audited in the same transaction:
 --   * guarded: actions that change a migration take a transaction-level try-lock per table
 --     (admin_lock_key); a concurrent second call for the same table answers 'busy' at once
 --     instead of running a phase twice or waiting behind it;

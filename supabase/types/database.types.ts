@@ -298,6 +298,11 @@ isOneToOne: false
         isOneToOne: false
         isSetofReturn: true
       } },
+"get_observation_aggregates":
+{ Args: { "p_company_id": string,"p_end_date"?: string,"p_group_by"?: string,"p_limit"?: number,"p_program_id": string,"p_site_id"?: string,"p_start_date"?: string,"p_submission_id"?: string }; Returns: {
+              "avg_growth_index": number,"day": string,"first_observation_at": string,"growth_index_count": number,"last_observation_at": string,"max_growth_index": number,"min_growth_index": number,"observation_count": number,"site_id": string,"stddev_growth_index": number
+            }[]
+                           },
 "get_observation_by_id":
 { Args: { "p_observation_id": string,"p_table": string }; Returns: Json
                            },

@@ -1,6 +1,6 @@
 // Operations figures: one nightly maintenance run on the built tree (the statement
 // partition_mgmt.maintenance_runner() returns, as the pg_cron job runs it), and the online migration
-// measured with the migration API (migration 20250102000400, through scripts/lib/migration-driver.ts's steps)
+// measured with the migration API (migrations 20250102000400 to 0470, through scripts/lib/migration-driver.ts's steps)
 // on gasifier_observations, a second managed table of the same database whose migration does not
 // touch the petri tables the other sections measure:
 //   - offline copy: partition_mgmt.offline_migrate_table (the plan's Option B: the table is locked

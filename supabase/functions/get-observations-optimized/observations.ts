@@ -28,7 +28,6 @@ import { fieldIssues } from "../_shared/validation.ts";
 
 type PageRequest = Extract<ParsedObservationsRequest, { limit: number }>;
 type AggregateRequest = Extract<ParsedObservationsRequest, { mode: "aggregate" }>;
-type Filters = Omit<PageRequest, "mode" | "limit" | "cursor">;
 
 // supabase-js adds this when a region is forced; it is not a parameter of ours.
 const PLATFORM_QUERY_PARAMETERS = ["forceFunctionRegion"];
@@ -106,59 +105,29 @@ async function readPage(tx: Tx, p: PageRequest): Promise<Omit<ObservationsPageRe
 }
 
 /**
- * The read API's own checks (company membership, program of that company,
- * argument validity), raised with its SQLSTATEs, by asking it for one row.
- */
-async function assertReadable(tx: Tx, f: Filters): Promise<void> {
-  await tx`
-    select count(*) from public.get_observations_optimized(
-      p_company_id    => ${f.company_id}::uuid,
-      p_program_id    => ${f.program_id}::uuid,
-      p_start_date    => ${f.start_date ?? null}::text::timestamptz,
-      p_end_date      => ${f.end_date ?? null}::text::timestamptz,
-      p_site_id       => ${f.site_id ?? null}::uuid,
-      p_submission_id => ${f.submission_id ?? null}::uuid,
-      p_limit         => 1)`;
-}
-
-/**
- * Counts and growth_index statistics per UTC day or per site, computed from the
- * live table as the caller (RLS applies; fresh, unlike analytics.mv_daily_metrics).
- * The filters mirror the read API's. They are parameters of an unnamed statement,
- * which Postgres plans with their values: it prunes to the program's (and site's)
- * partitions when planning, and to the date range when the executor starts.
+ * Counts and growth_index statistics per UTC day or per site, from the SQL API
+ * beside get_observations_optimized (public.get_observation_aggregates: the same
+ * filter and checks, pruned the same way), read as the caller: RLS applies, and
+ * the figures are fresh, unlike analytics.mv_daily_metrics. One group more than
+ * the cap is asked for, to tell a truncated answer.
  */
 async function readAggregate(
   tx: Tx,
   p: AggregateRequest,
 ): Promise<{ rows: (DailyAggregateRow | SiteAggregateRow)[]; truncated: boolean }> {
   await useUtc(tx);
-  await assertReadable(tx, p);
-  const groupKey = p.group_by === "day" ? tx`(o.created_at at time zone 'UTC')::date` : tx`o.site_id`;
-  const groupName = p.group_by === "day" ? "day" : "site_id";
   const [result] = await tx<{ rows: (DailyAggregateRow | SiteAggregateRow)[] }[]>`
-    select coalesce(json_agg(g order by g.${tx(groupName)}), '[]'::json) as rows
-    from (
-      select ${groupKey} as ${tx(groupName)},
-             count(*) as observation_count,
-             count(o.growth_index) as growth_index_count,
-             avg(o.growth_index)::float8 as avg_growth_index,
-             min(o.growth_index)::float8 as min_growth_index,
-             max(o.growth_index)::float8 as max_growth_index,
-             stddev_samp(o.growth_index)::float8 as stddev_growth_index,
-             min(o.created_at) as first_observation_at,
-             max(o.created_at) as last_observation_at
-      from public.petri_observations o
-      where o.company_id = ${p.company_id}::uuid
-        and o.program_id = ${p.program_id}::uuid
-        ${p.site_id ? tx`and o.site_id = ${p.site_id}::uuid` : tx``}
-        ${p.submission_id ? tx`and o.submission_id = ${p.submission_id}::uuid` : tx``}
-        ${p.start_date ? tx`and o.created_at >= ${p.start_date}::text::timestamptz` : tx``}
-        ${p.end_date ? tx`and o.created_at < ${p.end_date}::text::timestamptz` : tx``}
-      group by 1
-      order by 1
-      limit ${MAX_AGGREGATE_GROUPS + 1}
-    ) g`;
+    -- each row without the other grouping's (null) column
+    select coalesce(json_agg(to_jsonb(a) - ${p.group_by === "day" ? "site_id" : "day"}::text order by a.day, a.site_id), '[]'::json) as rows
+    from public.get_observation_aggregates(
+      p_company_id    => ${p.company_id}::uuid,
+      p_program_id    => ${p.program_id}::uuid,
+      p_group_by      => ${p.group_by}::text,
+      p_start_date    => ${p.start_date ?? null}::text::timestamptz,
+      p_end_date      => ${p.end_date ?? null}::text::timestamptz,
+      p_site_id       => ${p.site_id ?? null}::uuid,
+      p_submission_id => ${p.submission_id ?? null}::uuid,
+      p_limit         => ${MAX_AGGREGATE_GROUPS + 1}::integer) a`;
   const rows = result?.rows ?? [];
   return { rows: rows.slice(0, MAX_AGGREGATE_GROUPS), truncated: rows.length > MAX_AGGREGATE_GROUPS };
 }

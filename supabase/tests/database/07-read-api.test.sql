@@ -1,11 +1,12 @@
--- Read API: get_observations_optimized, the submission view, and what they prune to.
+-- Read API: get_observations_optimized, get_observation_aggregates, the submission view, and what
+-- they prune to.
 -- Covers: results and keyset pagination; errors for a foreign company, a foreign program, bad
 -- limits, inverted dates and a forged cursor; EXPLAIN proves pruning per query class (program,
 -- site, site + month, submission); company isolation through the RPC and the view; anon has no
 -- access. The swap is simulated inside the transaction (the partitioned table takes the legacy
 -- name and the read API is reinstalled against it), as partition_mgmt's swap does.
 begin;
-select plan(24);
+select plan(32);
 -- the plan's literal tree (every program, site and period, created on insert); 08 covers the sized tree
 update partition_mgmt.managed_tables set tree_shape = 'literal';
 -- the whole file is one transaction: let its partition DDL use most of the lock table
@@ -77,6 +78,12 @@ select is((select partitions_scanned from partition_mgmt.explain_partitions(
   (select count(*)::int from partition_mgmt.partition_registry
    where table_key = 'petri' and is_leaf and site_id = 'a3000000-0000-4000-8000-000000000001'),
   'a submission prunes to its site');
+select is((select partitions_scanned from partition_mgmt.explain_partitions(
+  partition_mgmt.build_aggregates_query('petri', 'a0000000-0000-4000-8000-000000000000', 'a2000000-0000-4000-8000-000000000000', 'day',
+    p_site_id => 'a3000000-0000-4000-8000-000000000001'))),
+  (select count(*)::int from partition_mgmt.partition_registry
+   where table_key = 'petri' and is_leaf and site_id = 'a3000000-0000-4000-8000-000000000001'),
+  'aggregates of a site read only the site''s leaves');
 select cmp_ok((select partitions_scanned from partition_mgmt.explain_partitions('select * from public.petri_observations where petri_code = ''x''')),
   '>', (select partitions_scanned from partition_mgmt.explain_partitions(
     partition_mgmt.build_observations_query('petri', 'a0000000-0000-4000-8000-000000000000', 'a2000000-0000-4000-8000-000000000000'))),
@@ -133,6 +140,29 @@ select is((select count(*)::int from public.get_observations_optimized('a0000000
   'a2000000-0000-4000-8000-000000000000', p_submission_id => 'b4000000-0000-4000-8000-000000000001')), 0,
   'B''s submission under A''s program yields nothing');
 
+-- aggregates
+select results_eq($$select site_id, observation_count, growth_index_count, avg_growth_index, min_growth_index, max_growth_index
+                    from public.get_observation_aggregates('a0000000-0000-4000-8000-000000000000', 'a2000000-0000-4000-8000-000000000000', 'site')$$,
+  $$values ('a3000000-0000-4000-8000-000000000001'::uuid, 30::bigint, 30::bigint, 15.5::float8, 1::float8, 30::float8),
+           ('a3000000-0000-4000-8000-000000000002'::uuid, 5::bigint, 0::bigint, null::float8, null::float8, null::float8)$$,
+  'aggregates per site: counts and growth_index statistics of each of A''s sites');
+select is((select sum(observation_count)::int || ' rows in ' || count(*) || ' days, ' || count(*) filter (where site_id is null) || ' without a site'
+           from public.get_observation_aggregates('a0000000-0000-4000-8000-000000000000', 'a2000000-0000-4000-8000-000000000000')),
+  '35 rows in ' || (select count(distinct (created_at at time zone 'UTC')::date) from public.petri_observations
+                    where program_id = 'a2000000-0000-4000-8000-000000000000') || ' days, '
+  || (select count(distinct (created_at at time zone 'UTC')::date) from public.petri_observations
+      where program_id = 'a2000000-0000-4000-8000-000000000000') || ' without a site',
+  'aggregates per UTC day (the default) cover all 35 rows, one row per day');
+select is((select observation_count::int from public.get_observation_aggregates('a0000000-0000-4000-8000-000000000000',
+  'a2000000-0000-4000-8000-000000000000', 'site', now() - interval '10 days', now(), 'a3000000-0000-4000-8000-000000000001')),
+  (select count(*)::int from generate_series(1, 30) g where g * 2 <= 10), 'aggregates take the period and the site');
+select throws_ok($$select * from public.get_observation_aggregates('b0000000-0000-4000-8000-000000000000', 'b2000000-0000-4000-8000-000000000000')$$,
+  '42501', 'company b0000000-0000-4000-8000-000000000000 is not one of your companies', 'aggregates of B''s company are refused');
+select throws_ok($$select * from public.get_observation_aggregates('a0000000-0000-4000-8000-000000000000', 'a2000000-0000-4000-8000-000000000000', 'week')$$,
+  '22023', 'p_group_by must be day or site, got ''week''', 'an unknown grouping is refused, naming it');
+select is((select count(*)::int from public.get_observation_aggregates('a0000000-0000-4000-8000-000000000000',
+  'a2000000-0000-4000-8000-000000000000', 'day', p_limit => 3)), 3, 'p_limit caps the groups');
+
 -- submission view
 select is((select count(*)::int from public.petri_observations_by_submission where submission_id = 'a4000000-0000-4000-8000-000000000001'),
   30, 'the submission view returns the submission''s rows');
@@ -150,6 +180,8 @@ set local role anon;
 select throws_ok($$select * from public.get_observations_optimized('a0000000-0000-4000-8000-000000000000', 'a2000000-0000-4000-8000-000000000000')$$,
   '42501', null, 'anon cannot call get_observations_optimized');
 select throws_ok($$select * from public.petri_observations_by_submission$$, '42501', null, 'anon cannot read the submission view');
+select throws_ok($$select * from public.get_observation_aggregates('a0000000-0000-4000-8000-000000000000', 'a2000000-0000-4000-8000-000000000000')$$,
+  '42501', null, 'anon cannot call get_observation_aggregates');
 reset role;
 
 -- service_role reads any company

@@ -1,5 +1,5 @@
 -- Online migration: API, privileges and every phase in one transaction (migration
--- 20250102000400_online_migration). The concurrent, crash and lock-wait scenarios are in
+-- 20250102000400_migration_state to 20250102000470_migration_orchestrator). The concurrent, crash and lock-wait scenarios are in
 -- test/migration-*.test.ts.
 -- Covers: the plan's functions exist and only service_role (and the owner) may call them; a dry
 -- run changes nothing; prepare + sync leave the migration in phase syncing; the backfill copies

@@ -1,0 +1,435 @@
+-- =============================================================================
+-- Safety and rollback (the plan's 006): the online migration of a live legacy table into its
+-- partitioned tree, phase by phase, each idempotent, each with its undo, each recorded.
+--
+--   idle ─prepare─> (preparing ─>) prepared ─start sync─> syncing ─backfill─> backfilling ─> backfilled
+--        ─validate─> validated ─swap─> swapped ─finalize─> (finalized: _old and helpers dropped)
+--   any phase ─rollback─> rolled_back (legacy live and untouched) ─finish_rollback─> idle (copy
+--   emptied, helpers and state dropped)
+--
+-- * prepare: pre-checks must show no blocker; the legacy table's foreign keys and the plain indexes
+--   that leaves need on the partitioned table; the partitions plan_tree plans for the data (sized:
+--   what the rows fill; literal: every program, site and period), within each transaction's lock
+--   budget (phase preparing until all exist).
+-- * sync: AFTER row triggers on the legacy table apply every insert, update (also of program_id,
+--   site_id, created_at) and delete to the partitioned table in the writer's own transaction.
+-- * backfill: keyset batches by observation_id; each batch locks its source rows FOR SHARE (a
+--   concurrent UPDATE/DELETE of them waits for the batch, then its sync trigger applies on top:
+--   no zombie rows) and inserts ON CONFLICT DO NOTHING (a newer trigger-written row is never
+--   overwritten). The high-water mark is committed with the batch: a kill or crash resumes there.
+-- * validate: counts per program/site/month and an order-independent content checksum, each
+--   computed for both tables in one statement (one snapshot); on mismatch the first differing ids.
+-- * swap: ACCESS EXCLUSIVE on both tables under lock_timeout with retries and backoff, a final
+--   count under the lock, renames, and everything that hangs on the table carried over. A reverse
+--   sync trigger keeps <table>_old exact afterwards, so a rollback after the swap loses nothing.
+--
+-- A function cannot COMMIT: migrate_to_partitioned() does one bounded step per call (callers loop:
+-- scripts/lib/migration-driver.ts, psql, an edge function); the DO block migration_runner()
+-- returns loops with a COMMIT per step for psql and pg_cron. Nothing here runs at `db push` time.
+--
+-- One file per phase, in dependency order (a file calls only what it or an earlier file defines):
+--   0400 migration_state       the state, the log, the phases, helpers on the legacy table,
+--                              monitor_migration, Realtime's change feed and REPLICA IDENTITY
+--   0410 migration_sync        the sync triggers (and the reverse sync after the swap)
+--   0420 migration_validation  post_migration_validation, compare_tables, the final count
+--   0430 migration_swap        swap_tables and the locked section both directions share
+--   0440 migration_rollback    rollback_migration, finish_rollback, finalize_migration
+--   0450 migration_plan        pre_migration_check, prepare_migration (after the rollback
+--                              file: preparing a rolled-back table first finishes that rollback)
+--   0460 migration_backfill    the keyset batches (a first call prepares and starts the sync)
+--   0470 migration_orchestrator  migration_next_step/migration_step/migration_runner,
+--                              safe_migrate_table, offline_migrate_table; the privileges
+-- =============================================================================
+
+-- -----------------------------------------------------------------------------
+-- State
+-- -----------------------------------------------------------------------------
+create table if not exists partition_mgmt.migration_state (
+  table_key         text primary key references partition_mgmt.managed_tables (table_key) on delete cascade,
+  phase             text not null default 'prepared'
+                    check (phase in ('preparing', 'prepared', 'syncing', 'backfilling', 'backfilled', 'validated', 'swapped', 'rolled_back')),
+  mode              text not null default 'online' check (mode in ('online', 'offline')),
+  legacy_table      regclass not null,          -- follows the rename to <table>_old
+  high_water        uuid,                       -- last observation_id of the last committed batch
+  program_marks     jsonb not null default '{}'::jsonb,  -- per-program high-water marks (p_program_id passes)
+  rows_total        bigint,                     -- legacy rows counted at prepare
+  rows_scanned      bigint not null default 0,  -- legacy rows visited by the backfill
+  rows_copied       bigint not null default 0,  -- rows the backfill inserted (the rest the trigger had written)
+  batches           bigint not null default 0,
+  last_batch_rows   integer,
+  last_batch_ms     numeric,
+  backfill_ms       numeric not null default 0, -- time spent inside batches
+  postpone_swap     boolean not null default true,
+  carried_triggers  text[] not null default '{}',
+  last_error        text,
+  validated_at      timestamptz,
+  swap_attempts     integer,
+  swap_lock_ms      numeric,                    -- ACCESS EXCLUSIVE held from acquisition to end of the swap
+  started_at        timestamptz not null default now(),
+  backfill_started_at timestamptz,
+  swapped_at        timestamptz,
+  updated_at        timestamptz not null default now()
+);
+comment on table partition_mgmt.migration_state is
+  'One row per managed table being migrated online: phase, backfill high-water mark and progress, swap switch and timings. Removed by finalize_migration and rollback_migration.';
+comment on column partition_mgmt.migration_state.postpone_swap is
+  'While true the migration stops at the swap (gh-ost''s postpone flag): set_postpone_swap(table, false) or an explicit swap_tables() lets it go on.';
+
+create table if not exists partition_mgmt.migration_log (
+  id          bigint generated always as identity primary key,
+  table_key   text not null,
+  at          timestamptz not null default clock_timestamp(),
+  from_phase  text,
+  to_phase    text not null,
+  detail      jsonb not null default '{}'::jsonb
+);
+create index if not exists migration_log_table_idx on partition_mgmt.migration_log (table_key, at);
+comment on table partition_mgmt.migration_log is 'Every phase transition of every online migration (kept after finalize and rollback).';
+
+revoke all on partition_mgmt.migration_state, partition_mgmt.migration_log from public, anon, authenticated;
+grant select on partition_mgmt.migration_state, partition_mgmt.migration_log to service_role;
+
+-- -----------------------------------------------------------------------------
+-- Helpers
+-- -----------------------------------------------------------------------------
+
+-- Writes the app made to the legacy table during the migration with a NULL program (a nullable
+-- column there, a NOT NULL partition key after the swap). Filled by the sync trigger; while it
+-- has rows for a table, swap_tables refuses, because the same writes would fail after the swap.
+create table if not exists partition_mgmt.null_key_writes (
+  id              bigint generated always as identity primary key,
+  table_key       text not null references partition_mgmt.managed_tables (table_key) on delete cascade,
+  observation_id  uuid not null,
+  operation       text not null,
+  at              timestamptz not null default clock_timestamp()
+);
+create index if not exists null_key_writes_table_key_at_idx on partition_mgmt.null_key_writes (table_key, at);
+revoke all on partition_mgmt.null_key_writes from public, anon, authenticated;
+grant select on partition_mgmt.null_key_writes to service_role;
+comment on table partition_mgmt.null_key_writes is
+  'Rows the app wrote without a program during a migration (derived from the site while copying). swap_tables refuses while a table has any: make the app send the program, delete them, swap again.';
+
+create or replace function partition_mgmt.log_migration(p_table_key text, p_from text, p_to text, p_detail jsonb default '{}'::jsonb)
+returns void
+language sql
+set search_path = ''
+as $$
+  insert into partition_mgmt.migration_log (table_key, from_phase, to_phase, detail) values (p_table_key, p_from, p_to, coalesce(p_detail, '{}'::jsonb));
+$$;
+
+-- Moves a migration to p_to if it is in one of p_from; raises otherwise (with what to do).
+create or replace function partition_mgmt.set_migration_phase(p_table_key text, p_from text[], p_to text, p_detail jsonb default '{}'::jsonb)
+returns void
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_phase text;
+begin
+  select phase into v_phase from partition_mgmt.migration_state where table_key = p_table_key for update;
+  if not found or not (v_phase = any (p_from)) then
+    raise exception 'migration of "%" is in phase %, expected one of %', p_table_key, coalesce(v_phase, 'idle'), p_from
+      using hint = format('See select * from partition_mgmt.monitor_migration(%L); run the phases in order.', p_table_key);
+  end if;
+  update partition_mgmt.migration_state set phase = p_to, updated_at = now() where table_key = p_table_key;
+  perform partition_mgmt.log_migration(p_table_key, v_phase, p_to, p_detail);
+end
+$$;
+
+create or replace function partition_mgmt.migration_phase(p_table_key text)
+returns text
+language sql stable
+set search_path = ''
+as $$
+  -- (a table name is resolved to its key: an unknown one raises instead of answering 'idle')
+  select coalesce((select phase from partition_mgmt.migration_state where table_key = partition_mgmt.resolve_table_key(p_table_key)), 'idle')
+$$;
+
+-- True while a table is between prepare and swap: maintenance must not drop or detach partitions
+-- of its (still filling) partitioned copy.
+create or replace function partition_mgmt.migration_in_progress(p_table_key text)
+returns boolean
+language sql stable
+set search_path = ''
+as $$
+  select exists (select from partition_mgmt.migration_state where table_key = p_table_key and phase <> 'swapped')
+$$;
+
+-- A managed table in the middle of an online migration is left alone by cleanup, retention and
+-- promotion: its copy's partitions are empty until the backfill reaches them.
+create or replace function partition_mgmt.migration_busy(p_table_key text)
+returns boolean
+language sql stable
+set search_path = ''
+as $$ select coalesce(partition_mgmt.migration_in_progress(p_table_key), false) $$;
+
+-- The legacy (unpartitioned) table: under the source name before the swap, <source>_old after it.
+create or replace function partition_mgmt.legacy_table(p_table_key text)
+returns regclass
+language plpgsql stable
+set search_path = ''
+as $$
+declare
+  c partition_mgmt.managed_tables := partition_mgmt.config(p_table_key);
+  v regclass;
+begin
+  select legacy_table into v from partition_mgmt.migration_state where table_key = p_table_key;
+  if v is not null and exists (select from pg_catalog.pg_class where oid = v) then
+    return v;
+  end if;
+  v := to_regclass(format('%I.%I', c.source_schema, c.source_table));
+  if v is null or (select relkind from pg_catalog.pg_class where oid = v) <> 'r' then
+    raise exception 'managed table "%" has no legacy (unpartitioned) table %.%', p_table_key, c.source_schema, c.source_table
+      using hint = 'It is already partitioned (finalized), or source_schema/source_table in partition_mgmt.managed_tables is wrong.';
+  end if;
+  return v;
+end
+$$;
+
+-- The legacy table's expression for each column of the partitioned parent, in the parent's
+-- column order: the program key is derived from the site where the legacy row lacks it.
+create or replace function partition_mgmt.legacy_select_list(p_table_key text, p_alias text)
+returns text
+language plpgsql stable
+set search_path = ''
+as $$
+declare
+  c partition_mgmt.managed_tables := partition_mgmt.config(p_table_key);
+  v_legacy regclass := partition_mgmt.legacy_table(p_table_key);
+  v_nullable boolean;
+begin
+  select not attnotnull into v_nullable from pg_catalog.pg_attribute
+  where attrelid = v_legacy and attname = c.program_column and not attisdropped;
+  return (
+    select string_agg(case when a.attname = c.program_column and v_nullable then
+                        format('coalesce(%1$I.%2$I, (select s.program_id from public.sites s where s.site_id = %1$I.%3$I))',
+                               p_alias, c.program_column, c.site_column)
+                      else format('%I.%I', p_alias, a.attname) end, ', ' order by a.attnum)
+    from pg_catalog.pg_attribute a
+    where a.attrelid = partition_mgmt.parent_of(p_table_key) and a.attnum > 0 and not a.attisdropped);
+end
+$$;
+
+-- Columns present on one side only (the app may have added a column to the legacy table after
+-- the partitioned copy was made).
+create or replace function partition_mgmt.column_drift(p_table_key text)
+returns text
+language sql stable
+set search_path = ''
+as $$
+  with l as (select attname, format_type(atttypid, atttypmod) as t from pg_catalog.pg_attribute
+             where attrelid = partition_mgmt.legacy_table(p_table_key) and attnum > 0 and not attisdropped),
+       p as (select attname, format_type(atttypid, atttypmod) as t from pg_catalog.pg_attribute
+             where attrelid = partition_mgmt.parent_of(p_table_key) and attnum > 0 and not attisdropped)
+  select string_agg(format('%s %s (%s)', coalesce(l.attname, p.attname), coalesce(l.t, p.t),
+                           case when p.attname is null then 'legacy only' when l.attname is null then 'partitioned only' else 'type differs' end), ', ')
+  from l full join p using (attname)
+  where l.attname is null or p.attname is null or l.t <> p.t
+$$;
+
+-- Views and materialized views built directly on a table (not the read API's views, which
+-- install_read_api rebuilds).
+create or replace function partition_mgmt.dependent_views(p_table regclass)
+returns table (view_oid oid, view_name text, relkind "char")
+language sql stable
+set search_path = ''
+as $$
+  select distinct c.oid, format('%I.%I', n.nspname, c.relname), c.relkind
+  from pg_catalog.pg_depend d
+  join pg_catalog.pg_rewrite r on r.oid = d.objid
+  join pg_catalog.pg_class c on c.oid = r.ev_class
+  join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+  where d.classid = 'pg_catalog.pg_rewrite'::regclass and d.refclassid = 'pg_catalog.pg_class'::regclass
+    and d.refobjid = p_table and c.oid <> p_table
+$$;
+
+-- Replaces the qualified table name p_from by p_to in a view definition (whole names only).
+create or replace function partition_mgmt.repoint_sql(p_sql text, p_from text, p_to text)
+returns text
+language sql immutable
+set search_path = ''
+as $$
+  select regexp_replace(p_sql, '(^|[^A-Za-z0-9_$."])' || regexp_replace(p_from, '([.^$*+?()\[\]{}|\\])', '\\\1', 'g') || '(?![A-Za-z0-9_$])',
+                        '\1' || replace(p_to, '\', '\\'), 'g')
+$$;
+
+-- -----------------------------------------------------------------------------
+-- Phase 5: monitoring
+-- -----------------------------------------------------------------------------
+create or replace function partition_mgmt.monitor_migration(p_table text default null)
+returns table (table_key text, phase text, rows_copied bigint, rows_scanned bigint, rows_total bigint, percent numeric,
+               rows_per_second numeric, eta interval, pending_in_defaults bigint, batches bigint, last_batch_ms numeric,
+               postpone_swap boolean, swap_lock_ms numeric, last_error text, started_at timestamptz, updated_at timestamptz)
+language plpgsql stable
+set search_path = ''
+as $$
+declare
+  v_key text := case when p_table is null then null else partition_mgmt.resolve_table_key(p_table) end;
+  m partition_mgmt.managed_tables;
+  s partition_mgmt.migration_state;
+  d record;
+  v_n bigint;
+begin
+  for m in select * from partition_mgmt.managed_tables mt where v_key is null or mt.table_key = v_key order by mt.table_key loop
+    select * into s from partition_mgmt.migration_state x where x.table_key = m.table_key;
+    table_key := m.table_key;
+    phase := coalesce(s.phase, 'idle');
+    rows_copied := coalesce(s.rows_copied, 0);
+    rows_scanned := coalesce(s.rows_scanned, 0);
+    rows_total := s.rows_total;
+    percent := case when s.phase in ('backfilled', 'validated', 'swapped') then 100
+                    when coalesce(s.rows_total, 0) = 0 then case when s.phase is null then 0 else 0 end
+                    else least(100, round(100.0 * s.rows_scanned / s.rows_total, 1)) end;
+    rows_per_second := case when coalesce(s.backfill_ms, 0) > 0 then round(s.rows_scanned / (s.backfill_ms / 1000.0)) end;
+    eta := case when s.phase in ('syncing', 'backfilling') and s.backfill_started_at is not null and s.rows_scanned > 0 and s.rows_total > s.rows_scanned
+                then (now() - s.backfill_started_at) * ((s.rows_total - s.rows_scanned)::numeric / s.rows_scanned)
+                when s.phase in ('backfilled', 'validated', 'swapped') then interval '0' end;
+    pending_in_defaults := 0;
+    if m.parent is not null then
+      for d in select r.partition_schema, r.partition_name from partition_mgmt.partition_registry r
+               where r.table_key = m.table_key and r.is_default and partition_mgmt.is_waiting_room(m.tree_shape, r.level) loop
+        execute format('select count(*) from %I.%I', d.partition_schema, d.partition_name) into v_n;
+        pending_in_defaults := pending_in_defaults + v_n;
+      end loop;
+    end if;
+    batches := coalesce(s.batches, 0);
+    last_batch_ms := s.last_batch_ms;
+    postpone_swap := s.postpone_swap;
+    swap_lock_ms := s.swap_lock_ms;
+    last_error := s.last_error;
+    started_at := s.started_at;
+    updated_at := s.updated_at;
+    return next;
+  end loop;
+end
+$$;
+
+-- -----------------------------------------------------------------------------
+-- Realtime after the swap
+--
+-- Supabase Realtime's Postgres Changes decode the WAL with wal2json and match subscribers by the
+-- table name of each change. wal2json reports a change of a partitioned table under the name of
+-- the leaf that holds the row (and, filtered to the publication's tables with
+-- publish_via_partition_root, not at all), so once the partitioned table is live a subscriber of
+-- public.petri_observations receives nothing. A partitioned table with a Realtime audience gets a
+-- change feed instead: public.<table>_changes, a plain table in the supabase_realtime publication,
+-- one row per changed row (op, record, old_record), written by statement-level triggers on the
+-- partitioned table, whose transition tables see a row moved to another partition as the UPDATE it
+-- is (row-level triggers on the leaves see a DELETE and an INSERT). It has RLS by company, so
+-- Realtime delivers each change only to subscribers who may read it. Maintenance keeps an hour.
+-- -----------------------------------------------------------------------------
+create or replace function partition_mgmt.in_realtime_publication(p_table regclass)
+returns boolean
+language sql stable
+set search_path = ''
+as $$
+  select exists (select from pg_catalog.pg_publication_rel pr join pg_catalog.pg_publication p on p.oid = pr.prpubid
+                 where p.pubname = 'supabase_realtime' and pr.prrelid = p_table)
+$$;
+
+create or replace function partition_mgmt.realtime_feed_name(p_table_key text)
+returns text
+language sql stable
+set search_path = ''
+as $$
+  select format('%I.%I', m.source_schema, m.source_table || '_changes') from partition_mgmt.managed_tables m where m.table_key = p_table_key
+$$;
+
+-- The feed table, its RLS, grants and publication membership, and the trigger function (one per
+-- managed table). Idempotent; runs before the swap's lock.
+create or replace function partition_mgmt.install_realtime_feed(p_table_key text)
+returns text
+language plpgsql
+set search_path = ''
+as $install$
+declare
+  c partition_mgmt.managed_tables := partition_mgmt.config(p_table_key);
+  v_feed text := partition_mgmt.realtime_feed_name(p_table_key);
+  v_company text;
+begin
+  -- the company of a row: its own company_id column where the table has one, else its program's
+  v_company := case when exists (select from pg_catalog.pg_attribute a where a.attrelid = c.parent and a.attname = 'company_id' and not a.attisdropped)
+                    then 'x.company_id'
+                    else format('(select p.company_id from public.pilot_programs p where p.program_id = x.%I)', c.program_column) end;
+  execute format('create table if not exists %s (
+    change_id      bigint generated always as identity primary key,
+    changed_at     timestamptz not null default now(),
+    op             text not null check (op in (''INSERT'', ''UPDATE'', ''DELETE'')),
+    %I             uuid not null,
+    company_id     uuid,
+    record         jsonb,
+    old_record     jsonb)', v_feed, c.id_column);
+  execute format('comment on table %s is %L', v_feed,
+    format('Realtime change feed of %I.%I (partitioned: wal2json reports its changes under the partitions'' names). '
+           'Subscribe to its INSERTs: op, record (the row after), old_record (before). Kept an hour.', c.source_schema, c.source_table));
+  execute format('create index if not exists %I on %s (changed_at)', c.source_table || '_changes_changed_at_idx', v_feed);
+  execute format('alter table %s enable row level security', v_feed);
+  if not exists (select from pg_catalog.pg_policy where polrelid = v_feed::regclass and polname = 'company_isolation_changes') then
+    execute format('create policy company_isolation_changes on %s for select to authenticated using (company_id = any ((select private.user_company_ids())::uuid[]))', v_feed);
+  end if;
+  execute format('revoke all on table %s from public, anon, authenticated', v_feed);
+  execute format('grant select on table %s to authenticated, service_role', v_feed);
+  if exists (select from pg_catalog.pg_publication where pubname = 'supabase_realtime') and not partition_mgmt.in_realtime_publication(v_feed::regclass) then
+    execute format('alter publication supabase_realtime add table %s', v_feed);
+  end if;
+  execute format($f$
+    create or replace function partition_mgmt.%1$I() returns trigger
+    language plpgsql security definer set search_path = ''
+    as $body$
+    begin
+      if tg_op = 'INSERT' then
+        insert into %2$s (op, %3$I, company_id, record) select 'INSERT', x.%3$I, %4$s, to_jsonb(x) from new_rows x;
+      elsif tg_op = 'UPDATE' then
+        insert into %2$s (op, %3$I, company_id, record, old_record)
+        select 'UPDATE', x.%3$I, %4$s, to_jsonb(x), to_jsonb(o) from new_rows x join old_rows o using (%3$I);
+      else
+        insert into %2$s (op, %3$I, company_id, old_record) select 'DELETE', x.%3$I, %4$s, to_jsonb(x) from old_rows x;
+      end if;
+      return null;
+    end
+    $body$$f$, p_table_key || '_realtime_feed', v_feed, c.id_column, v_company);
+  execute format('revoke all on function partition_mgmt.%I() from public', p_table_key || '_realtime_feed');
+  return v_feed;
+end
+$install$;
+
+-- The feed's statement-level triggers on the table (not cloned onto the leaves: one catalog row
+-- each, fit for the swap's lock), on or off.
+create or replace function partition_mgmt.set_realtime_feed_triggers(p_table_key text, p_table regclass, p_on boolean)
+returns void
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_op text;
+begin
+  foreach v_op in array array['insert', 'update', 'delete'] loop
+    execute format('drop trigger if exists %I on %s', 'partition_mgmt_realtime_' || v_op, p_table);
+    if p_on then
+      execute format('create trigger %I after %s on %s referencing %s for each statement execute function partition_mgmt.%I()',
+        'partition_mgmt_realtime_' || v_op, v_op, p_table,
+        case v_op when 'insert' then 'new table as new_rows' when 'update' then 'old table as old_rows new table as new_rows' else 'old table as old_rows' end,
+        p_table_key || '_realtime_feed');
+    end if;
+  end loop;
+end
+$$;
+
+-- The legacy table's REPLICA IDENTITY (Realtime needs FULL to send old records) on the
+-- partitioned parent and every leaf (partition_mgmt.apply_replica_identity), before the copy is
+-- filled.
+create or replace function partition_mgmt.carry_replica_identity(p_table_key text)
+returns integer
+language plpgsql
+set search_path = ''
+as $$
+declare
+  c partition_mgmt.managed_tables := partition_mgmt.config(p_table_key);
+  v_ident "char" := (select relreplident from pg_catalog.pg_class where oid = partition_mgmt.legacy_table(p_table_key));
+begin
+  if v_ident in ('d', 'f', 'n') and v_ident <> (select relreplident from pg_catalog.pg_class where oid = c.parent) then
+    execute format('alter table %s replica identity %s', c.parent, case v_ident when 'f' then 'full' when 'n' then 'nothing' else 'default' end);
+  end if;
+  return partition_mgmt.apply_replica_identity(p_table_key);
+end
+$$;
