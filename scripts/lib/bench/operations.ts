@@ -15,7 +15,7 @@ import { runMaintenance as runMaintenanceNow } from "../maintenance-runner.ts";
 import * as driver from "../migration-driver.ts";
 import type { BenchOptions } from "./options.ts";
 import type { Progress } from "./progress.ts";
-import { fmtInt, percentile } from "./stats.ts";
+import { fmtInt, maxOf, percentile } from "./stats.ts";
 import type { MaintenanceResult, MigrationPhase, MigrationResult } from "./types.ts";
 import { benchSession, inSession } from "./session.ts";
 
@@ -200,7 +200,7 @@ export async function runMigration(url: string, o: BenchOptions, progress: Progr
         progressEveryMs: 0,
       });
       const gaps = marks.slice(1).map((t, i) => (t - marks[i]!) / 1000);
-      return { batches: b, scanned: Number((await driver.monitor(sql, table)).rows_scanned), slowest: Math.max(0, ...gaps) };
+      return { batches: b, scanned: Number((await driver.monitor(sql, table)).rows_scanned), slowest: maxOf(gaps) };
     }, long));
     await phase("validate", () => inSession(url, "bench-migration-validate", async (sql) => {
       progress.update("validation");
@@ -238,7 +238,7 @@ export async function runMigration(url: string, o: BenchOptions, progress: Progr
     if (tMig > 0) {
       const phases: MigrationPhase[] = windows.map((w) => {
         const hit = overlapping(w.from, w.to);
-        return { name: w.name, seconds: (w.to - w.from) / 1000, appOps: hit.length, appMaxMs: Math.max(0, ...hit), appOver1s: hit.filter((ms) => ms > 1000).length };
+        return { name: w.name, seconds: (w.to - w.from) / 1000, appOps: hit.length, appMaxMs: maxOf(hit), appOver1s: hit.filter((ms) => ms > 1000).length };
       });
       const swapW = windows.find((w) => w.name === "swap");
       const end = windows.at(-1)?.to ?? performance.now();
@@ -248,10 +248,10 @@ export async function runMigration(url: string, o: BenchOptions, progress: Progr
         during: windowStats(stats.timeline, rel(tMig), rel(end)),
         swapWindow: swapW ? (() => {
           const hit = overlapping(swapW.from, swapW.to);
-          return { ops: hit.length, max: Math.max(0, ...hit) };
+          return { ops: hit.length, max: maxOf(hit) };
         })() : { ops: 0, max: Number.NaN },
         phases,
-        maxWaitMs: Math.max(0, ...overlapping(tMig, end)),
+        maxWaitMs: maxOf(overlapping(tMig, end)),
         errors: stats.errors.length,
         ...(stats.errors[0] ? { firstError: `${stats.errors[0].kind}: ${stats.errors[0].code} ${stats.errors[0].message}` } : {}),
         retried: stats.retried,

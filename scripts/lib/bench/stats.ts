@@ -17,6 +17,13 @@ export function percentile(values: number[], p: number): number {
   return s[rank - 1] ?? Number.NaN;
 }
 
+/** The largest value, or `floor` for none; a loop, since Math.max(...values) overflows the stack on a long migration's hundreds of thousands of app statements. */
+export function maxOf(values: Iterable<number>, floor = 0): number {
+  let max = floor;
+  for (const v of values) if (v > max) max = v;
+  return max;
+}
+
 export function summarize(values: number[]): Summary {
   if (values.length === 0) return { n: 0, median: Number.NaN, p95: Number.NaN, mean: Number.NaN, min: Number.NaN, max: Number.NaN };
   const s = [...values].sort((a, b) => a - b);
