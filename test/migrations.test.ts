@@ -1,10 +1,9 @@
 // supabase db push with the real CLI: every file recorded, a second push applies nothing.
-import { readdirSync } from "node:fs";
-import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import postgres from "postgres";
-import { REPO_ROOT } from "../scripts/lib/cluster.ts";
+import { join } from "node:path";
 import { pushMigrations } from "../scripts/lib/push-migrations.ts";
+import { migrationFiles, MIGRATIONS_DIR } from "../scripts/lib/released-migrations.ts";
 import { testEnv } from "./helpers/env.ts";
 import { withDatabase } from "./helpers/db.ts";
 
@@ -22,7 +21,7 @@ describe("supabase db push", () => {
   });
 
   it("applies every migration once and nothing the second time", async () => {
-    const files = readdirSync(join(REPO_ROOT, "supabase", "migrations")).filter((f) => f.endsWith(".sql")).sort();
+    const files = migrationFiles();
     expect(files.length).toBeGreaterThan(0);
     const url = withDatabase(testEnv.dbUrl, DB);
 
@@ -60,7 +59,7 @@ describe("supabase db push onto a project that has a policy of the same name", (
     const app = postgres(url, { max: 1, onnotice: () => {} });
     try {
       // the app as it was: its tables, and the policy the plan's Phase 4 writes
-      await app.file(join(REPO_ROOT, "supabase", "migrations", "20250101000000_baseline_app_schema.sql"));
+      await app.file(join(MIGRATIONS_DIR, "20250101000000_baseline_app_schema.sql"));
       await app.unsafe(`alter table public.petri_observations add column company_id uuid`);
       await app.unsafe(`alter table public.petri_observations enable row level security`);
       await app.unsafe(`create policy company_isolation_petri on public.petri_observations for all to authenticated
