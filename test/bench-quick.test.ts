@@ -7,7 +7,8 @@
 //    numeric median (and p95) for each, plus the speed ratios;
 //  - the id-only statements sent prepared ran on the three tables, with their locks and plans;
 //  - the other sections produced their figures: insert runs and profile, the planning series,
-//    the maintenance run, the migration section (every phase, the app's longest wait);
+//    the maintenance run, the migration section (every phase, the rollback after the swap with
+//    the app writing, the app's longest wait);
 //  - every goal and every promise has a verdict (met or missed): "not measured" fails the test, so
 //    a renamed SQL function or a section that stopped measuring cannot hide; the report and the
 //    SVG chart are written.
@@ -117,13 +118,17 @@ describe("npm run bench -- --quick", () => {
     expect(m.status, m.reason ?? (m.online && "error" in m.online ? m.online.error : "")).toBe("measured");
     expect(m.offline && "rowsPerSecond" in m.offline, JSON.stringify(m.offline)).toBe(true);
     expect(m.online && "backfillRowsPerSecond" in m.online, JSON.stringify(m.online)).toBe(true);
-    expect(m.app?.phases.map((p) => p.name)).toEqual(["prepare", "sync", "backfill", "validate", "swap"]);
+    expect(m.app?.phases.map((p) => p.name)).toEqual(["prepare", "sync", "backfill", "validate", "swap", "rollback"]);
+    const on = m.online && "swapLockMs" in m.online ? m.online : undefined;
+    expect(on?.rollbackError).toBeUndefined();
+    expect(on?.rollbackLockMs).toBeGreaterThan(0);
+    expect(on?.rollbackAttempts).toBeGreaterThanOrEqual(1);
     expect(Number.isFinite(m.app!.maxWaitMs)).toBe(true);
     expect(m.app!.errors, m.app!.firstError).toBe(0);
   });
 
   it("gives every goal and promise a verdict and writes the report and the chart", () => {
-    expect(result.goals.length).toBe(17);
+    expect(result.goals.length).toBe(18);
     for (const g of [...result.goals, ...result.promises]) {
       expect(["met", "missed"], `${g.id}: ${g.status} (${g.reason})`).toContain(g.status);
       expect(g.measured, g.id).not.toMatch(/^(–|failed)$/);

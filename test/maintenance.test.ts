@@ -276,6 +276,111 @@ describe("cleanup_empty_partitions and retention", () => {
   });
 });
 
+describe("maintenance reads what changed, not every row (migration 20250102000800)", () => {
+  let db: FreshDb;
+  beforeAll(async () => {
+    db = await freshDatabase("estimates", { treeShape: "sized", targetRowsPerLeaf: 1000 });
+  });
+  afterAll(async () => {
+    await db.drop();
+  });
+
+  /** Inserts in one session, commits, and waits until the other sessions' statistics show the changes. */
+  async function insertAndFlush(programId: string, siteId: string, n: number, leaf: string): Promise<void> {
+    const before = await modsSinceAnalyze(leaf);
+    const one = await db.sql.reserve();
+    try {
+      await addObservations(one, programId, siteId, new Date(Date.now() - 86400_000).toISOString(), n);
+      await one`select pg_stat_force_next_flush()`;   // flushed when this session goes idle
+    } finally {
+      one.release();
+    }
+    for (let i = 0; i < 100 && (await modsSinceAnalyze(leaf)) < before + n; i++) await new Promise((r) => setTimeout(r, 50));
+    expect(await modsSinceAnalyze(leaf)).toBeGreaterThanOrEqual(before + n);
+  }
+  async function modsSinceAnalyze(leaf: string): Promise<number> {
+    const [r] = await db.sql<{ n: number }[]>`select coalesce(pg_stat_get_mod_since_analyze(${leaf}::regclass), 0)::int as n`;
+    return r!.n;
+  }
+  async function rootDefault(): Promise<string> {
+    const [r] = await db.sql<{ leaf: string }[]>`
+      select format('%I.%I', partition_schema, partition_name) as leaf from partition_mgmt.partition_registry
+      where table_key = 'petri' and level = 'program' and is_default`;
+    return r!.leaf;
+  }
+
+  it("analyzes a leaf only past autovacuum's threshold, and any changed leaf where autovacuum is off", async () => {
+    const f = await seed(db.sql);
+    const leaf = await rootDefault();
+    // autovacuum kept off this leaf first: every change is maintenance's to analyze
+    await db.sql`${db.sql.unsafe(`alter table ${leaf} set (autovacuum_enabled = false)`)}`;
+    await insertAndFlush(f.running, f.runningSites[0]!, 200, leaf);
+    const [t0] = await db.sql<{ t: number }[]>`select partition_mgmt.analyze_threshold(${leaf}::regclass) as t`;
+    expect(t0!.t).toBe(0);
+    expect((await db.sql<{ n: number }[]>`select partition_mgmt.analyze_all_partitions(false, 'petri') as n`)[0]!.n).toBe(1);
+    expect(await modsSinceAnalyze(leaf)).toBe(0);
+
+    // autovacuum on, with a threshold it will not reach here: a few changes are left to it
+    await db.sql`${db.sql.unsafe(`alter table ${leaf} set (autovacuum_enabled = true, autovacuum_analyze_threshold = 1000000, autovacuum_analyze_scale_factor = 0.5)`)}`;
+    const [t1] = await db.sql<{ t: number; reltuples: number }[]>`
+      select partition_mgmt.analyze_threshold(${leaf}::regclass) as t, reltuples from pg_class where oid = ${leaf}::regclass`;
+    expect(t1!.t).toBeCloseTo(1000000 + 0.5 * t1!.reltuples, 3);
+    await insertAndFlush(f.running, f.runningSites[0]!, 20, leaf);
+    expect((await db.sql<{ n: number }[]>`select partition_mgmt.analyze_all_partitions(false, 'petri') as n`)[0]!.n).toBe(0);
+    expect(await modsSinceAnalyze(leaf)).toBeGreaterThanOrEqual(20);
+
+    // without storage parameters: the server's settings
+    await db.sql`${db.sql.unsafe(`alter table ${leaf} reset (autovacuum_enabled, autovacuum_analyze_threshold, autovacuum_analyze_scale_factor)`)}`;
+    const [t2] = await db.sql<{ t: number; expected: number }[]>`
+      select partition_mgmt.analyze_threshold(${leaf}::regclass) as t,
+             current_setting('autovacuum_analyze_threshold')::float8
+             + current_setting('autovacuum_analyze_scale_factor')::float8 * greatest(reltuples, 0) as expected
+      from pg_class where oid = ${leaf}::regclass`;
+    expect(t2!.t).toBeCloseTo(t2!.expected, 3);
+  });
+
+  it("counts a shared leaf's programs only when its statistics let one reach the target, and still finds one that grew since", async () => {
+    const leaf = await rootDefault();
+    await db.sql`${db.sql.unsafe(`alter table ${leaf} set (autovacuum_enabled = false)`)}`;   // statistics as this test leaves them
+    await db.sql`delete from public.petri_observations_partitioned`;
+    const [f] = await db.sql<{ a: string; b: string }[]>`
+      select (select program_id from public.pilot_programs where name = 'running') as a, (select program_id from public.pilot_programs where name = 'ended') as b`;
+    const sites = await db.sql<{ program_id: string; site_id: string }[]>`select program_id, site_id from public.sites order by name`;
+    const siteOf = (p: string) => sites.find((s) => s.program_id === p)!.site_id;
+    // two programs of 550 rows share the root's DEFAULT leaf: 1,100 rows, past 90% of the target of
+    // 1,000, but neither program can hold more than about 550
+    // (a day in both programs' time: two months ago)
+    const [{ at } = { at: "" }] = await db.sql<{ at: string }[]>`select (date_trunc('month', now()) - interval '2 months' + interval '3 days')::text as at`;
+    await addObservations(db.sql, f!.a, siteOf(f!.a), at, 550);
+    await addObservations(db.sql, f!.b, siteOf(f!.b), at, 550);
+    await db.sql`${db.sql.unsafe(`analyze ${leaf}`)}`;
+    const scans = async () => {
+      const one = await db.sql.reserve();
+      try {
+        await one`begin`;
+        // (the session's counts not yet flushed include its earlier statements: the difference)
+        const [b] = await one<{ n: number }[]>`select pg_stat_get_xact_numscans(${leaf}::regclass)::int as n`;
+        const c = await one<{ program_id: string }[]>`select program_id from partition_mgmt.promotion_candidates('petri')`;
+        const [a] = await one<{ n: number }[]>`select pg_stat_get_xact_numscans(${leaf}::regclass)::int as n`;
+        await one`rollback`;
+        return { candidates: c.map((x) => x.program_id), scans: a!.n - b!.n };
+      } finally {
+        one.release();
+      }
+    };
+    const [bound] = await db.sql<{ b: number }[]>`select partition_mgmt.max_rows_per_value(${leaf}::regclass, 'program_id') as b`;
+    expect(bound!.b).toBeGreaterThan(500);
+    expect(bound!.b).toBeLessThan(900);
+    expect(await scans()).toEqual({ candidates: [], scans: 0 });
+
+    // one program grows by 500 rows after the statistics were taken: counted, and found
+    await insertAndFlush(f!.a, siteOf(f!.a), 500, leaf);
+    const grown = await scans();
+    expect(grown.candidates).toEqual([f!.a]);
+    expect(grown.scans).toBeGreaterThan(0);
+  });
+});
+
 describe("drops and the tables the foreign keys reference", () => {
   let db: FreshDb;
   beforeAll(async () => {

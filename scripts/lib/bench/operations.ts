@@ -227,6 +227,24 @@ export async function runMigration(url: string, o: BenchOptions, progress: Progr
       totalSeconds: (performance.now() - tMig) / 1000,
     };
     await sleep(1000); // the app goes on writing into the swapped-in table
+    // then back, the app still writing: rollback_migration swaps the legacy table in again
+    const online = result.online;
+    try {
+      const before = (await inSession(url, "bench-migration", (sql) => sql<{ id: number }[]>`
+        select coalesce(max(id), 0)::int as id from partition_mgmt.migration_log`))[0]?.id ?? 0;
+      await phase("rollback", () => inSession(url, "bench-migration-rollback", (sql) => {
+        progress.update("rollback_migration (the app writing)");
+        return driver.rollback(sql, table);
+      }, long));
+      const [back] = await inSession(url, "bench-migration", (sql) => sql<{ ms: number | null; attempts: number | null }[]>`
+        select (detail ->> 'lock_held_ms')::float8 as ms, (detail ->> 'attempts')::int as attempts
+        from partition_mgmt.migration_log where id > ${before} and to_phase = 'swapped-back' order by id desc limit 1`);
+      online.rollbackLockMs = back?.ms ?? Number.NaN;
+      online.rollbackAttempts = back?.attempts ?? 0;
+    } catch (e) {
+      online.rollbackError = (e as Error).message;
+    }
+    await sleep(1000); // and on into the legacy table again
   } catch (e) {
     result.online = { error: (e as Error).message };
     result.status = "failed";

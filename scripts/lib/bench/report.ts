@@ -260,12 +260,16 @@ export function markdownReport(r: BenchResult, chartFile: string): string {
       out.push(`| Online: validation | ${o.validateSeconds.toFixed(1)} s |`);
       out.push(`| Online: swap, ACCESS EXCLUSIVE held | **${fmtMs(o.swapLockMs)} ms** (${o.swapAttempts} attempt${o.swapAttempts === 1 ? "" : "s"}) |`);
       out.push(`| Online: total, prepare to swapped | ${fmtDuration(o.totalSeconds)} |`);
+      if (o.rollbackLockMs !== undefined || o.rollbackError !== undefined) {
+        out.push(`| Online: rollback right after the swap (app writing), ACCESS EXCLUSIVE held | ${o.rollbackError ? `failed: ${o.rollbackError}` : `**${fmtMs(o.rollbackLockMs!)} ms** (${o.rollbackAttempts} attempt${o.rollbackAttempts === 1 ? "" : "s"})`} |`);
+      }
     } else out.push(`| Online migration | failed: ${m.online && "error" in m.online ? m.online.error : "?"} |`);
     if (m.app) {
       out.push(`| App (${m.app.sessions} sessions: inserts, routed updates/deletes, key moves) before the migration | ${fmtInt(m.app.baseline.ops)} statements, p50 ${fmtMs(m.app.baseline.p50)} ms, p99 ${fmtMs(m.app.baseline.p99)} ms, max ${fmtMs(m.app.baseline.max)} ms |`);
-      out.push(`| App during the migration (prepare to swap) | ${fmtInt(m.app.during.ops)} statements, p50 ${fmtMs(m.app.during.p50)} ms, **p99 ${fmtMs(m.app.during.p99)} ms**, max ${fmtMs(m.app.during.max)} ms |`);
+      out.push(`| App during the migration (prepare to ${m.app.phases.some((p) => p.name === "rollback") ? "rollback" : "swap"}) | ${fmtInt(m.app.during.ops)} statements, p50 ${fmtMs(m.app.during.p50)} ms, **p99 ${fmtMs(m.app.during.p99)} ms**, max ${fmtMs(m.app.during.max)} ms |`);
       out.push(`| App statements overlapping the swap | ${fmtInt(m.app.swapWindow.ops)}, slowest ${fmtMs(m.app.swapWindow.max)} ms |`);
-      out.push(`| **Longest app statement, prepare to swapped** | **${fmtMs(m.app.maxWaitMs)} ms** |`);
+      const rolledBack = m.app.phases.some((p) => p.name === "rollback");
+      out.push(`| **Longest app statement, prepare to ${rolledBack ? "rolled back" : "swapped"}** | **${fmtMs(m.app.maxWaitMs)} ms** |`);
       out.push(`| App errors / retried serialization failures | ${m.app.errors}${m.app.firstError ? ` (first: ${m.app.firstError})` : ""} / ${m.app.retried} |`);
     }
     if (m.app?.phases.length) {

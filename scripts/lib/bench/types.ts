@@ -204,7 +204,7 @@ export interface MaintenanceResult {
 
 /** One phase of the online migration and what the app saw meanwhile. */
 export interface MigrationPhase {
-  name: "prepare" | "sync" | "backfill" | "validate" | "swap";
+  name: "prepare" | "sync" | "backfill" | "validate" | "swap" | "rollback";
   seconds: number;
   /** app statements that overlapped the phase */
   appOps: number;
@@ -238,6 +238,10 @@ export interface MigrationResult {
     swapLockMs: number;
     swapAttempts: number;
     totalSeconds: number;
+    /** rollback_migration right after the swap, the app still writing: ACCESS EXCLUSIVE held (ms) and attempts (absent in older results) */
+    rollbackLockMs?: number;
+    rollbackAttempts?: number;
+    rollbackError?: string;
   } | { error: string };
   app?: {
     sessions: number;
@@ -246,7 +250,7 @@ export interface MigrationResult {
     swapWindow: { ops: number; max: number };
     /** per phase, the app statements overlapping it */
     phases: MigrationPhase[];
-    /** the longest app statement overlapping any phase, prepare to swapped (ms) */
+    /** the longest app statement overlapping any phase, prepare to swapped (ms); the rollback is in phases */
     maxWaitMs: number;
     errors: number;
     firstError?: string;
