@@ -5,7 +5,7 @@
 // the jobs to really run).
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import postgres, { type Sql } from "postgres";
-import { freshDatabase, type FreshDb } from "./helpers/db.ts";
+import { freshDatabase, withDatabase, type FreshDb } from "./helpers/db.ts";
 import { testEnv } from "./helpers/env.ts";
 import { migrateOnline } from "../scripts/lib/migration-driver.ts";
 import { runMaintenance } from "../scripts/lib/maintenance-runner.ts";
@@ -378,6 +378,51 @@ describe("maintenance reads what changed, not every row (migration 2025010200080
     const grown = await scans();
     expect(grown.candidates).toEqual([f!.a]);
     expect(grown.scans).toBeGreaterThan(0);
+  });
+});
+
+describe("maintenance steps end within step_seconds (migration 20250102000810)", () => {
+  let db: FreshDb;
+  beforeAll(async () => {
+    db = await freshDatabase("step_time", { treeShape: "literal" });
+  });
+  afterAll(async () => {
+    await db.drop();
+  });
+
+  it("premake of many months runs in steps of about a second each, and completes", async () => {
+    const f = await seed(db.sql, 0);
+    await db.sql`insert into public.sites (program_id, name) select ${f.running}, 'extra ' || g from generate_series(1, 10) g`;
+    // every CREATE TABLE 40 ms slower (an event trigger, as a busy server): a step that stopped
+    // only at its lock budget (about 50 partitions here) would take over 2 s
+    const admin = postgres(withDatabase(testEnv.adminUrl, db.name), { max: 1, onnotice: () => {} });
+    try {
+      await admin.unsafe(`create function public.slow_create_table() returns event_trigger language plpgsql as $f$ begin perform pg_sleep(0.04); end $f$;
+                          create event trigger slow_create_table on ddl_command_end when tag in ('CREATE TABLE') execute function public.slow_create_table()`);
+    } finally {
+      await admin.end();
+    }
+    await db.sql`update partition_mgmt.maintenance_settings set step_seconds = 1`;
+    await db.sql`update partition_mgmt.managed_tables set premake_months = 18 where table_key = 'petri'`;
+    const [b] = await db.sql<{ id: number }[]>`select coalesce(max(id), 0)::int as id from partition_mgmt.maintenance_log`;
+    await runMaintenance(db.sql, "petri");
+    const steps = await db.sql<{ seconds: number; partitions: number; more: boolean }[]>`
+      select extract(epoch from finished_at - started_at)::float8 as seconds, partitions_touched as partitions,
+             coalesce((detail ->> 'more')::boolean, false) as more
+      from partition_mgmt.maintenance_log where id > ${b!.id} and action = 'premake' order by id`;
+    const total = steps.reduce((a, x) => a + x.partitions, 0);
+    console.log(`[maintenance] premake steps (s / partitions): ${steps.map((x) => `${x.seconds.toFixed(2)}/${x.partitions}`).join(", ")}`);
+    expect(total).toBeGreaterThan(100);   // 12 sites, the 11 more months to the program's end each
+    expect(steps.length).toBeGreaterThan(1);
+    // a step stops taking new partitions after 1 s: it ends with the one it was creating
+    for (const x of steps) expect(x.seconds).toBeLessThan(1.5);
+    // and nothing is left: every site of the running program has its months up to the program's end
+    const [missing] = await db.sql<{ n: number }[]>`
+      select count(*)::int as n from public.sites s
+      where s.program_id = ${f.running}
+        and not exists (select from partition_mgmt.partition_registry r where r.table_key = 'petri' and r.site_id = s.site_id
+                          and r.is_leaf and r.range_start <= current_date + 360 and r.range_end > current_date + 360)`;
+    expect(missing!.n).toBe(0);
   });
 });
 
