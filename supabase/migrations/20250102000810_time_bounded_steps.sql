@@ -15,9 +15,10 @@
 --     one took longer than what is left before statement_timeout ends the run: logged as an error
 --     that says what to do, so health() reports it, instead of a cancelled run.
 --   * a step makes progress: premake walked every period from each program's start, checking the
---     budget (a read of pg_locks: 2 ms on that server's lock table) and finding each next period
---     by a scan of the registry (20 ms a period there), so a 5-second step of the bench's literal
---     gasifier tree ended before its first missing partition, and the next step started over.
+--     budget before each (a read of pg_locks: 2 ms on that server's lock table) and finding each
+--     next period by a scan of the registry; walking one site's 13 existing periods took 276 ms
+--     there, so a 5-second step of the bench's literal gasifier tree ended before its first
+--     missing partition, and the next step started over.
 --     premake_site now steps over existing periods with the registry's index and checks the
 --     budget only before it creates one.
 -- Released migrations are history: this one replaces ddl_budget_exhausted and premake_site (0200)

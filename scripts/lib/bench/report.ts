@@ -265,10 +265,10 @@ export function markdownReport(r: BenchResult, chartFile: string): string {
       }
     } else out.push(`| Online migration | failed: ${m.online && "error" in m.online ? m.online.error : "?"} |`);
     if (m.app) {
-      out.push(`| App (${m.app.sessions} sessions: inserts, routed updates/deletes, key moves) before the migration | ${fmtInt(m.app.baseline.ops)} statements, p50 ${fmtMs(m.app.baseline.p50)} ms, p99 ${fmtMs(m.app.baseline.p99)} ms, max ${fmtMs(m.app.baseline.max)} ms |`);
-      out.push(`| App during the migration (prepare to ${m.app.phases.some((p) => p.name === "rollback") ? "rollback" : "swap"}) | ${fmtInt(m.app.during.ops)} statements, p50 ${fmtMs(m.app.during.p50)} ms, **p99 ${fmtMs(m.app.during.p99)} ms**, max ${fmtMs(m.app.during.max)} ms |`);
-      out.push(`| App statements overlapping the swap | ${fmtInt(m.app.swapWindow.ops)}, slowest ${fmtMs(m.app.swapWindow.max)} ms |`);
       const rolledBack = m.app.phases.some((p) => p.name === "rollback");
+      out.push(`| App (${m.app.sessions} sessions: inserts, routed updates/deletes, key moves) before the migration | ${fmtInt(m.app.baseline.ops)} statements, p50 ${fmtMs(m.app.baseline.p50)} ms, p99 ${fmtMs(m.app.baseline.p99)} ms, max ${fmtMs(m.app.baseline.max)} ms |`);
+      out.push(`| App during the migration (prepare to ${rolledBack ? "rollback" : "swap"}) | ${fmtInt(m.app.during.ops)} statements, p50 ${fmtMs(m.app.during.p50)} ms, **p99 ${fmtMs(m.app.during.p99)} ms**, max ${fmtMs(m.app.during.max)} ms |`);
+      out.push(`| App statements overlapping the swap | ${fmtInt(m.app.swapWindow.ops)}, slowest ${fmtMs(m.app.swapWindow.max)} ms |`);
       out.push(`| **Longest app statement, prepare to ${rolledBack ? "rolled back" : "swapped"}** | **${fmtMs(m.app.maxWaitMs)} ms** |`);
       out.push(`| App errors / retried serialization failures | ${m.app.errors}${m.app.firstError ? ` (first: ${m.app.firstError})` : ""} / ${m.app.retried} |`);
     }

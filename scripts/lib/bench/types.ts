@@ -250,7 +250,7 @@ export interface MigrationResult {
     swapWindow: { ops: number; max: number };
     /** per phase, the app statements overlapping it */
     phases: MigrationPhase[];
-    /** the longest app statement overlapping any phase, prepare to swapped (ms); the rollback is in phases */
+    /** the longest app statement overlapping any phase, from prepare to the last phase run (the rollback, when it ran) (ms) */
     maxWaitMs: number;
     errors: number;
     firstError?: string;
