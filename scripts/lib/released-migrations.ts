@@ -3,8 +3,9 @@
 // supabase_migrations.schema_migrations and never runs them again: a released migration that
 // changes afterwards reaches nobody who already pushed it. So released migrations are append-only:
 // every later change is a new migration file, named after the last released one
-// (test/released-migrations.test.ts holds the repository to it; `npm run release:record` records a
-// release).
+// (test/migration-files.test.ts holds the repository to it; `npm run release:record` records a
+// release). A release marked `withdrawn` was never installed in a user's project: its files may be
+// re-cut once by the next release, which records them again.
 import { createHash } from "node:crypto";
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -14,7 +15,12 @@ export const MIGRATIONS_DIR = join(REPO_ROOT, "supabase", "migrations");
 export const RELEASED_MIGRATIONS_PATH = join(REPO_ROOT, "supabase", "released-migrations.json");
 
 export interface ReleasedMigration { file: string; sha256: string }
-export interface Release { version: string; migrations: ReleasedMigration[] }
+export interface Release {
+  version: string;
+  /** why a release that no user's project ever pushed is re-cut by the next one */
+  withdrawn?: string;
+  migrations: ReleasedMigration[];
+}
 export interface ReleasedMigrations { releases: Release[] }
 
 /** The migration files `supabase db push` applies, in the order it applies them. */
@@ -44,7 +50,10 @@ export function appendOnlyViolations(record: ReleasedMigrations, files: Released
   const out: string[] = [];
   const now = new Map(files.map((m) => [m.file, m.sha256]));
   const released = new Map<string, { sha256: string; version: string }>();
-  for (const r of record.releases) for (const m of r.migrations) released.set(m.file, { sha256: m.sha256, version: r.version });
+  for (const r of record.releases) {
+    if (r.withdrawn !== undefined) continue;
+    for (const m of r.migrations) released.set(m.file, { sha256: m.sha256, version: r.version });
+  }
   for (const [file, { sha256, version }] of released) {
     const current = now.get(file);
     if (current === undefined) out.push(`${file} (released in ${version}) is gone: released migrations stay; undo its objects in a new migration`);
