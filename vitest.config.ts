@@ -5,6 +5,8 @@ import { defineConfig } from "vitest/config";
 const CRON_SUITE = "test/pg-cron.test.ts";
 // 20 concurrent sessions of one test on Micro's 60 connections: alone, after the others.
 const MICRO_SUITE = "test/micro-limits.test.ts";
+// the app's longest wait while the push and the setup steps run: measured with nothing else running
+const ADOPTION_SUITE = "test/adoption-push.test.ts";
 
 export default defineConfig({
   test: {
@@ -15,9 +17,10 @@ export default defineConfig({
     maxWorkers: 2,
     minWorkers: 1,
     projects: [
-      { extends: true, test: { name: "suites", include: ["test/**/*.test.ts"], exclude: [CRON_SUITE, MICRO_SUITE], sequence: { groupOrder: 0 } } },
-      { extends: true, test: { name: "micro-limits", include: [MICRO_SUITE], sequence: { groupOrder: 1 } } },
-      { extends: true, test: { name: "pg-cron", include: [CRON_SUITE], sequence: { groupOrder: 2 } } },
+      { extends: true, test: { name: "suites", include: ["test/**/*.test.ts"], exclude: [CRON_SUITE, MICRO_SUITE, ADOPTION_SUITE], sequence: { groupOrder: 0 } } },
+      { extends: true, test: { name: "adoption", include: [ADOPTION_SUITE], sequence: { groupOrder: 1 } } },
+      { extends: true, test: { name: "micro-limits", include: [MICRO_SUITE], sequence: { groupOrder: 2 } } },
+      { extends: true, test: { name: "pg-cron", include: [CRON_SUITE], sequence: { groupOrder: 3 } } },
     ],
   },
 });

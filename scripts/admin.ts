@@ -12,6 +12,9 @@ import { DEV_STACK } from "./lib/stack.ts";
 const USAGE = `usage: npm run admin -- <action> [--table <key|name>] [options]
 
 actions: ${ADMIN_ACTIONS.join(", ")}
+  after supabase db push: setup runs the steps the push left to run online (company_id of the
+  existing rows in short batches, the index on it, company isolation, the first metrics) until none
+  is left; --once takes one
   the whole migration: step --table <t> [--swap] takes every step (prepare, sync, backfill,
   validate, and the swap with --swap) until done; --once takes one
   phase by phase: precheck, plan, prepare, sync-on, backfill, validate, swap, finalize (or rollback,
@@ -21,8 +24,8 @@ options:
   --table <t>          petri | gasifier | petri_observations | … (required by the phase actions)
   --batch-size <n>     backfill: rows per batch (default 5000)
   --max-batches <n>    backfill: batches per call (default: as many as --max-seconds allows)
-  --max-seconds <s>    backfill: seconds of batches per call (default ${DEFAULT_BACKFILL_SECONDS}, at most 20)
-  --once               backfill, prepare: one call instead of looping until done
+  --max-seconds <s>    backfill: seconds of batches per call (default ${DEFAULT_BACKFILL_SECONDS}, at most 20); setup: 0.5, at most 2
+  --once               setup, backfill, prepare: one call instead of looping until done
   --lock-timeout <d>   swap, rollback, sync-off: lock_timeout per attempt ("1s")
   --attempts <n>       swap, rollback, sync-off: attempts at the lock (10)
   --no-postpone        plan: show the swap as not postponed
@@ -138,6 +141,34 @@ async function stepLoop(send: (r: AdminRequest) => Promise<AdminOutcome>, reques
   }
 }
 
+/** Calls setup until no step is left: one line per task (redrawn on a terminal while its batches run). */
+async function setupLoop(send: (r: AdminRequest) => Promise<AdminOutcome>, request: AdminRequest, once: boolean, json: boolean): Promise<AdminOutcome> {
+  let drawing = false;
+  for (;;) {
+    const o = await send(request);
+    const r = o.result ?? {};
+    if (json) console.log(JSON.stringify(o));
+    else if (r.state !== "idle") {
+      const ran = typeof r.ran === "string" ? `: ran ${r.ran} (${String(r.ran_ms)} ms)` : "";
+      const line = `${String(r.task).padEnd(28)} ${String(r.state)}${ran}${r.detail ? `: ${String(r.detail)}` : ""}`;
+      if (process.stdout.isTTY && r.state === "running") {
+        process.stdout.write(`\r${line.slice(0, (process.stdout.columns || 120) - 1)}`);
+        drawing = true;
+      } else {
+        if (drawing) process.stdout.write("\n");
+        drawing = false;
+        console.log(line);
+      }
+    }
+    if (r.state === "idle" || once) {
+      if (drawing) process.stdout.write("\n");
+      if (!json && r.state === "idle") console.log("setup: nothing pending");
+      return o;
+    }
+    if (r.state === "busy") await new Promise((res) => setTimeout(res, 500));
+  }
+}
+
 /** Calls backfill until the copy is complete, redrawing the progress bar after every call. */
 async function backfillLoop(send: (r: AdminRequest) => Promise<AdminOutcome>, request: AdminRequest, once: boolean, json: boolean): Promise<AdminOutcome> {
   for (;;) {
@@ -196,8 +227,10 @@ async function main(): Promise<number> {
   const supabase = adminSupabase(env.url, env.serviceRoleKey);
   const send = (r: AdminRequest) => invokeAdmin(supabase, r);
   try {
-    const looped = action === "backfill" || action === "step";
-    let outcome = action === "backfill"
+    const looped = action === "backfill" || action === "step" || action === "setup";
+    let outcome = action === "setup"
+      ? await setupLoop(send, request, values.once === true, values.json === true)
+      : action === "backfill"
       ? await backfillLoop(send, request, values.once === true, values.json === true)
       : action === "step"
         ? await stepLoop(send, request, values.once === true, values.json === true)

@@ -6,7 +6,7 @@
 import postgres from "postgres";
 import { parseArgs } from "node:util";
 import { destroyCluster, ensureCluster } from "./lib/cluster.ts";
-import { pushMigrations } from "./lib/push-migrations.ts";
+import { deployOntoDemoApp } from "./lib/deploy.ts";
 import { DEFAULT_DEMO, generateDemoData } from "./lib/demo-data.ts";
 import { percentile, startAppLoad, summarize } from "./lib/app-load.ts";
 import { migrateOnline } from "./lib/migration-driver.ts";
@@ -18,7 +18,7 @@ const { values } = parseArgs({ options: {
 const port = Number(values.port);
 const cluster = ensureCluster({ name: `bench-${port}`, port, throwaway: true, fresh: true });
 try {
-  pushMigrations(cluster.url());
+  await deployOntoDemoApp(cluster.url());
   const sql = postgres(cluster.url(), { max: 2, onnotice: () => {} });
   const demo = await generateDemoData(sql, { ...DEFAULT_DEMO, petriPerSiteMonth: Number(values["rows-per-site-month"]), gasifierPerSiteMonth: 10 });
   console.log(`data: ${demo.petri} petri rows over ${demo.sites} sites`);

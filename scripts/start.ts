@@ -1,12 +1,16 @@
 // `npm start`: the main job on the local stack.
-// Starts PostgreSQL (a Supabase-like cluster), applies supabase/migrations with the real CLI,
-// loads the demo data, serves the edge functions and prints how to reach everything.
+// Starts PostgreSQL (a Supabase-like cluster), builds the demo app (a customer's project) with its
+// data, pushes supabase/migrations onto it with the real CLI and runs the setup steps while the app
+// writes, serves the edge functions and prints how to reach everything; then the online migration.
 import postgres from "postgres";
 import { ensureCluster } from "./lib/cluster.ts";
-import { pushMigrations } from "./lib/push-migrations.ts";
+import { pushMigrationsAsync } from "./lib/push-migrations.ts";
 import { runOnlineMigrationDemo } from "./lib/main-job.ts";
 import { runMaintenance } from "./lib/maintenance-runner.ts";
 import { DEFAULT_DEMO, generateDemoData } from "./lib/demo-data.ts";
+import { applyDemoApp } from "./lib/demo-app.ts";
+import { runSetupAt } from "./lib/deploy.ts";
+import { startLegacyAppLoad, summarize } from "./lib/app-load.ts";
 import { DEV_STACK, functionsLogFile, stackEnv, startFunctionsDaemon, writeEnvFile } from "./lib/stack.ts";
 
 const step = (msg: string) => console.log(`\n==> ${msg}`);
@@ -16,14 +20,9 @@ const cluster = ensureCluster({ name: DEV_STACK.name, port: DEV_STACK.dbPort });
 console.log(cluster.wasRunning ? "    already running" : cluster.created ? "    created and started" : "    started");
 console.log(`    data: ${cluster.dataDir}`);
 
-step("supabase db push (as postgres, the way users deploy)");
-const push = pushMigrations(cluster.url());
-console.log(push.applied.length ? push.applied.map((m) => `    applied ${m}`).join("\n") : "    up to date: nothing to apply");
-
-const env = await stackEnv(DEV_STACK, cluster.url(), cluster.adminUrl());
-writeEnvFile(DEV_STACK.envFile, env);
-
-step("demo data");
+step("the demo app: a customer's project as it is before the bundle (demo-app/supabase/migrations) and its data");
+const app = await applyDemoApp(cluster.url());
+console.log(app.length ? `    ${app.length} migrations of the app applied: ${app.join(", ")}` : "    already there");
 const sql = postgres(cluster.url(), { max: 2, onnotice: () => {} });
 try {
   const t0 = performance.now();
@@ -34,6 +33,27 @@ try {
 } finally {
   await sql.end();
 }
+
+// The plan's Phase 1 (no downtime): the push and the setup steps it leaves, while the app writes.
+step("supabase db push (as postgres, the way users deploy) and the setup steps it leaves, while the app writes");
+{
+  const load = startLegacyAppLoad({ url: cluster.url(), table: "petri_observations", sessions: 4, thinkMs: 2 });
+  let stats;
+  try {
+    const t0 = performance.now();
+    const push = await pushMigrationsAsync(cluster.url());
+    if (push.status !== 0) throw new Error(`supabase db push failed (exit ${push.status}):\n${push.output}`);
+    console.log(push.applied.length ? `    applied ${push.applied.length} migrations in ${((performance.now() - t0) / 1000).toFixed(1)} s` : "    up to date: nothing to apply");
+    const setup = await runSetupAt(cluster.url());
+    console.log(setup.tasks.length ? `    setup: ${setup.tasks.join(", ")} in ${setup.seconds.toFixed(1)} s (${setup.steps} steps)` : "    setup: nothing pending");
+  } finally {
+    stats = await load.stop();
+  }
+  console.log(`    the app meanwhile: ${summarize(stats)}`);
+}
+
+const env = await stackEnv(DEV_STACK, cluster.url(), cluster.adminUrl());
+writeEnvFile(DEV_STACK.envFile, env);
 
 step(`edge functions on http://127.0.0.1:${DEV_STACK.functionsPort}/functions/v1/<name>`);
 const fn = await startFunctionsDaemon(DEV_STACK);

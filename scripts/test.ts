@@ -11,7 +11,7 @@ import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import postgres from "postgres";
 import { destroyCluster, ensureCluster, PG17_BIN, REPO_ROOT, type Cluster } from "./lib/cluster.ts";
-import { pushMigrations } from "./lib/push-migrations.ts";
+import { deployOntoDemoApp } from "./lib/deploy.ts";
 import { stackEnv, startFunctionsDaemon, stopFunctionsDaemon, TEST_STACK, writeEnvFile } from "./lib/stack.ts";
 
 export const TEMPLATE_DB = "app_template";
@@ -40,14 +40,15 @@ const total: Tally = { passed: 0, failed: 0 };
 let exitCode = 1;
 
 /** Both migrated databases: `postgres` (pgTAP, pg_cron) and the template every vitest file clones. */
+// Each is the demo app (the customer's project) with the bundle pushed onto it and its setup steps run.
 async function migrate(cluster: Cluster, label: string): Promise<void> {
-  const pushed = pushMigrations(cluster.url());
-  log(`${label}: migrations pushed to postgres: ${pushed.applied.length} applied`);
   const admin = postgres(cluster.adminUrl(), { max: 1, onnotice: () => {} });
   await admin.unsafe(`create database ${TEMPLATE_DB} owner postgres`);
   await admin.end();
-  const pushedTemplate = pushMigrations(cluster.url(TEMPLATE_DB));
-  log(`${label}: migrations pushed to ${TEMPLATE_DB}: ${pushedTemplate.applied.length} applied`);
+  for (const db of ["postgres", TEMPLATE_DB]) {
+    const d = await deployOntoDemoApp(cluster.url(db));
+    log(`${label}: ${db}: demo app (${d.app.length} files), migrations pushed (${d.applied.length} applied), setup (${d.setup.tasks.length} steps, ${d.setup.seconds.toFixed(1)} s)`);
+  }
 }
 
 /** pgTAP, as `supabase test db` does it, connected as postgres. */

@@ -73,7 +73,9 @@ beforeAll(async () => {
   t0 = (await sql<{ now: Date }[]>`select clock_timestamp() as now`)[0]!.now;
   fx = await createObservationsFixture({ a: 150, b: 40 });
   await dropDedicatedTable();
+  // (as an app table the bundle has not set up: no index on company_id, RLS off)
   await sql.unsafe(`create table public.${TABLE} (like public.petri_observations including all)`);
+  await sql.unsafe(`drop index if exists public.${TABLE}_company_id_idx`);
   await sql.unsafe(`revoke all on public.${TABLE} from anon, authenticated`);
   await sql.unsafe(`insert into public.${TABLE} select * from public.petri_observations where program_id in ('${fx.a.programId}', '${fx.b.programId}')`);
   await sql`insert into partition_mgmt.managed_tables (table_key, source_table, partitioned_table, name_prefix)
@@ -170,6 +172,30 @@ describe("partition-admin: bad input", () => {
       select status, error from partition_mgmt.admin_audit where id = ${Number(res.body.error?.details?.audit_id)}`;
     expect(audit).toMatchObject({ status: "invalid" });
   });
+});
+
+describe("partition-admin: the setup steps a newly managed table needs (npm run admin -- setup)", () => {
+  it("the CLI takes them through the function until none is left, the index built outside a transaction; the migration is blocked until then", async () => {
+    const blocked = await asService({ action: "prepare", table: KEY });
+    expect(blocked.status, JSON.stringify(blocked.body)).toBe(409);
+    expect(blocked.body.error?.message).toMatch(/setup step zzadmin:company_id: pending/);
+    const cli = (args: string[]) => run(process.execPath, [path.join(REPO_ROOT, "node_modules", "tsx", "dist", "cli.mjs"), "scripts/admin.ts", ...args], {
+      cwd: REPO_ROOT, env: { ...process.env, SUPABASE_URL: testEnv.supabaseUrl, SUPABASE_SERVICE_ROLE_KEY: testEnv.serviceRoleKey },
+    });
+    const out = await cli(["setup"]);
+    expect(out.stdout).toMatch(/zzadmin:company_id\s+done/);
+    expect(out.stdout).toMatch(new RegExp(`zzadmin:company_id_index\\s+statement: ran create index concurrently if not exists ${TABLE}_company_id_idx on public\\.${TABLE} \\(company_id\\)`));
+    expect(out.stdout).toMatch(/zzadmin:company_isolation\s+done: RLS enabled, added \(permissive\)/);
+    expect(out.stdout).toMatch(/setup: nothing pending/);
+    const [idx] = await sql<{ valid: boolean }[]>`
+      select i.indisvalid as valid from pg_index i join pg_class c on c.oid = i.indexrelid where c.relname = ${`${TABLE}_company_id_idx`}`;
+    expect(idx?.valid).toBe(true);
+    const audit = await sql<{ status: string; result: { ran?: string } | null }[]>`
+      select status, result from partition_mgmt.admin_audit where action = 'setup' and at > ${t0} order by id`;
+    expect(audit.length).toBeGreaterThanOrEqual(3);
+    expect(audit.every((a) => a.status === "ok")).toBe(true);
+    expect(await sql`select 1 from partition_mgmt.setup_tasks() where not done`).toHaveLength(0);
+  }, 120_000);
 });
 
 describe("partition-admin: the whole migration by steps (npm run admin -- step)", () => {
@@ -336,6 +362,7 @@ describe("partition-admin: a full phase run through the function", () => {
     expect(audits.find((a) => a.action === "swap")?.arguments).toEqual({ lock_timeout: "1s", attempts: 5 });
     const failed = await sql<{ action: string; status: string; error: string }[]>`
       select action, status, error from partition_mgmt.admin_audit where table_key = ${KEY} and status = 'error' and at >= ${t0} order by id`;
-    expect(failed.map((f) => f.action)).toEqual(["backfill", "sync-off"]);
+    // (prepare: refused while the table's setup steps were pending, in the setup test above)
+    expect(failed.map((f) => f.action)).toEqual(["prepare", "backfill", "sync-off"]);
   });
 });

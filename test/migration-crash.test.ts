@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import postgres, { type Sql } from "postgres";
 import { clusterFor, destroyCluster, ensureCluster, freeLocalPort, startStoppedCluster, stopCluster, type Cluster } from "../scripts/lib/cluster.ts";
-import { pushMigrations } from "../scripts/lib/push-migrations.ts";
+import { deployOntoDemoApp } from "../scripts/lib/deploy.ts";
 import { startAppLoad } from "../scripts/lib/app-load.ts";
 import { backfill, migrateOnline, monitor, startMigration } from "../scripts/lib/migration-driver.ts";
 import { compareTables, loadSmallDemo, phaseOf } from "./helpers/migration.ts";
@@ -29,7 +29,7 @@ describe("interrupted backfill", () => {
     // the binaries of the suite's own cluster (npm test's PostgreSQL 17 leg passes TEST_PG_BIN)
     const port = await freeLocalPort(PORT_FROM, 10);
     cluster = ensureCluster({ name: `crash-test-${port}`, port, throwaway: true, fresh: true, pgBin: process.env.TEST_PG_BIN || undefined });
-    pushMigrations(cluster.url());
+    await deployOntoDemoApp(cluster.url());
     sql = postgres(cluster.url(), { max: 2, onnotice: () => {} });
     // a tree with programs, sites and periods (the demo's few hundred rows per program would all
     // share one leaf at the default target)

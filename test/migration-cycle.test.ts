@@ -39,7 +39,7 @@ describe("migration phases and catalog", () => {
       select (select relkind::text from pg_class where oid = 'public.petri_observations'::regclass) as live_kind,
              to_regclass('public.petri_observations_old') is not null as old_exists,
              array(select tgname::text from pg_trigger where tgrelid = 'public.petri_observations'::regclass and not tgisinternal order by 1) as live_triggers,
-             array(select polname::text from pg_policy where polrelid = 'public.petri_observations'::regclass) as live_policies,
+             array(select polname::text from pg_policy where polrelid = 'public.petri_observations'::regclass order by 1) as live_policies,
              (select relrowsecurity from pg_class where oid = 'public.petri_observations'::regclass) as live_rls,
              has_table_privilege('authenticated', 'public.petri_observations', 'select,insert,update,delete') as auth_grants,
              has_table_privilege('anon', 'public.petri_observations', 'select') as anon_select,
@@ -117,10 +117,10 @@ describe("migration phases and catalog", () => {
     });
     // (the table is in supabase_realtime: the change feed's triggers come along, see test/realtime.test.ts)
     expect(swapped.live_triggers).toEqual(["partition_mgmt_realtime_delete", "partition_mgmt_realtime_insert", "partition_mgmt_realtime_update",
-      "partition_mgmt_require_keys", "partition_mgmt_sync_to_legacy", "set_company_id_from_program", "zz_maintain_observation_keys", "zz_move_observation_keys"]);
+      "partition_mgmt_require_keys", "partition_mgmt_sync_to_legacy", "set_company_id_from_program", "touch_updated_at", "zz_maintain_observation_keys", "zz_move_observation_keys"]);
     const [oldTriggers] = await db.sql<{ t: string[] }[]>`
-      select array(select tgname::text from pg_trigger where tgrelid = 'public.petri_observations_old'::regclass and not tgisinternal) as t`;
-    expect(oldTriggers?.t).toEqual(["set_company_id_from_program"]);
+      select array(select tgname::text from pg_trigger where tgrelid = 'public.petri_observations_old'::regclass and not tgisinternal order by 1) as t`;
+    expect(oldTriggers?.t).toEqual(["set_company_id_from_program", "touch_updated_at"]);
     expect(await visibleToUserOfCompany1()).toEqual(isolation);
     const [metrics] = await db.sql<{ n: number }[]>`select count(*)::int as n from analytics.mv_daily_metrics`;
     expect(metrics?.n).toBeGreaterThan(0);
@@ -139,7 +139,7 @@ describe("migration phases and catalog", () => {
     const done = await catalog();
     expect(done).toMatchObject({ live_kind: "p", old_exists: false, view_on_live: true, mv_on_live: true, published: true });
     expect(done.live_triggers).toEqual(["partition_mgmt_realtime_delete", "partition_mgmt_realtime_insert", "partition_mgmt_realtime_update",
-      "partition_mgmt_require_keys", "set_company_id_from_program", "zz_maintain_observation_keys", "zz_move_observation_keys"]);
+      "partition_mgmt_require_keys", "set_company_id_from_program", "touch_updated_at", "zz_maintain_observation_keys", "zz_move_observation_keys"]);
     expect(await leftovers(db.sql, "petri")).toEqual({ triggers: [], functions: [], state: 0, shadows: [] });
     expect(await visibleToUserOfCompany1()).toEqual(isolation);
     const log = await db.sql<{ to_phase: string }[]>`select to_phase from partition_mgmt.migration_log

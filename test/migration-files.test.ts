@@ -54,6 +54,16 @@ function code(sql: string): string {
 }
 
 describe("migration layout", () => {
+  it("every migration's first statement sets a short lock_timeout (a DDL that waits queues the app behind it)", () => {
+    const files = migrationFiles();
+    expect(files.length).toBeGreaterThan(10);
+    const first = files.map((f) => {
+      const statement = readFileSync(join(MIGRATIONS_DIR, f), "utf8").replace(/--[^\n]*/g, "").trim().split(";")[0]?.trim() ?? "";
+      return { file: f, statement };
+    });
+    expect(first.filter((x) => !/^set lock_timeout = '\d{1,3}ms'$/.test(x.statement))).toEqual([]);
+  });
+
   const files = migrationFiles();
   const definedIn = new Map<string, string[]>();
   for (const f of files) {

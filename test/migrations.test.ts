@@ -1,9 +1,11 @@
-// supabase db push with the real CLI: every file recorded, a second push applies nothing.
+// supabase db push with the real CLI onto the demo app (a customer's project): every file recorded,
+// a second push applies nothing; a policy of the project with the plan's name is kept.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import postgres from "postgres";
-import { join } from "node:path";
 import { pushMigrations } from "../scripts/lib/push-migrations.ts";
-import { migrationFiles, MIGRATIONS_DIR } from "../scripts/lib/released-migrations.ts";
+import { migrationFiles } from "../scripts/lib/released-migrations.ts";
+import { applyDemoApp } from "../scripts/lib/demo-app.ts";
+import { runSetupAt } from "../scripts/lib/deploy.ts";
 import { testEnv } from "./helpers/env.ts";
 import { withDatabase } from "./helpers/db.ts";
 
@@ -12,8 +14,9 @@ const DB = `t_push_${process.pid}`;
 describe("supabase db push", () => {
   const admin = postgres(testEnv.adminUrl, { max: 1, onnotice: () => {} });
   beforeAll(async () => {
-    // an empty database made from template1, which carries the bootstrap only
+    // an empty database made from template1, which carries the bootstrap only, then the app
     await admin.unsafe(`create database ${DB} owner postgres`);
+    await applyDemoApp(withDatabase(testEnv.dbUrl, DB));
   });
   afterAll(async () => {
     await admin.unsafe(`drop database if exists ${DB} with (force)`);
@@ -59,21 +62,24 @@ describe("supabase db push onto a project that has a policy of the same name", (
     const app = postgres(url, { max: 1, onnotice: () => {} });
     try {
       // the app as it was: its tables, and the policy the plan's Phase 4 writes
-      await app.file(join(MIGRATIONS_DIR, "20250101000000_baseline_app_schema.sql"));
+      await applyDemoApp(url);
       await app.unsafe(`alter table public.petri_observations add column company_id uuid`);
-      await app.unsafe(`alter table public.petri_observations enable row level security`);
       await app.unsafe(`create policy company_isolation_petri on public.petri_observations for all to authenticated
                         using (company_id in (select company_id from public.users where id = auth.uid()))`);
       pushMigrations(url);
+      await runSetupAt(url);
       const [policy] = await app<{ qual: string }[]>`
         select pg_get_expr(polqual, polrelid) as qual from pg_policy where polname = 'company_isolation_petri'`;
       expect(policy?.qual).toMatch(/SELECT users.company_id\s+FROM users/);   // the project's, not replaced
       const report = await app<{ object: string; action: string; detail: string | null }[]>`
         select object, action, detail from private.deploy_report order by object`;
       expect(report.find((r) => r.object === "policy company_isolation_petri on public.petri_observations")).toMatchObject({
-        action: "kept (differs)", detail: expect.stringMatching(/yours: using .*; the bundle's: using .*user_company_ids/s),
+        action: "kept (differs)", detail: expect.stringMatching(/yours: permissive using .*; the bundle's: restrictive using .*user_company_ids/s),
       });
-      expect(report.filter((r) => r.action === "created").length).toBe(7);
+      // the other observation table gets the bundle's, restrictive (RLS was on with the app's own policies)
+      expect(report.find((r) => r.object === "policy company_isolation_gasifier on public.gasifier_observations")).toMatchObject({
+        action: "added (restrictive)",
+      });
       const [row] = await app<{ status: string; detail: string }[]>`
         select status, detail from partition_mgmt.pre_migration_check('petri') where check_name like 'policy company_isolation_petri%'`;
       expect(row).toMatchObject({ status: "warning", detail: expect.stringMatching(/kept as the project had it/) });

@@ -98,6 +98,16 @@ function runSessions(url: string, sessions: number, body: (s: LoadSession) => Pr
   };
 }
 
+/** One statement's latency in the session's stats, then the session's pause. */
+async function recordAndPause(ls: LoadSession, kind: OpKind, started: number, thinkMs: number | undefined): Promise<void> {
+  const ms = performance.now() - started;
+  ls.stats.ops++;
+  ls.stats.byKind[kind]++;
+  ls.stats.latenciesMs.push(ms);
+  ls.stats.timeline.push([ls.now() - ms, ms]);
+  if (thinkMs) await new Promise((r) => setTimeout(r, thinkMs));
+}
+
 /** An error of a statement cut short by stop() is not the app's. */
 function endedByStop(s: LoadSession, err: { code?: string; message?: string }): boolean {
   return s.stopping() && /CONNECTION_(ENDED|DESTROYED)|terminat/i.test(`${err.code} ${err.message}`);
@@ -179,12 +189,52 @@ export function startAppLoad(o: AppLoadOptions): { stop: () => Promise<AppLoadSt
           break;
         }
       }
-      const ms = performance.now() - started;
-      stats.ops++;
-      stats.byKind[kind]++;
-      stats.latenciesMs.push(ms);
-      stats.timeline.push([ls.now() - ms, ms]);
-      if (o.thinkMs) await new Promise((r) => setTimeout(r, o.thinkMs));
+      await recordAndPause(ls, kind, started, o.thinkMs);
+    }
+  });
+}
+
+/**
+ * The app as it is before the bundle (during `supabase db push` and the setup steps): plain SQL
+ * against the legacy table, the way its server code or PostgREST sends it, with nothing of the
+ * bundle: inserts, updates by observation_id, reads by observation_id. Latency and errors per
+ * statement, nothing retried (an error here is an error the app would see).
+ */
+export function startLegacyAppLoad(o: AppLoadOptions): { stop: () => Promise<AppLoadStats>; stats: AppLoadStats } {
+  return runSessions(o.url, o.sessions, async (ls) => {
+    const { sql, i, stats } = ls;
+    const rand = rng((o.seed ?? 13) * 1000 + i + 1);
+    const pick = <T>(a: T[]): T => a[Math.floor(rand() * a.length)] as T;
+    const sites = await sql<{ site_id: string; program_id: string; submission_id: string }[]>`
+      select s.site_id, s.program_id, (select b.submission_id from public.submissions b where b.site_id = s.site_id limit 1) as submission_id
+      from public.sites s where exists (select from public.submissions b where b.site_id = s.site_id) order by s.site_id`;
+    const ids = (await sql.unsafe<{ id: string }[]>(
+      `select observation_id as id from public.${o.table} where abs(hashtext(observation_id::text)) % ${o.sessions} = ${i} limit 500`)).map((r) => r.id);
+    while (!ls.stopping()) {
+      const roll = rand();
+      const kind: OpKind = ids.length === 0 || roll < 0.3 ? "insert" : "update";
+      const started = performance.now();
+      try {
+        if (kind === "insert") {
+          const s = pick(sites);
+          const [r] = await sql.unsafe<{ id: string }[]>(
+            o.table === "petri_observations"
+              ? `insert into public.petri_observations (submission_id, site_id, program_id, petri_code, growth_index)
+                 values ($1, $2, $3, $4, $5) returning observation_id as id`
+              : `insert into public.gasifier_observations (submission_id, site_id, program_id, gasifier_code, measure)
+                 values ($1, $2, $3, $4, $5) returning observation_id as id`,
+            [s.submission_id, s.site_id, s.program_id, `app-${i}-${stats.ops}`, Math.round(rand() * 9000) / 100]);
+          if (r) ids.push(r.id);
+        } else if (roll < 0.65) {
+          await sql.unsafe(`update public.${o.table} set notes = $2 where observation_id = $1`, [pick(ids), `app ${i} ${stats.ops}`]);
+        } else {
+          await sql.unsafe(`select * from public.${o.table} where observation_id = $1`, [pick(ids)]);
+        }
+      } catch (e) {
+        const err = e as { code?: string; message?: string };
+        if (!endedByStop(ls, err)) stats.errors.push({ kind, code: err.code ?? "?", message: err.message ?? String(e), at: ls.now() });
+      }
+      await recordAndPause(ls, kind, started, o.thinkMs);
     }
   });
 }

@@ -1,24 +1,31 @@
 -- =============================================================================
--- Company context (the plan's 001_add_company_context).
+-- Company context (the plan's 001_add_company_context), the part `supabase db push` applies.
 --
--- Every row of the tenant tables carries the company it belongs to, derived from
--- its program, so that Row Level Security can isolate companies with one
--- indexed comparison instead of a join per row:
+-- Every observation row carries the company it belongs to, derived from its program, so that Row
+-- Level Security can isolate companies with one indexed comparison instead of a join per row:
 --
 --   company_id = any ((select private.user_company_ids())::uuid[])
 --
--- The scalar subquery makes PostgreSQL evaluate the helper once per statement
--- (an InitPlan); the ::uuid[] cast is what makes ANY take it as one array, since
--- `any ((select ...))` would parse as ANY (subquery) and compare with each row.
+-- The scalar subquery makes PostgreSQL evaluate the helper once per statement (an InitPlan); the
+-- ::uuid[] cast is what makes ANY take it as one array, since `any ((select ...))` would parse as
+-- ANY (subquery) and compare with each row.
 --
--- Order: private schema and helpers, columns, back-fill, derivation triggers,
--- indexes, RLS policies. Every statement is safe to run again.
+-- The push is Phase 1 of the plan, "No Downtime": it runs on a database whose observation tables
+-- hold millions of rows the app writes all day. So it reads and writes no row of them: it adds the
+-- column (no default: a catalog change) and the trigger that fills it for every new or changed
+-- row, each under a lock taken in short tries (private.lock_for_ddl). Filling the existing rows,
+-- the index on the column and the company isolation policies are setup steps that run online
+-- afterwards, in batches (migration 20250102000260_setup_steps.sql: partition_mgmt.setup_step,
+-- `npm run admin -- setup`, or the psql runner); pre_migration_check() and health() say what is
+-- pending. No other table of the app is changed; private.deploy_report says what was.
 --
--- Rollback (manual, in this order): drop the policies and disable RLS, drop the
--- set_company_id_from_program triggers and the users_guard_self_update trigger,
--- drop the added company_id columns on sites/petri/gasifier (submissions had it
--- before), drop schema private cascade.
+-- Every statement is safe to run again.
 -- =============================================================================
+
+-- A DDL statement that waits for a lock queues every later statement on the table behind it: the
+-- file's DDL on the app's tables goes through private.lock_for_ddl (short tries); anything else
+-- that would wait gives up quickly instead of stalling the app (the push stops; run it again).
+set lock_timeout = '500ms';
 
 -- -----------------------------------------------------------------------------
 -- Private schema
@@ -62,87 +69,84 @@ comment on function private.user_company_ids() is
   'Policies call it as (select private.user_company_ids()) so it runs once per statement.';
 
 -- -----------------------------------------------------------------------------
--- Columns
--- programs and submissions already carry company_id; the other tenant tables get
--- it here. No foreign key: the value is derived from pilot_programs.company_id
--- (which has one) by the trigger below, and validating a new FK would scan the
--- large observation tables a second time inside the migration.
+-- Helper: private.lock_for_ddl(tables, mode)
+-- Takes the locks DDL on the app's live tables needs, the way pgroll and pg_repack do: tries of a
+-- short lock_timeout (a waiting ALTER blocks every app statement queued behind it, so each try
+-- blocks the app for at most that long), with growing pauses and jitter between them, for at most
+-- partition_mgmt.push_lock_wait (default 30 s, and never past the statement_timeout). The locks
+-- stay held until the migration's transaction commits, so call it right before the DDL, at the end
+-- of a file. When the tries run out it stops with the sessions that held the tables and what to
+-- do: nothing of that migration was applied, and running the push again continues with it.
+-- Settings (per role or database, e.g. alter role postgres set partition_mgmt.push_lock_wait =
+-- '90s'): partition_mgmt.push_lock_timeout (per try, default 100ms), partition_mgmt.push_lock_wait.
 -- -----------------------------------------------------------------------------
-alter table public.sites                 add column if not exists company_id uuid;
-alter table public.submissions           add column if not exists company_id uuid;
-alter table public.petri_observations    add column if not exists company_id uuid;
-alter table public.gasifier_observations add column if not exists company_id uuid;
-
-comment on column public.sites.company_id is
-  'Company of the site''s program. Maintained by trigger set_company_id_from_program; used by RLS.';
-comment on column public.submissions.company_id is
-  'Company of the submission''s program. Maintained by trigger set_company_id_from_program; used by RLS.';
-comment on column public.petri_observations.company_id is
-  'Company of the observation''s program. Maintained by trigger set_company_id_from_program; used by RLS.';
-comment on column public.gasifier_observations.company_id is
-  'Company of the observation''s program (through the site when program_id is NULL). '
-  'Maintained by trigger set_company_id_from_program; used by RLS.';
-
--- -----------------------------------------------------------------------------
--- Back-fill: private.backfill_company_id()
--- Plain UPDATEs, touching only rows whose company_id is missing or stale, so a
--- second run writes nothing. Kept as a function so the partition engine and the
--- tests can re-run exactly this logic instead of copying it.
--- -----------------------------------------------------------------------------
-create or replace function private.backfill_company_id()
-returns table (table_name text, rows_updated bigint)
+create or replace function private.lock_for_ddl(p_tables text[], p_mode text default 'access exclusive')
+returns integer
 language plpgsql
-security definer
 set search_path = ''
 as $$
 declare
-  v_rows bigint;
+  v_old_timeout text := current_setting('lock_timeout');
+  v_try_timeout text := coalesce(nullif(current_setting('partition_mgmt.push_lock_timeout', true), ''), '100ms');
+  v_wait interval := coalesce(nullif(current_setting('partition_mgmt.push_lock_wait', true), ''), '30s')::interval;
+  v_statement_timeout interval := (case when current_setting('statement_timeout') in ('0', '')
+                                        then '1 day' else current_setting('statement_timeout') end)::interval;
+  v_deadline timestamptz;
+  v_tables text;
+  v_attempt integer := 0;
+  v_holders text;
 begin
-  update public.sites s
-     set company_id = p.company_id
-    from public.pilot_programs p
-   where p.program_id = s.program_id
-     and s.company_id is distinct from p.company_id;
-  get diagnostics v_rows = row_count;
-  table_name := 'public.sites'; rows_updated := v_rows; return next;
-
-  -- submissions had company_id before this migration: only fill the gaps
-  update public.submissions s
-     set company_id = p.company_id
-    from public.pilot_programs p
-   where p.program_id = s.program_id
-     and s.company_id is null
-     and p.company_id is not null;
-  get diagnostics v_rows = row_count;
-  table_name := 'public.submissions'; rows_updated := v_rows; return next;
-
-  update public.petri_observations o
-     set company_id = p.company_id
-    from public.pilot_programs p
-   where p.program_id = o.program_id
-     and o.company_id is distinct from p.company_id;
-  get diagnostics v_rows = row_count;
-  table_name := 'public.petri_observations'; rows_updated := v_rows; return next;
-
-  -- older gasifier rows carry only the site: take the program from there
-  update public.gasifier_observations o
-     set company_id = p.company_id
-    from public.sites s, public.pilot_programs p
-   where s.site_id = o.site_id
-     and p.program_id = coalesce(o.program_id, s.program_id)
-     and o.company_id is distinct from p.company_id;
-  get diagnostics v_rows = row_count;
-  table_name := 'public.gasifier_observations'; rows_updated := v_rows; return next;
-end;
+  if lower(p_mode) not in ('access share', 'row share', 'row exclusive', 'share update exclusive', 'share',
+                           'share row exclusive', 'exclusive', 'access exclusive') then
+    raise exception 'lock_for_ddl: % is not a lock mode', p_mode
+      using errcode = 'invalid_parameter_value', hint = 'Pass a LOCK TABLE mode, such as ''access exclusive'' or ''share row exclusive''.';
+  end if;
+  select string_agg(format('%s', t::regclass), ', ' order by ord) into v_tables
+  from unnest(p_tables) with ordinality as x(t, ord);
+  -- leave 10 s of the statement_timeout for the DDL after the locks and the error message
+  v_deadline := clock_timestamp() + least(v_wait, greatest(v_statement_timeout - interval '10 seconds', interval '1 second'));
+  loop
+    v_attempt := v_attempt + 1;
+    begin
+      perform set_config('lock_timeout', v_try_timeout, true);
+      execute format('lock table %s in %s mode', v_tables, lower(p_mode));
+      perform set_config('lock_timeout', v_old_timeout, true);
+      return v_attempt;
+    exception when lock_not_available or deadlock_detected then
+      perform set_config('lock_timeout', v_old_timeout, true);
+    end;
+    if clock_timestamp() >= v_deadline then
+      select string_agg(format('pid %s (%s%s, %s, transaction open %s s%s): %s', h.pid,
+                               coalesce(nullif(h.usename::text, ''), '?'), coalesce(' / ' || nullif(h.application_name, ''), ''),
+                               coalesce(h.state, 'state not visible'),
+                               coalesce(round(extract(epoch from clock_timestamp() - h.xact_start))::text, '?'),
+                               coalesce(', holds ' || h.modes, ''),
+                               coalesce(left(regexp_replace(h.query, '\s+', ' ', 'g'), 120), 'query not visible')), '; ' order by h.xact_start)
+        into v_holders
+      from (select a.pid, a.usename, a.application_name, a.state, a.xact_start, a.query,
+                   string_agg(distinct l.mode || ' on ' || l.relation::regclass::text, ', ') as modes
+            from pg_catalog.pg_locks l join pg_catalog.pg_stat_activity a on a.pid = l.pid
+            where l.granted and l.locktype = 'relation' and l.pid <> pg_catalog.pg_backend_pid()
+              and l.relation = any (select t::regclass::oid from unnest(p_tables) t)
+            group by a.pid, a.usename, a.application_name, a.state, a.xact_start, a.query
+            order by a.xact_start nulls last
+            limit 5) h;
+      raise exception 'could not lock % (% mode) for the migration''s DDL: % tries of lock_timeout % in % s were not enough; held by: %',
+        v_tables, lower(p_mode), v_attempt, v_try_timeout, round(extract(epoch from v_wait)), coalesce(v_holders, 'no session now (the lock was freed just now)')
+        using errcode = 'lock_not_available',
+              hint = 'Nothing of this migration was applied (the ones before it were). Let that transaction finish, or end it (select pg_terminate_backend(<pid>)), then run supabase db push again: it continues with this migration. To wait longer: alter role postgres set partition_mgmt.push_lock_wait = ''90s''.';
+    end if;
+    -- 50 ms, 100 ms, ... up to 2 s between tries, with jitter, so the app runs in between
+    perform pg_catalog.pg_sleep(least(2.0, 0.05 * power(2, least(v_attempt - 1, 6))) * (0.5 + random() / 2));
+  end loop;
+end
 $$;
 
-revoke execute on function private.backfill_company_id() from public;
+revoke execute on function private.lock_for_ddl(text[], text) from public;
 
-comment on function private.backfill_company_id() is
-  'Sets company_id from the program on sites, submissions (NULLs only), petri and gasifier observations '
-  '(gasifier: through the site when program_id is NULL). Idempotent; returns rows updated per table.';
-
-select * from private.backfill_company_id();
+comment on function private.lock_for_ddl(text[], text) is
+  'Locks the app''s tables for DDL in tries of a short lock_timeout (partition_mgmt.push_lock_timeout, 100ms) for at most '
+  'partition_mgmt.push_lock_wait (30 s); stops naming the sessions that held them. Returns the number of tries.';
 
 -- -----------------------------------------------------------------------------
 -- Derivation trigger: private.set_company_id_from_program()
@@ -209,149 +213,62 @@ comment on function private.set_company_id_from_program() is
   'BEFORE INSERT OR UPDATE OF program_id, site_id, company_id trigger: sets company_id from the program '
   '(through the site when program_id is NULL). Generic over any table with those three columns.';
 
-create or replace trigger set_company_id_from_program
-  before insert or update of program_id, site_id, company_id on public.sites
-  for each row execute function private.set_company_id_from_program();
-create or replace trigger set_company_id_from_program
-  before insert or update of program_id, site_id, company_id on public.submissions
-  for each row execute function private.set_company_id_from_program();
+-- -----------------------------------------------------------------------------
+-- What the push did to the app's objects: private.deploy_report
+-- One row per object of the app the bundle created or changed (here and in the setup steps), and
+-- per app table whose access the bundle does NOT change with what to run to opt in.
+-- -----------------------------------------------------------------------------
+create table if not exists private.deploy_report (
+  object      text primary key,
+  action      text not null,
+  detail      text,
+  at          timestamptz not null default now()
+);
+alter table private.deploy_report drop constraint if exists deploy_report_action_check;   -- release 0.1.0's fixed list
+revoke all on private.deploy_report from public, anon, authenticated;
+grant select on private.deploy_report to service_role;
+comment on table private.deploy_report is
+  'What supabase db push and the setup steps did to the app''s own objects (columns, triggers, policies, RLS, publications), and what they left for you to opt in to.';
+
+create or replace function private.report_deploy(p_object text, p_action text, p_detail text default null)
+returns void
+language sql
+set search_path = ''
+as $$
+  insert into private.deploy_report (object, action, detail) values (p_object, p_action, p_detail)
+  on conflict (object) do update set action = excluded.action, detail = excluded.detail, at = now();
+$$;
+revoke execute on function private.report_deploy(text, text, text) from public;
+
+-- -----------------------------------------------------------------------------
+-- The observation tables: column and trigger (catalog changes only, at the end of the file so the
+-- locks are held for milliseconds: the transaction commits right after)
+-- -----------------------------------------------------------------------------
+select private.report_deploy(format('column %s.company_id', t),
+         case when exists (select from pg_catalog.pg_attribute a where a.attrelid = t::regclass and a.attname = 'company_id' and not a.attisdropped)
+              then 'kept (existed)' else 'added' end,
+         'uuid, nullable, no default: filled by trigger set_company_id_from_program for new and changed rows, and for existing rows by the setup step company_id (batched, online)')
+from unnest(array['public.petri_observations', 'public.gasifier_observations']) t;
+select private.report_deploy(format('trigger set_company_id_from_program on %s', t),
+         case when exists (select from pg_catalog.pg_trigger g where g.tgrelid = t::regclass and g.tgname = 'set_company_id_from_program')
+              then 'kept (existed)' else 'added' end,
+         'BEFORE INSERT OR UPDATE OF program_id, site_id, company_id: company_id follows the program (through the site when program_id is NULL)')
+from unnest(array['public.petri_observations', 'public.gasifier_observations']) t;
+
+select private.lock_for_ddl(array['public.petri_observations', 'public.gasifier_observations']);
+
+alter table public.petri_observations    add column if not exists company_id uuid;
+alter table public.gasifier_observations add column if not exists company_id uuid;
+
+comment on column public.petri_observations.company_id is
+  'Company of the observation''s program. Maintained by trigger set_company_id_from_program; used by RLS.';
+comment on column public.gasifier_observations.company_id is
+  'Company of the observation''s program (through the site when program_id is NULL). '
+  'Maintained by trigger set_company_id_from_program; used by RLS.';
+
 create or replace trigger set_company_id_from_program
   before insert or update of program_id, site_id, company_id on public.petri_observations
   for each row execute function private.set_company_id_from_program();
 create or replace trigger set_company_id_from_program
   before insert or update of program_id, site_id, company_id on public.gasifier_observations
   for each row execute function private.set_company_id_from_program();
-
--- -----------------------------------------------------------------------------
--- Guard: users cannot change their own company or privileges
--- The users_update_own policy lets a user edit their profile row; without this
--- guard they could also move themselves into another company (WITH CHECK stops
--- that too) or make themselves company admin. Updates of other users' rows (by
--- service_role, or by any admin policy the app has) are not affected.
--- SECURITY INVOKER on purpose: current_user must be the caller's role.
--- -----------------------------------------------------------------------------
-create or replace function private.guard_user_self_update()
-returns trigger
-language plpgsql
-set search_path = ''
-as $$
-begin
-  if current_user = 'authenticated'
-     and old.id = auth.uid()
-     and (new.id, new.company_id, new.is_company_admin, new.is_active)
-         is distinct from (old.id, old.company_id, old.is_company_admin, old.is_active) then
-    raise exception 'user % may not change their own id, company_id, is_company_admin or is_active (company_id % -> %, is_company_admin % -> %, is_active % -> %)',
-      old.id, old.company_id, new.company_id, old.is_company_admin, new.is_company_admin, old.is_active, new.is_active
-      using errcode = 'insufficient_privilege',
-            hint = 'A company admin or the service role changes these columns; users may edit their profile fields only.';
-  end if;
-  return new;
-end;
-$$;
-
-revoke execute on function private.guard_user_self_update() from public;
-
-create or replace trigger users_guard_self_update
-  before update on public.users
-  for each row execute function private.guard_user_self_update();
-
--- -----------------------------------------------------------------------------
--- Indexes on the policy columns
--- users.company_id and pilot_programs.company_id are indexed by the baseline.
--- -----------------------------------------------------------------------------
-create index if not exists sites_company_id_idx                 on public.sites (company_id);
-create index if not exists submissions_company_id_idx           on public.submissions (company_id);
-create index if not exists petri_observations_company_id_idx    on public.petri_observations (company_id);
-create index if not exists gasifier_observations_company_id_idx on public.gasifier_observations (company_id);
-
--- -----------------------------------------------------------------------------
--- Row Level Security
--- Policies are for authenticated only: anon has none and sees nothing;
--- service_role and postgres bypass RLS.
--- -----------------------------------------------------------------------------
-alter table public.companies             enable row level security;
-alter table public.users                 enable row level security;
-alter table public.pilot_programs        enable row level security;
-alter table public.sites                 enable row level security;
-alter table public.submissions           enable row level security;
-alter table public.petri_observations    enable row level security;
-alter table public.gasifier_observations enable row level security;
-
--- Each policy is created when absent. A policy of the same name the project already has is kept
--- and never replaced with other semantics: when its definition differs from the bundle's, it is
--- recorded in private.deploy_report (and pre_migration_check reports it), so an operator can read
--- both and choose. private.deploy_report also lists every policy this migration created.
-create table if not exists private.deploy_report (
-  object      text primary key,
-  action      text not null check (action in ('created', 'unchanged', 'kept (differs)')),
-  detail      text,
-  at          timestamptz not null default now()
-);
-revoke all on private.deploy_report from public, anon, authenticated;
-grant select on private.deploy_report to service_role;
-comment on table private.deploy_report is
-  'What supabase db push did to the app''s own objects: policies created, or an existing policy of the same name kept because it differs from the bundle''s (both definitions in detail).';
-
-create or replace function private.ensure_policy(p_table regclass, p_name text, p_command text, p_using text, p_check text, p_comment text)
-returns text
-language plpgsql
-set search_path = ''
-as $$
-declare
-  v_existing record;
-  v_wanted record;
-  v_action text;
-  v_detail text;
-  v_probe text := left(p_name, 50) || '__bundle';
-begin
-  select p.polcmd, p.polroles, pg_catalog.pg_get_expr(p.polqual, p.polrelid) as qual,
-         pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid) as chk, p.polpermissive
-    into v_existing from pg_catalog.pg_policy p where p.polrelid = p_table and p.polname = p_name;
-  if not found then
-    execute format('create policy %I on %s for %s to authenticated using (%s)%s', p_name, p_table, p_command, p_using,
-      case when p_check is null then '' else format(' with check (%s)', p_check) end);
-    execute format('comment on policy %I on %s is %L', p_name, p_table, p_comment);
-    v_action := 'created';
-  else
-    -- the bundle's policy under a probe name, deparsed the same way, then compared
-    execute format('create policy %I on %s for %s to authenticated using (%s)%s', v_probe, p_table, p_command, p_using,
-      case when p_check is null then '' else format(' with check (%s)', p_check) end);
-    select p.polcmd, p.polroles, pg_catalog.pg_get_expr(p.polqual, p.polrelid) as qual,
-           pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid) as chk, p.polpermissive
-      into v_wanted from pg_catalog.pg_policy p where p.polrelid = p_table and p.polname = v_probe;
-    execute format('drop policy %I on %s', v_probe, p_table);
-    if (v_existing.polcmd, v_existing.polroles, v_existing.qual, v_existing.chk, v_existing.polpermissive)
-       is not distinct from (v_wanted.polcmd, v_wanted.polroles, v_wanted.qual, v_wanted.chk, v_wanted.polpermissive) then
-      v_action := 'unchanged';
-    else
-      v_action := 'kept (differs)';
-      v_detail := format('yours: using (%s) with check (%s); the bundle''s: using (%s) with check (%s)',
-                         coalesce(v_existing.qual, '-'), coalesce(v_existing.chk, '-'), coalesce(v_wanted.qual, '-'), coalesce(v_wanted.chk, '-'));
-      raise notice 'policy % on % exists and differs from the bundle''s; it is kept. Yours: using (%) with check (%). The bundle''s: using (%) with check (%)',
-        p_name, p_table, v_existing.qual, v_existing.chk, v_wanted.qual, v_wanted.chk;
-    end if;
-  end if;
-  insert into private.deploy_report (object, action, detail)
-  values (format('policy %s on %s', p_name, p_table), v_action, v_detail)
-  on conflict (object) do update set action = excluded.action, detail = excluded.detail, at = now();
-  return v_action;
-end
-$$;
-revoke all on function private.ensure_policy(regclass, text, text, text, text, text) from public, anon, authenticated;
-
-select private.ensure_policy('public.companies', 'companies_select_own', 'select', $q$company_id = any ((select private.user_company_ids())::uuid[])$q$, null,
-  $q$Users see only the companies they belong to.$q$);
-select private.ensure_policy('public.users', 'users_select_same_company', 'select', $q$company_id = any ((select private.user_company_ids())::uuid[])$q$, null,
-  $q$Users see the users of their own companies.$q$);
-select private.ensure_policy('public.users', 'users_update_own', 'update', $q$id = (select auth.uid())$q$, $q$id = (select auth.uid()) and company_id = any ((select private.user_company_ids())::uuid[])$q$,
-  $q$Users update only their own row and cannot move it to another company (see also trigger users_guard_self_update).$q$);
-select private.ensure_policy('public.pilot_programs', 'company_isolation_programs', 'all', $q$company_id = any ((select private.user_company_ids())::uuid[])$q$, $q$company_id = any ((select private.user_company_ids())::uuid[])$q$,
-  $q$Users read and write only the programs of their own companies.$q$);
-select private.ensure_policy('public.sites', 'company_isolation_sites', 'all', $q$company_id = any ((select private.user_company_ids())::uuid[])$q$, $q$company_id = any ((select private.user_company_ids())::uuid[])$q$,
-  $q$Users read and write only the sites of their own companies' programs.$q$);
-select private.ensure_policy('public.submissions', 'company_isolation_submissions', 'all', $q$company_id = any ((select private.user_company_ids())::uuid[])$q$, $q$company_id = any ((select private.user_company_ids())::uuid[])$q$,
-  $q$Users read and write only the submissions of their own companies' programs.$q$);
-select private.ensure_policy('public.petri_observations', 'company_isolation_petri', 'all', $q$company_id = any ((select private.user_company_ids())::uuid[])$q$, $q$company_id = any ((select private.user_company_ids())::uuid[])$q$,
-  $q$Users read and write only the petri observations of their own companies' programs.$q$);
-select private.ensure_policy('public.gasifier_observations', 'company_isolation_gasifier', 'all', $q$company_id = any ((select private.user_company_ids())::uuid[])$q$, $q$company_id = any ((select private.user_company_ids())::uuid[])$q$,
-  $q$Users read and write only the gasifier observations of their own companies' programs.$q$);

@@ -7,8 +7,11 @@
 -- public.get_daily_metrics(), which filters by the caller's companies.
 --
 -- Order: schema, materialized view and its indexes, maintenance
--- (analytics.refresh_daily_metrics), public API (public.get_daily_metrics),
--- first population. Every statement is safe to run again.
+-- (analytics.refresh_daily_metrics), public API (public.get_daily_metrics).
+-- Every statement is safe to run again. The view is created empty: populating it
+-- reads the whole petri table, which the push must not do (Phase 1, "No
+-- Downtime"); the setup step `metrics` populates it online afterwards
+-- (migration 20250102000260_setup_steps.sql), and maintenance keeps it fresh.
 --
 -- Partition swap: the view is bound to the table public.petri_observations is
 -- when this runs, not to the name. After the partition engine renames the legacy
@@ -24,6 +27,9 @@
 -- Not in the Data API's exposed schemas, and no API role may even look inside:
 -- only service_role, to call the maintenance function.
 -- -----------------------------------------------------------------------------
+-- DDL that would wait for a lock gives up quickly instead of queueing the app's statements behind it
+set lock_timeout = '500ms';
+
 create schema if not exists analytics;
 revoke all on schema analytics from public, anon, authenticated;
 grant usage on schema analytics to service_role;
@@ -36,7 +42,7 @@ comment on schema analytics is
 -- Days are UTC calendar days. Aggregates are cast to numeric so the column types
 -- (and public.get_daily_metrics' result type) do not depend on how the live
 -- table declares growth_index.
--- Created empty so the migration is cheap to re-run; populated at the end.
+-- Created empty (a catalog change only); populated by the setup step `metrics`.
 -- -----------------------------------------------------------------------------
 create materialized view if not exists analytics.mv_daily_metrics as
 select o.company_id,
@@ -161,7 +167,7 @@ begin
           where c.oid = 'analytics.mv_daily_metrics'::pg_catalog.regclass) then
     raise exception 'get_daily_metrics: analytics.mv_daily_metrics has not been populated yet'
       using errcode = 'object_not_in_prerequisite_state',
-            hint = 'Run select analytics.refresh_daily_metrics(); as service_role or postgres.';
+            hint = 'Run the setup steps (npm run admin -- setup, or select partition_mgmt.setup_runner() \gexec in psql), or select analytics.refresh_daily_metrics(); as service_role or postgres.';
   end if;
 
   select r.rolbypassrls into v_sees_all from pg_catalog.pg_roles r where r.rolname = v_caller_role;
@@ -189,8 +195,3 @@ grant execute on function public.get_daily_metrics(uuid, date, date, uuid) to au
 comment on function public.get_daily_metrics(uuid, date, date, uuid) is
   'Daily petri metrics of one program (optionally one site, inclusive UTC date range), from '
   'analytics.mv_daily_metrics. Users get only rows of their own companies; service_role gets all.';
-
--- -----------------------------------------------------------------------------
--- First population (a plain refresh: the view was created empty)
--- -----------------------------------------------------------------------------
-select analytics.refresh_daily_metrics();

@@ -11,6 +11,10 @@
 -- authenticated, so naming a partition directly reveals nothing.
 -- =============================================================================
 
+-- DDL that would wait for a lock gives up quickly instead of queueing the app behind it (the
+-- app's tables are locked only through private.lock_for_ddl, at the end of the file)
+set lock_timeout = '500ms';
+
 create schema if not exists partition_mgmt;
 create schema if not exists partitions;
 comment on schema partition_mgmt is 'Partition management: configuration, registry, creation, maintenance and online migration of the observation tables.';
@@ -1299,12 +1303,6 @@ end
 $$;
 revoke all on function partition_mgmt.on_program_or_site_insert() from public;
 
-drop trigger if exists partition_mgmt_create_partitions on public.pilot_programs;
-create trigger partition_mgmt_create_partitions after insert on public.pilot_programs
-  for each row execute function partition_mgmt.on_program_or_site_insert();
-drop trigger if exists partition_mgmt_create_partitions on public.sites;
-create trigger partition_mgmt_create_partitions after insert on public.sites
-  for each row execute function partition_mgmt.on_program_or_site_insert();
 
 grant execute on function partition_mgmt.resolve_table_key(text), partition_mgmt.config(text) to authenticated, service_role;
 
@@ -1669,3 +1667,19 @@ $$;
 -- Build the trees for the registered tables
 -- -----------------------------------------------------------------------------
 select partition_mgmt.create_partitioned_table(table_key) from partition_mgmt.managed_tables where parent is null order by table_key;
+
+-- -----------------------------------------------------------------------------
+-- The app's tables: the creation trigger on programs and sites (a literal tree's partitions; a
+-- sized tree creates nothing on insert). Last in the file, under locks taken in short tries
+-- (private.lock_for_ddl), so the app's writes wait for them only for the instant before commit.
+-- -----------------------------------------------------------------------------
+select private.report_deploy(format('trigger partition_mgmt_create_partitions on %s', t),
+         case when exists (select from pg_catalog.pg_trigger g where g.tgrelid = t::regclass and g.tgname = 'partition_mgmt_create_partitions')
+              then 'kept (existed)' else 'added' end,
+         'AFTER INSERT: creates the partitions of a new program or site where a table uses the plan''s literal tree; does nothing for the sized tree (the default)')
+from unnest(array['public.pilot_programs', 'public.sites']) t;
+select private.lock_for_ddl(array['public.pilot_programs', 'public.sites'], 'share row exclusive');
+create or replace trigger partition_mgmt_create_partitions after insert on public.pilot_programs
+  for each row execute function partition_mgmt.on_program_or_site_insert();
+create or replace trigger partition_mgmt_create_partitions after insert on public.sites
+  for each row execute function partition_mgmt.on_program_or_site_insert();

@@ -27,7 +27,8 @@
 -- `observation_id uuid references ...`). Others are blockers in pre_migration_check.
 -- =============================================================================
 
-set lock_timeout = '5s';
+-- DDL that would wait for a lock gives up quickly instead of queueing the app's statements behind it
+set lock_timeout = '500ms';
 
 create table if not exists partition_mgmt.carried_references (
   table_key          text not null references partition_mgmt.managed_tables (table_key) on delete cascade,

@@ -22,6 +22,9 @@
 -- bypasses RLS. The caller's role is the one SET ROLE set (PostgREST, the edge functions), or the
 -- session user: inside this function current_user is its owner. The statement that follows still
 -- runs under RLS.
+-- DDL that would wait for a lock gives up quickly instead of queueing the app's statements behind it
+set lock_timeout = '500ms';
+
 create or replace function partition_mgmt.route(p_table_key text, p_observation_id uuid,
   out program_id uuid, out site_id uuid, out created_at timestamptz)
 language sql stable
@@ -257,7 +260,9 @@ begin
     v_site := v_sub.site_id;
   end if;
 
-  v_where := array[format('t.%I = %L', c.program_column, p_program_id), format('t.company_id = %L', p_company_id)];
+  -- (the program belongs to the company, checked above; company_id itself is not read, so the rows
+  -- written before the push read the same before the setup step filled their company_id)
+  v_where := array[format('t.%I = %L', c.program_column, p_program_id)];
   if v_site is not null then
     v_where := v_where || format('t.%I = %L', c.site_column, v_site);
   end if;

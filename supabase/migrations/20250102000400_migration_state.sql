@@ -44,6 +44,9 @@
 -- -----------------------------------------------------------------------------
 -- State
 -- -----------------------------------------------------------------------------
+-- DDL that would wait for a lock gives up quickly instead of queueing the app's statements behind it
+set lock_timeout = '500ms';
+
 create table if not exists partition_mgmt.migration_state (
   table_key         text primary key references partition_mgmt.managed_tables (table_key) on delete cascade,
   phase             text not null default 'prepared'

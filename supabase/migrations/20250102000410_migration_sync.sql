@@ -8,6 +8,9 @@
 -- Generated per table with its column names, SECURITY DEFINER (the app's role writes the legacy
 -- table; the copy and the key table must be written whatever its privileges and policies).
 -- -----------------------------------------------------------------------------
+-- DDL that would wait for a lock gives up quickly instead of queueing the app's statements behind it
+set lock_timeout = '500ms';
+
 create or replace function partition_mgmt.install_sync_functions(p_table_key text)
 returns void
 language plpgsql

@@ -6,6 +6,9 @@
 -- -----------------------------------------------------------------------------
 -- Phase 6: validation
 -- -----------------------------------------------------------------------------
+-- DDL that would wait for a lock gives up quickly instead of queueing the app's statements behind it
+set lock_timeout = '500ms';
+
 create or replace function partition_mgmt.post_migration_validation(p_table text default null)
 returns table (table_key text, check_name text, status text, legacy_value text, partitioned_value text, detail text)
 language plpgsql

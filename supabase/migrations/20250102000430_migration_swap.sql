@@ -9,6 +9,9 @@
 
 -- Materialized views on p_from are rebuilt on p_to under a temporary name BEFORE the lock
 -- (populating is the slow part), then only renamed under it. Returns the plan for the lock.
+-- DDL that would wait for a lock gives up quickly instead of queueing the app's statements behind it
+set lock_timeout = '500ms';
+
 create or replace function partition_mgmt.prebuild_dependents(p_from regclass, p_to regclass, p_live_name text)
 returns jsonb
 language plpgsql

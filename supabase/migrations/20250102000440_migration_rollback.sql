@@ -8,6 +8,9 @@
 -- -----------------------------------------------------------------------------
 
 -- Empties the partitioned copy and its keys (nothing reads it while the legacy table is live).
+-- DDL that would wait for a lock gives up quickly instead of queueing the app's statements behind it
+set lock_timeout = '500ms';
+
 create or replace function partition_mgmt.empty_partitioned_copy(p_table_key text)
 returns void
 language plpgsql

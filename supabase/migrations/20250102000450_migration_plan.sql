@@ -7,6 +7,9 @@
 -- -----------------------------------------------------------------------------
 -- Phase 1: pre-migration checks
 -- -----------------------------------------------------------------------------
+-- DDL that would wait for a lock gives up quickly instead of queueing the app's statements behind it
+set lock_timeout = '500ms';
+
 create or replace function partition_mgmt.pre_migration_check(p_table text default null)
 returns table (table_key text, check_name text, status text, detail text)
 language plpgsql
@@ -39,6 +42,12 @@ begin
       continue;
     end;
     return query select m.table_key, 'migration state', 'ok', format('phase %s', v_phase);
+    -- what the push left to run online must be done first: the rows need their company_id and
+    -- the table its isolation policy before the copy is made and the policies carried
+    return query select m.table_key, format('setup step %s', t.task), case when t.done then 'ok' else 'blocker' end,
+                        case when t.done then t.progress
+                             else format('pending: %s (%s). Hint: run npm run admin -- setup, or select partition_mgmt.setup_runner() \gexec in psql', t.progress, t.detail) end
+                 from partition_mgmt.setup_tasks() t where t.table_key = m.table_key order by t.ord;
 
     -- primary key on the id alone: keyset batches and the reverse sync's upsert use it
     select string_agg(a.attname, ', ') into v_text
@@ -184,6 +193,14 @@ begin
       format('about %s rows, %s; the backfill runs at roughly 10,000-30,000 rows/s on small hardware (scripts/bench-migration.ts measures yours), i.e. about %s to %s',
              v_n, pg_catalog.pg_size_pretty(v_n2), make_interval(secs => v_n / 30000.0)::text, make_interval(secs => v_n / 10000.0)::text);
   end loop;
+  -- the app's other tables: access the bundle leaves as it is, and how to opt in
+  if v_key is null then
+    return query select 'app'::text, format('access of %s', a.table_name), a.status, format('%s. Opt in: %s', a.detail, a.opt_in_sql)
+                 from partition_mgmt.app_table_access() a;
+    return query select 'app'::text, 'setup step metrics', case when t.done then 'ok' else 'warning' end,
+                        case when t.done then t.progress else format('pending: %s (%s)', t.progress, t.detail) end
+                 from partition_mgmt.setup_tasks() t where t.task = 'metrics';
+  end if;
 end
 $$;
 

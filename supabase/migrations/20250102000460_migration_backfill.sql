@@ -8,6 +8,9 @@
 -- -----------------------------------------------------------------------------
 
 -- One batch of one table in the caller's transaction. Returns the rows visited (0 = done).
+-- DDL that would wait for a lock gives up quickly instead of queueing the app's statements behind it
+set lock_timeout = '500ms';
+
 create or replace function partition_mgmt.backfill_batch(p_table_key text, p_batch_size integer, p_program_id uuid default null,
   out rows_scanned bigint, out rows_copied bigint, out high_water uuid)
 language plpgsql

@@ -5,6 +5,9 @@
 -- =============================================================================
 
 
+-- DDL that would wait for a lock gives up quickly instead of queueing the app's statements behind it
+set lock_timeout = '500ms';
+
 create or replace function partition_mgmt.set_postpone_swap(p_table text, p_postpone boolean)
 returns boolean
 language plpgsql

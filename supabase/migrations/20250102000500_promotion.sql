@@ -24,6 +24,9 @@
 -- between steps) drives it through partition_mgmt.promote_step.
 -- =============================================================================
 
+-- DDL that would wait for a lock gives up quickly instead of queueing the app's statements behind it
+set lock_timeout = '500ms';
+
 create table if not exists partition_mgmt.promotions (
   table_key    text primary key references partition_mgmt.managed_tables (table_key) on delete cascade,
   level        text not null check (level in ('program', 'site')),

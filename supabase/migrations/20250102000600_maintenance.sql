@@ -15,6 +15,9 @@
 -- -----------------------------------------------------------------------------
 -- Settings and log
 -- -----------------------------------------------------------------------------
+-- DDL that would wait for a lock gives up quickly instead of queueing the app's statements behind it
+set lock_timeout = '500ms';
+
 alter table partition_mgmt.managed_tables
   add column if not exists retention_months integer check (retention_months is null or retention_months >= 1),
   add column if not exists retention_action text not null default 'archive' check (retention_action in ('archive', 'drop'));
@@ -787,6 +790,12 @@ begin
     return query select 'error', 'health check failed', m.table_key, format('%s (%s)', sqlerrm, sqlstate);
    end;
   end loop;
+
+  -- what the push left to run online (migration 20250102000350)
+  return query
+    select 'warning', 'setup pending', t.table_key,
+           format('setup step %s: %s (%s). Run npm run admin -- setup, or select partition_mgmt.setup_runner() \gexec in psql', t.task, t.progress, t.detail)
+    from partition_mgmt.setup_tasks() t where not t.done;
 
   select max(l.finished_at) into v_last from partition_mgmt.maintenance_log l
   where l.action = 'run' and l.status = 'ok';

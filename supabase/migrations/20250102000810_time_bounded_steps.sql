@@ -25,6 +25,9 @@
 -- and maintain_step (0600).
 -- =============================================================================
 
+-- DDL that would wait for a lock gives up quickly instead of queueing the app's statements behind it
+set lock_timeout = '500ms';
+
 alter table partition_mgmt.maintenance_settings
   add column if not exists step_seconds numeric not null default 5 check (step_seconds between 1 and 60);
 comment on column partition_mgmt.maintenance_settings.step_seconds is

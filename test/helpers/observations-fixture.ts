@@ -90,7 +90,8 @@ async function insertCompany(sql: Sql, label: string, n: number, seed: number): 
             ${base.companyId})`;
   for (const [i, siteId] of base.siteIds.entries()) {
     await sql`insert into public.sites (site_id, program_id, name) values (${siteId}, ${base.programId}, ${`${label} site ${i + 1}`})`;
-    await sql`insert into public.submissions (submission_id, site_id, program_id) values (${base.submissionIds[i]!}, ${siteId}, ${base.programId})`;
+    // (the app sets the submission's company: its own policies read it)
+    await sql`insert into public.submissions (submission_id, site_id, program_id, company_id) values (${base.submissionIds[i]!}, ${siteId}, ${base.programId}, ${base.companyId})`;
   }
   const observations = makeObservations(base, n, 45, seed);
   // Bound as text: as timestamptz, postgres.js would pass them through a JS Date and drop the microseconds.

@@ -19,7 +19,7 @@ import postgres, { type Sql } from "postgres";
 import { ensureCluster, type Cluster, stopCluster } from "../cluster.ts";
 import { serverLimits } from "../compute-profiles.ts";
 import { expectedCounts, generateDemoData } from "../demo-data.ts";
-import { pushMigrations } from "../push-migrations.ts";
+import { deployOntoDemoApp } from "../deploy.ts";
 import { demoShape, type BenchOptions } from "./options.ts";
 import type { Progress } from "./progress.ts";
 import { fmtInt, summarize } from "./stats.ts";
@@ -74,9 +74,9 @@ export async function openBenchDatabase(o: BenchOptions, p: Progress): Promise<B
   } finally {
     await admin.end();
   }
-  p.update("pushing migrations with the Supabase CLI");
-  const pushed = pushMigrations(cluster.url(BENCH_DATABASE));
-  p.done(`${pushed.applied.length} migrations applied to database ${BENCH_DATABASE}`);
+  p.update("the demo app, then the migrations pushed with the Supabase CLI, then the setup steps");
+  const deployed = await deployOntoDemoApp(cluster.url(BENCH_DATABASE));
+  p.done(`demo app (${deployed.app.length} files) and ${deployed.applied.length} migrations applied to database ${BENCH_DATABASE}`);
   return {
     url: cluster.url(BENCH_DATABASE),
     label: `own cluster ${cluster.dataDir} (port ${o.port}), database ${BENCH_DATABASE}, Supabase compute profile ${limits.profile.name}`,

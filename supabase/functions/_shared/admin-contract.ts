@@ -17,6 +17,7 @@ export const ADMIN_FUNCTION = "partition-admin";
 export const ADMIN_ACTIONS = [
   "status",
   "precheck",
+  "setup",
   "plan",
   "step",
   "prepare",
@@ -86,7 +87,7 @@ export const AdminRequestSchema = z
       .min(1, "must be an integer from 1 to 1000000")
       .max(1_000_000, "must be an integer from 1 to 1000000")
       .optional(),
-    /** backfill: run batches for at most this many seconds in this call. */
+    /** backfill: run batches for at most this many seconds in this call; setup: its batches (at most 2, default 0.5). */
     max_seconds: z
       .number({ error: `must be a number of seconds from 0.1 to ${MAX_BACKFILL_SECONDS}` })
       .min(0.1, `must be a number of seconds from 0.1 to ${MAX_BACKFILL_SECONDS}`)

@@ -18,7 +18,7 @@ export type CallerRole = (typeof CALLER_ROLES)[number];
 // created lazily so importing this file never needs the env var.
 let pool: Sql | null = null;
 
-function dbUrl(): string {
+export function dbUrl(): string {
   const url = Deno.env.get("SUPABASE_DB_URL");
   if (!url) throw new Error("SUPABASE_DB_URL is not set");
   return url;

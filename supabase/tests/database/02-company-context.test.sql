@@ -1,65 +1,77 @@
--- Company context and RLS (migration 20250102000000_company_context).
+-- Company context and RLS (migrations 20250102000000_company_context, 20250102000350_setup_steps)
+-- on the demo app (a customer's project with RLS policies of its own).
 -- Covers:
---   * schema private not reachable by anon; private.user_company_ids() and
---     private.set_company_id_from_program() are SECURITY DEFINER with search_path '';
---     EXECUTE on the helper for authenticated, not anon
---   * RLS enabled on the seven tenant tables, the plan's policy names on the observation
---     tables, indexes on every company_id policy column
---   * the trigger fills company_id on insert in sites, submissions, petri and gasifier
---     observations (gasifier with NULL program_id: through the site), follows a program
---     change, overrides a directly written company_id, rejects an unknown program with a
---     message naming it, and works unchanged on any table with program_id/site_id/company_id
---   * private.backfill_company_id() repairs missing and stale company_id and is idempotent
+--   * schema private not reachable by anon; private.user_company_ids(), the trigger function and
+--     the lock helper have search_path ''; EXECUTE on the policies' helper for authenticated only
+--   * the bundle touches only the observation tables: company_id, its trigger, its index; no column,
+--     trigger or policy of the bundle on companies, users, programs, sites, submissions
+--   * the plan's company_isolation_petri / _gasifier are RESTRICTIVE, next to the app's own policies
+--   * the trigger fills company_id on insert (gasifier with NULL program_id: through the site),
+--     follows a program change, overrides a directly written company_id, rejects an unknown program
+--     with a message naming it, and works unchanged on any table with program_id/site_id/company_id
+--   * the setup step fills company_id of rows written without it (as before the push) and corrects
+--     a stale one, in batches, and a second pass changes nothing
 --   * user_company_ids(): the user's company; empty without a user or for a deactivated user
---   * a user of company A sees only A's rows in all seven tables (and does see them); a
---     deactivated user and anon (also with a forged sub) see nothing
---   * WITH CHECK stops A from writing rows into B's program; A cannot change or delete B's rows
---   * users: update own profile only; no company change, no self-promotion to admin
---   * service_role sees every company
+--   * what a member, an admin and another company's user may do is the app's policies ANDed with
+--     company isolation: a permissive policy the app adds later cannot open another company's rows
+--   * lock_for_ddl refuses a bad lock mode and names the session that holds a table
 --
 -- Ids (first characters say what they are):
 --   companies  ca.. (A)  cb.. (B)
---   users      aa..01 (A)  aa..02 (A, colleague)  aa..03 (A, deactivated)  bb..01 (B)
+--   users      aa..01 (A)  aa..02 (A, admin)  aa..03 (A, deactivated)  bb..01 (B)
 --   programs   a1.. / b1..    sites a2.. / b2..    submissions a3.. / b3..
---   petri      a4..01, a4..02 / b4..01    gasifier a5..01, a5..02 (program_id NULL) / b5..01
+--   petri      a4..01 (by aa..01), a4..02 / b4..01    gasifier a5..01, a5..02 (program_id NULL) / b5..01
 begin;
-select plan(52);
+select plan(44);
 
 -- ---------------------------------------------------------------------------
 -- Schema, helpers, privileges
 -- ---------------------------------------------------------------------------
 select has_schema('private', 'schema private exists');
 select ok(not has_schema_privilege('anon', 'private', 'usage'), 'anon has no usage on schema private');
-
-select is((select prosecdef from pg_proc where oid = 'private.user_company_ids()'::regprocedure), true,
-  'user_company_ids() is SECURITY DEFINER');
-select ok((select 'search_path=""' = any (proconfig) from pg_proc where oid = 'private.user_company_ids()'::regprocedure),
-  'user_company_ids() pins search_path to empty');
+select ok((select prosecdef and 'search_path=""' = any (proconfig) from pg_proc where oid = 'private.user_company_ids()'::regprocedure),
+  'user_company_ids() is SECURITY DEFINER with search_path empty');
 select ok((select prosecdef and 'search_path=""' = any (proconfig) from pg_proc
            where oid = 'private.set_company_id_from_program()'::regprocedure),
   'set_company_id_from_program() is SECURITY DEFINER with search_path empty');
 select ok(has_function_privilege('authenticated', 'private.user_company_ids()', 'execute')
           and not has_function_privilege('anon', 'private.user_company_ids()', 'execute'),
   'user_company_ids() is executable by authenticated, not by anon');
-
-select is((select count(*)::int from pg_class
-           where oid in ('public.companies'::regclass, 'public.users'::regclass, 'public.pilot_programs'::regclass,
-                         'public.sites'::regclass, 'public.submissions'::regclass,
-                         'public.petri_observations'::regclass, 'public.gasifier_observations'::regclass)
-             and relrowsecurity),
-  7, 'RLS is enabled on the seven tenant tables');
-select policies_are('public', 'petri_observations', array['company_isolation_petri'],
-  'petri_observations has the plan''s policy company_isolation_petri');
-select policies_are('public', 'gasifier_observations', array['company_isolation_gasifier'],
-  'gasifier_observations has the plan''s policy company_isolation_gasifier');
-
-select is_indexed('public', 'sites', 'company_id', 'sites.company_id is indexed');
-select is_indexed('public', 'submissions', 'company_id', 'submissions.company_id is indexed');
-select is_indexed('public', 'petri_observations', 'company_id', 'petri_observations.company_id is indexed');
-select is_indexed('public', 'gasifier_observations', 'company_id', 'gasifier_observations.company_id is indexed');
+select ok(not has_function_privilege('authenticated', 'private.lock_for_ddl(text[], text)', 'execute')
+          and not has_function_privilege('anon', 'private.lock_for_ddl(text[], text)', 'execute'),
+  'lock_for_ddl() is not an API endpoint');
 
 -- ---------------------------------------------------------------------------
--- Test data, inserted as postgres without company_id: the triggers fill it
+-- What the bundle put on the app's tables: only the observation tables
+-- ---------------------------------------------------------------------------
+select is((select array_agg(format('%s.%s', attrelid::regclass, attname) order by attrelid::regclass::text) from pg_attribute
+           where attname = 'company_id' and not attisdropped
+             and attrelid in ('public.sites'::regclass, 'public.petri_observations'::regclass, 'public.gasifier_observations'::regclass)),
+  array['gasifier_observations.company_id', 'petri_observations.company_id'],
+  'company_id is added to the observation tables, not to sites');
+select is((select array_agg(tgrelid::regclass::text order by tgrelid::regclass::text) from pg_trigger
+           where tgname = 'set_company_id_from_program'
+             and tgrelid in ('public.companies'::regclass, 'public.users'::regclass, 'public.pilot_programs'::regclass, 'public.sites'::regclass,
+                             'public.submissions'::regclass, 'public.petri_observations'::regclass, 'public.gasifier_observations'::regclass)),
+  array['gasifier_observations', 'petri_observations'],
+  'of the app''s tables, the company_id trigger is on the observation tables only');
+select is((select count(*)::int from pg_policy
+           where polrelid in ('public.companies'::regclass, 'public.users'::regclass, 'public.pilot_programs'::regclass,
+                              'public.sites'::regclass, 'public.submissions'::regclass)
+             and polname like 'company\_isolation%'),
+  0, 'no policy of the bundle on companies, users, programs, sites, submissions');
+select is((select array_agg(format('%s %s', polname, case when polpermissive then 'permissive' else 'restrictive' end) order by polname)
+           from pg_policy where polname like 'company\_isolation%'),
+  array['company_isolation_gasifier restrictive', 'company_isolation_petri restrictive'],
+  'the plan''s policies are RESTRICTIVE on the observation tables (the app has RLS on)');
+select is((select count(*)::int from pg_policy where polrelid = 'public.petri_observations'::regclass and polpermissive), 4,
+  'the app''s own four petri policies are still there');
+select is_indexed('public', 'petri_observations', 'company_id', 'petri_observations.company_id is indexed (setup step)');
+select is_indexed('public', 'gasifier_observations', 'company_id', 'gasifier_observations.company_id is indexed (setup step)');
+select is((select count(*)::int from partition_mgmt.setup_tasks() where not done), 0, 'no setup step is pending');
+
+-- ---------------------------------------------------------------------------
+-- Test data, inserted as postgres without company_id: the trigger fills it
 -- ---------------------------------------------------------------------------
 insert into public.companies (company_id, name) values
   ('ca000000-0000-4000-8000-000000000000', 'Company A'),
@@ -69,24 +81,24 @@ insert into auth.users (id, aud, role, email) values
   ('aa000000-0000-4000-8000-000000000002', 'authenticated', 'authenticated', 'a2@a.test'),
   ('aa000000-0000-4000-8000-000000000003', 'authenticated', 'authenticated', 'a3@a.test'),
   ('bb000000-0000-4000-8000-000000000001', 'authenticated', 'authenticated', 'b1@b.test');
-insert into public.users (id, email, full_name, company_id, is_active) values
-  ('aa000000-0000-4000-8000-000000000001', 'a1@a.test', 'Ann A', 'ca000000-0000-4000-8000-000000000000', true),
-  ('aa000000-0000-4000-8000-000000000002', 'a2@a.test', 'Abe A', 'ca000000-0000-4000-8000-000000000000', true),
-  ('aa000000-0000-4000-8000-000000000003', 'a3@a.test', 'Old A', 'ca000000-0000-4000-8000-000000000000', false),
-  ('bb000000-0000-4000-8000-000000000001', 'b1@b.test', 'Bea B', 'cb000000-0000-4000-8000-000000000000', true);
+insert into public.users (id, email, full_name, company_id, is_active, is_company_admin) values
+  ('aa000000-0000-4000-8000-000000000001', 'a1@a.test', 'Ann A', 'ca000000-0000-4000-8000-000000000000', true, false),
+  ('aa000000-0000-4000-8000-000000000002', 'a2@a.test', 'Abe A', 'ca000000-0000-4000-8000-000000000000', true, true),
+  ('aa000000-0000-4000-8000-000000000003', 'a3@a.test', 'Old A', 'ca000000-0000-4000-8000-000000000000', false, false),
+  ('bb000000-0000-4000-8000-000000000001', 'b1@b.test', 'Bea B', 'cb000000-0000-4000-8000-000000000000', true, true);
 insert into public.pilot_programs (program_id, name, start_date, end_date, company_id) values
   ('a1000000-0000-4000-8000-000000000000', 'Program A', '2025-01-01', '2025-12-31', 'ca000000-0000-4000-8000-000000000000'),
   ('b1000000-0000-4000-8000-000000000000', 'Program B', '2025-01-01', '2025-12-31', 'cb000000-0000-4000-8000-000000000000');
 insert into public.sites (site_id, program_id, name) values
   ('a2000000-0000-4000-8000-000000000000', 'a1000000-0000-4000-8000-000000000000', 'Site A'),
   ('b2000000-0000-4000-8000-000000000000', 'b1000000-0000-4000-8000-000000000000', 'Site B');
-insert into public.submissions (submission_id, site_id, program_id) values
-  ('a3000000-0000-4000-8000-000000000000', 'a2000000-0000-4000-8000-000000000000', 'a1000000-0000-4000-8000-000000000000'),
-  ('b3000000-0000-4000-8000-000000000000', 'b2000000-0000-4000-8000-000000000000', 'b1000000-0000-4000-8000-000000000000');
-insert into public.petri_observations (observation_id, submission_id, site_id, program_id, petri_code) values
-  ('a4000000-0000-4000-8000-000000000001', 'a3000000-0000-4000-8000-000000000000', 'a2000000-0000-4000-8000-000000000000', 'a1000000-0000-4000-8000-000000000000', 'PA1'),
-  ('a4000000-0000-4000-8000-000000000002', 'a3000000-0000-4000-8000-000000000000', 'a2000000-0000-4000-8000-000000000000', 'a1000000-0000-4000-8000-000000000000', 'PA2'),
-  ('b4000000-0000-4000-8000-000000000001', 'b3000000-0000-4000-8000-000000000000', 'b2000000-0000-4000-8000-000000000000', 'b1000000-0000-4000-8000-000000000000', 'PB1');
+insert into public.submissions (submission_id, site_id, program_id, company_id) values
+  ('a3000000-0000-4000-8000-000000000000', 'a2000000-0000-4000-8000-000000000000', 'a1000000-0000-4000-8000-000000000000', 'ca000000-0000-4000-8000-000000000000'),
+  ('b3000000-0000-4000-8000-000000000000', 'b2000000-0000-4000-8000-000000000000', 'b1000000-0000-4000-8000-000000000000', 'cb000000-0000-4000-8000-000000000000');
+insert into public.petri_observations (observation_id, submission_id, site_id, program_id, petri_code, created_by) values
+  ('a4000000-0000-4000-8000-000000000001', 'a3000000-0000-4000-8000-000000000000', 'a2000000-0000-4000-8000-000000000000', 'a1000000-0000-4000-8000-000000000000', 'PA1', 'aa000000-0000-4000-8000-000000000001'),
+  ('a4000000-0000-4000-8000-000000000002', 'a3000000-0000-4000-8000-000000000000', 'a2000000-0000-4000-8000-000000000000', 'a1000000-0000-4000-8000-000000000000', 'PA2', null),
+  ('b4000000-0000-4000-8000-000000000001', 'b3000000-0000-4000-8000-000000000000', 'b2000000-0000-4000-8000-000000000000', 'b1000000-0000-4000-8000-000000000000', 'PB1', 'bb000000-0000-4000-8000-000000000001');
 insert into public.gasifier_observations (observation_id, submission_id, site_id, program_id, gasifier_code) values
   ('a5000000-0000-4000-8000-000000000001', 'a3000000-0000-4000-8000-000000000000', 'a2000000-0000-4000-8000-000000000000', 'a1000000-0000-4000-8000-000000000000', 'GA1'),
   ('a5000000-0000-4000-8000-000000000002', 'a3000000-0000-4000-8000-000000000000', 'a2000000-0000-4000-8000-000000000000', null, 'GA2'),
@@ -95,14 +107,8 @@ insert into public.gasifier_observations (observation_id, submission_id, site_id
 -- ---------------------------------------------------------------------------
 -- Derivation trigger
 -- ---------------------------------------------------------------------------
-select is((select company_id from public.sites where site_id = 'a2000000-0000-4000-8000-000000000000'),
-  'ca000000-0000-4000-8000-000000000000'::uuid, 'trigger fills sites.company_id from the program');
-select is((select company_id from public.submissions where submission_id = 'a3000000-0000-4000-8000-000000000000'),
-  'ca000000-0000-4000-8000-000000000000'::uuid, 'trigger fills submissions.company_id from the program');
 select is((select company_id from public.petri_observations where observation_id = 'a4000000-0000-4000-8000-000000000001'),
   'ca000000-0000-4000-8000-000000000000'::uuid, 'trigger fills petri_observations.company_id from the program');
-select is((select company_id from public.gasifier_observations where observation_id = 'a5000000-0000-4000-8000-000000000001'),
-  'ca000000-0000-4000-8000-000000000000'::uuid, 'trigger fills gasifier_observations.company_id from the program');
 select is((select company_id from public.gasifier_observations where observation_id = 'a5000000-0000-4000-8000-000000000002'),
   'ca000000-0000-4000-8000-000000000000'::uuid, 'gasifier row with NULL program_id gets company_id through its site');
 
@@ -142,41 +148,40 @@ select throws_like(
   'the trigger function refuses a table without company_id');
 
 -- ---------------------------------------------------------------------------
--- Back-fill: rows written while the triggers were off (as before the migration)
+-- The setup step fills the rows written before the push (trigger off, as then)
 -- ---------------------------------------------------------------------------
-alter table public.sites disable trigger set_company_id_from_program;
-alter table public.submissions disable trigger set_company_id_from_program;
 alter table public.petri_observations disable trigger set_company_id_from_program;
 alter table public.gasifier_observations disable trigger set_company_id_from_program;
-insert into public.sites (site_id, program_id, name, company_id) values
-  ('a2000000-0000-4000-8000-0000000000ff', 'a1000000-0000-4000-8000-000000000000', 'Legacy site', null);
-insert into public.submissions (submission_id, site_id, program_id, company_id) values
-  ('a3000000-0000-4000-8000-0000000000ff', 'a2000000-0000-4000-8000-0000000000ff', 'a1000000-0000-4000-8000-000000000000', null);
 insert into public.petri_observations (observation_id, submission_id, site_id, program_id, petri_code, company_id) values
-  ('a4000000-0000-4000-8000-0000000000ff', 'a3000000-0000-4000-8000-0000000000ff', 'a2000000-0000-4000-8000-0000000000ff',
-   'a1000000-0000-4000-8000-000000000000', 'legacy', 'cb000000-0000-4000-8000-000000000000');
+  ('a4000000-0000-4000-8000-0000000000ff', 'a3000000-0000-4000-8000-000000000000', 'a2000000-0000-4000-8000-000000000000',
+   'a1000000-0000-4000-8000-000000000000', 'before the push', null),
+  ('a4000000-0000-4000-8000-0000000000fe', 'a3000000-0000-4000-8000-000000000000', 'a2000000-0000-4000-8000-000000000000',
+   'a1000000-0000-4000-8000-000000000000', 'stale', 'cb000000-0000-4000-8000-000000000000');
 insert into public.gasifier_observations (observation_id, submission_id, site_id, program_id, gasifier_code, company_id) values
-  ('a5000000-0000-4000-8000-0000000000ff', 'a3000000-0000-4000-8000-0000000000ff', 'a2000000-0000-4000-8000-0000000000ff',
-   null, 'legacy', null);
-alter table public.sites enable trigger set_company_id_from_program;
-alter table public.submissions enable trigger set_company_id_from_program;
+  ('a5000000-0000-4000-8000-0000000000ff', 'a3000000-0000-4000-8000-000000000000', 'a2000000-0000-4000-8000-000000000000',
+   null, 'before the push', null);
 alter table public.petri_observations enable trigger set_company_id_from_program;
 alter table public.gasifier_observations enable trigger set_company_id_from_program;
-
-select results_eq(
-  $$select table_name, rows_updated from private.backfill_company_id() order by 1$$,
-  $$values ('public.gasifier_observations', 1::bigint), ('public.petri_observations', 1::bigint),
-           ('public.sites', 1::bigint), ('public.submissions', 1::bigint)$$,
-  'backfill_company_id() updates exactly the missing and stale rows');
+-- as right after a push: the batches not started
+delete from partition_mgmt.setup_progress where task in ('petri:company_id', 'gasifier:company_id');
+select is((select array_agg(task order by ord) from partition_mgmt.setup_tasks() where not done),
+  array['gasifier:company_id', 'petri:company_id'], 'the company_id steps are pending again');
+select is((select count(*)::int from partition_mgmt.pre_migration_check('petri') where check_name = 'setup step petri:company_id' and status = 'blocker'), 1,
+  'the pre-check blocks the migration while the step is pending');
+select is((select array_agg(state order by 1) from (select (partition_mgmt.setup_step(5)).state union all select (partition_mgmt.setup_step(5)).state) x),
+  array['done', 'done'], 'two setup steps fill both tables (each one call here)');
 select is((select array[
-             (select company_id from public.sites where site_id = 'a2000000-0000-4000-8000-0000000000ff'),
-             (select company_id from public.submissions where submission_id = 'a3000000-0000-4000-8000-0000000000ff'),
              (select company_id from public.petri_observations where observation_id = 'a4000000-0000-4000-8000-0000000000ff'),
+             (select company_id from public.petri_observations where observation_id = 'a4000000-0000-4000-8000-0000000000fe'),
              (select company_id from public.gasifier_observations where observation_id = 'a5000000-0000-4000-8000-0000000000ff')]),
-  array_fill('ca000000-0000-4000-8000-000000000000'::uuid, array[4]),
-  'back-fill sets company A on the site, submission, stale petri row and NULL-program gasifier row');
-select is((select sum(rows_updated)::int from private.backfill_company_id()), 0,
-  'a second back-fill updates nothing');
+  array_fill('ca000000-0000-4000-8000-000000000000'::uuid, array[3]),
+  'the step sets company A on the missing and the stale petri row and on the NULL-program gasifier row');
+select is((select array[rows_updated, rows_corrected] from partition_mgmt.setup_progress where task = 'petri:company_id'),
+  array[2, 1]::bigint[], 'it updated exactly those two petri rows (one of them corrected)');
+delete from partition_mgmt.setup_progress where task = 'petri:company_id';
+select is((select (partition_mgmt.setup_step(5, 'petri:company_id')).state), 'done', 'a second pass runs');
+select is((select rows_updated from partition_mgmt.setup_progress where task = 'petri:company_id'), 0::bigint,
+  'and changes nothing');
 
 -- ---------------------------------------------------------------------------
 -- private.user_company_ids()
@@ -190,118 +195,80 @@ select set_config('request.jwt.claims', '', true);
 select is(private.user_company_ids(), '{}'::uuid[], 'user_company_ids() is empty without a user');
 
 -- ---------------------------------------------------------------------------
--- Isolation: user of company A
+-- The app's policies ANDed with company isolation: member A
 -- ---------------------------------------------------------------------------
 select set_config('request.jwt.claims', '{"sub":"aa000000-0000-4000-8000-000000000001","role":"authenticated"}', true);
 set local role authenticated;
-
-select is((select count(*)::int from public.companies where company_id <> 'ca000000-0000-4000-8000-000000000000'), 0,
-  'A sees no other company');
-select is((select count(*)::int from public.users where company_id is distinct from 'ca000000-0000-4000-8000-000000000000'), 0,
-  'A sees no users of other companies');
-select is((select count(*)::int from public.pilot_programs where company_id is distinct from 'ca000000-0000-4000-8000-000000000000'), 0,
-  'A sees no programs of other companies');
-select is((select count(*)::int from public.sites where company_id is distinct from 'ca000000-0000-4000-8000-000000000000'), 0,
-  'A sees no sites of other companies');
-select is((select count(*)::int from public.submissions where company_id is distinct from 'ca000000-0000-4000-8000-000000000000'), 0,
-  'A sees no submissions of other companies');
-select is((select count(*)::int from public.petri_observations where company_id is distinct from 'ca000000-0000-4000-8000-000000000000'), 0,
-  'A sees no petri observations of other companies');
-select is((select count(*)::int from public.gasifier_observations where company_id is distinct from 'ca000000-0000-4000-8000-000000000000'), 0,
-  'A sees no gasifier observations of other companies');
 select is(array[
-    (select count(*)::int from public.companies), (select count(*)::int from public.users),
-    (select count(*)::int from public.pilot_programs), (select count(*)::int from public.sites),
-    (select count(*)::int from public.submissions), (select count(*)::int from public.petri_observations),
-    (select count(*)::int from public.gasifier_observations)],
-  array[1, 3, 1, 2, 2, 3, 3],
-  'A sees all of its own rows: company, 3 users, program, 2 sites, 2 submissions, 3 petri, 3 gasifier');
-
--- WITH CHECK: no rows into B's program, no moving own rows there
+    (select count(*)::int from public.petri_observations), (select count(*)::int from public.gasifier_observations),
+    (select count(*)::int from public.petri_observations where company_id <> 'ca000000-0000-4000-8000-000000000000')],
+  array[4, 3, 0], 'member A sees its 4 petri and 3 gasifier observations, none of B''s');
+select is((select count(*)::int from public.users), 1, 'member A sees only its own profile (the app''s policy)');
 select throws_ok(
   $$insert into public.petri_observations (submission_id, site_id, program_id, petri_code)
     values ('b3000000-0000-4000-8000-000000000000', 'b2000000-0000-4000-8000-000000000000',
             'b1000000-0000-4000-8000-000000000000', 'sneaky')$$,
   '42501', null, 'A cannot insert a petri observation into B''s program');
-select throws_ok(
-  $$insert into public.gasifier_observations (submission_id, site_id, program_id, gasifier_code)
-    values ('b3000000-0000-4000-8000-000000000000', 'b2000000-0000-4000-8000-000000000000', null, 'sneaky')$$,
-  '42501', null, 'A cannot insert a gasifier observation into B''s site with NULL program_id');
-select throws_ok(
-  $$insert into public.sites (program_id, name) values ('b1000000-0000-4000-8000-000000000000', 'sneaky')$$,
-  '42501', null, 'A cannot insert a site into B''s program');
-select throws_ok(
-  $$update public.petri_observations set program_id = 'b1000000-0000-4000-8000-000000000000'
-    where observation_id = 'a4000000-0000-4000-8000-000000000001'$$,
-  '42501', null, 'A cannot move its own observation into B''s program');
 select lives_ok(
   $$insert into public.petri_observations (submission_id, site_id, program_id, petri_code)
     values ('a3000000-0000-4000-8000-000000000000', 'a2000000-0000-4000-8000-000000000000',
             'a1000000-0000-4000-8000-000000000000', 'mine')$$,
-  'A can insert into its own program (company_id filled by the trigger passes WITH CHECK)');
-
--- B's rows are invisible to A's updates and deletes
+  'A can insert into its own program (company_id filled by the trigger passes both policies)');
+delete from public.petri_observations where observation_id in ('a4000000-0000-4000-8000-000000000001', 'a4000000-0000-4000-8000-000000000002');
 update public.petri_observations set notes = 'touched by A' where observation_id = 'b4000000-0000-4000-8000-000000000001';
-delete from public.gasifier_observations where observation_id = 'b5000000-0000-4000-8000-000000000001';
-update public.users set full_name = 'renamed by A' where id = 'aa000000-0000-4000-8000-000000000002';
-
--- users: own profile only, no company change, no self-promotion
-update public.users set full_name = 'Ann Updated' where id = 'aa000000-0000-4000-8000-000000000001';
-select throws_ok(
-  $$update public.users set company_id = 'cb000000-0000-4000-8000-000000000000'
-    where id = 'aa000000-0000-4000-8000-000000000001'$$,
-  '42501', null, 'A cannot move itself into company B');
-select throws_ok(
-  $$update public.users set is_company_admin = true where id = 'aa000000-0000-4000-8000-000000000001'$$,
-  '42501', null, 'A cannot make itself company admin');
+update public.pilot_programs set name = 'renamed by A' where program_id = 'a1000000-0000-4000-8000-000000000000';
 reset role;
-
+select is((select array_agg(petri_code order by petri_code) from public.petri_observations where observation_id::text like 'a4000000%0000000000_'),
+  array['PA2'], 'A deleted the observation it wrote, not the one a colleague wrote (the app''s policy)');
 select is((select notes from public.petri_observations where observation_id = 'b4000000-0000-4000-8000-000000000001'),
   null, 'A''s update did not reach B''s petri observation');
-select ok(exists (select from public.gasifier_observations where observation_id = 'b5000000-0000-4000-8000-000000000001'),
-  'A''s delete did not reach B''s gasifier observation');
-select is((select full_name from public.users where id = 'aa000000-0000-4000-8000-000000000002'), 'Abe A',
-  'A cannot update a colleague''s row');
-select is((select full_name from public.users where id = 'aa000000-0000-4000-8000-000000000001'), 'Ann Updated',
-  'A can update its own profile');
+select is((select name from public.pilot_programs where program_id = 'a1000000-0000-4000-8000-000000000000'), 'Program A',
+  'a member who is not admin cannot rename the program (the app''s policy)');
+
+-- a permissive policy of the app that opens every row cannot open another company's
+create policy zz_wide_open on public.petri_observations for select to authenticated using (true);
+set local role authenticated;
+select is((select count(*)::int from public.petri_observations where company_id = 'cb000000-0000-4000-8000-000000000000'), 0,
+  'with a permissive using (true) added by the app, A still sees none of B''s rows (restrictive isolation)');
+reset role;
+drop policy zz_wide_open on public.petri_observations;
 
 -- ---------------------------------------------------------------------------
--- Nobody else sees anything
+-- Admin A, deactivated A, anon, service_role
 -- ---------------------------------------------------------------------------
+select set_config('request.jwt.claims', '{"sub":"aa000000-0000-4000-8000-000000000002","role":"authenticated"}', true);
+set local role authenticated;
+update public.pilot_programs set name = 'renamed by admin A' where program_id = 'a1000000-0000-4000-8000-000000000000';
+update public.pilot_programs set name = 'renamed by admin A' where program_id = 'b1000000-0000-4000-8000-000000000000';
+reset role;
+select is((select array_agg(name order by name) from public.pilot_programs where program_id::text like '_1000000%'),
+  array['Program B', 'renamed by admin A'], 'admin A renames its company''s program, not B''s');
+
 select set_config('request.jwt.claims', '{"sub":"aa000000-0000-4000-8000-000000000003","role":"authenticated"}', true);
 set local role authenticated;
-select is((select count(*)::int from public.companies) + (select count(*)::int from public.users)
-          + (select count(*)::int from public.pilot_programs) + (select count(*)::int from public.sites)
-          + (select count(*)::int from public.submissions) + (select count(*)::int from public.petri_observations)
-          + (select count(*)::int from public.gasifier_observations),
-  0, 'a deactivated user sees nothing');
-reset role;
-
-select set_config('request.jwt.claims', '', true);
-set local role anon;
-select is((select count(*)::int from public.companies) + (select count(*)::int from public.users)
-          + (select count(*)::int from public.pilot_programs) + (select count(*)::int from public.sites)
-          + (select count(*)::int from public.submissions) + (select count(*)::int from public.petri_observations)
-          + (select count(*)::int from public.gasifier_observations),
-  0, 'anon sees nothing');
+select is((select count(*)::int from public.petri_observations) + (select count(*)::int from public.gasifier_observations), 0,
+  'a deactivated user sees no observation');
 reset role;
 
 select set_config('request.jwt.claims', '{"sub":"aa000000-0000-4000-8000-000000000001","role":"anon"}', true);
 set local role anon;
 select is((select count(*)::int from public.petri_observations) + (select count(*)::int from public.gasifier_observations)
           + (select count(*)::int from public.companies),
-  0, 'anon sees nothing even with a user''s sub in the claims');
+  0, 'anon sees nothing, even with a user''s sub in the claims');
 reset role;
 
--- ---------------------------------------------------------------------------
--- service_role bypasses RLS
--- ---------------------------------------------------------------------------
 select set_config('request.jwt.claims', '{"role":"service_role"}', true);
 set local role service_role;
 select is((select count(distinct company_id)::int from public.petri_observations
            where company_id in ('ca000000-0000-4000-8000-000000000000', 'cb000000-0000-4000-8000-000000000000')),
   2, 'service_role sees the observations of both companies');
 reset role;
+
+-- ---------------------------------------------------------------------------
+-- lock_for_ddl
+-- ---------------------------------------------------------------------------
+select throws_like($$select private.lock_for_ddl(array['public.sites'], 'exclusive-ish')$$,
+  '%exclusive-ish is not a lock mode%', 'lock_for_ddl refuses a bad lock mode, naming it');
 
 select * from finish();
 rollback;

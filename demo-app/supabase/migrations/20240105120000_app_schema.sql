@@ -1,56 +1,37 @@
 -- =============================================================================
--- Baseline: the application's schema as it is before partitioning.
---
--- Every object is created only where absent, so this file is a no-op on a
--- project that already has these tables (the normal case for our users) and
--- builds a faithful replica on an empty database (local stack, tests, demo).
--- The real tables carry more columns than these; nothing later in the bundle
--- depends on this column list: partition_mgmt derives the partitioned tables
--- from whatever the live legacy table has.
+-- The demo app (a customer's Supabase project, as our users have it before they
+-- add the bundle): its schema. Not part of the bundle: the local stack, the
+-- tests and the benchmark apply demo-app/supabase/migrations to a database
+-- first, as the customer's existing project, then push the bundle onto it.
+-- The real tables carry more columns than these; nothing in the bundle depends
+-- on this column list: partition_mgmt derives the partitioned tables from
+-- whatever the live legacy table has.
 -- =============================================================================
 
 -- -----------------------------------------------------------------------------
 -- Enums
 -- -----------------------------------------------------------------------------
-do $$
-begin
-  if to_regtype('public.program_status') is null then
-    create type public.program_status as enum ('draft', 'active', 'inactive', 'completed');
-  end if;
-  if to_regtype('public.site_type') is null then
-    create type public.site_type as enum ('greenhouse', 'storage', 'transport', 'production_facility');
-  end if;
-  if to_regtype('public.petri_placement') is null then
-    create type public.petri_placement as enum (
-      'front_left', 'front_center', 'front_right', 'center_left', 'center',
-      'center_right', 'back_left', 'back_center', 'back_right');
-  end if;
-  if to_regtype('public.fungicide_used') is null then
-    create type public.fungicide_used as enum ('yes', 'no');
-  end if;
-  if to_regtype('public.petri_phase') is null then
-    create type public.petri_phase as enum ('control', 'experimental');
-  end if;
-  if to_regtype('public.chemical_type') is null then
-    create type public.chemical_type as enum (
-      'geraniol', 'cla', 'esential_oils_vapor', '1mcp', 'other');
-  end if;
-  if to_regtype('public.gasifier_anomaly') is null then
-    create type public.gasifier_anomaly as enum ('none', 'low_output', 'leak', 'blocked');
-  end if;
-end
-$$;
+create type public.program_status as enum ('draft', 'active', 'inactive', 'completed');
+create type public.site_type as enum ('greenhouse', 'storage', 'transport', 'production_facility');
+create type public.petri_placement as enum (
+  'front_left', 'front_center', 'front_right', 'center_left', 'center',
+  'center_right', 'back_left', 'back_center', 'back_right');
+create type public.fungicide_used as enum ('yes', 'no');
+create type public.petri_phase as enum ('control', 'experimental');
+create type public.chemical_type as enum (
+  'geraniol', 'cla', 'esential_oils_vapor', '1mcp', 'other');
+create type public.gasifier_anomaly as enum ('none', 'low_output', 'leak', 'blocked');
 
 -- -----------------------------------------------------------------------------
 -- Tenancy
 -- -----------------------------------------------------------------------------
-create table if not exists public.companies (
+create table public.companies (
   company_id  uuid primary key default gen_random_uuid(),
   name        text not null,
   created_at  timestamptz not null default now()
 );
 
-create table if not exists public.users (
+create table public.users (
   id                uuid primary key references auth.users (id) on delete cascade,
   email             text,
   full_name         text,
@@ -63,7 +44,7 @@ create table if not exists public.users (
 -- -----------------------------------------------------------------------------
 -- Programs, sites, submissions
 -- -----------------------------------------------------------------------------
-create table if not exists public.pilot_programs (
+create table public.pilot_programs (
   program_id   uuid primary key default gen_random_uuid(),
   name         text not null,
   description  text,
@@ -76,7 +57,7 @@ create table if not exists public.pilot_programs (
   constraint pilot_programs_dates_ordered check (end_date >= start_date)
 );
 
-create table if not exists public.sites (
+create table public.sites (
   site_id      uuid primary key default gen_random_uuid(),
   program_id   uuid not null references public.pilot_programs (program_id) on delete cascade,
   name         text not null,
@@ -86,7 +67,7 @@ create table if not exists public.sites (
   updated_at   timestamptz not null default now()
 );
 
-create table if not exists public.submissions (
+create table public.submissions (
   submission_id  uuid primary key default gen_random_uuid(),
   site_id        uuid not null references public.sites (site_id) on delete cascade,
   program_id     uuid not null references public.pilot_programs (program_id) on delete cascade,
@@ -102,7 +83,7 @@ create table if not exists public.submissions (
 -- -----------------------------------------------------------------------------
 -- Observation tables (the ones that grew until every query crawls)
 -- -----------------------------------------------------------------------------
-create table if not exists public.petri_observations (
+create table public.petri_observations (
   observation_id        uuid primary key default gen_random_uuid(),
   submission_id         uuid not null references public.submissions (submission_id) on delete cascade,
   site_id               uuid not null references public.sites (site_id) on delete cascade,
@@ -134,12 +115,13 @@ create table if not exists public.petri_observations (
   metadata              jsonb not null default '{}'::jsonb,
   last_updated_by_user_id uuid,
   lastupdated_by        uuid,
+  created_by            uuid default auth.uid(),
   created_at            timestamptz not null default now(),
   updated_at            timestamptz not null default now(),
   constraint petri_observations_growth_index_range check (growth_index is null or growth_index between 0 and 1000)
 );
 
-create table if not exists public.gasifier_observations (
+create table public.gasifier_observations (
   observation_id        uuid primary key default gen_random_uuid(),
   submission_id         uuid not null references public.submissions (submission_id) on delete cascade,
   site_id               uuid not null references public.sites (site_id) on delete cascade,
@@ -168,19 +150,20 @@ create table if not exists public.gasifier_observations (
   notes                 text,
   metadata              jsonb not null default '{}'::jsonb,
   last_updated_by_user_id uuid,
+  created_by            uuid default auth.uid(),
   created_at            timestamptz not null default now(),
   updated_at            timestamptz not null default now()
 );
 
 -- Indexes an application like this one typically has before partitioning
-create index if not exists petri_observations_submission_id_idx on public.petri_observations (submission_id);
-create index if not exists gasifier_observations_submission_id_idx on public.gasifier_observations (submission_id);
-create index if not exists sites_program_id_idx on public.sites (program_id);
-create index if not exists submissions_site_id_idx on public.submissions (site_id);
-create index if not exists users_company_id_idx on public.users (company_id);
-create index if not exists pilot_programs_company_id_idx on public.pilot_programs (company_id);
+create index petri_observations_submission_id_idx on public.petri_observations (submission_id);
+create index gasifier_observations_submission_id_idx on public.gasifier_observations (submission_id);
+create index sites_program_id_idx on public.sites (program_id);
+create index submissions_site_id_idx on public.submissions (site_id);
+create index users_company_id_idx on public.users (company_id);
+create index pilot_programs_company_id_idx on public.pilot_programs (company_id);
 
 comment on table public.petri_observations is
-  'Legacy unpartitioned petri observations. partition_mgmt migrates it online to a Program -> Site -> Month tree.';
+  'Petri plate observations, one row per plate and field visit.';
 comment on table public.gasifier_observations is
-  'Legacy unpartitioned gasifier observations; program_id may be NULL on old rows (derived from the site when migrating).';
+  'Gasifier observations; program_id may be NULL on rows written by older app versions (the site tells the program).';
