@@ -174,7 +174,7 @@ describe("installing into an existing repo, pushed with the real CLI", () => {
     const after = snapshot(repo);
     for (const [path, sha] of before) if (path !== join("supabase", "config.toml")) expect(after.get(path), path).toBe(sha);
     const config = readFileSync(join(repo, "supabase", "config.toml"), "utf8");
-    expect(config.startsWith(THEIR_CONFIG)).toBe(true);
+    expect(config.slice(0, THEIR_CONFIG.length)).toBe(THEIR_CONFIG);
     const functions = (parseToml(config) as { functions: Record<string, unknown> }).functions;
     expect(functions.hello).toEqual({ verify_jwt: false, import_map: "./functions/deno.json" });
     for (const fn of bundle.functions) expect(functions[fn.name]).toEqual(fn.settings);
@@ -411,7 +411,7 @@ describe("config.toml merge", () => {
   it("appends to a file without a final newline, and keeps CRLF line ends", () => {
     const crlf = "# theirs\r\n[db]\r\nport = 54322";
     const m = mergeFunctionSections(crlf, fns, {});
-    expect(m.text!.startsWith(crlf)).toBe(true);
+    expect(m.text!.slice(0, crlf.length)).toBe(crlf);
     expect(m.text!.slice(crlf.length)).not.toMatch(/[^\r]\n/);
     expect(m.added).toEqual(fns.map((f) => f.name));
   });
