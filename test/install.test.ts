@@ -7,8 +7,9 @@
 //    lists exactly the bundle's migrations (no --include-all), the push applies them, the repo's
 //    own files are byte for byte what they were, config.toml only grew at its end, the functions
 //    resolve through their own import maps and type-check; a second install and push do nothing;
-//  - an upgrade from an older release (one migration fewer, other function code): only the new
-//    migration is copied and pushed, the function code is replaced;
+//  - an upgrade from an older release (one migration fewer, other function code, a file this
+//    release dropped): only the new migration is copied and pushed, the function code is replaced,
+//    the dropped file removed;
 //  - the refusals, each leaving the repo untouched: a [functions.<name>] or a function folder of
 //    theirs with our name, an installed function file they edited, a released migration that
 //    changed (unless its release was withdrawn); the command line: --help, a bad flag, a path that
@@ -236,11 +237,15 @@ describe("upgrading a repo that installed an older release", () => {
     repos.push(repo);
     const url = await databaseWithTheirHistory(repo, "upgrade");
     const health = "functions/health/index.ts";
+    const dropped = "functions/_shared/partitioning/retired.ts"; // a file 0.1.9 had and this release has not
     const older: Bundle = {
       ...bundle,
       version: "0.1.9",
       migrations: bundle.migrations.slice(0, -1),
-      files: bundle.files.map((f) => (f.path === health ? withContent(f, Buffer.concat([f.content, Buffer.from("// 0.1.9\n")])) : f)),
+      files: [
+        ...bundle.files.map((f) => (f.path === health ? withContent(f, Buffer.concat([f.content, Buffer.from("// 0.1.9\n")])) : f)),
+        withContent({ path: dropped, content: Buffer.alloc(0), sha256: "" }, "export const retired = true;\n"),
+      ],
     };
     const first = installWith(older, repo);
     expect(first.status, first.stderr).toBe(0);
@@ -258,6 +263,7 @@ describe("upgrading a repo that installed an older release", () => {
     expect(added).toEqual([expect.stringMatching(new RegExp(`^\\d{14}_partitioning_${last.name}\\.sql$`))]);
     expect(added[0]! > olderInstalled.at(-1)!).toBe(true);
     expect(changedPaths(before, snapshot(repo))).toEqual([
+      join("supabase", ...dropped.split("/")),
       join("supabase", "functions", "health", "index.ts"),
       join("supabase", "migrations", added[0]!),
       join("supabase", "partitioning-bundle.json"),
