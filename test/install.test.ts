@@ -407,7 +407,7 @@ describe("migration dates", () => {
     const created = plan.changes.filter((c) => c.kind === "migration").map((c) => basename(c.path));
     expect(created[0]).toBe("20270301000001_partitioning_company_context.sql");
     expect(created.at(-1)!.slice(0, 14)).toBe(`202703010000${String(bundle.migrations.length).padStart(2, "0")}`);
-    expect(plan.warnings.join("\n")).toMatch(/20270301000000_planned\.sql, is dated after now: .*`supabase migration new` names files that sort before them/);
+    expect(plan.warnings.join("\n")).toMatch(/follow your latest migration, 20270301000000_planned\.sql, so they are dated up to 202703010000\d\d, after now: until 2027-03-01T00:00:\d\dZ, `supabase migration new` names files that sort before them/);
   });
 });
 

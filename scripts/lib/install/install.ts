@@ -177,9 +177,9 @@ export function planInstall(repo: string, options: InstallOptions = {}): Install
   }
   if (allocated.sortsAfterNowUntil && toCopy.length > 0) {
     warnings.push(
-      `your latest migration, ${latestMigration}, is dated after now: the bundle's migrations follow it, up to `
-      + `${allocated.versions.at(-1)}. Until ${allocated.sortsAfterNowUntil.toISOString()}, \`supabase migration new\` names files `
-      + "that sort before them, which `supabase db push` refuses once they are applied: give such a file a later timestamp",
+      `the bundle's migrations follow your latest migration, ${latestMigration}, so they are dated up to `
+      + `${allocated.versions.at(-1)}, after now: until ${allocated.sortsAfterNowUntil.toISOString().replace(".000Z", "Z")}, \`supabase migration new\` `
+      + "names files that sort before them, which `supabase db push` refuses once they are applied: give such a file a later timestamp",
     );
   }
   const newMigrations: string[] = [];
