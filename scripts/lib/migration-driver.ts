@@ -128,6 +128,17 @@ export async function rollback(sql: Sql, table: string, lockTimeout = "1s", atte
   }
 }
 
+/** finalize_migration in a session of its own (it drops the legacy table). Returns its message. */
+export async function finalize(sql: Sql, table: string): Promise<string> {
+  const fresh = freshSession(sql);
+  try {
+    const [r] = await fresh<{ m: string }[]>`select partition_mgmt.finalize_migration(${table}) as m`;
+    return r?.m ?? "";
+  } finally {
+    await fresh.end();
+  }
+}
+
 /** check → prepare → sync → backfill → validate → (swap), step by step. Idempotent: re-running continues. */
 export async function migrateOnline(sql: Sql, table: string, o: DriveOptions = {}): Promise<DriveResult> {
   const blockers = (await preMigrationCheck(sql, table)).filter((c) => c.status === "blocker");

@@ -313,13 +313,22 @@ function isPgError(e: unknown): e is PgErrorLike {
   return typeof e === "object" && e !== null && "message" in e && typeof (e as { message: unknown }).message === "string";
 }
 
+/** Thrown to end a transaction whose result was already taken (send with rollback). */
+class RolledBack<T> extends Error {
+  constructor(readonly result: PostgrestResult<T>) {
+    super("rolled back");
+  }
+}
+
 /**
  * Runs one statement as PostgREST does: its own transaction, the request's settings, the
  * statement; commits (a failed statement rolls back and answers PostgREST's error body).
+ * With { rollback: true } the answer is the same but nothing is kept (a probe of what a caller
+ * may do that leaves the data as it was).
  */
-export async function send<T = Row[]>(sql: Sql, caller: Caller, s: PostgrestStatement): Promise<PostgrestResult<T>> {
+export async function send<T = Row[]>(sql: Sql, caller: Caller, s: PostgrestStatement, o: { rollback?: boolean } = {}): Promise<PostgrestResult<T>> {
   try {
-    return await sql.begin(`isolation level read committed ${s.readOnly ? "read only" : "read write"}`, async (tx) => {
+    const result = await sql.begin(`isolation level read committed ${s.readOnly ? "read only" : "read write"}`, async (tx) => {
       const [role] = await tx<{ settings: string[] | null }[]>`select rolconfig as settings from pg_catalog.pg_roles where rolname = ${caller.role}`;
       const roleSettings = (role?.settings ?? []).map((kv) => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)] as [string, string]);
       const locals: [string, string][] = [
@@ -340,9 +349,13 @@ export async function send<T = Row[]>(sql: Sql, caller: Caller, s: PostgrestStat
         join pg_catalog.pg_class c on c.oid = l.relation join pg_catalog.pg_namespace n on n.oid = c.relnamespace
         where l.pid = pg_catalog.pg_backend_pid() and l.locktype = 'relation' and n.nspname = 'partitions'`;
       const total = r?.total_result_set;
-      return { data: (r?.body ?? null) as T | null, count: total === null || total === undefined || total === "" ? null : Number(total), error: null, partitionLocks: locks?.n ?? 0 };
+      const answer: PostgrestResult<T> = { data: (r?.body ?? null) as T | null, count: total === null || total === undefined || total === "" ? null : Number(total), error: null, partitionLocks: locks?.n ?? 0 };
+      if (o.rollback) throw new RolledBack(answer);
+      return answer;
     });
+    return result;
   } catch (e) {
+    if (e instanceof RolledBack) return e.result as PostgrestResult<T>;
     if (!isPgError(e) || e.code === undefined) throw e;
     return { data: null, count: null, error: { code: e.code, message: e.message, details: e.detail ?? null, hint: e.hint ?? null }, partitionLocks: 0 };
   }
