@@ -179,7 +179,7 @@ declare
   v_last boolean;
   v_ms numeric;
 begin
-  insert into partition_mgmt.setup_progress (task, started_at) values (v_task, now()) on conflict (task) do nothing;
+  insert into partition_mgmt.setup_progress (task, started_at) values (v_task, clock_timestamp()) on conflict (task) do nothing;
   select * into p from partition_mgmt.setup_progress where task = v_task for update;
   if p.finished_at is not null then
     return true;
@@ -214,7 +214,7 @@ begin
        set hwm = coalesce(v_upper, sp.hwm), rows_seen = sp.rows_seen + v_seen, rows_updated = sp.rows_updated + v_updated,
            rows_corrected = sp.rows_corrected + v_corrected, batches = sp.batches + 1,
            batch_rows = least(50000, greatest(100, round(v_batch * 100 / v_ms)::integer)),
-           finished_at = case when v_last then now() end, updated_at = now()
+           finished_at = case when v_last then clock_timestamp() end, updated_at = now()
      where sp.task = v_task
      returning * into p;
     exit when v_last or clock_timestamp() - v_started >= make_interval(secs => p_max_seconds);

@@ -1,0 +1,199 @@
+// `npm run bench:adoption -- [--rows N] [--sessions N] [--publish]`
+// The plan's Phase 1 at full scale, the way a user adopts the bundle: the demo app (a customer's
+// project) with N petri observations (default 4,999,200, the full bench's shape) and a fifth as
+// many gasifier ones, the app writing the whole time (inserts, updates and reads by
+// observation_id, plain SQL as the app had it before the bundle), then `supabase db push` with the
+// real CLI, then the setup steps the push leaves (scripts/lib/setup-driver.ts). On a cluster of
+// its own under the Micro compute profile (SUPABASE_COMPUTE picks another). Prints, and with
+// --publish writes docs/benchmarks/adoption.{md,json}: each migration's time in the push, the
+// app's statements during a baseline, the push and each setup step (p50, p99, max, errors), the
+// observation tables' scans and written rows across the push (pg_stat_user_tables), the setup
+// steps' times and the company_id batches' rate. Measured figures only.
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import postgres, { type Sql } from "postgres";
+import { startLegacyAppLoad, percentile, type AppLoadStats } from "./lib/app-load.ts";
+import { destroyCluster, ensureCluster, REPO_ROOT } from "./lib/cluster.ts";
+import { serverLimits } from "./lib/compute-profiles.ts";
+import { applyDemoApp } from "./lib/demo-app.ts";
+import { DEFAULT_DEMO, generateDemoData } from "./lib/demo-data.ts";
+import { SUPABASE_BIN } from "./lib/push-migrations.ts";
+import { setupStep, setupTasks, type SetupStepRow } from "./lib/setup-driver.ts";
+import { spawn } from "node:child_process";
+
+const USAGE = `usage: npm run bench:adoption -- [--rows <petri rows, default 4999200>] [--sessions <app sessions, default 4>] [--port <n>] [--publish] [--keep]`;
+let values: { rows: string; sessions: string; port: string; publish: boolean; keep: boolean; help: boolean };
+try {
+  values = parseArgs({ options: {
+    rows: { type: "string", default: "4999200" }, sessions: { type: "string", default: "4" }, port: { type: "string", default: "54470" },
+    publish: { type: "boolean", default: false }, keep: { type: "boolean", default: false }, help: { type: "boolean", short: "h", default: false },
+  } }).values as typeof values;
+} catch (e) {
+  console.error(`${(e as Error).message}\n${USAGE}`);
+  process.exit(2);
+}
+if (values.help) {
+  console.log(USAGE);
+  process.exit(0);
+}
+const rows = Number(values.rows);
+const sessions = Number(values.sessions);
+if (!Number.isInteger(rows) || rows < 2400 || !Number.isInteger(sessions) || sessions < 1) {
+  console.error(`--rows must be an integer of at least 2400 and --sessions at least 1 (got ${values.rows}, ${values.sessions})\n${USAGE}`);
+  process.exit(2);
+}
+
+interface Window { name: string; startMs: number; endMs: number }
+interface WindowStats { window: string; seconds: number; statements: number; p50: number; p99: number; max: number; errors: number }
+const log = (s: string) => console.log(`[bench:adoption ${new Date().toISOString().slice(11, 19)}] ${s}`);
+
+/** The app's statements that started inside a window (latency measured end to end). */
+function windowStats(stats: AppLoadStats, w: Window): WindowStats {
+  const lat = stats.timeline.filter(([start]) => start >= w.startMs && start < w.endMs).map(([, ms]) => ms);
+  const errors = stats.errors.filter((e) => e.at >= w.startMs && e.at < w.endMs).length;
+  return { window: w.name, seconds: (w.endMs - w.startMs) / 1000, statements: lat.length, p50: percentile(lat, 50), p99: percentile(lat, 99), max: lat.reduce((m, x) => Math.max(m, x), 0), errors };
+}
+
+/** supabase db push, recording when each migration started (the CLI prints it as it goes). */
+function push(url: string, now: () => number): Promise<{ status: number; output: string; starts: [string, number][]; endMs: number }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(SUPABASE_BIN, ["db", "push", `--remote=${url}`, "--yes", "--workdir", REPO_ROOT],
+      { env: { ...process.env, SUPABASE_TELEMETRY_DISABLED: "1", DO_NOT_TRACK: "1" } });
+    let output = "";
+    const starts: [string, number][] = [];
+    const take = (d: Buffer) => {
+      const text = d.toString();
+      output += text;
+      for (const m of text.matchAll(/Applying migration (\S+)\.\.\./g)) starts.push([m[1] ?? "", now()]);
+    };
+    child.stdout.on("data", take);
+    child.stderr.on("data", take);
+    child.on("error", reject);
+    child.on("close", (code) => resolve({ status: code ?? 1, output, starts, endMs: now() }));
+  });
+}
+
+async function observationStats(sql: Sql) {
+  await sql`select pg_stat_clear_snapshot()`;
+  return sql<{ relname: string; seq_scan: number; n_tup_ins: number; n_tup_upd: number; n_tup_del: number; n_live_tup: number }[]>`
+    select relname::text, seq_scan::float8 as seq_scan, n_tup_ins::float8 as n_tup_ins, n_tup_upd::float8 as n_tup_upd,
+           n_tup_del::float8 as n_tup_del, n_live_tup::float8 as n_live_tup
+    from pg_stat_user_tables where schemaname = 'public' and relname in ('petri_observations', 'gasifier_observations') order by relname`;
+}
+
+const limits = serverLimits();
+const port = Number(values.port);
+const cluster = ensureCluster({ name: `bench-adoption-${port}`, port, throwaway: false, fresh: true, limits });
+const url = cluster.url();
+const t0 = performance.now();
+const now = () => performance.now() - t0;
+const sql = postgres(url, { max: 2, onnotice: () => {} });
+try {
+  log(`cluster on ${port}, compute profile ${limits.profile.name} (max_connections ${limits.profile.maxConnections}, max_locks_per_transaction ${limits.maxLocksPerTransaction})`);
+  await applyDemoApp(url);
+  await sql`alter system set max_wal_size = '4GB'`.catch(() => {});
+  const shape = { ...DEFAULT_DEMO, companies: 2, programsPerCompany: 10, sitesPerProgram: 10, months: 12 };
+  const siteMonths = shape.companies * shape.programsPerCompany * shape.sitesPerProgram * shape.months;
+  const demo = { ...shape, petriPerSiteMonth: Math.floor(rows / siteMonths), gasifierPerSiteMonth: Math.max(1, Math.floor(rows / siteMonths / 5)) };
+  log(`the demo app's data: ${demo.petriPerSiteMonth * siteMonths} petri and ${demo.gasifierPerSiteMonth * siteMonths} gasifier observations`);
+  const g0 = performance.now();
+  const counts = await generateDemoData(sql, demo, (s) => log(`  … ${s}`));
+  const generateSeconds = (performance.now() - g0) / 1000;
+  const [size] = await sql<{ petri: string; gasifier: string }[]>`
+    select pg_size_pretty(pg_total_relation_size('public.petri_observations')) as petri, pg_size_pretty(pg_total_relation_size('public.gasifier_observations')) as gasifier`;
+  await sql`checkpoint`.catch(() => {});
+
+  const load = startLegacyAppLoad({ url, table: "petri_observations", sessions, thinkMs: 2 });
+  const windows: Window[] = [];
+  let stats: AppLoadStats;
+  let pushed: Awaited<ReturnType<typeof push>>;
+  const steps: { task: string; kind: string; calls: number; seconds: number; ran: string | null }[] = [];
+  let statsBefore, statsAfter;
+  try {
+    const b0 = now();
+    await new Promise((r) => setTimeout(r, 15_000));
+    windows.push({ name: "baseline (before the push)", startMs: b0, endMs: now() });
+    statsBefore = await observationStats(sql);
+    log("supabase db push");
+    const p0 = now();
+    pushed = await push(url, now);
+    windows.push({ name: "supabase db push (every migration)", startMs: p0, endMs: pushed.endMs });
+    if (pushed.status !== 0) throw new Error(`supabase db push failed:\n${pushed.output}`);
+    await new Promise((r) => setTimeout(r, 1500));
+    statsAfter = await observationStats(sql);
+    log(`pushed in ${((pushed.endMs - p0) / 1000).toFixed(1)} s; setup steps`);
+    let current: { task: string; kind: string; start: number; calls: number; ran: string | null } | null = null;
+    const close = (end: number) => {
+      if (!current) return;
+      windows.push({ name: `setup step ${current.task}`, startMs: current.start, endMs: end });
+      steps.push({ task: current.task, kind: current.kind, calls: current.calls, seconds: (end - current.start) / 1000, ran: current.ran });
+    };
+    for (;;) {
+      const s0 = now();
+      const r: SetupStepRow = await setupStep(sql, 0.5);
+      if (r.state === "idle") break;
+      if (!current || current.task !== r.task) {
+        close(s0);
+        current = { task: r.task ?? "?", kind: r.kind ?? "?", start: s0, calls: 0, ran: null };
+      }
+      current.calls++;
+      if (r.state === "statement") current.ran = r.run_outside_transaction;
+      if (r.state === "running" && current.calls % 50 === 0) log(`  ${r.task}: ${r.detail}`);
+      if (r.state === "done" || r.state === "statement") log(`  ${r.task}: ${r.state}${r.run_outside_transaction ? ` (ran ${r.run_outside_transaction})` : ""} after ${((now() - current.start) / 1000).toFixed(1)} s`);
+    }
+    close(now());
+    const a0 = now();
+    await new Promise((r) => setTimeout(r, 10_000));
+    windows.push({ name: "after the setup steps", startMs: a0, endMs: now() });
+  } finally {
+    stats = await load.stop();
+  }
+  const perMigration = pushed.starts.map(([file, at], i) => ({ file, seconds: ((pushed.starts[i + 1]?.[1] ?? pushed.endMs) - at) / 1000 }));
+  const scans = statsBefore.map((b) => {
+    const a = statsAfter.find((x) => x.relname === b.relname)!;
+    return { table: b.relname, seq_scan: a.seq_scan - b.seq_scan, inserted: a.n_tup_ins - b.n_tup_ins, updated: a.n_tup_upd - b.n_tup_upd, deleted: a.n_tup_del - b.n_tup_del };
+  });
+  const progress = await sql<{ task: string; rows_seen: string; rows_updated: string; batches: number; seconds: number }[]>`
+    select task, rows_seen::text, rows_updated::text, batches, extract(epoch from finished_at - started_at)::float8 as seconds from partition_mgmt.setup_progress order by task`;
+  const pending = (await setupTasks(sql)).filter((t) => !t.done).map((t) => t.task);
+  const [machine] = await sql<{ version: string }[]>`select version()`;
+  const result = {
+    measured_at: new Date().toISOString(), seconds: now() / 1000, machine: machine?.version ?? "", profile: limits.profile.name,
+    rows: { petri: counts.petri, gasifier: counts.gasifier, petri_size: size?.petri, gasifier_size: size?.gasifier, generate_seconds: generateSeconds },
+    app: { sessions, statements: stats.ops, errors: stats.errors.slice(0, 20), windows: windows.map((w) => windowStats(stats, w)) },
+    push: { seconds: (pushed.endMs - (pushed.starts[0]?.[1] ?? pushed.endMs)) / 1000, migrations: perMigration, observation_tables: scans },
+    setup: { steps, batches: progress, pending },
+  };
+  const lines: string[] = [];
+  lines.push(`# Benchmark: supabase db push and the setup steps on a populated project while the app writes`, "");
+  lines.push(`Measured ${result.measured_at.replace("T", " ").slice(0, 19)} UTC with \`npm run bench:adoption${values.publish ? " -- --publish" : ""}\` (scripts/bench-adoption.ts) in ${(result.seconds / 60).toFixed(0)} min.`, "");
+  lines.push(`- **Project**: the demo app (demo-app/supabase/migrations: the customer's tables, RLS policies, trigger and view) with ${counts.petri.toLocaleString("en-US")} petri (${size?.petri}) and ${counts.gasifier.toLocaleString("en-US")} gasifier observations (${size?.gasifier}), generated in ${generateSeconds.toFixed(0)} s before anything of the bundle existed.`);
+  lines.push(`- **Server**: ${result.machine.split(" on ")[0]}, compute profile ${limits.profile.name} (max_connections ${limits.profile.maxConnections}, shared_buffers ${limits.profile.sharedBuffers}, max_locks_per_transaction ${limits.maxLocksPerTransaction}, statement_timeout 2min); 2 shared cores.`);
+  lines.push(`- **The app**: ${sessions} sessions on public.petri_observations, each a connection of its own, with 2 ms between statements: 30% inserts, 35% updates by observation_id, 35% reads by observation_id, plain SQL as postgres (what the app ran before the bundle). Latency is each statement's wall time at the client; a window holds the statements that started in it.`, "");
+  lines.push(`## The app's statements`, "", `| Window | Seconds | Statements | p50 ms | p99 ms | max ms | Errors |`, `| --- | ---: | ---: | ---: | ---: | ---: | ---: |`);
+  for (const w of result.app.windows) lines.push(`| ${w.window} | ${w.seconds.toFixed(1)} | ${w.statements} | ${w.p50.toFixed(1)} | ${w.p99.toFixed(1)} | ${w.max.toFixed(1)} | ${w.errors} |`);
+  const worst = Math.max(...result.app.windows.filter((w) => !w.window.startsWith("baseline") && !w.window.startsWith("after")).map((w) => w.max));
+  lines.push("", `Longest app statement during the push and the setup steps: **${worst.toFixed(0)} ms** (goal ≤ 1,000 ms: ${worst <= 1000 ? "✅ met" : "❌ missed"}); app errors: **${stats.errors.length}** (goal 0: ${stats.errors.length === 0 ? "✅ met" : "❌ missed"}).`, "");
+  lines.push(`## The push`, "", `Every migration applied in ${result.push.seconds.toFixed(1)} s (from the first "Applying migration" to the CLI's exit).`, "", `| Migration | Seconds |`, `| --- | ---: |`);
+  for (const m of perMigration) lines.push(`| ${m.file} | ${m.seconds.toFixed(2)} |`);
+  lines.push("", `The observation tables across the push (pg_stat_user_tables deltas; inserts and updates are the app's own):`, "", `| Table | Sequential scans | Rows inserted | Rows updated | Rows deleted |`, `| --- | ---: | ---: | ---: | ---: |`);
+  for (const s of scans) lines.push(`| ${s.table} | ${s.seq_scan} | ${s.inserted} | ${s.updated} | ${s.deleted} |`);
+  lines.push("", `## The setup steps`, "", `| Step | Calls | Seconds | Ran outside a transaction |`, `| --- | ---: | ---: | --- |`);
+  for (const s of steps) lines.push(`| ${s.task} | ${s.calls} | ${s.seconds.toFixed(1)} | ${s.ran ? `\`${s.ran}\`` : ""} |`);
+  lines.push("", `| company_id batches | Rows seen | Rows updated | Batches | Seconds | Rows/s |`, `| --- | ---: | ---: | ---: | ---: | ---: |`);
+  for (const b of progress) lines.push(`| ${b.task} | ${Number(b.rows_seen).toLocaleString("en-US")} | ${Number(b.rows_updated).toLocaleString("en-US")} | ${b.batches} | ${b.seconds.toFixed(1)} | ${Math.round(Number(b.rows_seen) / Math.max(b.seconds, 0.001)).toLocaleString("en-US")} |`);
+  lines.push("", pending.length ? `Still pending: ${pending.join(", ")}.` : "Nothing pending after the run.", "");
+  const md = lines.join("\n");
+  console.log(`\n${md}`);
+  if (values.publish) {
+    const dir = join(REPO_ROOT, "docs", "benchmarks");
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, "adoption.md"), md);
+    writeFileSync(join(dir, "adoption.json"), `${JSON.stringify(result, null, 2)}\n`);
+    log(`wrote docs/benchmarks/adoption.md and adoption.json`);
+  }
+} finally {
+  await sql.end({ timeout: 5 });
+  if (!values.keep) destroyCluster(cluster);
+}
