@@ -265,15 +265,6 @@ begin
     raise exception 'cannot swap "%": foreign keys that cannot be carried reference it: %', v_key, v_blocked
       using errcode = 'feature_not_supported', hint = 'Drop or change those constraints (see pre_migration_check), then swap again. Nothing was changed.';
   end if;
-  select format('%s write(s) (the last: %s of %s at %s)', count(*), (array_agg(w.operation order by w.at desc))[1],
-                (array_agg(w.observation_id order by w.at desc))[1], max(w.at))
-    into v_blocked from partition_mgmt.null_key_writes w where w.table_key = v_key having count(*) > 0;
-  if v_blocked is not null then
-    raise exception 'cannot swap "%": the app wrote % without %.% since the migration started; after the swap % is a NOT NULL partition key and those writes would fail',
-      v_key, v_blocked, c.source_table, c.program_column, c.program_column
-      using errcode = 'not_null_violation',
-            hint = format('Make the app send %s (the program of the site), then run delete from partition_mgmt.null_key_writes where table_key = %L; and swap again. Nothing was changed.', c.program_column, v_key);
-  end if;
   v_plan := partition_mgmt.prebuild_dependents(partition_mgmt.legacy_table(v_key), c.parent, format('%I.%I', c.source_schema, c.source_table));
   if partition_mgmt.in_realtime_publication(partition_mgmt.legacy_table(v_key)) then
     perform partition_mgmt.install_realtime_feed(v_key);   -- the swap only switches its triggers on

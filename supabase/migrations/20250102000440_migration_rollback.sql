@@ -7,7 +7,8 @@
 -- Phase 8: rollback and finalize
 -- -----------------------------------------------------------------------------
 
--- Empties the partitioned copy and its keys (nothing reads it while the legacy table is live).
+-- Empties the partitioned copy, its keys and its list of rows written without a program (nothing
+-- reads it while the legacy table is live).
 create or replace function partition_mgmt.empty_partitioned_copy(p_table_key text)
 returns void
 language plpgsql
@@ -21,6 +22,7 @@ begin
     perform partition_mgmt.run_ddl(format('truncate table %s', c.parent));
   end if;
   delete from partition_mgmt.observation_keys where table_key = p_table_key;
+  delete from partition_mgmt.rows_without_program where table_key = p_table_key;
 end
 $$;
 
@@ -38,7 +40,6 @@ begin
            where c.relkind = 'm' and c.relname like '%\_\_mig' loop
     execute format('drop materialized view if exists %s', r.name);
   end loop;
-  delete from partition_mgmt.null_key_writes where table_key = p_table_key;
   delete from partition_mgmt.migration_state where table_key = p_table_key;
 end
 $$;

@@ -239,8 +239,11 @@ begin
     if not partition_mgmt.release_references(p_table_key, format('%I.%I', r.partition_schema, r.partition_name)::regclass) then
       continue;
     end if;
-    -- the keys of rows leaving the table leave the key table too
+    -- the keys of rows leaving the table leave the key table too (and the list of rows written
+    -- without a program)
     execute format('delete from partition_mgmt.observation_keys k using %I.%I t where k.table_key = %L and k.observation_id = t.%I',
+      r.partition_schema, r.partition_name, p_table_key, c.id_column);
+    execute format('delete from partition_mgmt.rows_without_program w using %I.%I t where w.table_key = %L and w.observation_id = t.%I',
       r.partition_schema, r.partition_name, p_table_key, c.id_column);
     if c.retention_action = 'drop' then
       -- dropped while attached: a detached partition's foreign keys get triggers of their own on
