@@ -829,7 +829,9 @@ comment on function partition_mgmt.install_require_keys(text, regclass) is
 --    rollback gives back what the app wrote. An update that sends a program takes the row off.
 --
 -- The triggers are named to fire before partition_mgmt_require_keys (triggers of one kind fire in
--- name order), the set for program_id before the one for site_id.
+-- name order), the set for program_id before the one for site_id. (A BEFORE trigger of the app's
+-- that fires after them and skips the row leaves its id listed without a row: harmless unless the
+-- app inserts that id again, with a program, which then counts as written without one.)
 
 -- The program of the site of a row written without one, for the triggers (which run as the caller,
 -- so that a row they insert again passes the caller's RLS): SECURITY DEFINER to read the site
@@ -878,7 +880,6 @@ begin
             hint = 'Send the site_id of an existing site (public.sites), or send program_id.';
   end if;
   if not v_bypass and not coalesce(v_company = any ((select private.user_company_ids())::uuid[]), false) then
-    program_id := null;
     raise exception 'new row violates row-level security policy for table "%"', c.source_table
       using errcode = 'insufficient_privilege';
   end if;
