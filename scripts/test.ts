@@ -28,6 +28,7 @@ export const PG17_SUITES = [
   "test/migration-guards.test.ts",
   "test/migration-references.test.ts",
   "test/partitioned-writes.test.ts",
+  "test/writes-without-program.test.ts",
   "test/maintenance.test.ts",
   "test/migration-backup.test.ts",
   "test/pg-cron.test.ts",

@@ -401,23 +401,37 @@ describe("supabase-js calls before and after the swap, as PostgREST sends them",
       return { submission_id: g!.submission_id, site_id: g!.site_id, gasifier_code: "no-program" };
     }
 
-    it("a gasifier row without program_id: accepted before the swap; after it 23502 naming gasifier_observations and the site's program", async () => {
-      const row = await gasifierRowWithoutProgram(legacy);
+    it("a gasifier row without program_id: accepted before and after the swap, and after it holds its site's program; returned only where that program shares the root's DEFAULT leaf", async () => {
+      const at = new Date().toISOString();
+      const row = { ...(await gasifierRowWithoutProgram(legacy)), observation_id: randomUUID(), created_at: at, updated_at: at };
       const before = await send<Row[]>(legacy.sql, me, await insertStatement(legacy.sql, { table: "gasifier_observations", rows: [row] }));
       expect(before.error).toBeNull();
-      expect(before.data).toMatchObject([{ program_id: null, company_id: picks.companyId }]);
+      expect(before.data).toMatchObject([{ observation_id: row.observation_id, program_id: null, company_id: picks.companyId }]);
 
+      // the site's program has partitions of its own here: the row is stored, but not returned
+      const [own] = await swapped.sql<{ n: number }[]>`
+        select count(*)::int as n from partition_mgmt.partition_registry where table_key = 'gasifier' and level = 'program' and not is_default and program_id = ${picks.programId}`;
+      expect(own!.n).toBe(1);
       const after = await send(swapped.sql, me, await insertStatement(swapped.sql, { table: "gasifier_observations", rows: [row] }));
-      expect(after.error).toEqual({
-        code: "23502",
-        message: 'null value in column "program_id" of relation "gasifier_observations" violates not-null constraint',
-        details: "program_id is a partition key of public.gasifier_observations (partitioned by program_id, site_id, created_at): a row without it belongs to no partition.",
-        hint: `Send program_id with the row: the program of its site (select program_id from public.sites where site_id = '${picks.siteId}').`,
-      });
-      // what the hint says to send is accepted
-      const fixed = await send<Row[]>(swapped.sql, me, await insertStatement(swapped.sql, { table: "gasifier_observations", rows: [{ ...row, program_id: picks.programId }] }));
+      expect(after).toMatchObject({ error: null, data: [] });
+      const read = await send<Row[]>(swapped.sql, me, readStatement({ table: "gasifier_observations", filters: byId(String(row.observation_id)) }));
+      expect(read.data).toEqual([{ ...before.data![0], program_id: picks.programId }]);
+      // sending program_id returns the row everywhere
+      const keyed = { ...row, observation_id: randomUUID(), program_id: picks.programId };
+      const fixed = await send<Row[]>(swapped.sql, me, await insertStatement(swapped.sql, { table: "gasifier_observations", rows: [keyed] }));
       expect(fixed.error).toBeNull();
       expect(fixed.data).toMatchObject([{ program_id: picks.programId, company_id: picks.companyId }]);
+
+      // without a site too: refused before and after (23502), after the swap naming site_id and the app's table
+      const noSite = { ...row, observation_id: randomUUID(), site_id: null };
+      const refusedBefore = await send(legacy.sql, me, await insertStatement(legacy.sql, { table: "gasifier_observations", rows: [noSite] }));
+      const refusedAfter = await send(swapped.sql, me, await insertStatement(swapped.sql, { table: "gasifier_observations", rows: [noSite] }));
+      expect(refusedBefore.error?.code).toBe("23502");
+      expect(refusedAfter.error).toMatchObject({
+        code: "23502",
+        message: 'null value in column "site_id" of relation "gasifier_observations" violates not-null constraint',
+        hint: "Send site_id with the row.",
+      });
     });
 
     it("a petri row without site_id or created_at, or an update to a NULL key: 23502 naming petri_observations, as before the swap", async () => {

@@ -394,7 +394,7 @@ describe("gasifier rows the app writes without program_id during the migration",
     await db?.drop();
   });
 
-  it("are copied with the site's program, and stop the swap until the app sends program_id", async () => {
+  it("are copied with the site's program and listed; the validation checks the list; a rollback gives the NULL back", async () => {
     await db.sql`select * from partition_mgmt.safe_migrate_table('gasifier', false, true)`;
     // the app, still on the legacy table, inserts a row without program_id (allowed there)
     const [src] = await db.sql<{ id: string; program_id: string }[]>`
@@ -404,23 +404,40 @@ describe("gasifier rows the app writes without program_id during the migration",
                  select (jsonb_populate_record(null::public.gasifier_observations,
                          to_jsonb(o) || jsonb_build_object('observation_id', ${nid}::text, 'program_id', null))).*
                  from public.gasifier_observations o where o.observation_id = ${src!.id}`;
-    const [copy] = await db.sql<{ program_id: string }[]>`
-      select program_id::text from public.gasifier_observations_partitioned where observation_id = ${nid}`;
-    expect(copy!.program_id).toBe(src!.program_id);
+    const [copy] = await db.sql<{ program_id: string; listed: boolean }[]>`
+      select program_id::text, exists (select from partition_mgmt.rows_without_program w where w.table_key = 'gasifier' and w.observation_id = p.observation_id) as listed
+      from public.gasifier_observations_partitioned p where observation_id = ${nid}`;
+    expect(copy).toEqual({ program_id: src!.program_id, listed: true });
 
     await migrateOnline(db.sql, "gasifier", { batchSize: 1000 });
-    const err = await pgError(db.sql`select * from partition_mgmt.swap_tables('gasifier')`);
-    expect(err.code).toBe("23502");
-    expect(err.message).toMatch(/the app wrote 1 write\(s\) .*without gasifier_observations\.program_id/);
-    expect(err.message).toContain(nid);
     expect(await phaseOf(db.sql, "gasifier")).toBe("validated");
+    const listCheck = async () => {
+      const [v] = await db.sql<{ status: string; legacy_value: string; partitioned_value: string; detail: string }[]>`
+        select status, legacy_value, partitioned_value, detail from partition_mgmt.post_migration_validation('gasifier') where check_name = 'rows without program_id'`;
+      return v!;
+    };
+    const [nulls] = await db.sql<{ n: string }[]>`select count(*)::text as n from public.gasifier_observations where program_id is null`;
+    expect(await listCheck()).toMatchObject({ status: "ok", legacy_value: nulls!.n, partitioned_value: nulls!.n });
+    // the check sees a row missing from the list
+    await db.sql`delete from partition_mgmt.rows_without_program where table_key = 'gasifier' and observation_id = ${nid}`;
+    const broken = await listCheck();
+    expect(broken.status).toBe("mismatch");
+    expect(broken.detail).toContain(`not listed: ${nid}`);
+    await db.sql`insert into partition_mgmt.rows_without_program (table_key, observation_id) values ('gasifier', ${nid})`;
+    expect((await listCheck()).status).toBe("ok");
 
-    // the operator fixes the app, clears the record, and swaps
-    await db.sql`delete from partition_mgmt.null_key_writes where table_key = 'gasifier'`;
+    // the swap goes through; the app edits the row; the rollback gives it back without program_id
     const [s] = await db.sql<{ phase: string }[]>`select * from partition_mgmt.swap_tables('gasifier')`;
     expect(s!.phase).toBe("swapped");
+    await db.sql`update public.gasifier_observations set notes = 'after the swap', site_id = site_id where observation_id = ${nid}`;
+    const [old] = await db.sql<{ program_id: string | null; notes: string }[]>`
+      select program_id::text, notes from public.gasifier_observations_old where observation_id = ${nid}`;
+    expect(old).toEqual({ program_id: null, notes: "after the swap" });
     await rollback(db.sql, "gasifier");
-    const [left] = await db.sql<{ n: number }[]>`select count(*)::int as n from partition_mgmt.null_key_writes`;
+    const [back] = await db.sql<{ program_id: string | null; notes: string }[]>`
+      select program_id::text, notes from public.gasifier_observations where observation_id = ${nid}`;
+    expect(back).toEqual({ program_id: null, notes: "after the swap" });
+    const [left] = await db.sql<{ n: number }[]>`select count(*)::int as n from partition_mgmt.rows_without_program where table_key = 'gasifier'`;
     expect(left!.n).toBe(0);
   });
 });

@@ -18,6 +18,11 @@ export interface AppLoadOptions {
   /** pause between statements of one session (0 = flat out) */
   thinkMs?: number;
   seed?: number;
+  /**
+   * Share of the inserts into gasifier_observations sent without program_id, as older app versions
+   * send them (the column is nullable in the legacy table); 0 by default.
+   */
+  nullProgramShare?: number;
 }
 
 export interface AppLoadStats {
@@ -25,6 +30,8 @@ export interface AppLoadStats {
   byKind: Record<OpKind, number>;
   errors: { kind: OpKind; code: string; message: string; at: number }[];
   retried: number;
+  /** inserts sent without program_id (AppLoadOptions.nullProgramShare) */
+  withoutProgram: number;
   latenciesMs: number[];
   /** [start ms, latency ms] of every statement, for looking at one window (e.g. the swap) */
   timeline: [number, number][];
@@ -56,6 +63,7 @@ function emptyStats(): AppLoadStats {
     byKind: { insert: 0, update: 0, delete: 0, move_site: 0, move_time: 0, move_program: 0 },
     errors: [],
     retried: 0,
+    withoutProgram: 0,
     latenciesMs: [],
     timeline: [],
     seconds: 0,
@@ -139,13 +147,17 @@ export function startAppLoad(o: AppLoadOptions): { stop: () => Promise<AppLoadSt
       const run = async (): Promise<void> => {
         if (kind === "insert" || !row) {
           const s = pick(sites);
+          // (the random stream is drawn from only when the option is on: other loads stay as they were)
+          const withoutProgram = o.table === "gasifier_observations" && (o.nullProgramShare ?? 0) > 0 && rand() < (o.nullProgramShare ?? 0);
+          if (withoutProgram) stats.withoutProgram++;
           const [r] = await sql.unsafe<{ id: string }[]>(
             o.table === "petri_observations"
               ? `insert into public.petri_observations (submission_id, site_id, program_id, petri_code, growth_index, created_at)
                  values ($1, $2, $3, $4, $5, now() - random() * interval '40 days') returning observation_id as id`
               : `insert into public.gasifier_observations (submission_id, site_id, program_id, gasifier_code, measure, created_at)
                  values ($1, $2, $3, $4, $5, now() - random() * interval '40 days') returning observation_id as id`,
-            [pick(s.submissions), s.siteId, s.programId, `load-${i}-${stats.ops}`, Math.round(rand() * 9000) / 100]);
+            [pick(s.submissions), s.siteId, withoutProgram ? null : s.programId, `load-${i}-${stats.ops}`, Math.round(rand() * 9000) / 100]);
+          // (a row without program_id for a program with partitions of its own is stored but not returned)
           if (r) owned.push({ id: r.id, programId: s.programId, siteId: s.siteId });
           return;
         }

@@ -22,13 +22,14 @@
 -- drop schema analytics cascade.
 -- =============================================================================
 
+-- DDL that would wait for a lock gives up quickly instead of queueing the app's statements behind it
+set lock_timeout = '500ms';
+
 -- -----------------------------------------------------------------------------
 -- Schema
 -- Not in the Data API's exposed schemas, and no API role may even look inside:
 -- only service_role, to call the maintenance function.
 -- -----------------------------------------------------------------------------
--- DDL that would wait for a lock gives up quickly instead of queueing the app's statements behind it
-set lock_timeout = '500ms';
 
 create schema if not exists analytics;
 revoke all on schema analytics from public, anon, authenticated;

@@ -116,6 +116,21 @@ create table if not exists partition_mgmt.observation_keys (
 comment on table partition_mgmt.observation_keys is
   'Key table: observation_id -> (program_id, site_id, created_at). Enforces observation_id uniqueness across partitions and routes id-only statements.';
 
+-- Observations the app wrote without program_id where the legacy table lets it (gasifier: older
+-- app versions send only the site). The partitioned table cannot hold a NULL there (a partition
+-- key in the primary key), so it holds the site's program (see "Rows written without a program");
+-- this list stands for the NULL: a listed row's program follows its site, and the reverse sync
+-- into <table>_old, and so a rollback, gives the legacy table back the NULL the app wrote.
+create table if not exists partition_mgmt.rows_without_program (
+  table_key       text not null,
+  observation_id  uuid not null,
+  primary key (table_key, observation_id)
+);
+revoke all on partition_mgmt.rows_without_program from public, anon, authenticated;
+grant select on partition_mgmt.rows_without_program to service_role;
+comment on table partition_mgmt.rows_without_program is
+  'Observations written without program_id (nullable in the legacy table): the partitioned table holds their site''s program (it follows the site), the legacy table (and <table>_old, through the reverse sync) the NULL.';
+
 insert into partition_mgmt.managed_tables (table_key, source_table, partitioned_table, name_prefix)
 values ('petri', 'petri_observations', 'petri_observations_partitioned', 'petri'),
        ('gasifier', 'gasifier_observations', 'gasifier_observations_partitioned', 'gas')
@@ -602,6 +617,9 @@ begin
           delete from partition_mgmt.observation_keys
           where table_key = %2$L and observation_id = old.%3$I
             and program_id = old.%4$I and site_id = old.%5$I and created_at = old.%6$I;
+          if found then   -- the observation is gone (a move keeps its key row)
+            delete from partition_mgmt.rows_without_program where table_key = %2$L and observation_id = old.%3$I;
+          end if;
         end if;
         return old;
       end if;
@@ -643,6 +661,8 @@ begin
       where table_key = %2$L and observation_id = old.%3$I;
       if new.%3$I <> old.%3$I then
         perform set_config(partition_mgmt.renamed_id_setting(%2$L, old.%3$I), new.%3$I::text, true);
+        update partition_mgmt.rows_without_program set observation_id = new.%3$I
+        where table_key = %2$L and observation_id = old.%3$I;
       end if;
       return new;
     exception when unique_violation then
@@ -702,12 +722,13 @@ $$;
 -- The partitioned table routes a row by its keys before it checks any constraint, so a row that
 -- arrives without program_id, site_id or created_at lands in a DEFAULT partition and fails there,
 -- naming a table the app has never heard of:
---   null value in column "program_id" of relation "gas_default" violates not-null constraint
--- (gasifier_observations.program_id was even nullable before the swap, so an app that still
--- leaves it out starts failing here). A trigger on the partitioned parent (cloned onto every leaf,
--- and onto every leaf attached later) fails such a row first, with the same SQLSTATE (23502) and
--- wording, but naming the table the app wrote, the key, and a HINT that says what to send. Its
--- WHEN clause costs a row with all its keys four null tests and no function call.
+--   null value in column "site_id" of relation "gas_default" violates not-null constraint
+-- A trigger on the partitioned parent (cloned onto every leaf, and onto every leaf attached later)
+-- fails such a row first, with the same SQLSTATE (23502) and wording, but naming the table the app
+-- wrote, the key, and a HINT that says what to send. Its WHEN clause costs a row with all its keys
+-- four null tests and no function call. The site is checked before the program: a program can be
+-- taken from the site (where the legacy table's program column is nullable, the triggers of
+-- install_program_from_site do so before this one fires), not the other way round.
 --
 -- It fires before set_company_id_from_program (triggers of one kind fire in name order), whose
 -- own message for a row with neither program nor site would name the leaf too.
@@ -729,7 +750,7 @@ declare
   v_default text;
   v_hint text;
 begin
-  foreach v_col in array array[c.id_column, c.program_column, c.site_column, c.time_column] loop
+  foreach v_col in array array[c.id_column, c.site_column, c.program_column, c.time_column] loop
     select pg_catalog.pg_get_expr(d.adbin, d.adrelid) into v_default
     from pg_catalog.pg_attrdef d
     join pg_catalog.pg_attribute a on a.attrelid = d.adrelid and a.attnum = d.adnum
@@ -782,6 +803,169 @@ $install$;
 revoke all on function partition_mgmt.install_require_keys(text, regclass) from public;
 comment on function partition_mgmt.install_require_keys(text, regclass) is
   'Puts the partition_mgmt_require_keys trigger on a managed table''s partitioned parent (create_partitioned_table does): a row without a partition key fails with 23502 naming the table the app wrote (not the DEFAULT leaf it was routed to), the key and what to send. Idempotent.';
+
+-- -----------------------------------------------------------------------------
+-- Rows written without a program: the program is taken from the site
+-- -----------------------------------------------------------------------------
+
+-- Where the legacy table's program column is nullable (gasifier_observations: older app versions
+-- send only the site), the app goes on writing such rows after the swap, and every one of them
+-- must land. The partitioned table cannot store the NULL (program_id is in its primary key), and
+-- it routes a row by its keys before any trigger runs: a row without a program reaches the root's
+-- DEFAULT leaf, where a BEFORE trigger may change the row but not send it to another partition.
+-- So the triggers install_program_from_site puts on the parent do this:
+--
+--  * A row inserted without a program takes its site's program: the program its company_id was
+--    always derived from, and what the migration copies for the legacy rows without one. Where
+--    that program shares the root's DEFAULT leaf (in a sized tree, every program below
+--    target_rows_per_leaf), the row is stored right there and RETURNING gives it back. Where the
+--    program has partitions of its own, the root's DEFAULT cannot hold it: the trigger inserts the
+--    row again with its program (routed to its leaf, as the caller, under RLS, every trigger
+--    firing there once) and skips the original. The row is stored and readable at once, but the
+--    statement neither counts nor returns it (RETURNING, the INSERT and COPY row counts), and an
+--    ON CONFLICT clause does not apply to it. PostgreSQL offers no way around this: a partition
+--    that holds the program's rows cannot be reached by a row whose program is NULL.
+--  * An update that sets program_id to NULL takes the site's program (the row moves when it has
+--    to); an update of site_id gives a row written without a program the new site's program.
+--  * partition_mgmt.rows_without_program lists these rows (the migration lists the legacy rows
+--    without a program as it copies them): their program follows their site, as the legacy
+--    table's company did, and the reverse sync writes NULL for them into <table>_old, so a
+--    rollback gives back what the app wrote. An update that sends a program takes the row off.
+--
+-- The triggers are named to fire before partition_mgmt_require_keys (triggers of one kind fire in
+-- name order), the set for program_id before the one for site_id. (A BEFORE trigger of the app's
+-- that fires after them and skips the row leaves its id listed without a row: harmless unless the
+-- app inserts that id again, with a program, which then counts as written without one.)
+
+-- The program of the site of a row written without one, for the triggers (which run as the caller,
+-- so that a row they insert again passes the caller's RLS): SECURITY DEFINER to read the site
+-- whatever the caller may see, but the program only of a site of the caller's companies (as the
+-- tables' RLS; any site for a role that bypasses RLS). A site of another company fails as RLS
+-- would have failed the row in the legacy table (42501, naming the table), an unknown site as the
+-- legacy table's company trigger did (23503). p_event: 'written' (a row without a program: its
+-- site's program, and the row goes on the list), 'site' (the site of a listed row changed: the new
+-- site's program; nothing for a row whose program the app sent), 'sent' (the app sent a program:
+-- off the list).
+create or replace function partition_mgmt.derive_program(p_table_key text, p_observation_id uuid, p_site_id uuid, p_event text,
+  out program_id uuid, out own_partition boolean)
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  c partition_mgmt.managed_tables := partition_mgmt.config(p_table_key);
+  v_bypass boolean := coalesce((select r.rolbypassrls from pg_catalog.pg_roles r
+                                where r.rolname = coalesce(nullif(pg_catalog.current_setting('role', true), 'none'), session_user)), false);
+  v_company uuid;
+begin
+  if p_event is null or p_event not in ('written', 'site', 'sent') then
+    raise exception 'derive_program: unknown event %', coalesce(p_event, 'NULL')
+      using hint = 'Use written (a row without a program), site (its site changed) or sent (the app sent a program).';
+  end if;
+  if p_event = 'sent' then
+    delete from partition_mgmt.rows_without_program w
+    where w.table_key = p_table_key and w.observation_id = p_observation_id
+      and (v_bypass or exists (select from partition_mgmt.observation_keys k join public.pilot_programs p on p.program_id = k.program_id
+                               where k.table_key = p_table_key and k.observation_id = p_observation_id
+                                 and p.company_id = any ((select private.user_company_ids())::uuid[])));
+    return;
+  end if;
+  if p_event = 'site' and not exists (select from partition_mgmt.rows_without_program w
+                                      where w.table_key = p_table_key and w.observation_id = p_observation_id) then
+    return;
+  end if;
+  select s.program_id, p.company_id into program_id, v_company
+  from public.sites s join public.pilot_programs p on p.program_id = s.program_id
+  where s.site_id = p_site_id;
+  if not found then
+    raise exception '%.%: site_id % does not exist (program_id is NULL: the program is taken from the site)',
+      c.source_schema, c.source_table, p_site_id
+      using errcode = 'foreign_key_violation',
+            hint = 'Send the site_id of an existing site (public.sites), or send program_id.';
+  end if;
+  if not v_bypass and not coalesce(v_company = any ((select private.user_company_ids())::uuid[]), false) then
+    raise exception 'new row violates row-level security policy for table "%"', c.source_table
+      using errcode = 'insufficient_privilege';
+  end if;
+  own_partition := exists (select from partition_mgmt.partition_registry r
+                           where r.table_key = p_table_key and r.level = 'program' and not r.is_default
+                             and r.program_id = derive_program.program_id);
+  if p_event = 'written' then
+    insert into partition_mgmt.rows_without_program (table_key, observation_id) values (p_table_key, p_observation_id)
+    on conflict do nothing;
+  end if;
+end
+$$;
+revoke all on function partition_mgmt.derive_program(text, uuid, uuid, text) from public;
+grant execute on function partition_mgmt.derive_program(text, uuid, uuid, text) to authenticated, service_role;
+
+-- The trigger function (generated per table with its column names; SECURITY INVOKER, see above)
+-- and its three triggers on the partitioned parent, cloned onto every leaf. Idempotent.
+create or replace function partition_mgmt.install_program_from_site(p_table_key text, p_parent regclass)
+returns void
+language plpgsql
+set search_path = ''
+as $install$
+declare
+  c partition_mgmt.managed_tables := partition_mgmt.config(p_table_key);
+  v_fn text := format('%s_program_from_site', c.table_key);
+begin
+  execute format($f$
+    create or replace function partition_mgmt.%1$I() returns trigger
+    language plpgsql set search_path = ''
+    as $body$
+    declare
+      v_id uuid := new.%3$I;
+      v record;
+    begin
+      if tg_op = 'UPDATE' then
+        v_id := old.%3$I;   -- the list follows an id change in zz_move_observation_keys, which fires later
+      end if;
+      if tg_argv[0] = 'set' and new.%4$I is not null then
+        perform partition_mgmt.derive_program(%2$L, v_id, new.%5$I, 'sent');
+        return new;
+      end if;
+      if new.%5$I is null then
+        return new;   -- partition_mgmt_require_keys reports the missing site
+      end if;
+      select * into v from partition_mgmt.derive_program(%2$L, v_id, new.%5$I, case when tg_argv[0] = 'site' then 'site' else 'written' end);
+      if v.program_id is null then
+        return new;   -- the site changed under a program the app sent: it stays
+      end if;
+      new.%4$I := v.program_id;
+      if tg_op = 'INSERT' and v.own_partition then
+        -- routed by its NULL program to the root's DEFAULT leaf, which cannot hold this program
+        execute format('insert into %%1$s select * from pg_catalog.jsonb_populate_record(null::%%1$s, $1)',
+                       pg_catalog.pg_partition_root(tg_relid)::regclass)
+          using pg_catalog.to_jsonb(new);
+        return null;
+      end if;
+      return new;
+    end
+    $body$$f$, v_fn, c.table_key, c.id_column, c.program_column, c.site_column);
+  execute format('revoke all on function partition_mgmt.%I() from public', v_fn);
+
+  if not exists (select from pg_catalog.pg_trigger t where t.tgrelid = p_parent and t.tgname = 'partition_mgmt_program_from_site') then
+    perform partition_mgmt.run_ddl(format(
+      'create trigger partition_mgmt_program_from_site before insert on %1$s for each row when (new.%2$I is null)
+       execute function partition_mgmt.%3$I(%4$L)', p_parent, c.program_column, v_fn, 'insert'));
+  end if;
+  if not exists (select from pg_catalog.pg_trigger t where t.tgrelid = p_parent and t.tgname = 'partition_mgmt_program_set') then
+    perform partition_mgmt.run_ddl(format(
+      'create trigger partition_mgmt_program_set before update of %2$I on %1$s for each row
+       execute function partition_mgmt.%3$I(%4$L)', p_parent, c.program_column, v_fn, 'set'));
+  end if;
+  if not exists (select from pg_catalog.pg_trigger t where t.tgrelid = p_parent and t.tgname = 'partition_mgmt_program_site_moved') then
+    perform partition_mgmt.run_ddl(format(
+      'create trigger partition_mgmt_program_site_moved before update of %2$I on %1$s for each row
+       when (old.%2$I is distinct from new.%2$I)
+       execute function partition_mgmt.%3$I(%4$L)', p_parent, c.site_column, v_fn, 'site'));
+  end if;
+end
+$install$;
+revoke all on function partition_mgmt.install_program_from_site(text, regclass) from public;
+comment on function partition_mgmt.install_program_from_site(text, regclass) is
+  'Puts the triggers that give a row written without program_id its site''s program on a managed table''s partitioned parent (create_partitioned_table does, where the legacy table''s program column is nullable). Idempotent.';
 
 -- Creates the partitioned parent of a managed table from the live legacy table: same columns,
 -- types, defaults, CHECK constraints and comments (so a column the app added later comes along),
@@ -867,6 +1051,11 @@ begin
 
   perform partition_mgmt.attach_key_triggers(c.table_key, v_parent);
   perform partition_mgmt.install_require_keys(c.table_key, v_parent);
+  -- where the app may leave the program out (nullable in the legacy table), it comes from the site
+  if exists (select from pg_catalog.pg_attribute a where a.attrelid = v_source and a.attname = c.program_column
+             and not a.attisdropped and not a.attnotnull) then
+    perform partition_mgmt.install_program_from_site(c.table_key, v_parent);
+  end if;
 
   -- The root DEFAULT partition: rows for a program that has no partition yet are never rejected.
   -- In a sized tree it is where every program lives until its rows fill a leaf.

@@ -12,6 +12,9 @@
 -- type is the live table's: the swap and the rollback call it again.
 -- =============================================================================
 
+-- DDL that would wait for a lock gives up quickly instead of queueing the app's statements behind it
+set lock_timeout = '500ms';
+
 -- -----------------------------------------------------------------------------
 -- Routed access by id: one leaf instead of planning every partition
 -- -----------------------------------------------------------------------------
@@ -22,8 +25,6 @@
 -- bypasses RLS. The caller's role is the one SET ROLE set (PostgREST, the edge functions), or the
 -- session user: inside this function current_user is its owner. The statement that follows still
 -- runs under RLS.
--- DDL that would wait for a lock gives up quickly instead of queueing the app's statements behind it
-set lock_timeout = '500ms';
 
 create or replace function partition_mgmt.route(p_table_key text, p_observation_id uuid,
   out program_id uuid, out site_id uuid, out created_at timestamptz)

@@ -41,11 +41,12 @@
 --                              safe_migrate_table, offline_migrate_table; the privileges
 -- =============================================================================
 
+-- DDL that would wait for a lock gives up quickly instead of queueing the app's statements behind it
+set lock_timeout = '500ms';
+
 -- -----------------------------------------------------------------------------
 -- State
 -- -----------------------------------------------------------------------------
--- DDL that would wait for a lock gives up quickly instead of queueing the app's statements behind it
-set lock_timeout = '500ms';
 
 create table if not exists partition_mgmt.migration_state (
   table_key         text primary key references partition_mgmt.managed_tables (table_key) on delete cascade,
@@ -95,22 +96,6 @@ grant select on partition_mgmt.migration_state, partition_mgmt.migration_log to 
 -- -----------------------------------------------------------------------------
 -- Helpers
 -- -----------------------------------------------------------------------------
-
--- Writes the app made to the legacy table during the migration with a NULL program (a nullable
--- column there, a NOT NULL partition key after the swap). Filled by the sync trigger; while it
--- has rows for a table, swap_tables refuses, because the same writes would fail after the swap.
-create table if not exists partition_mgmt.null_key_writes (
-  id              bigint generated always as identity primary key,
-  table_key       text not null references partition_mgmt.managed_tables (table_key) on delete cascade,
-  observation_id  uuid not null,
-  operation       text not null,
-  at              timestamptz not null default clock_timestamp()
-);
-create index if not exists null_key_writes_table_key_at_idx on partition_mgmt.null_key_writes (table_key, at);
-revoke all on partition_mgmt.null_key_writes from public, anon, authenticated;
-grant select on partition_mgmt.null_key_writes to service_role;
-comment on table partition_mgmt.null_key_writes is
-  'Rows the app wrote without a program during a migration (derived from the site while copying). swap_tables refuses while a table has any: make the app send the program, delete them, swap again.';
 
 create or replace function partition_mgmt.log_migration(p_table_key text, p_from text, p_to text, p_detail jsonb default '{}'::jsonb)
 returns void
@@ -189,6 +174,17 @@ begin
 end
 $$;
 
+-- Whether the legacy table lets a row go without a program (gasifier_observations): such rows are
+-- copied with their site's program and listed in partition_mgmt.rows_without_program.
+create or replace function partition_mgmt.legacy_program_nullable(p_table_key text)
+returns boolean
+language sql stable
+set search_path = ''
+as $$
+  select not a.attnotnull from pg_catalog.pg_attribute a join partition_mgmt.managed_tables m on m.table_key = p_table_key
+  where a.attrelid = partition_mgmt.legacy_table(p_table_key) and a.attname = m.program_column and not a.attisdropped
+$$;
+
 -- The legacy table's expression for each column of the partitioned parent, in the parent's
 -- column order: the program key is derived from the site where the legacy row lacks it.
 create or replace function partition_mgmt.legacy_select_list(p_table_key text, p_alias text)
@@ -198,11 +194,8 @@ set search_path = ''
 as $$
 declare
   c partition_mgmt.managed_tables := partition_mgmt.config(p_table_key);
-  v_legacy regclass := partition_mgmt.legacy_table(p_table_key);
-  v_nullable boolean;
+  v_nullable boolean := partition_mgmt.legacy_program_nullable(p_table_key);
 begin
-  select not attnotnull into v_nullable from pg_catalog.pg_attribute
-  where attrelid = v_legacy and attname = c.program_column and not attisdropped;
   return (
     select string_agg(case when a.attname = c.program_column and v_nullable then
                         format('coalesce(%1$I.%2$I, (select s.program_id from public.sites s where s.site_id = %1$I.%3$I))',

@@ -3,13 +3,14 @@
 -- sequence): triggers that apply every write to the legacy table to the partitioned copy.
 -- =============================================================================
 
+-- DDL that would wait for a lock gives up quickly instead of queueing the app's statements behind it
+set lock_timeout = '500ms';
+
 -- -----------------------------------------------------------------------------
 -- Phase 3: sync triggers (legacy -> partitioned before the swap, partitioned -> legacy after it)
 -- Generated per table with its column names, SECURITY DEFINER (the app's role writes the legacy
 -- table; the copy and the key table must be written whatever its privileges and policies).
 -- -----------------------------------------------------------------------------
--- DDL that would wait for a lock gives up quickly instead of queueing the app's statements behind it
-set lock_timeout = '500ms';
 
 create or replace function partition_mgmt.install_sync_functions(p_table_key text)
 returns void
@@ -18,7 +19,6 @@ set search_path = ''
 as $install$
 declare
   c partition_mgmt.managed_tables := partition_mgmt.config(p_table_key);
-  v_legacy regclass := partition_mgmt.legacy_table(p_table_key);
   v_parent regclass := partition_mgmt.parent_of(p_table_key);
   v_cols text := partition_mgmt.column_list(v_parent);
   v_new text;
@@ -31,7 +31,7 @@ begin
            filter (where a.attname not in (c.id_column, c.program_column, c.site_column, c.time_column))
     into v_new, v_set_parent
   from pg_catalog.pg_attribute a where a.attrelid = v_parent and a.attnum > 0 and not a.attisdropped;
-  select not attnotnull into v_nullable from pg_catalog.pg_attribute where attrelid = v_legacy and attname = c.program_column;
+  v_nullable := partition_mgmt.legacy_program_nullable(p_table_key);
 
   -- legacy -> partitioned. A key change (or a delete) removes the old version first, found through
   -- the key table, so the key table never sees the id twice.
@@ -55,13 +55,13 @@ begin
           return null;
         end if;
       end if;
-      v_program := %8$s;%14$s
+      v_program := %8$s;
       if v_program is null then
         raise exception 'cannot place %% %% in %%: %% is NULL and site %% has no program', %9$L, new.%3$I, %2$L, %10$L, new.%5$I
           using errcode = 'not_null_violation', hint = 'Set the program of the row (or of its site).';
       end if;
       insert into %2$s (%11$s) values (%12$s)
-      on conflict (%3$I, %4$I, %5$I, %6$I) do update set %13$s;
+      on conflict (%3$I, %4$I, %5$I, %6$I) do update set %13$s;%14$s
       return null;
     end
     $body$
@@ -70,11 +70,14 @@ begin
       case when v_nullable then format('coalesce(new.%I, (select s.program_id from public.sites s where s.site_id = new.%I))', c.program_column, c.site_column)
            else format('new.%I', c.program_column) end,
       c.source_table, c.program_column, v_cols, v_new, coalesce(v_set_parent, format('%1$I = excluded.%1$I', c.id_column)),
-      -- the app still writes rows without the program: after the swap those writes would fail,
-      -- so swap_tables refuses while any is recorded
+      -- a row without a program is listed (partition_mgmt.rows_without_program), so that the
+      -- legacy table gets its NULL back through the reverse sync once the copy is live; a key
+      -- change deleted the old version above, and with it its entry
       case when v_nullable then format('
-      if new.%1$I is null and (tg_op = ''INSERT'' or old.%1$I is not null) then
-        insert into partition_mgmt.null_key_writes (table_key, observation_id, operation) values (%2$L, new.%3$I, tg_op);
+      if new.%1$I is null then
+        insert into partition_mgmt.rows_without_program (table_key, observation_id) values (%2$L, new.%3$I) on conflict do nothing;
+      elsif tg_op = ''UPDATE'' and old.%1$I is null then
+        delete from partition_mgmt.rows_without_program where table_key = %2$L and observation_id = new.%3$I;
       end if;', c.program_column, p_table_key, c.id_column) else '' end);
 
   execute format('revoke all on function partition_mgmt.%I() from public', p_table_key || '_sync_to_partitioned');
@@ -96,6 +99,7 @@ declare
   c partition_mgmt.managed_tables := partition_mgmt.config(p_table_key);
   v_parent regclass := partition_mgmt.parent_of(p_table_key);
   v_legacy_name text := format('%I.%I', c.source_schema, c.source_table || '_old');
+  v_nullable boolean;
 begin
   if not p_active then
     execute format($f$
@@ -107,6 +111,7 @@ begin
       end
       $body$$f$, p_table_key || '_sync_to_legacy');
   else
+    v_nullable := partition_mgmt.legacy_program_nullable(p_table_key);
     execute format($f$
       create or replace function partition_mgmt.%1$I() returns trigger
       language plpgsql security definer set search_path = ''
@@ -124,7 +129,12 @@ begin
       end
       $body$
       $f$, p_table_key || '_sync_to_legacy', v_legacy_name, c.id_column, partition_mgmt.column_list(v_parent),
-        (select string_agg(format('new.%I', a.attname), ', ' order by a.attnum) from pg_catalog.pg_attribute a
+        -- a row the app wrote without a program has the NULL back in the legacy table
+        (select string_agg(case when a.attname = c.program_column and v_nullable
+                                then format('case when exists (select from partition_mgmt.rows_without_program w where w.table_key = %L and w.observation_id = new.%I) then null else new.%I end',
+                                            p_table_key, c.id_column, a.attname)
+                                else format('new.%I', a.attname) end, ', ' order by a.attnum)
+         from pg_catalog.pg_attribute a
          where a.attrelid = v_parent and a.attnum > 0 and not a.attisdropped),
         (select string_agg(format('%1$I = excluded.%1$I', a.attname), ', ' order by a.attnum) from pg_catalog.pg_attribute a
          where a.attrelid = v_parent and a.attnum > 0 and not a.attisdropped and a.attname <> c.id_column));

@@ -3,11 +3,12 @@
 -- compared in one snapshot, and the final count the swap takes just before its lock.
 -- =============================================================================
 
+-- DDL that would wait for a lock gives up quickly instead of queueing the app's statements behind it
+set lock_timeout = '500ms';
+
 -- -----------------------------------------------------------------------------
 -- Phase 6: validation
 -- -----------------------------------------------------------------------------
--- DDL that would wait for a lock gives up quickly instead of queueing the app's statements behind it
-set lock_timeout = '500ms';
 
 create or replace function partition_mgmt.post_migration_validation(p_table text default null)
 returns table (table_key text, check_name text, status text, legacy_value text, partitioned_value text, detail text)
@@ -69,6 +70,23 @@ begin
     v_ok := v_ok and v_ha = v_hb;
     return query select m.table_key, 'content checksum', case when v_ha = v_hb then 'ok' else 'mismatch' end, v_ha::text, v_hb::text,
       case when v_ha = v_hb then 'equal' else 'contents differ' end;
+
+    -- the rows the legacy table holds without a program are exactly the listed ones (the copy holds
+    -- their site's program, so the checks above cannot tell; the reverse sync needs the list)
+    if partition_mgmt.legacy_program_nullable(m.table_key) then
+      execute format($q$
+        select count(*) filter (where l.id is not null), count(*) filter (where w.observation_id is not null),
+               count(*) filter (where l.id is null or w.observation_id is null),
+               string_agg(case when w.observation_id is null then 'not listed: ' || l.id else 'listed, not NULL in the legacy table: ' || w.observation_id end, ', ')
+                 filter (where l.id is null or w.observation_id is null)
+        from (select x.%1$I as id from %2$s x where x.%3$I is null) l
+        full join (select r.observation_id from partition_mgmt.rows_without_program r where r.table_key = %4$L) w on w.observation_id = l.id$q$,
+        c.id_column, v_legacy, c.program_column, m.table_key) into v_a, v_b, v_bad, v_detail;
+      v_ok := v_ok and v_bad = 0;
+      return query select m.table_key, 'rows without program_id', case when v_bad = 0 then 'ok' else 'mismatch' end, v_a::text, v_b::text,
+        case when v_bad = 0 then format('%s row(s) without %s in %s, each listed in partition_mgmt.rows_without_program', v_a, c.program_column, v_legacy)
+             else format('%s row(s) differ, first: %s', v_bad, left(v_detail, 600)) end;
+    end if;
 
     if not v_ok then
       execute format($q$select string_agg(x.side || ' ' || x.id, ', ') from (

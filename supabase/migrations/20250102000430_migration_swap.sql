@@ -3,14 +3,15 @@
 -- goes live under the legacy name; the locked section is shared with the swap back (rollback).
 -- =============================================================================
 
+-- DDL that would wait for a lock gives up quickly instead of queueing the app's statements behind it
+set lock_timeout = '500ms';
+
 -- -----------------------------------------------------------------------------
 -- Phase 7: swap (and the swap back, for rollback)
 -- -----------------------------------------------------------------------------
 
 -- Materialized views on p_from are rebuilt on p_to under a temporary name BEFORE the lock
 -- (populating is the slow part), then only renamed under it. Returns the plan for the lock.
--- DDL that would wait for a lock gives up quickly instead of queueing the app's statements behind it
-set lock_timeout = '500ms';
 
 create or replace function partition_mgmt.prebuild_dependents(p_from regclass, p_to regclass, p_live_name text)
 returns jsonb
@@ -152,7 +153,6 @@ begin
 end
 $$;
 
-
 -- Takes ACCESS EXCLUSIVE on both tables with lock_timeout, retrying with backoff and jitter;
 -- runs the swap (or the swap back) under the locks. Returns (attempts, held_ms). Locks taken in a
 -- failed attempt are released with its subtransaction, so waiting readers are never queued for
@@ -267,15 +267,6 @@ begin
   if v_blocked is not null then
     raise exception 'cannot swap "%": foreign keys that cannot be carried reference it: %', v_key, v_blocked
       using errcode = 'feature_not_supported', hint = 'Drop or change those constraints (see pre_migration_check), then swap again. Nothing was changed.';
-  end if;
-  select format('%s write(s) (the last: %s of %s at %s)', count(*), (array_agg(w.operation order by w.at desc))[1],
-                (array_agg(w.observation_id order by w.at desc))[1], max(w.at))
-    into v_blocked from partition_mgmt.null_key_writes w where w.table_key = v_key having count(*) > 0;
-  if v_blocked is not null then
-    raise exception 'cannot swap "%": the app wrote % without %.% since the migration started; after the swap % is a NOT NULL partition key and those writes would fail',
-      v_key, v_blocked, c.source_table, c.program_column, c.program_column
-      using errcode = 'not_null_violation',
-            hint = format('Make the app send %s (the program of the site), then run delete from partition_mgmt.null_key_writes where table_key = %L; and swap again. Nothing was changed.', c.program_column, v_key);
   end if;
   v_plan := partition_mgmt.prebuild_dependents(partition_mgmt.legacy_table(v_key), c.parent, format('%I.%I', c.source_schema, c.source_table));
   if partition_mgmt.in_realtime_publication(partition_mgmt.legacy_table(v_key)) then

@@ -3,14 +3,15 @@
 -- rollback from any phase, the clean-up after it, and finalize after a swap.
 -- =============================================================================
 
+-- DDL that would wait for a lock gives up quickly instead of queueing the app's statements behind it
+set lock_timeout = '500ms';
+
 -- -----------------------------------------------------------------------------
 -- Phase 8: rollback and finalize
 -- -----------------------------------------------------------------------------
 
--- Empties the partitioned copy and its keys (nothing reads it while the legacy table is live).
--- DDL that would wait for a lock gives up quickly instead of queueing the app's statements behind it
-set lock_timeout = '500ms';
-
+-- Empties the partitioned copy, its keys and its list of rows written without a program (nothing
+-- reads it while the legacy table is live).
 create or replace function partition_mgmt.empty_partitioned_copy(p_table_key text)
 returns void
 language plpgsql
@@ -24,6 +25,7 @@ begin
     perform partition_mgmt.run_ddl(format('truncate table %s', c.parent));
   end if;
   delete from partition_mgmt.observation_keys where table_key = p_table_key;
+  delete from partition_mgmt.rows_without_program where table_key = p_table_key;
 end
 $$;
 
@@ -41,7 +43,6 @@ begin
            where c.relkind = 'm' and c.relname like '%\_\_mig' loop
     execute format('drop materialized view if exists %s', r.name);
   end loop;
-  delete from partition_mgmt.null_key_writes where table_key = p_table_key;
   delete from partition_mgmt.migration_state where table_key = p_table_key;
 end
 $$;

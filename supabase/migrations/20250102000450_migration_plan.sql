@@ -4,11 +4,12 @@
 -- rolled back first finishes that rollback (finish_rollback).
 -- =============================================================================
 
+-- DDL that would wait for a lock gives up quickly instead of queueing the app's statements behind it
+set lock_timeout = '500ms';
+
 -- -----------------------------------------------------------------------------
 -- Phase 1: pre-migration checks
 -- -----------------------------------------------------------------------------
--- DDL that would wait for a lock gives up quickly instead of queueing the app's statements behind it
-set lock_timeout = '500ms';
 
 create or replace function partition_mgmt.pre_migration_check(p_table text default null)
 returns table (table_key text, check_name text, status text, detail text)
@@ -83,7 +84,7 @@ begin
       case when v_n > 0 or v_text::bigint > 0 then
              format('%s row(s) with NULL %s or %s and %s row(s) with NULL %s whose site is unknown cannot be placed. Hint: fix or delete them (select * from %s where %I is null or %I is null).',
                     v_n, m.site_column, m.time_column, v_text, m.program_column, v_legacy, m.site_column, m.time_column)
-           when v_n2 > 0 then format('%s row(s) with NULL %s: derived from the site while copying. After the swap %s is a partition key and NOT NULL: the app must send it on insert (until then keep the legacy table live or roll back)', v_n2, m.program_column, m.program_column)
+           when v_n2 > 0 then format('%s row(s) with NULL %s: the partitioned table holds their site''s program (a partition key is NOT NULL), and so will rows the app writes without it after the swap; %s_old and a rollback keep the NULL (README, "Gasifier rows without program_id")', v_n2, m.program_column, m.source_table)
            else 'every row has its partition keys' end;
 
     execute format('select count(*) from %s t left join public.pilot_programs p on p.program_id = coalesce(t.%I, (select s.program_id from public.sites s where s.site_id = t.%I))

@@ -3,13 +3,14 @@
 -- a committed high-water mark; a first call prepares and starts the sync.
 -- =============================================================================
 
+-- DDL that would wait for a lock gives up quickly instead of queueing the app's statements behind it
+set lock_timeout = '500ms';
+
 -- -----------------------------------------------------------------------------
 -- Phase 4: backfill in keyset batches
 -- -----------------------------------------------------------------------------
 
 -- One batch of one table in the caller's transaction. Returns the rows visited (0 = done).
--- DDL that would wait for a lock gives up quickly instead of queueing the app's statements behind it
-set lock_timeout = '500ms';
 
 create or replace function partition_mgmt.backfill_batch(p_table_key text, p_batch_size integer, p_program_id uuid default null,
   out rows_scanned bigint, out rows_copied bigint, out high_water uuid)
@@ -25,6 +26,7 @@ declare
   v_filter text := 'true';
   v_t0 timestamptz := clock_timestamp();
   v_ms numeric;
+  v_list text := '';
 begin
   -- the state row lock serialises concurrent backfillers of the same table
   select * into v_state from partition_mgmt.migration_state s where s.table_key = p_table_key for update;
@@ -35,6 +37,13 @@ begin
                        c.program_column, c.site_column, p_program_id);
   else
     v_from := v_state.high_water;
+  end if;
+  -- rows without a program (nullable in the legacy table) are copied with their site's program and
+  -- listed, so that the legacy table gets the NULL back through the reverse sync after the swap
+  if partition_mgmt.legacy_program_nullable(p_table_key) then
+    v_list := format(', listed as (insert into partition_mgmt.rows_without_program (table_key, observation_id)
+                                   select %L, l.%I from src l where l.%I is null on conflict do nothing)',
+                     p_table_key, c.id_column, c.program_column);
   end if;
   -- The upper bound is the n-th id after the mark; every row in (mark, bound] is then copied,
   -- including rows a concurrent delete removed from the first scan's view. Rows inserted later
@@ -51,10 +60,10 @@ begin
       -- and each switch to another leaf costs a search through every leaf the statement opened
       -- (ExecGetTriggerResultRel), so random ids over thousands of leaves cost O(rows x leaves)
       insert into %4$s (%5$s) select %6$s from src l order by l.%7$I, l.%8$I on conflict do nothing returning 1
-    )
+    )%9$s
     select (select count(*) from src), (select count(*) from ins), (select upper from bounds)$q$,
     c.id_column, v_legacy, v_filter, c.parent, partition_mgmt.column_list(c.parent), partition_mgmt.legacy_select_list(p_table_key, 'l'),
-    c.site_column, c.time_column)
+    c.site_column, c.time_column, v_list)
     into rows_scanned, rows_copied, high_water using v_from, p_batch_size;
   v_ms := extract(epoch from clock_timestamp() - v_t0) * 1000;
   if high_water is null then

@@ -4,7 +4,6 @@
 -- over, and the privileges of every function of the online migration (0400-0470).
 -- =============================================================================
 
-
 -- DDL that would wait for a lock gives up quickly instead of queueing the app's statements behind it
 set lock_timeout = '500ms';
 
@@ -174,6 +173,10 @@ begin
   execute format('insert into %s (%s) select %s from %s l order by l.%I, l.%I', c.parent, partition_mgmt.column_list(c.parent),
     partition_mgmt.legacy_select_list(v_key, 'l'), v_legacy, c.site_column, c.time_column);
   get diagnostics v_n = row_count;
+  if partition_mgmt.legacy_program_nullable(v_key) then   -- (see backfill_batch)
+    execute format('insert into partition_mgmt.rows_without_program (table_key, observation_id) select %L, l.%I from %s l where l.%I is null',
+      v_key, c.id_column, v_legacy, c.program_column);
+  end if;
   update partition_mgmt.migration_state s set phase = 'backfilled', rows_scanned = v_n, rows_copied = v_n, updated_at = now() where s.table_key = v_key;
   perform partition_mgmt.log_migration(v_key, 'prepared', 'backfilled', jsonb_build_object('rows', v_n, 'mode', 'offline'));
   select count(*) filter (where v.status <> 'ok') into v_bad from partition_mgmt.post_migration_validation(v_key) v;

@@ -264,6 +264,9 @@ begin
     v_values := concat_ws(', ', nullif(v_values, ''), quote_literal(p_program_id));
     execute format('create table partitions.%I (like %s including defaults including constraints including generated including storage including indexes)',
       v_new_default, v_old);
+    -- a DEFAULT that is itself the rest of an earlier promotion brings that promotion's constraint
+    -- along under the same name: replaced by the one that names every promoted value
+    execute format('alter table partitions.%I drop constraint if exists %I', v_new_default, left(v_new_default, 50) || '_others');
     execute format('alter table partitions.%I add constraint %I check (%I is not null and %I <> all (array[%s]::uuid[]))',
       v_new_default, left(v_new_default, 50) || '_others', c.program_column, c.program_column, v_values);
     execute format('select count(*) from %s where %I = %L', v_old, c.program_column, p_program_id) into v_rows;
@@ -310,6 +313,9 @@ begin
     v_values := concat_ws(', ', nullif(v_values, ''), quote_literal(p_site_id));
     execute format('create table partitions.%I (like %s including defaults including constraints including generated including storage including indexes)',
       v_new_default, v_old);
+    -- (the constraints of an earlier promotion out of the same DEFAULT: replaced, as for a program)
+    execute format('alter table partitions.%I drop constraint if exists %I, drop constraint if exists %I', v_new_default,
+      left(v_new_default, 50) || '_program', left(v_new_default, 50) || '_others');
     execute format('alter table partitions.%I add constraint %I check (%I = %L)', v_new_default, left(v_new_default, 50) || '_program', c.program_column, p_program_id);
     execute format('alter table partitions.%I add constraint %I check (%I is not null and %I <> all (array[%s]::uuid[]))',
       v_new_default, left(v_new_default, 50) || '_others', c.site_column, c.site_column, v_values);

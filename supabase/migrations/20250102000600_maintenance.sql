@@ -12,11 +12,12 @@
 -- `select partition_mgmt.schedule_maintenance()` does the same work in the caller's transaction.
 -- =============================================================================
 
+-- DDL that would wait for a lock gives up quickly instead of queueing the app's statements behind it
+set lock_timeout = '500ms';
+
 -- -----------------------------------------------------------------------------
 -- Settings and log
 -- -----------------------------------------------------------------------------
--- DDL that would wait for a lock gives up quickly instead of queueing the app's statements behind it
-set lock_timeout = '500ms';
 
 alter table partition_mgmt.managed_tables
   add column if not exists retention_months integer check (retention_months is null or retention_months >= 1),
@@ -242,8 +243,11 @@ begin
     if not partition_mgmt.release_references(p_table_key, format('%I.%I', r.partition_schema, r.partition_name)::regclass) then
       continue;
     end if;
-    -- the keys of rows leaving the table leave the key table too
+    -- the keys of rows leaving the table leave the key table too (and the list of rows written
+    -- without a program)
     execute format('delete from partition_mgmt.observation_keys k using %I.%I t where k.table_key = %L and k.observation_id = t.%I',
+      r.partition_schema, r.partition_name, p_table_key, c.id_column);
+    execute format('delete from partition_mgmt.rows_without_program w using %I.%I t where w.table_key = %L and w.observation_id = t.%I',
       r.partition_schema, r.partition_name, p_table_key, c.id_column);
     if c.retention_action = 'drop' then
       -- dropped while attached: a detached partition's foreign keys get triggers of their own on

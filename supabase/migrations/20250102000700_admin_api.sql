@@ -20,11 +20,12 @@
 -- statements as the caller's role (set local role service_role).
 -- =============================================================================
 
+-- DDL that would wait for a lock gives up quickly instead of queueing the app's statements behind it
+set lock_timeout = '500ms';
+
 -- -----------------------------------------------------------------------------
 -- Audit
 -- -----------------------------------------------------------------------------
--- DDL that would wait for a lock gives up quickly instead of queueing the app's statements behind it
-set lock_timeout = '500ms';
 
 create table if not exists partition_mgmt.admin_audit (
   id           bigint generated always as identity primary key,

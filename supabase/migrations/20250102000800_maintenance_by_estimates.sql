@@ -17,6 +17,9 @@
 -- Released migrations are history: this one replaces the two functions of 0500 and 0600.
 -- =============================================================================
 
+-- DDL that would wait for a lock gives up quickly instead of queueing the app's statements behind it
+set lock_timeout = '500ms';
+
 -- -----------------------------------------------------------------------------
 -- Helpers
 -- -----------------------------------------------------------------------------
@@ -24,8 +27,6 @@
 -- Rows changed in p_rel since its last analyze beyond which it is analyzed again: autovacuum's own
 -- threshold (the table's storage parameters first, then the server's settings), 0 when autovacuum
 -- does not run on it.
--- DDL that would wait for a lock gives up quickly instead of queueing the app's statements behind it
-set lock_timeout = '500ms';
 
 create or replace function partition_mgmt.analyze_threshold(p_rel regclass)
 returns double precision

@@ -8,9 +8,10 @@
 -- DEFAULT leaves get their own site (and program) indexes; lock_budget() counts what one keyless
 -- statement locks; the pre-check refuses the literal tree of the same data when the minimum of
 -- keyless statements is not met; a promotion (start, copy, cutover) gives a grown site partitions of
--- its own and keeps every row; v_site_state and v_tree_summary say so.
+-- its own and keeps every row; v_site_state and v_tree_summary say so; a second promotion out of
+-- the DEFAULT leaf the first one left works too.
 begin;
-select plan(30);
+select plan(33);
 set local timezone = 'UTC';
 
 -- ---------------------------------------------------------------------------
@@ -149,6 +150,21 @@ select is((select count(*)::int from public.petri_observations_partitioned), (se
   'no row lost or doubled by the promotion');
 select results_eq($$select state from partition_mgmt.v_site_state where table_key = 'petri' and program_id = '8a000001-0000-4000-8000-000000000001' order by site_id$$,
   $$values ('own partitions'::text), ('own partitions'), ('own partitions')$$, 'v_site_state: the three sites of the big program have partitions of their own');
+
+-- a second promotion out of the same DEFAULT leaf, which is now the rest of the first (with its
+-- constraints, under the names a promotion gives them)
+insert into public.sites (site_id, program_id, name) values ('8b000005-0000-4000-8000-000000000001', '8a000001-0000-4000-8000-000000000001', 'late site');
+insert into public.petri_observations_partitioned (submission_id, site_id, program_id, petri_code, created_at)
+select '8d000001-0000-4000-8000-000000000001', '8b000005-0000-4000-8000-000000000001', '8a000001-0000-4000-8000-000000000001', 'late ' || g, now() - make_interval(hours => g)
+from generate_series(1, 20) g;
+select lives_ok($$select partition_mgmt.start_promotion('petri', 'site', '8a000001-0000-4000-8000-000000000001', '8b000005-0000-4000-8000-000000000001')$$,
+  'a second promotion out of the same DEFAULT leaf starts');
+select lives_ok($$select partition_mgmt.promotion_copy_batch('petri', 100000); select partition_mgmt.promotion_copy_batch('petri', 100000);
+                  select partition_mgmt.promotion_cutover('petri')$$, 'and cuts over');
+select results_eq(
+  $$select count(*)::int, count(*) filter (where tableoid::regclass::text like 'partitions.petri_p_8a0000010000_s_8b0000050000%')::int
+    from public.petri_observations_partitioned where site_id = '8b000005-0000-4000-8000-000000000001'$$,
+  $$values (20, 20)$$, 'every row of the second site is in its own partitions');
 
 select * from finish();
 rollback;

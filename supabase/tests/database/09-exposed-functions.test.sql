@@ -24,6 +24,8 @@ insert into allowlist values
   ('public.get_gasifier_observations_optimized(p_company_id uuid, p_program_id uuid, p_start_date timestamp with time zone, p_end_date timestamp with time zone, p_site_id uuid, p_submission_id uuid, p_limit integer, p_cursor text)',
    'authenticated', 'the read API for gasifier (invoker: RLS)'),
   ('public.get_observation_by_id(p_table text, p_observation_id uuid)', 'authenticated', 'routed fetch (invoker: RLS)'),
+  ('partition_mgmt.derive_program(p_table_key text, p_observation_id uuid, p_site_id uuid, p_event text, OUT program_id uuid, OUT own_partition boolean)',
+   'authenticated', 'the site''s program for a row the app writes without one, called by the table''s triggers as the caller: definer, only sites of the caller''s companies'),
   ('public.update_observation_by_id(p_table text, p_observation_id uuid, p_changes jsonb)', 'authenticated', 'routed update (invoker: RLS)'),
   ('public.delete_observation_by_id(p_table text, p_observation_id uuid)', 'authenticated', 'routed delete (invoker: RLS)'),
   ('public.get_daily_metrics(p_program_id uuid, p_start_date date, p_end_date date, p_site_id uuid)', 'authenticated',
