@@ -27,7 +27,7 @@ describe("migration phases and catalog", () => {
     await db.sql`create view public.petri_recent with (security_invoker = true) as
                  select observation_id, program_id, growth_index from public.petri_observations`;
     await db.sql`grant select on public.petri_recent to authenticated`;
-    await db.sql`create publication supabase_realtime for table public.petri_observations`;
+    await db.sql`alter publication supabase_realtime add table public.petri_observations`;   // the publication exists, empty, as on hosted
     await db.sql`select analytics.refresh_daily_metrics()`;
   });
   afterAll(async () => {

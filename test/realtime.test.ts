@@ -24,7 +24,7 @@ describe("Realtime (wal2json) before and after the swap", () => {
     db = await freshDatabase("realtime", { targetRowsPerLeaf: 100, minKeylessStatements: 10 });
     await loadSmallDemo(db.sql);
     await db.sql`alter table public.petri_observations replica identity full`;
-    await db.sql`create publication supabase_realtime for table public.petri_observations`;
+    await db.sql`alter publication supabase_realtime add table public.petri_observations`;   // the publication exists, empty, as on hosted
     await db.sql`select pg_create_logical_replication_slot(${SLOT}, 'wal2json')`;
   });
   afterAll(async () => {
