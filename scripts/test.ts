@@ -23,6 +23,7 @@ export const TEMPLATE_DB = "app_template";
 export const PG17_SUITES = [
   "test/lock-budget.test.ts",
   "test/realtime.test.ts",
+  "test/publications-rollback.test.ts",
   "test/migration-torture.test.ts",
   "test/migration-cycle.test.ts",
   "test/migration-guards.test.ts",

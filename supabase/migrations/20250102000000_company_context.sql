@@ -283,14 +283,14 @@ alter table public.gasifier_observations enable row level security;
 -- both and choose. private.deploy_report also lists every policy this migration created.
 create table if not exists private.deploy_report (
   object      text primary key,
-  action      text not null check (action in ('created', 'unchanged', 'kept (differs)')),
+  action      text not null check (action in ('created', 'unchanged', 'kept (differs)', 'added', 'removed', 'replaced', 'restored')),
   detail      text,
   at          timestamptz not null default now()
 );
 revoke all on private.deploy_report from public, anon, authenticated;
 grant select on private.deploy_report to service_role;
 comment on table private.deploy_report is
-  'What supabase db push did to the app''s own objects: policies created, or an existing policy of the same name kept because it differs from the bundle''s (both definitions in detail).';
+  'What supabase db push did to the app''s own objects: policies created, or an existing policy of the same name kept because it differs from the bundle''s (both definitions in detail). Also what a migration''s swap did to publications (added, removed, replaced; restored by its rollback), one row per publication and table (partition_mgmt.swap_publications).';
 
 create or replace function private.ensure_policy(p_table regclass, p_name text, p_command text, p_using text, p_check text, p_comment text)
 returns text
