@@ -21,11 +21,16 @@
 //    lists (the feed, dropped by finish_rollback) and the copy's REPLICA IDENTITY; after
 //    finish_rollback it equals the one before the migration (a customer policy, grants and RLS
 //    the swap gave the copy included);
-//  - after finalize supabase_realtime holds audit_events and the feed, with its options unchanged.
+//  - after finalize supabase_realtime holds audit_events and the feed, with its options unchanged;
+//  - a publication postgres may not alter, and a table of the project's with the feed's name, are
+//    pre-check blockers that stop prepare, and make the swap refuse, changing nothing, when they
+//    appear after the pre-check.
+import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { backfill, freshSession, migrateOnline, startMigration } from "../scripts/lib/migration-driver.ts";
 import { catalogSnapshot, diffCatalog, unreported, type CatalogFact } from "./helpers/catalog.ts";
-import { freshDatabase, type FreshDb } from "./helpers/db.ts";
+import { freshDatabase, withDatabase, type FreshDb } from "./helpers/db.ts";
+import { testEnv } from "./helpers/env.ts";
 import { loadSmallDemo, phaseOf } from "./helpers/migration.ts";
 import { createRealtimeSlot, dropRealtimeSlot, realtimeChanges } from "./helpers/realtime.ts";
 
@@ -103,6 +108,15 @@ describe("publications and the catalog across migrate -> swap -> rollback", () =
   async function report(): Promise<Map<string, { action: string; detail: string }>> {
     const rows = await db.sql<{ object: string; action: string; detail: string }[]>`select object, action, detail from private.deploy_report`;
     return new Map(rows.map((r) => [r.object, { action: r.action, detail: r.detail }]));
+  }
+  /** As the bootstrap superuser, in this test's database (a publication of another owner). */
+  async function asAdmin(run: (admin: postgres.Sql) => Promise<unknown>): Promise<void> {
+    const admin = postgres(withDatabase(testEnv.adminUrl, db.name), { max: 1, onnotice: () => {} });
+    try {
+      await run(admin);
+    } finally {
+      await admin.end();
+    }
   }
   const publicationChanges = (changes: ReturnType<typeof diffCatalog>) => changes.filter((c) => c.object.startsWith("publication "));
 
@@ -205,6 +219,47 @@ describe("publications and the catalog across migrate -> swap -> rollback", () =
       "publication supabase_realtime: table public.petri_observations_changes member",
       "publication supabase_realtime: table public.petri_observations_changes published",
     ]);
+  });
+
+  it("a publication postgres may not alter, or a table of the project's with the feed's name, is a blocker that stops prepare", async () => {
+    // gasifier_observations in Realtime, in a publication of another owner, and a name clash
+    await db.sql`alter publication supabase_realtime add table public.gasifier_observations`;
+    await db.sql`create table public.gasifier_observations_changes (id bigint primary key, note text)`;
+    await asAdmin(async (admin) => {
+      await admin`create publication admin_export for table public.gasifier_observations`;
+      await admin`alter publication admin_export owner to supabase_admin`;
+    });
+    const [row] = await db.sql<{ status: string; detail: string }[]>`
+      select status, detail from partition_mgmt.pre_migration_check('gasifier') where check_name = 'publications (Realtime)'`;
+    expect(row?.status).toBe("blocker");
+    expect(row?.detail).toContain("Blocker: postgres may not alter admin_export (owner supabase_admin)");
+    expect(row?.detail).toContain("Blocker: public.gasifier_observations_changes already exists");
+    await expect(db.sql`select partition_mgmt.prepare_migration('gasifier')`).rejects.toThrow(/publications \(Realtime\): .*Blocker: postgres may not alter admin_export/s);
+    expect(await phaseOf(db.sql, "gasifier")).toBe("idle");
+  });
+
+  it("the swap itself refuses, changing nothing, when the feed's name is taken or a publication cannot be altered after the pre-check", async () => {
+    await asAdmin((admin) => admin`drop publication admin_export`);
+    await db.sql`drop table public.gasifier_observations_changes`;
+    await migrateOnline(db.sql, "gasifier", { batchSize: 1000, swap: false });
+    expect(await phaseOf(db.sql, "gasifier")).toBe("validated");
+    const realtimeTables = async () => (await db.sql<{ t: string }[]>`
+      select r.prrelid::regclass::text as t from pg_publication_rel r join pg_publication p on p.oid = r.prpubid
+      where p.pubname = 'supabase_realtime' order by 1`).map((x) => x.t);
+    const tablesBefore = await realtimeTables();
+    expect(tablesBefore).toContain("gasifier_observations");
+
+    await db.sql`create table public.gasifier_observations_changes (id bigint primary key, note text)`;
+    await expect(db.sql`select * from partition_mgmt.swap_tables('gasifier')`).rejects.toThrow(/public.gasifier_observations_changes already exists and is not the change feed/);
+    await db.sql`drop table public.gasifier_observations_changes`;
+    await asAdmin(async (admin) => {
+      await admin`create publication admin_export for table public.gasifier_observations`;
+      await admin`alter publication admin_export owner to supabase_admin`;
+    });
+    await expect(db.sql`select * from partition_mgmt.swap_tables('gasifier')`).rejects.toThrow(/postgres may not alter publication\(s\) admin_export \(owner supabase_admin\)/);
+    expect(await phaseOf(db.sql, "gasifier")).toBe("validated");
+    expect(await realtimeTables()).toEqual(tablesBefore);
+    expect((await db.sql`select 1 from pg_class where relname = 'gasifier_observations_changes'`).length).toBe(0);
   });
 });
 
