@@ -651,7 +651,7 @@ declare
   c partition_mgmt.managed_tables := partition_mgmt.config(p_table_key);
 begin
   if p_ident in ('d', 'f', 'n') and p_ident <> (select relreplident from pg_catalog.pg_class where oid = c.parent) then
-    execute format('alter table %s replica identity %s', c.parent, case p_ident when 'f' then 'full' when 'n' then 'nothing' else 'default' end);
+    perform partition_mgmt.run_ddl(format('alter table %s replica identity %s', c.parent, case p_ident when 'f' then 'full' when 'n' then 'nothing' else 'default' end));
   end if;
   return partition_mgmt.apply_replica_identity(p_table_key);
 end
