@@ -24,9 +24,9 @@ grant create on database :"DBNAME" to postgres;
 -- supabase_realtime;` "defaults to empty publication", run as postgres, which therefore owns it;
 -- the image's pg_upgrade scripts set every publication's owner to postgres again). Empty, not FOR
 -- ALL TABLES, PostgreSQL's default options: publish insert, update, delete, truncate;
--- publish_via_partition_root false. A project adds its tables (Studio's Realtime switch runs
--- `alter publication supabase_realtime add table …`). Created once: later starts leave its tables
--- and options as the project set them.
+-- publish_via_partition_root false. A project adds its tables (`alter publication
+-- supabase_realtime add table …`, Supabase's docs, "Postgres Changes"). Created once: later starts
+-- leave its tables and options as the project set them.
 -- ---------------------------------------------------------------------------
 do $$
 begin
