@@ -23,6 +23,7 @@ export const TEMPLATE_DB = "app_template";
 export const PG17_SUITES = [
   "test/lock-budget.test.ts",
   "test/realtime.test.ts",
+  "test/publications-rollback.test.ts",
   "test/migration-torture.test.ts",
   "test/migration-cycle.test.ts",
   "test/migration-guards.test.ts",
@@ -32,6 +33,10 @@ export const PG17_SUITES = [
   "test/maintenance.test.ts",
   "test/migration-backup.test.ts",
   "test/pg-cron.test.ts",
+  // adopting the bundle: the push onto a populated project, access before and after, the runbook
+  "test/adoption-push.test.ts",
+  "test/adoption-access.test.ts",
+  "test/runbook.test.ts",
 ];
 const t0 = performance.now();
 const log = (msg: string) => console.log(`[test ${((performance.now() - t0) / 1000).toFixed(1)}s] ${msg}`);

@@ -225,6 +225,21 @@ describe("cleanup_empty_partitions and retention", () => {
     await expect(db.sql`select partition_mgmt.cleanup_empty_partitions(-1)`).rejects.toThrow(/p_days must be a non-negative number of days, got -1/);
   });
 
+  it("trims only the change feed a swap created: a table of the project's with the feed's name keeps its rows", async () => {
+    await db.sql`create table public.petri_observations_changes (id serial primary key, changed_at timestamptz not null, note text)`;
+    try {
+      await db.sql`insert into public.petri_observations_changes (changed_at, note) values (now() - interval '2 days', 'the project''s own row')`;
+      await runMaintenance(db.sql);
+      const [r] = await db.sql<{ n: number; ran: number }[]>`
+        select (select count(*)::int from public.petri_observations_changes) as n,
+               (select count(*)::int from partition_mgmt.maintenance_log where action = 'retention' and table_key = 'petri' and status = 'ok') as ran`;
+      expect(r).toMatchObject({ n: 1 });
+      expect(r!.ran).toBeGreaterThan(0);   // the retention step ran
+    } finally {
+      await db.sql`drop table public.petri_observations_changes`;
+    }
+  });
+
   it("retention archives old leaves (kept, hidden) or drops them, only when configured", async () => {
     const [{ running, site } = { running: "", site: "" }] = await db.sql<{ running: string; site: string }[]>`
       select p.program_id as running, s.site_id as site from public.pilot_programs p join public.sites s using (program_id)

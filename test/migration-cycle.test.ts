@@ -3,7 +3,7 @@
 //  - the full cycle start -> rollback -> start -> swap -> finalize for petri_observations, with
 //    catalog checks after each step: which table is live, sync triggers, policies and RLS, grants,
 //    the app's own view and analytics.mv_daily_metrics reading the right table, the supabase_realtime
-//    publication membership, company isolation for an authenticated user, nothing left behind;
+//    publication's tables (the change feed instead of the table after the swap), company isolation for an authenticated user, nothing left behind;
 //  - dry run changes nothing; a pre-check blocker (a two-column foreign key referencing the table,
 //    which the swap cannot carry) stops prepare with the offending constraint named;
 //  - a long reader holds a lock during the swap: the swap gives up within lock_timeout, retries and
@@ -27,7 +27,7 @@ describe("migration phases and catalog", () => {
     await db.sql`create view public.petri_recent with (security_invoker = true) as
                  select observation_id, program_id, growth_index from public.petri_observations`;
     await db.sql`grant select on public.petri_recent to authenticated`;
-    await db.sql`create publication supabase_realtime for table public.petri_observations`;
+    await db.sql`alter publication supabase_realtime add table public.petri_observations`;   // the publication exists, empty, as on hosted
     await db.sql`select analytics.refresh_daily_metrics()`;
   });
   afterAll(async () => {
@@ -47,8 +47,8 @@ describe("migration phases and catalog", () => {
                where w.ev_class = 'public.petri_recent'::regclass and d.refobjid = 'public.petri_observations'::regclass) > 0 as view_on_live,
              (select count(*)::int from pg_depend d join pg_rewrite w on w.oid = d.objid
                where w.ev_class = 'analytics.mv_daily_metrics'::regclass and d.refobjid = 'public.petri_observations'::regclass) > 0 as mv_on_live,
-             exists (select from pg_publication_rel r join pg_publication p on p.oid = r.prpubid
-                     where p.pubname = 'supabase_realtime' and r.prrelid = 'public.petri_observations'::regclass) as published`;
+             array(select r.prrelid::regclass::text from pg_publication_rel r join pg_publication p on p.oid = r.prpubid
+                   where p.pubname = 'supabase_realtime' order by 1) as published`;
     return r!;
   }
 
@@ -80,7 +80,7 @@ describe("migration phases and catalog", () => {
 
   it("start -> rollback -> start -> swap -> finalize, checking the catalog after each step", async () => {
     const initial = await catalog();
-    expect(initial).toMatchObject({ live_kind: "r", old_exists: false, view_on_live: true, mv_on_live: true, published: true, live_rls: true });
+    expect(initial).toMatchObject({ live_kind: "r", old_exists: false, view_on_live: true, mv_on_live: true, published: ["petri_observations"], live_rls: true });
     const isolation = await visibleToUserOfCompany1();
     expect(isolation.mine).toBeGreaterThan(0);
     expect(isolation.others).toBe(0);
@@ -112,7 +112,8 @@ describe("migration phases and catalog", () => {
     expect(res.phase).toBe("swapped");
     const swapped = await catalog();
     expect(swapped).toMatchObject({
-      live_kind: "p", old_exists: true, view_on_live: true, mv_on_live: true, published: true, live_rls: true,
+      // supabase_realtime (publish_via_partition_root false) gets the change feed, not the partitioned table
+      live_kind: "p", old_exists: true, view_on_live: true, mv_on_live: true, published: ["petri_observations_changes"], live_rls: true,
       auth_grants: initial.auth_grants, anon_select: initial.anon_select, live_policies: initial.live_policies,
     });
     // (the table is in supabase_realtime: the change feed's triggers come along, see test/realtime.test.ts)
@@ -133,11 +134,11 @@ describe("migration phases and catalog", () => {
     expect(synced?.n).toBe(1);
     expect(await compareTables(db.sql, "petri")).toMatchObject({ onlyInLegacy: 0, onlyInPartitioned: 0 });
 
-    // finalize: _old and every helper gone; the view, the MV and the publication stay on the live table
+    // finalize: _old and every helper gone; the view and the MV stay on the live table, the feed in the publication
     const [fin] = await db.sql<{ r: string }[]>`select partition_mgmt.finalize_migration('petri') as r`;
     expect(fin?.r).toMatch(/finalized/);
     const done = await catalog();
-    expect(done).toMatchObject({ live_kind: "p", old_exists: false, view_on_live: true, mv_on_live: true, published: true });
+    expect(done).toMatchObject({ live_kind: "p", old_exists: false, view_on_live: true, mv_on_live: true, published: ["petri_observations_changes"] });
     expect(done.live_triggers).toEqual(["partition_mgmt_realtime_delete", "partition_mgmt_realtime_insert", "partition_mgmt_realtime_update",
       "partition_mgmt_require_keys", "set_company_id_from_program", "touch_updated_at", "zz_maintain_observation_keys", "zz_move_observation_keys"]);
     expect(await leftovers(db.sql, "petri")).toEqual({ triggers: [], functions: [], state: 0, shadows: [] });

@@ -19,6 +19,25 @@ grant all on schema public to postgres with grant option;
 grant create on database :"DBNAME" to postgres;
 
 -- ---------------------------------------------------------------------------
+-- Realtime's publication, as the hosted image creates it (supabase/postgres,
+-- migrations/db/init-scripts/00000000000000-initial-schema.sql: `create publication
+-- supabase_realtime;` "defaults to empty publication", run as postgres, which therefore owns it;
+-- the image's pg_upgrade scripts set every publication's owner to postgres again). Empty, not FOR
+-- ALL TABLES, PostgreSQL's default options: publish insert, update, delete, truncate;
+-- publish_via_partition_root false. A project adds its tables (`alter publication
+-- supabase_realtime add table …`, Supabase's docs, "Postgres Changes"). Created once: later starts
+-- leave its tables and options as the project set them.
+-- ---------------------------------------------------------------------------
+do $$
+begin
+  if not exists (select from pg_catalog.pg_publication where pubname = 'supabase_realtime') then
+    create publication supabase_realtime;
+  end if;
+end
+$$;
+alter publication supabase_realtime owner to postgres;
+
+-- ---------------------------------------------------------------------------
 -- Default privileges on public, as hosted: everything postgres (or supabase_admin)
 -- creates there is granted to the API roles; RLS is what protects rows.
 -- ---------------------------------------------------------------------------

@@ -228,7 +228,7 @@ alter table private.deploy_report drop constraint if exists deploy_report_action
 revoke all on private.deploy_report from public, anon, authenticated;
 grant select on private.deploy_report to service_role;
 comment on table private.deploy_report is
-  'What supabase db push and the setup steps did to the app''s own objects (columns, triggers, policies, RLS, publications), and what they left for you to opt in to.';
+  'What supabase db push and the setup steps did to the app''s own objects (columns, triggers, policies, RLS), what they left for you to opt in to, and what a migration''s swap did to publications (added, removed, replaced; restored by its rollback), one row per object.';
 
 create or replace function private.report_deploy(p_object text, p_action text, p_detail text default null)
 returns void

@@ -63,6 +63,77 @@ begin
 end
 $$;
 
+-- A table's row level security flags, policies and grants (the owner's excepted), as jsonb: what
+-- the swap carries to the live table, and what the swap back gives the copy again.
+create or replace function partition_mgmt.table_security(p_table regclass)
+returns jsonb
+language sql stable
+set search_path = ''
+as $$
+  select jsonb_build_object(
+    'rls', c.relrowsecurity,
+    'force', c.relforcerowsecurity,
+    'policies', coalesce((
+      select jsonb_agg(jsonb_build_object(
+               'name', p.polname,
+               'kind', case when p.polpermissive then 'permissive' else 'restrictive' end,
+               'cmd', case p.polcmd when 'r' then 'select' when 'a' then 'insert' when 'w' then 'update' when 'd' then 'delete' else 'all' end,
+               'roles', (select string_agg(case when x = 0 then 'public' else quote_ident(pg_catalog.pg_get_userbyid(x)) end, ', ') from unnest(p.polroles) x),
+               'qual', pg_catalog.pg_get_expr(p.polqual, p.polrelid),
+               'check', pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid),
+               'comment', pg_catalog.obj_description(p.oid, 'pg_policy')) order by p.polname)
+      from pg_catalog.pg_policy p where p.polrelid = c.oid), '[]'::jsonb),
+    'grants', coalesce((
+      select jsonb_agg(jsonb_build_object('grantee', g.grantee, 'privileges', g.privs) order by g.grantee)
+      from (select case when a.grantee = 0 then 'public' else quote_ident(pg_catalog.pg_get_userbyid(a.grantee)) end as grantee,
+                   string_agg(a.privilege_type, ', ' order by a.privilege_type) as privs
+            from pg_catalog.aclexplode(c.relacl) a where a.grantee <> c.relowner group by a.grantee) g), '[]'::jsonb))
+  from pg_catalog.pg_class c where c.oid = p_table
+$$;
+
+-- Gives p_table the policies and grants of p_security (table_security's form) in place of its own,
+-- and its row level security: p_exact_rls sets both flags as recorded (the copy, given back its
+-- own), otherwise they are only switched on (the live table never loses RLS in a swap).
+create or replace function partition_mgmt.apply_table_security(p_table regclass, p_security jsonb, p_exact_rls boolean)
+returns void
+language plpgsql
+set search_path = ''
+as $$
+declare
+  r record;
+  v jsonb;
+begin
+  if (p_security ->> 'rls')::boolean then
+    execute format('alter table %s enable row level security', p_table);
+  elsif p_exact_rls then
+    execute format('alter table %s disable row level security', p_table);
+  end if;
+  if (p_security ->> 'force')::boolean then
+    execute format('alter table %s force row level security', p_table);
+  elsif p_exact_rls then
+    execute format('alter table %s no force row level security', p_table);
+  end if;
+  for r in select polname from pg_catalog.pg_policy where polrelid = p_table loop
+    execute format('drop policy %I on %s', r.polname, p_table);
+  end loop;
+  for v in select jsonb_array_elements(p_security -> 'policies') loop
+    execute format('create policy %I on %s as %s for %s to %s%s%s', v ->> 'name', p_table, v ->> 'kind', v ->> 'cmd', v ->> 'roles',
+      case when v ->> 'qual' is not null then format(' using (%s)', v ->> 'qual') else '' end,
+      case when v ->> 'check' is not null then format(' with check (%s)', v ->> 'check') else '' end);
+    if v ->> 'comment' is not null then
+      execute format('comment on policy %I on %s is %L', v ->> 'name', p_table, v ->> 'comment');
+    end if;
+  end loop;
+  for r in select distinct case when a.grantee = 0 then 'public' else quote_ident(pg_catalog.pg_get_userbyid(a.grantee)) end as grantee
+           from pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a where c.oid = p_table and a.grantee <> c.relowner loop
+    execute format('revoke all on table %s from %s', p_table, r.grantee);
+  end loop;
+  for v in select jsonb_array_elements(p_security -> 'grants') loop
+    execute format('grant %s on table %s to %s', v ->> 'privileges', p_table, v ->> 'grantee');
+  end loop;
+end
+$$;
+
 -- Under the lock: everything that hangs on the table moves from p_from (just renamed away) to
 -- p_to (which now has the live name). p_plan comes from prebuild_dependents.
 create or replace function partition_mgmt.carry_dependents(p_table_key text, p_from regclass, p_to regclass, p_plan jsonb, p_copy_triggers boolean)
@@ -77,39 +148,8 @@ declare
   v_carried text[] := '{}'::text[];
   v_def text;
 begin
-  -- row level security and policies
-  if (select relrowsecurity from pg_catalog.pg_class where oid = p_from) then
-    execute format('alter table %s enable row level security', p_to);
-  end if;
-  if (select relforcerowsecurity from pg_catalog.pg_class where oid = p_from) then
-    execute format('alter table %s force row level security', p_to);
-  end if;
-  for r in select polname from pg_catalog.pg_policy where polrelid = p_to loop
-    execute format('drop policy %I on %s', r.polname, p_to);
-  end loop;
-  for r in select p.polname, case when p.polpermissive then 'permissive' else 'restrictive' end as kind,
-                  case p.polcmd when 'r' then 'select' when 'a' then 'insert' when 'w' then 'update' when 'd' then 'delete' else 'all' end as cmd,
-                  (select string_agg(case when x = 0 then 'public' else quote_ident(pg_catalog.pg_get_userbyid(x)) end, ', ') from unnest(p.polroles) x) as roles,
-                  pg_catalog.pg_get_expr(p.polqual, p.polrelid) as qual, pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid) as chk,
-                  pg_catalog.obj_description(p.oid, 'pg_policy') as cmt
-           from pg_catalog.pg_policy p where p.polrelid = p_from loop
-    execute format('create policy %I on %s as %s for %s to %s%s%s', r.polname, p_to, r.kind, r.cmd, r.roles,
-      case when r.qual is not null then format(' using (%s)', r.qual) else '' end,
-      case when r.chk is not null then format(' with check (%s)', r.chk) else '' end);
-    if r.cmt is not null then
-      execute format('comment on policy %I on %s is %L', r.polname, p_to, r.cmt);
-    end if;
-  end loop;
-  -- grants
-  for r in select case when a.grantee = 0 then 'public' else quote_ident(pg_catalog.pg_get_userbyid(a.grantee)) end as grantee
-           from pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a where c.oid = p_to and a.grantee <> c.relowner group by a.grantee loop
-    execute format('revoke all on table %s from %s', p_to, r.grantee);
-  end loop;
-  for r in select case when a.grantee = 0 then 'public' else quote_ident(pg_catalog.pg_get_userbyid(a.grantee)) end as grantee,
-                  string_agg(a.privilege_type, ', ') as privs
-           from pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a where c.oid = p_from and a.grantee <> c.relowner group by a.grantee loop
-    execute format('grant %s on table %s to %s', r.privs, p_to, r.grantee);
-  end loop;
+  -- row level security (enabled and forced, never weakened), policies and grants
+  perform partition_mgmt.apply_table_security(p_to, partition_mgmt.table_security(p_from), false);
   -- triggers the app has on the table (ours and the ones already there excepted)
   if p_copy_triggers then
     for r in select t.tgname, pg_catalog.pg_get_triggerdef(t.oid) as def from pg_catalog.pg_trigger t
@@ -140,15 +180,7 @@ begin
              and (select relkind from pg_catalog.pg_class where oid = s.objid) = 'S' loop
     execute format('alter sequence %s owned by %s.%I', r.seq, p_to, r.attname);
   end loop;
-  -- publications (Supabase Realtime)
-  for r in select p.pubname from pg_catalog.pg_publication_rel pr join pg_catalog.pg_publication p on p.oid = pr.prpubid where pr.prrelid = p_from loop
-    execute format('alter publication %I drop table %s', r.pubname, p_from);
-    execute format('alter publication %I add table %s', r.pubname, p_to);
-    if (select relkind from pg_catalog.pg_class where oid = p_to) = 'p' then
-      -- changes of the partitions are published as changes of the table (what Realtime subscribes to)
-      execute format('alter publication %I set (publish_via_partition_root = true)', r.pubname);
-    end if;
-  end loop;
+  -- (publications: swap_publications, which changes the table's membership only)
   return v_carried;
 end
 $$;
@@ -170,6 +202,7 @@ declare
   v_legacy regclass;
   v_locked_at timestamptz;
   v_carried text[];
+  v_realtime boolean;
 begin
   v_legacy := (select legacy_table from partition_mgmt.migration_state where table_key = p_table_key);
   attempts := 0;
@@ -199,12 +232,17 @@ begin
             using errcode = 'object_not_in_prerequisite_state',
                   hint = format('Nothing was swapped. Roll back (partition_mgmt.rollback_migration(%L)) and migrate again.', p_table_key);
         end if;
+        -- Realtime's subscribers get the change feed when supabase_realtime published the table
+        v_realtime := partition_mgmt.in_realtime_publication(v_legacy);
+        perform partition_mgmt.swap_publications(p_table_key, 'forward');
         execute format('drop trigger if exists partition_mgmt_sync_to_partitioned on %s', v_legacy);
         execute format('alter table %s rename to %I', v_legacy, c.source_table || '_old');
         execute format('alter table %s rename to %I', c.parent, c.source_table);
-        if partition_mgmt.in_realtime_publication(v_legacy) then
+        if v_realtime then
           perform partition_mgmt.set_realtime_feed_triggers(p_table_key, c.parent, true);
         end if;
+        -- the copy's own policies, grants and RLS, which the swap back gives it again
+        update partition_mgmt.migration_state s set copy_security = partition_mgmt.table_security(c.parent) where s.table_key = p_table_key;
         v_carried := partition_mgmt.carry_dependents(p_table_key, v_legacy, c.parent, p_plan, true);
         perform partition_mgmt.carry_references(p_table_key, v_legacy, c.parent);
         perform partition_mgmt.set_reverse_sync(p_table_key, true);
@@ -215,6 +253,10 @@ begin
         execute format('alter table %s rename to %I', c.parent, c.partitioned_table);
         execute format('alter table %s rename to %I', v_legacy, c.source_table);
         perform partition_mgmt.carry_dependents(p_table_key, c.parent, v_legacy, p_plan, false);
+        -- the copy as it was before the swap: no API grants (nothing but the sync may write it)
+        perform partition_mgmt.apply_table_security(c.parent, s.copy_security, true)
+        from partition_mgmt.migration_state s where s.table_key = p_table_key and s.copy_security is not null;
+        perform partition_mgmt.swap_publications(p_table_key, 'back');
         perform partition_mgmt.restore_references(p_table_key, c.parent);
       end if;
       perform partition_mgmt.install_read_api(p_table_key);
@@ -270,7 +312,7 @@ begin
   end if;
   v_plan := partition_mgmt.prebuild_dependents(partition_mgmt.legacy_table(v_key), c.parent, format('%I.%I', c.source_schema, c.source_table));
   if partition_mgmt.in_realtime_publication(partition_mgmt.legacy_table(v_key)) then
-    perform partition_mgmt.install_realtime_feed(v_key);   -- the swap only switches its triggers on
+    perform partition_mgmt.install_realtime_feed(v_key);   -- the swap publishes it and switches its triggers on
   end if;
   if p_final_check = 'count' then
     perform partition_mgmt.assert_equal_counts(v_key, 'forward');

@@ -115,8 +115,9 @@ $$;
 
 -- After rollback_migration, in a transaction of its own: the copy's migration triggers (reverse
 -- sync, reference actions, the app's triggers carried at the swap) dropped, the copy and its keys
--- emptied, every helper and the state row gone. The app does not read or write the copy, so
--- nothing waits for this.
+-- emptied and given back its own REPLICA IDENTITY, the Realtime change feed the swap created dropped (the swap back took it out of
+-- supabase_realtime), every helper and the state row gone. The app does not read or write the
+-- copy or the feed, so nothing waits for this.
 create or replace function partition_mgmt.finish_rollback(p_table text)
 returns text
 language plpgsql
@@ -127,6 +128,8 @@ declare
   v_key text := partition_mgmt.resolve_table_key(p_table);
   c partition_mgmt.managed_tables := partition_mgmt.config(v_key);
   v_trigger text;
+  v_feed regclass;
+  v_feed_dropped text;
 begin
   perform pg_advisory_xact_lock(hashtextextended('partition_mgmt:migrate:' || v_key, 0));
   if partition_mgmt.migration_phase(v_key) <> 'rolled_back' then
@@ -140,9 +143,25 @@ begin
     perform partition_mgmt.drop_reference_actions(c.parent);
   end if;
   perform partition_mgmt.empty_partitioned_copy(v_key);
+  -- the copy's own REPLICA IDENTITY again (the sync gave it the legacy table's)
+  if c.parent is not null then
+    perform partition_mgmt.set_copy_replica_identity(v_key, s.copy_replica_identity)
+    from partition_mgmt.migration_state s where s.table_key = v_key and s.copy_replica_identity is not null;
+  end if;
+  -- the feed this migration created (never a table of the project's that has its name)
+  v_feed := (select s.realtime_feed from partition_mgmt.migration_state s where s.table_key = v_key);
+  if exists (select from pg_catalog.pg_class where oid = v_feed) then
+    v_feed_dropped := v_feed::text;
+    perform partition_mgmt.run_ddl(format('drop table %s', v_feed));
+    update partition_mgmt.managed_tables m set realtime_feed = null where m.table_key = v_key;
+    update private.deploy_report r set action = 'removed', detail = 'finish_rollback dropped it after the rollback', at = now()
+    where r.object in (format('table %s', v_feed_dropped), format('policy company_isolation_changes on %s', v_feed_dropped));
+  end if;
+  execute format('drop function if exists partition_mgmt.%I()', v_key || '_realtime_feed');
   perform partition_mgmt.drop_migration_helpers(v_key);
   perform partition_mgmt.log_migration(v_key, 'rolled_back', 'idle', '{}'::jsonb);
-  return format('%s: the copy %s is empty and every helper is gone', v_key, c.parent);
+  return format('%s: the copy %s is empty%s and every helper is gone', v_key, c.parent,
+    case when v_feed_dropped is not null then format(', the change feed %s is dropped', v_feed_dropped) else '' end);
 end
 $$;
 

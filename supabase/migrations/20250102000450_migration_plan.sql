@@ -27,6 +27,9 @@ declare
   v_fk record;
   v_plan record;
   v_needed bigint;
+  v_pubs text;
+  v_denied text;
+  v_feed_taken boolean;
   v_key text := case when p_table is null then null else partition_mgmt.resolve_table_key(p_table) end;
 begin
   for m in select * from partition_mgmt.managed_tables mt where v_key is null or mt.table_key = v_key order by mt.table_key loop
@@ -165,17 +168,31 @@ begin
       format('RLS %s; %s polic(ies), carried at the swap: %s',
              case when (select relrowsecurity from pg_catalog.pg_class where oid = v_legacy) then 'enabled' else 'DISABLED (every API role with grants sees every row)' end,
              v_n, coalesce(v_text, '-'));
-    select count(*), string_agg(p.pubname, ', ') into v_n, v_text
-    from pg_catalog.pg_publication_rel r join pg_catalog.pg_publication p on p.oid = r.prpubid where r.prrelid = v_legacy;
+    -- publications: what the swap does to them (the table's membership only, never an option)
+    select count(distinct p.publication), string_agg(distinct quote_ident(p.publication), ', '),
+           string_agg(format('%s: %s, %s', p.object, p.action, p.detail), '; ' order by p.object),
+           string_agg(distinct format('%I (owner %I)', p.publication, p.owner), ', ') filter (where p.action <> 'unchanged' and not p.may_alter)
+      into v_n, v_text, v_pubs, v_denied
+    from partition_mgmt.publication_plan(m.table_key) p;
+    v_feed_taken := partition_mgmt.in_realtime_publication(v_legacy) and to_regclass(partition_mgmt.realtime_feed_name(m.table_key)) is not null
+                    and to_regclass(partition_mgmt.realtime_feed_name(m.table_key)) is distinct from
+                        (select s.realtime_feed from partition_mgmt.migration_state s where s.table_key = m.table_key);
     return query select m.table_key, 'publications (Realtime)',
-      case when partition_mgmt.in_realtime_publication(v_legacy) then 'warning' else 'ok' end,
+      case when v_denied is not null or v_feed_taken then 'blocker' when v_n > 0 then 'warning' else 'ok' end,
       case when v_n = 0 then 'in no publication'
-           when partition_mgmt.in_realtime_publication(v_legacy) then
-             format('member of %s, moved at the swap. Realtime: once the table is partitioned, Postgres Changes subscribers of %s receive nothing '
-                    '(wal2json reports changes under the partitions'' names); the swap adds %s to supabase_realtime, one row per change '
-                    '(op, record, old_record; a move to another partition is an UPDATE): subscribe to its INSERTs instead (README, "Realtime after the swap")',
-                    v_text, v_legacy, partition_mgmt.realtime_feed_name(m.table_key))
-           else format('member of %s, moved at the swap', v_text) end;
+           else format('published by %s. %sAt the swap: %s. No publication''s options change (publish_via_partition_root applies to all its tables); private.deploy_report lists each change and rollback restores every publication as it was%s%s',
+                  v_text,
+                  case when partition_mgmt.in_realtime_publication(v_legacy) then
+                    format('Realtime: once the table is partitioned, Postgres Changes subscribers of %s receive nothing (wal2json reports changes under the partitions'' names); '
+                           'they subscribe to the INSERTs of %s instead, one row per change (op, record, old_record; a move to another partition is an UPDATE; README, "Realtime after the swap"). ',
+                           v_legacy, partition_mgmt.realtime_feed_name(m.table_key))
+                  else '' end,
+                  v_pubs,
+                  case when v_denied is not null then
+                    format('. Blocker: %s may not alter %s. Hint: swap as the owner, or alter publication … owner to %s', current_user, v_denied, current_user) else '' end,
+                  case when v_feed_taken then
+                    format('. Blocker: %s already exists, and the swap creates the change feed under that name. Hint: rename your table (alter table %s rename to …)',
+                           partition_mgmt.realtime_feed_name(m.table_key), partition_mgmt.realtime_feed_name(m.table_key)) else '' end) end;
     select count(*) into v_n from pg_catalog.pg_attribute a where a.attrelid = v_legacy and a.attnum > 0 and not a.attisdropped and (a.attidentity <> '' or a.attgenerated <> '');
     if v_n > 0 then
       return query select m.table_key, 'identity and generated columns', 'blocker',

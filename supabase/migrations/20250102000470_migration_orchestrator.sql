@@ -80,7 +80,7 @@ begin
     detail := 'row count, counts per program/site/month and a content checksum of both tables, in one snapshot each';
     return next;
     step := step + 1; action := 'swap'; status := case when p_postpone_swap then 'postponed' else 'plan' end;
-    detail := format('ACCESS EXCLUSIVE on %s and the copy (lock_timeout 1s, 10 tries with backoff), final count, renames (%s -> %s_old, copy -> %s), policies, grants, triggers, views, publications carried; reverse sync keeps %s_old exact%s',
+    detail := format('ACCESS EXCLUSIVE on %s and the copy (lock_timeout 1s, 10 tries with backoff), final count, renames (%s -> %s_old, copy -> %s), policies, grants, triggers, views carried, the table''s membership of publications changed as the pre-check''s publications row says (never a publication''s options); reverse sync keeps %s_old exact%s',
       v_legacy, c.source_table, c.source_table, c.source_table, c.source_table,
       case when p_postpone_swap then '; postponed until swap_tables() or set_postpone_swap(false)' else '' end);
     return next;
@@ -339,7 +339,7 @@ comment on function partition_mgmt.safe_migrate_table(text, boolean, boolean) is
 comment on function partition_mgmt.migrate_to_partitioned(integer, uuid, text, integer, numeric) is
   'Backfill step: up to p_max_batches keyset batches (FOR SHARE on the batch rows, ON CONFLICT DO NOTHING) in the caller''s transaction; commit between calls. Resumes from the recorded high-water mark.';
 comment on function partition_mgmt.swap_tables(text, text, integer, text) is
-  'Swaps the validated partitioned copy in under the legacy name (lock_timeout with retries, final count under the lock), carrying policies, grants, triggers, views, publications; the legacy table stays in sync as <table>_old.';
+  'Swaps the validated partitioned copy in under the legacy name (lock_timeout with retries, final count under the lock), carrying policies, grants, triggers, views; the table''s membership of publications changes as partition_mgmt.publication_plan says (never a publication''s options; listed in private.deploy_report); the legacy table stays in sync as <table>_old.';
 comment on function partition_mgmt.rollback_migration(text, text, integer) is
   'Undoes the migration from any phase: before the swap drops the sync trigger and the copy''s rows; after it swaps back with every write made since. Leaves no trigger, state or helper.';
 comment on function partition_mgmt.finalize_migration(text) is

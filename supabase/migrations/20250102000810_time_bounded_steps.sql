@@ -170,12 +170,12 @@ begin
           jsonb_build_object('remaining', v_drain.remaining));
         v_more := v_drain.remaining > 0 and v_drain.partitions_created > 0;   -- more batches to do
       when 'retention' then
-        -- the Realtime change feed keeps an hour (Realtime reads the WAL, not the table)
-        if to_regclass(format('%I.%I', (select source_schema from partition_mgmt.managed_tables where table_key = p_table_key),
-                              (select source_table from partition_mgmt.managed_tables where table_key = p_table_key) || '_changes')) is not null then
-          execute format('delete from %I.%I where changed_at < now() - interval ''1 hour''',
-            (select source_schema from partition_mgmt.managed_tables where table_key = p_table_key),
-            (select source_table from partition_mgmt.managed_tables where table_key = p_table_key) || '_changes');
+        -- the Realtime change feed the swap created keeps an hour (Realtime reads the WAL, not the
+        -- table); only that table, never one of the project's with the same name
+        if exists (select from partition_mgmt.managed_tables m join pg_catalog.pg_class k on k.oid = m.realtime_feed
+                   where m.table_key = p_table_key) then
+          execute format('delete from %s where changed_at < now() - interval ''1 hour''',
+            (select m.realtime_feed from partition_mgmt.managed_tables m where m.table_key = p_table_key));
         end if;
         v_n := partition_mgmt.apply_retention(p_table_key);
         v_rows := partition_mgmt.apply_row_retention(p_table_key, (select promote_batch_rows from partition_mgmt.maintenance_settings));

@@ -1,9 +1,10 @@
 -- Local stack: the emulated Supabase bootstrap behaves like the hosted image.
 -- Covers: role attributes of postgres and the API roles, auth.uid()/role()/email()/jwt() under
 -- request.jwt.claims as PostgREST sets them, hosted default privileges on new public tables,
--- pg_cron installed in pg_catalog with hosted grants.
+-- pg_cron installed in pg_catalog with hosted grants, the supabase_realtime publication as hosted
+-- creates it (empty, default options, owned by postgres).
 begin;
-select plan(16);
+select plan(18);
 
 select is((select rolsuper from pg_roles where rolname = current_user), false, 'tests run as a non-superuser (postgres)');
 select is(current_user::text, 'postgres', 'connected as postgres');
@@ -39,6 +40,14 @@ select is((select extnamespace::regnamespace::text from pg_extension where extna
 select ok(has_table_privilege('postgres', 'cron.job', 'select') and not has_table_privilege('postgres', 'cron.job', 'insert'),
   'postgres may only SELECT cron.job');
 select ok(has_function_privilege('postgres', 'cron.schedule(text,text,text)', 'execute'), 'postgres may call cron.schedule');
+
+-- Realtime's publication as hosted: empty, not FOR ALL TABLES, default options, owned by postgres
+select is((select row(pubowner::regrole::text, puballtables, pubinsert, pubupdate, pubdelete, pubtruncate, pubviaroot)::text
+           from pg_publication where pubname = 'supabase_realtime'),
+  '(postgres,f,t,t,t,t,f)', 'supabase_realtime exists as hosted creates it: owner postgres, not FOR ALL TABLES, publishes insert, update, delete, truncate, not via the partition root');
+select is((select count(*)::int from pg_publication_rel r join pg_publication p on p.oid = r.prpubid where p.pubname = 'supabase_realtime')
+          + (select count(*)::int from pg_publication_namespace n join pg_publication p on p.oid = n.pnpubid where p.pubname = 'supabase_realtime'),
+  0, 'supabase_realtime starts empty (the bundle''s push adds nothing to it)');
 
 select * from finish();
 rollback;
