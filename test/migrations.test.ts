@@ -88,3 +88,31 @@ describe("supabase db push onto a project that has a policy of the same name", (
     }
   });
 });
+
+describe("supabase db push onto a database that has the withdrawn release 0.1.0", () => {
+  const DB3 = `t_push_010_${process.pid}`;
+  const admin = postgres(testEnv.adminUrl, { max: 1, onnotice: () => {} });
+  afterAll(async () => {
+    await admin.unsafe(`drop database if exists ${DB3} with (force)`);
+    await admin.end();
+  });
+
+  it("stops at the first migration, names the release and what to do, and changes nothing", async () => {
+    await admin.unsafe(`create database ${DB3} owner postgres`);
+    const url = withDatabase(testEnv.dbUrl, DB3);
+    await applyDemoApp(url);
+    const app = postgres(url, { max: 1, onnotice: () => {} });
+    try {
+      // what 0.1.0's first migration left (its company_id back-fill function)
+      await app.unsafe(`create schema private; create function private.backfill_company_id() returns void language sql as 'select'`);
+      expect(() => pushMigrations(url)).toThrow(/release 0\.1\.0 of the partitioning bundle .* cannot upgrade in place; nothing was changed/s);
+      const [r] = await app<{ column: boolean; history: string | null }[]>`
+        select exists (select from pg_attribute where attrelid = 'public.petri_observations'::regclass and attname = 'company_id') as column,
+               to_regclass('supabase_migrations.schema_migrations')::text as history`;
+      expect(r?.column).toBe(false);
+      if (r?.history) expect(await app`select version from supabase_migrations.schema_migrations`).toHaveLength(0);
+    } finally {
+      await app.end();
+    }
+  });
+});

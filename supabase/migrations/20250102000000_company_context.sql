@@ -27,6 +27,19 @@
 -- that would wait gives up quickly instead of stalling the app (the push stops; run it again).
 set lock_timeout = '500ms';
 
+-- Release 0.1.0 (withdrawn, never installed in a user's project) used the same file names with other
+-- contents: its database cannot take 0.2.0 in place (README, "Upgrading a project that pushed an
+-- earlier release").
+do $$
+begin
+  if to_regprocedure('private.backfill_company_id()') is not null then
+    raise exception 'this database has release 0.1.0 of the partitioning bundle (private.backfill_company_id() exists), which release 0.2.0 cannot upgrade in place; nothing was changed'
+      using errcode = 'object_not_in_prerequisite_state',
+            hint = 'Restore the backup taken before 0.1.0 was pushed (or recover to a point in time before it), then push 0.2.0: README, "Upgrading a project that pushed an earlier release".';
+  end if;
+end
+$$;
+
 -- -----------------------------------------------------------------------------
 -- Private schema
 -- Not in the Data API's exposed schemas: helpers used by policies and triggers
