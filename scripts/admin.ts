@@ -24,7 +24,7 @@ options:
   --table <t>          petri | gasifier | petri_observations | … (required by the phase actions)
   --batch-size <n>     backfill: rows per batch (default 5000)
   --max-batches <n>    backfill: batches per call (default: as many as --max-seconds allows)
-  --max-seconds <s>    backfill: seconds of batches per call (default ${DEFAULT_BACKFILL_SECONDS}, at most 20); setup: 0.5, at most 2
+  --max-seconds <s>    backfill: seconds of batches per call (default ${DEFAULT_BACKFILL_SECONDS}, at most 20); setup: 0.25, at most 2
   --once               setup, backfill, prepare: one call instead of looping until done
   --lock-timeout <d>   swap, rollback, sync-off: lock_timeout per attempt ("1s")
   --attempts <n>       swap, rollback, sync-off: attempts at the lock (10)

@@ -20,6 +20,7 @@ import { applyDemoApp } from "./lib/demo-app.ts";
 import { DEFAULT_DEMO, generateDemoData } from "./lib/demo-data.ts";
 import { SUPABASE_BIN } from "./lib/push-migrations.ts";
 import { setupStep, setupTasks, type SetupStepRow } from "./lib/setup-driver.ts";
+import { inSession } from "./lib/bench/session.ts";
 import { spawn } from "node:child_process";
 
 const USAGE = `usage: npm run bench:adoption -- [--rows <petri rows, default 4999200>] [--sessions <app sessions, default 4>] [--port <n>] [--publish] [--keep]`;
@@ -74,6 +75,17 @@ function push(url: string, now: () => number): Promise<{ status: number; output:
   });
 }
 
+interface ServerActivity { checkpoints_timed: number; checkpoints_req: number; buffers_checkpoint: number; autovacuum_petri: number; autoanalyze_petri: number }
+/** What the server did besides our statements: checkpoints (and the buffers they wrote), autovacuum of petri. */
+async function serverActivity(sql: Sql): Promise<ServerActivity> {
+  await sql`select pg_stat_clear_snapshot()`;
+  const [r] = await sql<ServerActivity[]>`
+    select b.checkpoints_timed::float8 as checkpoints_timed, b.checkpoints_req::float8 as checkpoints_req, b.buffers_checkpoint::float8 as buffers_checkpoint,
+           t.autovacuum_count::float8 as autovacuum_petri, t.autoanalyze_count::float8 as autoanalyze_petri
+    from pg_stat_bgwriter b, pg_stat_user_tables t where t.relid = 'public.petri_observations'::regclass`;
+  return r!;
+}
+
 async function observationStats(sql: Sql) {
   await sql`select pg_stat_clear_snapshot()`;
   return sql<{ relname: string; seq_scan: number; n_tup_ins: number; n_tup_upd: number; n_tup_del: number; n_live_tup: number }[]>`
@@ -92,24 +104,27 @@ const sql = postgres(url, { max: 2, onnotice: () => {} });
 try {
   log(`cluster on ${port}, compute profile ${limits.profile.name} (max_connections ${limits.profile.maxConnections}, max_locks_per_transaction ${limits.maxLocksPerTransaction})`);
   await applyDemoApp(url);
-  await sql`alter system set max_wal_size = '4GB'`.catch(() => {});
   const shape = { ...DEFAULT_DEMO, companies: 2, programsPerCompany: 10, sitesPerProgram: 10, months: 12 };
   const siteMonths = shape.companies * shape.programsPerCompany * shape.sitesPerProgram * shape.months;
   const demo = { ...shape, petriPerSiteMonth: Math.floor(rows / siteMonths), gasifierPerSiteMonth: Math.max(1, Math.floor(rows / siteMonths / 5)) };
   log(`the demo app's data: ${demo.petriPerSiteMonth * siteMonths} petri and ${demo.gasifierPerSiteMonth * siteMonths} gasifier observations`);
   const g0 = performance.now();
-  const counts = await generateDemoData(sql, demo, (s) => log(`  … ${s}`));
+  // the data load is the bench's own (an operator's session, no statement_timeout), not the app's
+  const counts = await inSession(url, "bench-adoption-generate", (gen) => generateDemoData(gen, demo, (s) => log(`  … ${s}`)), { long: true });
   const generateSeconds = (performance.now() - g0) / 1000;
   const [size] = await sql<{ petri: string; gasifier: string }[]>`
     select pg_size_pretty(pg_total_relation_size('public.petri_observations')) as petri, pg_size_pretty(pg_total_relation_size('public.gasifier_observations')) as gasifier`;
-  await sql`checkpoint`.catch(() => {});
 
+  // the load's timeline counts from its own start: windows are taken on the same clock
+  const loadStart = now();
   const load = startLegacyAppLoad({ url, table: "petri_observations", sessions, thinkMs: 2 });
   const windows: Window[] = [];
   let stats: AppLoadStats;
   let pushed: Awaited<ReturnType<typeof push>>;
   const steps: { task: string; kind: string; calls: number; seconds: number; ran: string | null }[] = [];
   let statsBefore, statsAfter;
+  let serverBefore: ServerActivity | undefined;
+  let serverAfter: ServerActivity | undefined;
   try {
     const b0 = now();
     await new Promise((r) => setTimeout(r, 15_000));
@@ -123,6 +138,7 @@ try {
     await new Promise((r) => setTimeout(r, 1500));
     statsAfter = await observationStats(sql);
     log(`pushed in ${((pushed.endMs - p0) / 1000).toFixed(1)} s; setup steps`);
+    serverBefore = await serverActivity(sql);
     let current: { task: string; kind: string; start: number; calls: number; ran: string | null } | null = null;
     const close = (end: number) => {
       if (!current) return;
@@ -131,7 +147,7 @@ try {
     };
     for (;;) {
       const s0 = now();
-      const r: SetupStepRow = await setupStep(sql, 0.5);
+      const r: SetupStepRow = await setupStep(sql);
       if (r.state === "idle") break;
       if (!current || current.task !== r.task) {
         close(s0);
@@ -143,6 +159,7 @@ try {
       if (r.state === "done" || r.state === "statement") log(`  ${r.task}: ${r.state}${r.run_outside_transaction ? ` (ran ${r.run_outside_transaction})` : ""} after ${((now() - current.start) / 1000).toFixed(1)} s`);
     }
     close(now());
+    serverAfter = await serverActivity(sql);
     const a0 = now();
     await new Promise((r) => setTimeout(r, 10_000));
     windows.push({ name: "after the setup steps", startMs: a0, endMs: now() });
@@ -158,12 +175,26 @@ try {
     select task, rows_seen::text, rows_updated::text, batches, extract(epoch from finished_at - started_at)::float8 as seconds from partition_mgmt.setup_progress order by task`;
   const pending = (await setupTasks(sql)).filter((t) => !t.done).map((t) => t.task);
   const [machine] = await sql<{ version: string }[]>`select version()`;
+  // the slowest statements of the app, and the window each started in
+  const inLoadTime = windows.map((w) => ({ ...w, startMs: w.startMs - loadStart, endMs: w.endMs - loadStart }));
+  const slowest = [...stats.timeline].sort((a, b) => b[1] - a[1]).slice(0, 5)
+    .map(([start, ms]) => ({ ms: Math.round(ms), at_s: Math.round(start / 100) / 10, window: inLoadTime.find((w) => start >= w.startMs && start < w.endMs)?.name ?? "-" }));
+  const during = serverBefore && serverAfter ? {
+    checkpoints: serverAfter.checkpoints_timed + serverAfter.checkpoints_req - serverBefore.checkpoints_timed - serverBefore.checkpoints_req,
+    checkpoints_requested: serverAfter.checkpoints_req - serverBefore.checkpoints_req,
+    buffers_written_by_checkpoints: serverAfter.buffers_checkpoint - serverBefore.buffers_checkpoint,
+    autovacuum_petri: serverAfter.autovacuum_petri - serverBefore.autovacuum_petri,
+    autoanalyze_petri: serverAfter.autoanalyze_petri - serverBefore.autoanalyze_petri,
+  } : null;
+  const [walSetting] = await sql<{ max_wal_size: string; checkpoint_timeout: string }[]>`select current_setting('max_wal_size') as max_wal_size, current_setting('checkpoint_timeout') as checkpoint_timeout`;
   const result = {
     measured_at: new Date().toISOString(), seconds: now() / 1000, machine: machine?.version ?? "", profile: limits.profile.name,
     rows: { petri: counts.petri, gasifier: counts.gasifier, petri_size: size?.petri, gasifier_size: size?.gasifier, generate_seconds: generateSeconds },
-    app: { sessions, statements: stats.ops, errors: stats.errors.slice(0, 20), windows: windows.map((w) => windowStats(stats, w)) },
+    app: { sessions, statements: stats.ops, errors: stats.errors.slice(0, 20),
+           windows: windows.map((w) => windowStats(stats, { ...w, startMs: w.startMs - loadStart, endMs: w.endMs - loadStart })) },
     push: { seconds: (pushed.endMs - (pushed.starts[0]?.[1] ?? pushed.endMs)) / 1000, migrations: perMigration, observation_tables: scans },
-    setup: { steps, batches: progress, pending },
+    setup: { steps, batches: progress, pending, server_during: during, wal: walSetting },
+    slowest_app_statements: slowest,
   };
   const lines: string[] = [];
   lines.push(`# Benchmark: supabase db push and the setup steps on a populated project while the app writes`, "");
@@ -184,6 +215,10 @@ try {
   lines.push("", `| company_id batches | Rows seen | Rows updated | Batches | Seconds | Rows/s |`, `| --- | ---: | ---: | ---: | ---: | ---: |`);
   for (const b of progress) lines.push(`| ${b.task} | ${Number(b.rows_seen).toLocaleString("en-US")} | ${Number(b.rows_updated).toLocaleString("en-US")} | ${b.batches} | ${b.seconds.toFixed(1)} | ${Math.round(Number(b.rows_seen) / Math.max(b.seconds, 0.001)).toLocaleString("en-US")} |`);
   lines.push("", pending.length ? `Still pending: ${pending.join(", ")}.` : "Nothing pending after the run.", "");
+  lines.push(`The app's five slowest statements: ${slowest.map((x) => `${x.ms} ms at ${x.at_s} s (${x.window})`).join("; ")}.`, "");
+  if (during) {
+    lines.push(`The server during the setup steps: ${during.checkpoints} checkpoint(s) (${during.checkpoints_requested} requested by WAL volume; max_wal_size ${walSetting?.max_wal_size}, checkpoint_timeout ${walSetting?.checkpoint_timeout}) writing ${during.buffers_written_by_checkpoints.toLocaleString("en-US")} buffers; autovacuum of petri_observations ${during.autovacuum_petri} time(s), autoanalyze ${during.autoanalyze_petri}.`, "");
+  }
   const md = lines.join("\n");
   console.log(`\n${md}`);
   if (values.publish) {

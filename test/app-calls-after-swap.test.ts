@@ -275,6 +275,10 @@ describe("supabase-js calls before and after the swap, as PostgREST sends them",
     const after = await send<Observation[]>(swapped.sql, me, byId);
     expect(after.data).toBeNull();
     expect(after.error).toEqual({ code: "42P10", message: "there is no unique or exclusion constraint matching the ON CONFLICT specification", details: null, hint: null });
+    // the pre-check says so before the swap, from what the app sent (pg_stat_statements)
+    const [warned] = await legacy.sql<{ status: string; detail: string }[]>`
+      select status, detail from partition_mgmt.pre_migration_check('petri') where check_name = 'upserts on observation_id'`;
+    expect(warned).toMatchObject({ status: "warning", detail: expect.stringMatching(/the app sent \d+ statement\(s\) upserting petri_observations with ON CONFLICT \(observation_id\) .* 42P10/) });
 
     // replacement: the whole primary key as the conflict target
     const byKey = await insertStatement(swapped.sql, { table: "petri_observations", rows: [changed], onConflict: [...KEYS] });

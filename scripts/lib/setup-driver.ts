@@ -29,9 +29,9 @@ export async function setupTasks(sql: Sql): Promise<SetupTaskRow[]> {
   return sql<SetupTaskRow[]>`select * from partition_mgmt.setup_tasks() order by ord`;
 }
 
-/** One step; a `statement` step's statement is run here, outside a transaction. */
-export async function setupStep(sql: Sql, maxSeconds = 0.5): Promise<SetupStepRow> {
-  const [r] = await sql<SetupStepRow[]>`select * from partition_mgmt.setup_step(${maxSeconds})`;
+/** One step; a `statement` step's statement is run here, outside a transaction. maxSeconds: setup_step's own default when absent. */
+export async function setupStep(sql: Sql, maxSeconds?: number): Promise<SetupStepRow> {
+  const [r] = await sql<SetupStepRow[]>`select * from partition_mgmt.setup_step(${maxSeconds ?? null})`;
   if (!r) throw new Error("partition_mgmt.setup_step() returned nothing");
   if (r.state === "statement" && r.run_outside_transaction) await sql.unsafe(r.run_outside_transaction);
   return r;
@@ -46,7 +46,7 @@ export async function runSetup(sql: Sql, o: { maxSeconds?: number; onStep?: (r: 
   let steps = 0;
   let lastStatement: string | null = null;
   for (;;) {
-    const r = await setupStep(sql, o.maxSeconds ?? 0.5);
+    const r = await setupStep(sql, o.maxSeconds);
     if (r.state === "idle") break;
     if (r.state === "statement") {
       if (r.run_outside_transaction === lastStatement) {

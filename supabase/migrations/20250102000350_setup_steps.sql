@@ -3,13 +3,18 @@
 -- Downtime": the push reads and writes no row of the app's large tables).
 --
 -- In order, per managed table (petri, gasifier), then once:
---   <key>:company_id          fill company_id of the rows that existed before the push, in keyset
---                              batches by the primary key, each call bounded in time (the rows a
---                              call changed stay locked until its transaction commits); resumable
---                              from the high-water mark in setup_progress
+--   <key>:company_id          fill company_id of the rows that existed before the push: one sweep
+--                              of the table in physical order (ranges of blocks, a TID range scan
+--                              each), each call bounded in time (the rows a call changed stay
+--                              locked until its transaction commits); resumable from the block in
+--                              setup_progress. In physical order every page is written once, so a
+--                              checkpoint costs one full-page image per page, not one per row (the
+--                              primary key's order, random for uuids, wrote most pages once per row)
 --   <key>:company_id_index    create index concurrently on (company_id): a statement of its own,
---                              outside any transaction, which the drivers run (after the batches,
---                              so their updates stay HOT)
+--                              outside any transaction, which the drivers run
+--   <key>:company_id_check    the rows the app moved behind the sweep while it ran (an update that
+--                              leaves company_id alone may put the new version in a page already
+--                              swept), found through the new index and filled
 --   <key>:company_isolation   the plan's company_isolation_<key> policy: RESTRICTIVE (ANDed with
 --                              the project's own policies) where RLS is on; where it is off, RLS
 --                              enabled with it as the one policy (reported: anon loses access)
@@ -28,7 +33,8 @@ set lock_timeout = '500ms';
 
 create table if not exists partition_mgmt.setup_progress (
   task          text primary key,
-  hwm           text,
+  hwm           text,                 -- the sweep's next block
+  sweep_end     bigint,               -- the table's blocks when the sweep started
   rows_seen     bigint not null default 0,
   rows_updated  bigint not null default 0,
   rows_corrected bigint not null default 0,
@@ -41,7 +47,8 @@ create table if not exists partition_mgmt.setup_progress (
 revoke all on partition_mgmt.setup_progress from public, anon, authenticated;
 grant select on partition_mgmt.setup_progress to service_role;
 comment on table partition_mgmt.setup_progress is
-  'Progress of the batched setup steps (company_id of the rows that existed before the push): high-water mark in keyset order, rows seen and updated, the batch size the next call starts with.';
+  'Progress of the batched setup steps (company_id of the rows that existed before the push): the next block of the sweep and where it ends, rows seen and updated, the batch size (blocks) the next call starts with.';
+alter table partition_mgmt.setup_progress add column if not exists sweep_end bigint;
 comment on column partition_mgmt.setup_progress.rows_corrected is
   'Rows whose company_id was set but differed from their program''s company (a column the project had before): set to the program''s, as the trigger does on every write.';
 
@@ -69,6 +76,7 @@ declare
   v_estimate bigint;
   v_index record;
   v_policies text;
+  v_missing bigint;
 begin
   ord := 0;
   for m in select * from partition_mgmt.managed_tables order by table_key loop
@@ -85,10 +93,10 @@ begin
     progress := case when v_partitioned then 'the table is partitioned: every row got company_id when it was copied'
                      when p.finished_at is not null then format('%s rows seen, %s updated (%s corrected) in %s batches', p.rows_seen, p.rows_updated, p.rows_corrected, p.batches)
                      when p.task is null then format('not started; about %s rows', v_estimate)
-                     else format('%s of about %s rows seen (%s%%), %s updated', p.rows_seen, v_estimate,
-                                 case when v_estimate > 0 then least(100, round(100.0 * p.rows_seen / v_estimate)) else 0 end, p.rows_updated) end;
-    detail := format('fills %s.company_id from the program of the rows written before the push, in keyset batches by %s (each call at most a moment: the rows it changed stay locked until it commits); new and changed rows get it from trigger set_company_id_from_program',
-                     v_live, m.id_column);
+                     else format('block %s of %s (%s%%): %s rows seen, %s updated', p.hwm, p.sweep_end,
+                                 case when p.sweep_end > 0 then least(100, round(100.0 * p.hwm::bigint / p.sweep_end)) else 100 end, p.rows_seen, p.rows_updated) end;
+    detail := format('fills %s.company_id from the program of the rows written before the push, sweeping the table''s blocks in order (each call at most a moment: the rows it changed stay locked until it commits); new and changed rows get it from trigger set_company_id_from_program',
+                     v_live);
     statement := 'select * from partition_mgmt.setup_step()';
     return next;
 
@@ -107,6 +115,21 @@ begin
     statement := case when done then null
                       when v_index.name is not null then format('drop index concurrently if exists %s', v_index.name)
                       else format('create index concurrently if not exists %I on %s (company_id)', m.source_table || '_company_id_idx', v_live) end;
+    return next;
+
+    -- the rows the app moved behind the sweep, through the index
+    ord := ord + 1; task := m.table_key || ':company_id_check'; kind := 'check';
+    if v_partitioned then
+      done := true; progress := 'the table is partitioned';
+    elsif not coalesce(v_index.valid, false) then
+      done := false; progress := 'waits for the index on company_id';
+    else
+      v_missing := partition_mgmt.rows_without_company(m.table_key, 1);
+      done := v_missing = 0;
+      progress := case when done then 'every row whose program has a company has its company_id' else 'rows without company_id remain' end;
+    end if;
+    detail := format('rows of %s whose company_id is still NULL though their program has a company (the app moved them behind the sweep while it ran), found through the index and filled in batches', v_live);
+    statement := 'select * from partition_mgmt.setup_step()';
     return next;
 
     -- the company isolation policy
@@ -156,8 +179,66 @@ $$;
 -- The steps' work
 -- -----------------------------------------------------------------------------
 
--- Keyset batches of company_id for one table until p_max_seconds is spent (at least one batch).
--- Each batch is sized toward 100 ms by the last one's time. Returns true when every row is done.
+-- The rows of a table whose company_id is NULL though their program (or their site's) has a
+-- company, at most p_limit of them, as ctids: through the index on company_id (btree finds NULLs),
+-- never a scan of the table (the planner's statistics may still say every row is NULL).
+create or replace function partition_mgmt.rows_without_company_tids(p_table_key text, p_limit integer)
+returns setof tid
+language plpgsql stable
+set search_path = ''
+set enable_seqscan = off
+set enable_bitmapscan = off
+as $$
+declare
+  c partition_mgmt.managed_tables := partition_mgmt.config(p_table_key);
+begin
+  return query execute format(
+    'select o.ctid from %1$s o
+     where o.company_id is null
+       and exists (select from public.pilot_programs p
+                   where p.program_id = coalesce(o.%2$I, (select s.program_id from public.sites s where s.site_id = o.%3$I))
+                     and p.company_id is not null)
+     limit %4$s',
+    partition_mgmt.live_table(p_table_key), c.program_column, c.site_column, p_limit);
+end
+$$;
+
+create or replace function partition_mgmt.rows_without_company(p_table_key text, p_limit integer)
+returns bigint
+language sql stable
+set search_path = ''
+as $$ select count(*) from partition_mgmt.rows_without_company_tids(p_table_key, p_limit) $$;
+
+-- company_id from the program (through the site when program_id is NULL) for the rows at the given
+-- ctids, where it differs. The trigger derives it again on this update (it fires on UPDATE OF
+-- company_id), so a row whose program the app changes meanwhile still ends up right; a row the app
+-- updated since it was read has another ctid and is left to the check step. Returns (rows seen,
+-- rows updated, rows corrected: they had another company).
+create or replace function partition_mgmt.fill_company_id(p_table_key text, p_where text,
+  out rows_seen bigint, out rows_updated bigint, out rows_corrected bigint)
+language plpgsql
+set search_path = ''
+as $$
+declare
+  c partition_mgmt.managed_tables := partition_mgmt.config(p_table_key);
+  v_live regclass := partition_mgmt.live_table(p_table_key);
+begin
+  execute format(
+    'with r as materialized (select o.ctid as tid, o.company_id, o.%2$I as program_id, o.%3$I as site_id from %1$s o where %4$s)
+     , b as (select r.tid, r.company_id as old, p.company_id as new
+             from r join public.pilot_programs p on p.program_id = coalesce(r.program_id, (select s.program_id from public.sites s where s.site_id = r.site_id))
+             where r.company_id is distinct from p.company_id)
+     , u as (update %1$s o set company_id = b.new from b where o.ctid = b.tid returning b.old)
+     select (select count(*) from r), count(*), count(*) filter (where old is not null) from u',
+    v_live, c.program_column, c.site_column, p_where)
+    into rows_seen, rows_updated, rows_corrected;
+end
+$$;
+
+-- One table's sweep in physical order until p_max_seconds is spent (at least one batch): ranges
+-- of blocks, each batch sized toward 50 ms by the last one's time. The sweep ends at the table's
+-- size when it started (rows written since got company_id from the trigger). Returns true when
+-- the sweep is done.
 create or replace function partition_mgmt.setup_company_id_batches(p_table_key text, p_max_seconds numeric)
 returns boolean
 language plpgsql
@@ -165,67 +246,73 @@ set search_path = ''
 set jit = off
 as $$
 declare
-  c partition_mgmt.managed_tables := partition_mgmt.config(p_table_key);
   v_task text := p_table_key || ':company_id';
   v_live regclass := partition_mgmt.live_table(p_table_key);
   p partition_mgmt.setup_progress;
   v_started timestamptz := clock_timestamp();
   v_t0 timestamptz;
-  v_batch integer;
-  v_upper text;
-  v_seen bigint;
-  v_updated bigint;
-  v_corrected bigint;
+  v_from bigint;
+  v_blocks integer;
+  v_to bigint;
+  f record;
   v_last boolean;
   v_ms numeric;
 begin
-  insert into partition_mgmt.setup_progress (task, started_at) values (v_task, clock_timestamp()) on conflict (task) do nothing;
+  insert into partition_mgmt.setup_progress (task, started_at, hwm, sweep_end, batch_rows)
+  values (v_task, clock_timestamp(), '0', pg_catalog.pg_relation_size(v_live) / current_setting('block_size')::bigint, 8)
+  on conflict (task) do nothing;
   select * into p from partition_mgmt.setup_progress where task = v_task for update;
   if p.finished_at is not null then
     return true;
   end if;
-  v_batch := coalesce(p.batch_rows, 1000);
   loop
     v_t0 := clock_timestamp();
-    -- the batch: the next v_batch ids after the high-water mark, by the primary key's index
-    execute format('select (array_agg(x.id order by x.id desc))[1]::text, count(*) from (select t.%1$I as id from %2$s t %3$s order by t.%1$I limit %4$s) x',
-                   c.id_column, v_live, case when p.hwm is null then '' else format('where t.%I > %L', c.id_column, p.hwm) end, v_batch)
-      into v_upper, v_seen;
-    v_last := v_seen < v_batch;
-    if v_seen > 0 then
-      -- the trigger derives company_id again on this update (it fires on UPDATE OF company_id),
-      -- so a row whose program the app changes meanwhile still ends up right
-      execute format(
-        'with b as (
-           select o.%1$I as id, o.company_id as old, p.company_id as new
-           from %2$s o join public.pilot_programs p
-             on p.program_id = coalesce(o.%3$I, (select s.program_id from public.sites s where s.site_id = o.%4$I))
-           where %5$s o.%1$I <= %6$L and o.company_id is distinct from p.company_id)
-         , u as (update %2$s o set company_id = b.new from b where o.%1$I = b.id returning b.old)
-         select count(*), count(*) filter (where old is not null) from u',
-        c.id_column, v_live, c.program_column, c.site_column,
-        case when p.hwm is null then '' else format('o.%I > %L and', c.id_column, p.hwm) end, v_upper)
-        into v_updated, v_corrected;
+    v_from := coalesce(p.hwm, '0')::bigint;
+    v_blocks := coalesce(p.batch_rows, 8);
+    v_to := least(v_from + v_blocks, coalesce(p.sweep_end, 0));
+    v_last := v_to >= coalesce(p.sweep_end, 0);
+    if v_to > v_from then
+      select * into f from partition_mgmt.fill_company_id(p_table_key,
+        format('o.ctid >= ''(%s,0)''::tid and o.ctid < ''(%s,0)''::tid', v_from, v_to));
     else
-      v_updated := 0; v_corrected := 0;
+      select 0::bigint as rows_seen, 0::bigint as rows_updated, 0::bigint as rows_corrected into f;
     end if;
     v_ms := greatest(extract(epoch from clock_timestamp() - v_t0) * 1000, 1);
     update partition_mgmt.setup_progress sp
-       set hwm = coalesce(v_upper, sp.hwm), rows_seen = sp.rows_seen + v_seen, rows_updated = sp.rows_updated + v_updated,
-           rows_corrected = sp.rows_corrected + v_corrected, batches = sp.batches + 1,
-           batch_rows = least(50000, greatest(100, round(v_batch * 100 / v_ms)::integer)),
+       set hwm = v_to::text, rows_seen = sp.rows_seen + f.rows_seen, rows_updated = sp.rows_updated + f.rows_updated,
+           rows_corrected = sp.rows_corrected + f.rows_corrected, batches = sp.batches + 1,
+           batch_rows = least(4096, greatest(1, round(v_blocks * 50 / v_ms)::integer)),
            finished_at = case when v_last then clock_timestamp() end, updated_at = now()
      where sp.task = v_task
      returning * into p;
     exit when v_last or clock_timestamp() - v_started >= make_interval(secs => p_max_seconds);
-    v_batch := p.batch_rows;
   end loop;
   if v_last then
     perform private.report_deploy(format('rows of %s', v_live), 'company_id filled',
-      format('%s rows seen, %s updated (%s had another company than their program''s and were corrected) in %s batches',
+      format('%s rows seen, %s updated (%s had another company than their program''s and were corrected) in %s batches of blocks',
              p.rows_seen, p.rows_updated, p.rows_corrected, p.batches));
   end if;
   return v_last;
+end
+$$;
+
+-- The check step: the rows the app moved behind the sweep, through the index, in batches of 1,000
+-- until p_max_seconds is spent. Returns true when none is left.
+create or replace function partition_mgmt.setup_company_id_stragglers(p_table_key text, p_max_seconds numeric)
+returns boolean
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_started timestamptz := clock_timestamp();
+  f record;
+begin
+  loop
+    select * into f from partition_mgmt.fill_company_id(p_table_key,
+      format('o.ctid = any (array(select partition_mgmt.rows_without_company_tids(%L, 1000)))', p_table_key));
+    exit when f.rows_seen < 1000 or clock_timestamp() - v_started >= make_interval(secs => p_max_seconds);
+  end loop;
+  return partition_mgmt.rows_without_company(p_table_key, 1) = 0;
 end
 $$;
 
@@ -300,7 +387,10 @@ $$;
 -- state: 'running' (call again), 'done' (that task is done), 'statement' (run
 -- run_outside_transaction yourself, outside any transaction block, then call again), 'busy'
 -- (another session is running a step), 'idle' (nothing pending).
-create or replace function partition_mgmt.setup_step(p_max_seconds numeric default 0.5, p_task text default null)
+-- p_max_seconds: how long one call's batches may run (NULL: 0.25 s, the default every driver uses).
+-- The rows a call changed stay locked until its transaction commits, so this bounds how long an app
+-- statement may wait for one of them.
+create or replace function partition_mgmt.setup_step(p_max_seconds numeric default null, p_task text default null)
 returns table (task text, kind text, state text, detail text, run_outside_transaction text, pending integer)
 language plpgsql
 set search_path = ''
@@ -308,10 +398,11 @@ as $$
 declare
   t record;
   v_done boolean;
+  v_seconds numeric := coalesce(p_max_seconds, 0.25);
 begin
-  if p_max_seconds is null or p_max_seconds <= 0 or p_max_seconds > 60 then
+  if v_seconds <= 0 or v_seconds > 60 then
     raise exception 'setup_step: p_max_seconds must be between 0 and 60, got %', p_max_seconds
-      using errcode = 'invalid_parameter_value', hint = 'Each call holds the rows it changed until it commits: keep it short (0.5 s) and call again.';
+      using errcode = 'invalid_parameter_value', hint = 'Each call holds the rows it changed until it commits: keep it short (the default, NULL, is 0.25 s) and call again.';
   end if;
   if p_task is not null and not exists (select from partition_mgmt.setup_tasks() x where x.task = p_task) then
     raise exception 'setup_step: no setup task %', p_task
@@ -329,11 +420,15 @@ begin
     return;
   end if;
   if t.kind = 'backfill' then
-    v_done := partition_mgmt.setup_company_id_batches(t.table_key, p_max_seconds);
+    v_done := partition_mgmt.setup_company_id_batches(t.table_key, v_seconds);
     return query select t.task, t.kind, case when v_done then 'done' else 'running' end,
       (select x.progress from partition_mgmt.setup_tasks() x where x.task = t.task), null::text, partition_mgmt.setup_pending();
   elsif t.kind = 'index' then
     return query select t.task, t.kind, 'statement'::text, t.progress, t.statement, partition_mgmt.setup_pending();
+  elsif t.kind = 'check' then
+    v_done := partition_mgmt.setup_company_id_stragglers(t.table_key, v_seconds);
+    return query select t.task, t.kind, case when v_done then 'done' else 'running' end,
+      (select x.progress from partition_mgmt.setup_tasks() x where x.task = t.task), null::text, partition_mgmt.setup_pending();
   elsif t.kind = 'policy' then
     return query select t.task, t.kind, 'done'::text, partition_mgmt.ensure_company_isolation(t.table_key), null::text, partition_mgmt.setup_pending();
   else
@@ -360,8 +455,8 @@ declare
   t record;
 begin
   for t in select * from partition_mgmt.setup_tasks() x where not x.done order by x.ord loop
-    if t.kind = 'backfill' then
-      return next format($do$do $run$ declare r record; begin loop select * into r from partition_mgmt.setup_step(0.5, %L); exit when r.state not in ('running', 'busy'); commit; end loop; end $run$$do$, t.task);
+    if t.kind in ('backfill', 'check') then
+      return next format($do$do $run$ declare r record; begin loop select * into r from partition_mgmt.setup_step(null, %L); exit when r.state not in ('running', 'busy'); commit; end loop; end $run$$do$, t.task);
     elsif t.kind = 'index' then
       if t.statement like 'drop index%' then
         return next t.statement;
@@ -370,7 +465,7 @@ begin
                          (select m.source_table from partition_mgmt.managed_tables m where m.table_key = t.table_key) || '_company_id_idx',
                          partition_mgmt.live_table(t.table_key));
     else
-      return next format('select * from partition_mgmt.setup_step(0.5, %L)', t.task);
+      return next format('select * from partition_mgmt.setup_step(null, %L)', t.task);
     end if;
   end loop;
 end
@@ -434,6 +529,8 @@ from partition_mgmt.app_table_access() a;
 
 revoke all on function partition_mgmt.company_isolation_expression(), partition_mgmt.setup_tasks(), partition_mgmt.setup_pending(text),
   partition_mgmt.setup_company_id_batches(text, numeric), partition_mgmt.ensure_company_isolation(text),
+  partition_mgmt.rows_without_company_tids(text, integer), partition_mgmt.rows_without_company(text, integer),
+  partition_mgmt.fill_company_id(text, text), partition_mgmt.setup_company_id_stragglers(text, numeric),
   partition_mgmt.setup_step(numeric, text), partition_mgmt.setup_runner(), partition_mgmt.app_table_access() from public, anon, authenticated;
 grant execute on function partition_mgmt.setup_tasks(), partition_mgmt.setup_pending(text), partition_mgmt.setup_step(numeric, text),
   partition_mgmt.setup_runner(), partition_mgmt.app_table_access() to service_role;

@@ -156,6 +156,24 @@ begin
     end loop;
     select count(*), string_agg(t.tgname, ', ') into v_n, v_text from pg_catalog.pg_trigger t where t.tgrelid = v_legacy and not t.tgisinternal;
     return query select m.table_key, 'triggers', 'ok', format('%s trigger(s), carried at the swap: %s', v_n, coalesce(v_text, '-'));
+    -- the app's upserts on the id alone: PostgreSQL refuses them on a partitioned table (42P10, at
+    -- planning, before any trigger could help), so say so from what the app has sent
+    v_text := (select e.extnamespace::regnamespace::text from pg_catalog.pg_extension e where e.extname = 'pg_stat_statements');
+    if v_text is not null then
+      begin
+        execute format('select count(*), coalesce(sum(s.calls), 0)::bigint from %I.pg_stat_statements s
+                        where s.dbid = (select d.oid from pg_catalog.pg_database d where d.datname = current_database())
+                          and s.query ~* %L and s.query ~* %L',
+                       v_text, m.source_table, format('on\s+conflict\s*\(\s*"?%s"?\s*\)', m.id_column))
+          into v_n, v_n2;
+      exception when others then
+        v_n := 0;   -- statistics this role may not read
+      end;
+      return query select m.table_key, format('upserts on %s', m.id_column), case when v_n > 0 then 'warning' else 'ok' end,
+        case when v_n = 0 then format('pg_stat_statements shows no ON CONFLICT (%s) on %s', m.id_column, m.source_table)
+             else format('the app sent %s statement(s) upserting %s with ON CONFLICT (%s) (%s calls, pg_stat_statements): after the swap PostgreSQL refuses each with 42P10 (a partitioned table has no unique index on %s alone). Hint: conflict on the whole primary key (%s, %s, %s, %s) with rows that carry their keys, or update_observation_by_id; README, "What changes for your app"',
+                         v_n, m.source_table, m.id_column, v_n2, m.id_column, m.id_column, m.program_column, m.site_column, m.time_column) end;
+    end if;
     -- a policy of the project that the bundle kept although it differs from the bundle's
     for v_fk in select r.object, r.detail from private.deploy_report r
                 where r.action = 'kept (differs)' and r.object like format('policy %% on %s', v_legacy) loop

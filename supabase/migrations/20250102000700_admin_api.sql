@@ -119,7 +119,7 @@ as $$
     ('status',      false, false, false, '{}'::jsonb, 'monitor_migration(table) + migration_log'),
     ('precheck',    false, false, false, '{}'::jsonb, 'pre_migration_check(table)'),
     ('setup',       false, false, false, '{}'::jsonb,
-                    'setup_step(least(max_seconds, 2), default 0.5) + setup_tasks(): one bounded step of what the push left to run online; a create index concurrently it returns is run by the edge function outside a transaction; callers repeat it until state is idle'),
+                    'setup_step(least(max_seconds, 2); default its own, 0.25 s) + setup_tasks(): one bounded step of what the push left to run online; a create index concurrently it returns is run by the edge function outside a transaction; callers repeat it until state is idle'),
     ('plan',        true,  false, false, '{"postpone_swap": true}'::jsonb, 'safe_migrate_table(table, p_dry_run => true, postpone_swap)'),
     ('step',        true,  true,  true,  '{"swap": false, "batch_size": 5000, "lock_timeout": "1s", "attempts": 10}'::jsonb,
                     'migration_step(table, swap, batch_size, 1, null, lock_timeout, attempts): the next step of the migration (prepare, sync, one backfill batch sized to partition_mgmt.backfill_batch_ms with batch_size at most, validate, swap); callers repeat it until next_step is done'),
@@ -165,7 +165,7 @@ begin
       'log', partition_mgmt.admin_rows(format(
         'select table_key, at, from_phase, to_phase, detail from partition_mgmt.migration_log where %L is null or table_key = %L order by id desc limit 20', p_key, p_key)));
   when 'setup' then
-    select to_jsonb(s) into v_step from partition_mgmt.setup_step(least(coalesce((v_args ->> 'max_seconds')::numeric, 0.5), 2)) s;
+    select to_jsonb(s) into v_step from partition_mgmt.setup_step(least((v_args ->> 'max_seconds')::numeric, 2)) s;
     return v_step || jsonb_build_object('tasks', partition_mgmt.admin_rows('select * from partition_mgmt.setup_tasks() order by ord'));
   when 'precheck' then
     v_rows := partition_mgmt.admin_rows(format('select * from partition_mgmt.pre_migration_check(%L)', p_key));

@@ -22,7 +22,7 @@
 --   programs   a1.. / b1..    sites a2.. / b2..    submissions a3.. / b3..
 --   petri      a4..01 (by aa..01), a4..02 / b4..01    gasifier a5..01, a5..02 (program_id NULL) / b5..01
 begin;
-select plan(44);
+select plan(47);
 
 -- ---------------------------------------------------------------------------
 -- Schema, helpers, privileges
@@ -165,11 +165,18 @@ alter table public.gasifier_observations enable trigger set_company_id_from_prog
 -- as right after a push: the batches not started
 delete from partition_mgmt.setup_progress where task in ('petri:company_id', 'gasifier:company_id');
 select is((select array_agg(task order by ord) from partition_mgmt.setup_tasks() where not done),
-  array['gasifier:company_id', 'petri:company_id'], 'the company_id steps are pending again');
+  array['gasifier:company_id', 'gasifier:company_id_check', 'petri:company_id', 'petri:company_id_check'],
+  'the company_id steps are pending again (the check finds the rows through the index)');
 select is((select count(*)::int from partition_mgmt.pre_migration_check('petri') where check_name = 'setup step petri:company_id' and status = 'blocker'), 1,
   'the pre-check blocks the migration while the step is pending');
-select is((select array_agg(state order by 1) from (select (partition_mgmt.setup_step(5)).state union all select (partition_mgmt.setup_step(5)).state) x),
-  array['done', 'done'], 'two setup steps fill both tables (each one call here)');
+-- (one statement per call, as every driver makes them: calls within one statement see its snapshot)
+create temporary table zz_steps as select s.task, s.state from partition_mgmt.setup_step(5) s;
+insert into zz_steps select s.task, s.state from partition_mgmt.setup_step(5) s;
+insert into zz_steps select s.task, s.state from partition_mgmt.setup_step(5) s;
+insert into zz_steps select s.task, s.state from partition_mgmt.setup_step(5) s;
+select is((select array_agg(s.task || ' ' || s.state order by s.task) from zz_steps s where s.state <> 'idle'),
+  array['gasifier:company_id done', 'petri:company_id done'],
+  'two setup steps fill both tables (each one call here); then the checks find nothing left and nothing is pending');
 select is((select array[
              (select company_id from public.petri_observations where observation_id = 'a4000000-0000-4000-8000-0000000000ff'),
              (select company_id from public.petri_observations where observation_id = 'a4000000-0000-4000-8000-0000000000fe'),
@@ -182,6 +189,19 @@ delete from partition_mgmt.setup_progress where task = 'petri:company_id';
 select is((select (partition_mgmt.setup_step(5, 'petri:company_id')).state), 'done', 'a second pass runs');
 select is((select rows_updated from partition_mgmt.setup_progress where task = 'petri:company_id'), 0::bigint,
   'and changes nothing');
+
+-- a row the sweep did not see (an app update that moves a row behind it): the check finds it
+alter table public.petri_observations disable trigger set_company_id_from_program;
+insert into public.petri_observations (observation_id, submission_id, site_id, program_id, petri_code, company_id) values
+  ('a4000000-0000-4000-8000-0000000000fd', 'a3000000-0000-4000-8000-000000000000', 'a2000000-0000-4000-8000-000000000000',
+   'a1000000-0000-4000-8000-000000000000', 'behind the sweep', null);
+alter table public.petri_observations enable trigger set_company_id_from_program;
+select is((select array_agg(task order by ord) from partition_mgmt.setup_tasks() where not done), array['petri:company_id_check'],
+  'the check step is pending: a row without company_id, found through the index');
+create temporary table zz_check as select s.task, s.state from partition_mgmt.setup_step(5) s;
+select is((select task || ' ' || state from zz_check), 'petri:company_id_check done', 'the check step fills it');
+select is((select company_id from public.petri_observations where observation_id = 'a4000000-0000-4000-8000-0000000000fd'),
+  'ca000000-0000-4000-8000-000000000000'::uuid, 'the row has its company');
 
 -- ---------------------------------------------------------------------------
 -- private.user_company_ids()
@@ -202,7 +222,7 @@ set local role authenticated;
 select is(array[
     (select count(*)::int from public.petri_observations), (select count(*)::int from public.gasifier_observations),
     (select count(*)::int from public.petri_observations where company_id <> 'ca000000-0000-4000-8000-000000000000')],
-  array[4, 3, 0], 'member A sees its 4 petri and 3 gasifier observations, none of B''s');
+  array[5, 3, 0], 'member A sees its 5 petri and 3 gasifier observations, none of B''s');
 select is((select count(*)::int from public.users), 1, 'member A sees only its own profile (the app''s policy)');
 select throws_ok(
   $$insert into public.petri_observations (submission_id, site_id, program_id, petri_code)
