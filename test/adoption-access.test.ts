@@ -15,6 +15,7 @@ import { applyDemoApp } from "../scripts/lib/demo-app.ts";
 import { pushMigrationsAsync } from "../scripts/lib/push-migrations.ts";
 import { runSetup } from "../scripts/lib/setup-driver.ts";
 import { finalize, migrateOnline, rollback } from "../scripts/lib/migration-driver.ts";
+import { catalogSnapshot, diffCatalog, unreported, type CatalogFact } from "./helpers/catalog.ts";
 import { withDatabase } from "./helpers/db.ts";
 import { testEnv } from "./helpers/env.ts";
 import { loadSmallDemo } from "./helpers/migration.ts";
@@ -42,6 +43,8 @@ interface World {
 }
 
 const ANON: Caller = { role: "anon", claims: { role: "anon", iss: "supabase" } };
+/** The app's own relations (what the catalog snapshot compares; the bundle's new objects are its own) */
+const APP_OBJECTS = { schemas: ["public"], tables: [...TABLES.map((t) => `public.${t.name}`), "public.petri_site_daily"] };
 
 async function world(sql: Sql): Promise<World> {
   const [c] = await sql<{ c1: string; c2: string; member: string; admin: string; other: string }[]>`
@@ -122,6 +125,7 @@ describe("what each caller may do, before the push and after each step of the bu
   let sql: Sql;
   let w: World;
   let before: Record<string, Outcome>;
+  let catalogBefore: CatalogFact[];
 
   beforeAll(async () => {
     await admin.unsafe(`drop database if exists ${DB} with (force)`);
@@ -132,6 +136,7 @@ describe("what each caller may do, before the push and after each step of the bu
     await loadSmallDemo(sql, { petriPerSiteMonth: 20, gasifierPerSiteMonth: 10 });
     w = await world(sql);
     before = await accessMatrix(sql, w);
+    catalogBefore = await catalogSnapshot(sql, APP_OBJECTS);
   }, 180_000);
   afterAll(async () => {
     await sql?.end({ timeout: 5 });
@@ -170,6 +175,15 @@ describe("what each caller may do, before the push and after each step of the bu
 
     for (const t of ["petri", "gasifier"]) await rollback(sql, t);
     expect(await accessMatrix(sql, w)).toEqual(before);
+    // the app's own objects after push -> setup -> migrate -> swap -> rollback: what changed since
+    // before the push is exactly what private.deploy_report lists
+    const changed = diffCatalog(catalogBefore, await catalogSnapshot(sql, APP_OBJECTS));
+    const reported = (await sql<{ object: string }[]>`select object from private.deploy_report`).map((r) => r.object);
+    expect(changed.map((c) => c.object).sort()).toEqual([
+      "policy company_isolation_gasifier on public.gasifier_observations", "policy company_isolation_petri on public.petri_observations",
+      "trigger partition_mgmt_create_partitions on public.pilot_programs", "trigger partition_mgmt_create_partitions on public.sites",
+      "trigger set_company_id_from_program on public.gasifier_observations", "trigger set_company_id_from_program on public.petri_observations"]);
+    expect(unreported(changed, reported)).toEqual([]);
 
     for (const t of ["petri", "gasifier"]) {
       await migrateOnline(sql, t, { batchSize: 500, swap: true });
