@@ -2,13 +2,18 @@
 // terminal, with the service role key (from the environment or .env.local). Readable tables for
 // checks, validation, stats and health; a progress bar for backfill, which loops until done.
 import { existsSync } from "node:fs";
-import { parseArgs } from "node:util";
-import { AdminError, adminSupabase, invokeAdmin } from "../client/admin-client.ts";
-import { ADMIN_ACTIONS, type AdminAction, type AdminOutcome, type AdminRequest, DEFAULT_BACKFILL_SECONDS } from "../supabase/functions/_shared/admin-contract.ts";
+import { createInterface } from "node:readline";
+import { AdminError, adminFunctionUrl, adminSupabase, describeAdminError, invokeAdmin } from "../client/admin-client.ts";
+import {
+  ADMIN_ACTIONS, type AdminAction, type AdminOutcome, type AdminRequest, AdminRequestSchema, CONFIRMED_ACTIONS, DEFAULT_BACKFILL_SECONDS, READ_ONLY_ACTIONS,
+} from "../supabase/functions/_shared/admin-contract.ts";
+import { describeFieldIssues, fieldIssues } from "../supabase/functions/_shared/validation.ts";
+import { CliFailure, commandLine, runCli, UsageError } from "./lib/cli.ts";
 import { readEnvFile } from "./lib/env-file.ts";
 import { type MonitorRow, progressBar } from "./lib/migration-progress.ts";
 import { DEV_STACK } from "./lib/stack.ts";
 
+const NAME = "npm run admin";
 const USAGE = `usage: npm run admin -- <action> [--table <key|name>] [options]
 
 actions: ${ADMIN_ACTIONS.join(", ")}
@@ -20,6 +25,10 @@ actions: ${ADMIN_ACTIONS.join(", ")}
   phase by phase: precheck, plan, prepare, sync-on, backfill, validate, swap, finalize (or rollback,
   then validate-references when foreign keys reference the table)
 
+It acts on SUPABASE_URL with SUPABASE_SERVICE_ROLE_KEY (the environment, else .env.local, which
+npm start writes) and names that project before it sends anything. ${CONFIRMED_ACTIONS.join(", ")} and
+step --swap ask for confirmation on a terminal; without one they run only with --yes.
+
 options:
   --table <t>          petri | gasifier | petri_observations | … (required by the phase actions)
   --batch-size <n>     backfill: rows per batch (default 5000)
@@ -30,19 +39,89 @@ options:
   --attempts <n>       swap, rollback, sync-off: attempts at the lock (10)
   --no-postpone        plan: show the swap as not postponed
   --swap               step: take the swap too (otherwise stop validated)
-  --json               raw JSON answers`;
+  -y, --yes            run ${CONFIRMED_ACTIONS.join(", ")} and step --swap without asking (scripts, CI)
+  --json               raw JSON answers
+  -h, --help           this help`;
+
+/** What each confirmed action does to the app's tables, for the question. */
+const CONSEQUENCES: Record<string, string> = {
+  swap: "the partitioned copy takes the table's name and the app reads and writes it from then on; the legacy table stays, renamed to <name>_old (rollback swaps back)",
+  step: "takes every step left, the swap included: the app reads and writes the partitioned table afterwards (rollback swaps back)",
+  rollback: "the legacy table takes the table's name again, with every write made since, and the partitioned copy is emptied",
+  finalize: "drops the legacy table (<name>_old): there is no way back after it",
+  "sync-off": "stops the sync and empties the partitioned copy: the migration starts over",
+  "finish-rollback": "empties the partitioned copy left by a rollback",
+};
 
 type Row = Record<string, unknown>;
 
 /** SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY from the environment, else from .env.local (npm start writes it). */
-function adminEnv(): { url: string; serviceRoleKey: string } {
+function adminEnv(): { url: string; serviceRoleKey: string; source: string } {
   const fromFile = existsSync(DEV_STACK.envFile) ? readEnvFile(DEV_STACK.envFile) : {};
   const url = process.env.SUPABASE_URL || fromFile.SUPABASE_URL;
   const serviceRoleKey = process.env.SUPABASE_SERVICE_ROLE_KEY || fromFile.SUPABASE_SERVICE_ROLE_KEY;
   if (!url || !serviceRoleKey) {
-    throw new Error("SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY are not set (export them, or run `npm start`, which writes .env.local)");
+    throw new CliFailure(`${url ? "SUPABASE_SERVICE_ROLE_KEY is" : serviceRoleKey ? "SUPABASE_URL is" : "SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY are"} not set`, [
+      "what to do: export your project's (SUPABASE_URL=https://<project-ref>.supabase.co and its service role key), or run npm start, which writes .env.local",
+    ]);
   }
-  return { url, serviceRoleKey };
+  const source = process.env.SUPABASE_URL ? "the environment" : DEV_STACK.envFile.replace(/^.*\//, "");
+  let parsed: URL | null = null;
+  try {
+    parsed = new URL(url);
+  } catch {
+    // reported below
+  }
+  if (!parsed || !/^https?:$/.test(parsed.protocol)) {
+    throw new CliFailure(`SUPABASE_URL (from ${source}) is not an http(s) URL: "${url}"`, ["what to do: set it to your project's URL, https://<project-ref>.supabase.co"]);
+  }
+  return { url, serviceRoleKey, source };
+}
+
+/** Asks on the terminal; true only for "yes" or "y". Ctrl-D or Ctrl-C count as no. */
+function confirm(question: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const rl = createInterface({ input: process.stdin, output: process.stderr, terminal: true });
+    let answered = false;
+    rl.on("line", (line) => {
+      answered = true;
+      rl.close();
+      resolve(/^(y|yes)$/i.test(line.trim()));
+    });
+    rl.on("SIGINT", () => rl.close());
+    rl.on("close", () => {
+      if (!answered) {
+        process.stderr.write("\n");
+        resolve(false);
+      }
+    });
+    rl.setPrompt(question);
+    rl.prompt();
+  });
+}
+
+/** The command line's request, checked with the function's own schema: a bad flag is a usage error naming it. */
+function requestFrom(action: string, values: Record<string, string | boolean | undefined>): AdminRequest {
+  const str = (k: string) => values[k] as string | undefined;
+  const num = (v: string | undefined) => (v === undefined ? undefined : v.trim() === "" ? Number.NaN : Number(v));
+  const request = {
+    action,
+    ...(str("table") !== undefined ? { table: str("table") } : {}),
+    ...(str("batch-size") !== undefined ? { batch_size: num(str("batch-size")) } : {}),
+    ...(str("max-seconds") !== undefined ? { max_seconds: num(str("max-seconds")) } : {}),
+    ...(str("max-batches") !== undefined ? { max_batches: num(str("max-batches")) } : {}),
+    ...(str("lock-timeout") !== undefined ? { lock_timeout: str("lock-timeout") } : {}),
+    ...(str("attempts") !== undefined ? { attempts: num(str("attempts")) } : {}),
+    ...(values["no-postpone"] ? { postpone_swap: false } : {}),
+    ...(values.swap ? { swap: true } : {}),
+  } as AdminRequest;
+  const parsed = AdminRequestSchema.safeParse(request);
+  if (!parsed.success) {
+    // "batch_size: must be an integer from 1 to 100000" -> "--batch-size: must be …"
+    const issues = fieldIssues(parsed.error.issues).map((i) => ({ ...i, field: i.field === "postpone_swap" ? "--no-postpone" : `--${i.field.replaceAll("_", "-")}` }));
+    throw new UsageError(describeFieldIssues(issues));
+  }
+  return request;
 }
 
 /** Keeps tables narrow: long texts are cut, objects shown as JSON. */
@@ -189,8 +268,10 @@ async function backfillLoop(send: (r: AdminRequest) => Promise<AdminOutcome>, re
 }
 
 async function main(): Promise<number> {
-  const { values, positionals } = parseArgs({
-    allowPositionals: true,
+  const { values, positionals } = commandLine({
+    name: NAME,
+    usage: USAGE,
+    maxPositionals: 1,
     options: {
       table: { type: "string", short: "t" },
       "batch-size": { type: "string" },
@@ -201,29 +282,35 @@ async function main(): Promise<number> {
       "no-postpone": { type: "boolean" },
       swap: { type: "boolean" },
       once: { type: "boolean" },
+      yes: { type: "boolean", short: "y" },
       json: { type: "boolean" },
-      help: { type: "boolean", short: "h" },
     },
   });
   const action = positionals[0];
-  if (values.help || !action) {
-    console.log(USAGE);
-    return action || values.help ? 0 : 2;
-  }
-  const num = (v: string | undefined) => (v === undefined ? undefined : Number(v));
-  const request = {
-    action,
-    ...(values.table ? { table: values.table } : {}),
-    ...(values["batch-size"] ? { batch_size: num(values["batch-size"]) } : {}),
-    ...(values["max-seconds"] ? { max_seconds: num(values["max-seconds"]) } : {}),
-    ...(values["max-batches"] ? { max_batches: num(values["max-batches"]) } : {}),
-    ...(values["lock-timeout"] ? { lock_timeout: values["lock-timeout"] } : {}),
-    ...(values.attempts ? { attempts: num(values.attempts) } : {}),
-    ...(values["no-postpone"] ? { postpone_swap: false } : {}),
-    ...(values.swap ? { swap: true } : {}),
-  } as AdminRequest;
+  if (!action) throw new UsageError("no action given");
+  if (!(ADMIN_ACTIONS as readonly string[]).includes(action)) throw new UsageError(`unknown action ${action}; actions: ${ADMIN_ACTIONS.join(", ")}`);
+  const request = requestFrom(action, values);
 
   const env = adminEnv();
+  const host = new URL(env.url).host;
+  const table = values.table ?? null;
+  const changesState = !READ_ONLY_ACTIONS.includes(action as AdminAction);
+  // the project and the table, before anything is sent (stderr, so --json keeps stdout JSON)
+  console.error(`project ${host} (${adminFunctionUrl(env.url)}; SUPABASE_URL from ${env.source}), ${table ? `table ${table}` : "every managed table"}: ${action}${changesState ? "" : " (read only)"}`);
+  const asks = CONFIRMED_ACTIONS.includes(action as AdminAction) || (action === "step" && values.swap === true);
+  if (asks && values.yes !== true) {
+    const what = `${action}${action === "step" ? " --swap" : ""} of ${table} on ${host}`;
+    if (!process.stdin.isTTY) {
+      console.error(`${NAME}: ${what} needs confirmation and there is no terminal to ask on: pass --yes to run it from a script or CI`);
+      return 2;
+    }
+    console.error(`${action}: ${CONSEQUENCES[action] ?? ""}`);
+    if (!(await confirm(`Type yes to run ${what}: `))) {
+      console.error("not confirmed: nothing was sent");
+      return 1;
+    }
+  }
+
   const supabase = adminSupabase(env.url, env.serviceRoleKey);
   const send = (r: AdminRequest) => invokeAdmin(supabase, r);
   try {
@@ -248,21 +335,17 @@ async function main(): Promise<number> {
     return 0;
   } catch (err) {
     if (!(err instanceof AdminError)) throw err;
-    if (process.stdout.isTTY && action === "backfill") process.stdout.write("\n");
+    if (process.stdout.isTTY && (action === "backfill" || action === "step" || action === "setup")) process.stdout.write("\n");
     const d = err.details ?? {};
     if (values.json) {
-      console.log(JSON.stringify({ error: { status: err.status, code: err.code, message: err.message, details: d } }, null, 2));
+      console.log(JSON.stringify({ error: { status: err.status, code: err.code, message: err.message, url: err.url, next_step: err.nextStep, details: d } }, null, 2));
     } else if (d.result && typeof d.action === "string") {
       // checks with blockers, a failed validation: the rows say why
       printOutcome({ action: d.action, table_key: (d.table_key as string | null) ?? null, phase: (d.phase as string | null) ?? null, result: d.result as Row });
     }
-    console.error(`error${err.status ? ` (HTTP ${err.status} ${err.code})` : ""}: ${err.message}`);
-    if (typeof d.hint === "string") console.error(`hint: ${d.hint}`);
+    for (const line of describeAdminError(err)) console.error(line);
     return 1;
   }
 }
 
-main().then((code) => process.exit(code), (err: unknown) => {
-  console.error(err instanceof Error ? err.message : err);
-  process.exit(1);
-});
+await runCli(NAME, USAGE, main);

@@ -11,7 +11,7 @@
 // steps' times and the company_id batches' rate. Measured figures only.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { parseArgs } from "node:util";
+import { commandLine, integerOption, usageExit } from "./lib/cli.ts";
 import postgres, { type Sql } from "postgres";
 import { startLegacyAppLoad, percentile, type AppLoadStats } from "./lib/app-load.ts";
 import { destroyCluster, ensureCluster, REPO_ROOT } from "./lib/cluster.ts";
@@ -23,26 +23,36 @@ import { setupStep, setupTasks, type SetupStepRow } from "./lib/setup-driver.ts"
 import { inSession } from "./lib/bench/session.ts";
 import { spawn } from "node:child_process";
 
-const USAGE = `usage: npm run bench:adoption -- [--rows <petri rows, default 4999200>] [--sessions <app sessions, default 4>] [--port <n>] [--publish] [--keep]`;
-let values: { rows: string; sessions: string; port: string; publish: boolean; keep: boolean; help: boolean };
-try {
-  values = parseArgs({ options: {
+const NAME = "npm run bench:adoption";
+const USAGE = `usage: npm run bench:adoption -- [options]
+
+The push and the setup steps on the demo app with N rows while the app writes, on a cluster of its
+own (Micro unless SUPABASE_COMPUTE names another size); prints what the app saw.
+
+options:
+  --rows <n>       petri rows, at least 2400 (default 4999200; gasifier gets a fifth as many)
+  --sessions <n>   app sessions writing meanwhile, at least 1 (default 4)
+  --port <n>       the cluster's port (default 54470)
+  --publish        also write docs/benchmarks/adoption.{md,json}
+  --keep           leave the cluster running afterwards
+  -h, --help       this help`;
+const { values } = commandLine({
+  name: NAME,
+  usage: USAGE,
+  options: {
     rows: { type: "string", default: "4999200" }, sessions: { type: "string", default: "4" }, port: { type: "string", default: "54470" },
-    publish: { type: "boolean", default: false }, keep: { type: "boolean", default: false }, help: { type: "boolean", short: "h", default: false },
-  } }).values as typeof values;
+    publish: { type: "boolean", default: false }, keep: { type: "boolean", default: false },
+  },
+});
+let rows: number;
+let sessions: number;
+let port: number;
+try {
+  rows = integerOption("--rows", values.rows, 2400)!;
+  sessions = integerOption("--sessions", values.sessions, 1)!;
+  port = integerOption("--port", values.port, 1024, 65535)!;
 } catch (e) {
-  console.error(`${(e as Error).message}\n${USAGE}`);
-  process.exit(2);
-}
-if (values.help) {
-  console.log(USAGE);
-  process.exit(0);
-}
-const rows = Number(values.rows);
-const sessions = Number(values.sessions);
-if (!Number.isInteger(rows) || rows < 2400 || !Number.isInteger(sessions) || sessions < 1) {
-  console.error(`--rows must be an integer of at least 2400 and --sessions at least 1 (got ${values.rows}, ${values.sessions})\n${USAGE}`);
-  process.exit(2);
+  usageExit(NAME, USAGE, (e as Error).message);
 }
 
 interface Window { name: string; startMs: number; endMs: number }
@@ -95,7 +105,6 @@ async function observationStats(sql: Sql) {
 }
 
 const limits = serverLimits();
-const port = Number(values.port);
 const cluster = ensureCluster({ name: `bench-adoption-${port}`, port, throwaway: false, fresh: true, limits });
 const url = cluster.url();
 const t0 = performance.now();

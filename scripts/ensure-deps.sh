@@ -44,17 +44,18 @@ for bin in initdb pg_ctl postgres psql pg_dump pg_restore; do
 done
 command -v pg_prove >/dev/null || { echo "pg_prove not found: install libtap-parser-sourcehandler-pgtap-perl" >&2; exit 1; }
 
-# npm dependencies: install when node_modules is absent or older than the lockfile
+# npm dependencies: install when node_modules is absent or older than the lockfile. npm ci installs
+# exactly package-lock.json (which lists every platform's optional binaries of the Supabase CLI and
+# Deno, so it holds on any machine) or fails: then nothing else is tried, so what runs is always
+# what the lockfile says.
 if [[ ! -d node_modules || package-lock.json -nt node_modules/.package-lock.json ]]; then
   echo "==> npm ci"
-  # This registry serves the Supabase CLI's binary for linux-x64 only, so the lockfile cannot list
-  # the other platforms' optional packages and npm ci refuses it as "out of sync"; npm install
-  # --no-save installs exactly the locked versions without rewriting the lockfile.
-  if ! npm ci --no-audit --no-fund --loglevel=error 2>/tmp/npm-ci.$$.log; then
-    echo "    npm ci refused the lockfile ($(grep -m1 -o 'Missing: [^ ]*' /tmp/npm-ci.$$.log || echo 'see npm output')); using npm install --no-save"
-    npm install --no-audit --no-fund --no-save --loglevel=error
+  if ! npm ci --no-audit --no-fund --loglevel=error; then
+    echo "npm ci failed (its error is above): the npm dependencies were not installed." >&2
+    echo "If package.json changed without package-lock.json, run npm install and commit package-lock.json;" >&2
+    echo "if the registry was unreachable, check the network (npm config get registry) and run this again." >&2
+    exit 1
   fi
-  rm -f /tmp/npm-ci.$$.log
 fi
 for bin in supabase deno tsx vitest; do
   [[ -x node_modules/.bin/$bin ]] || { echo "node_modules/.bin/$bin missing after npm ci" >&2; exit 1; }

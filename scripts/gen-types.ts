@@ -7,28 +7,38 @@
 // committed file differs.
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { dirname, relative } from "node:path";
+import { commandLine, runCli, UsageError } from "./lib/cli.ts";
 import { REPO_ROOT } from "./lib/cluster.ts";
 import { DATABASE_TYPES_PATH, generateDatabaseTypes } from "./lib/database-types.ts";
 import { readEnvFile } from "./lib/env-file.ts";
 import { DEV_STACK } from "./lib/stack.ts";
 
-function dbUrl(argv: readonly string[]): string {
-  const at = argv.indexOf("--db-url");
-  if (at !== -1) {
-    const value = argv[at + 1];
-    if (!value) throw new Error("--db-url needs a value");
-    return value;
-  }
+const NAME = "npm run gen:types";
+const USAGE = `usage: npm run gen:types [-- --db-url <url>]
+
+Writes ${relative(REPO_ROOT, DATABASE_TYPES_PATH)} with supabase gen types from a migrated database
+(default: SUPABASE_DB_URL, else the local stack's, from .env.local). Commit the result.
+
+options:
+  --db-url <url>   a migrated database
+  -h, --help       this help`;
+
+const { values } = commandLine({ name: NAME, usage: USAGE, options: { "db-url": { type: "string" } } });
+
+function dbUrl(): string {
+  if (values["db-url"]) return values["db-url"];
   if (process.env.SUPABASE_DB_URL) return process.env.SUPABASE_DB_URL;
   if (existsSync(DEV_STACK.envFile)) {
     const fromFile = readEnvFile(DEV_STACK.envFile).SUPABASE_DB_URL;
     if (fromFile) return fromFile;
   }
-  throw new Error("no database: run `npm start` first, or pass --db-url <url of a migrated database>");
+  throw new UsageError("no database: run `npm start` first, or pass --db-url <url of a migrated database>");
 }
 
-const url = dbUrl(process.argv.slice(2));
-const types = generateDatabaseTypes(url);
-mkdirSync(dirname(DATABASE_TYPES_PATH), { recursive: true });
-writeFileSync(DATABASE_TYPES_PATH, types);
-console.log(`wrote ${relative(REPO_ROOT, DATABASE_TYPES_PATH)} (${types.split("\n").length} lines) from ${new URL(url).host}`);
+await runCli(NAME, USAGE, async () => {
+  const url = dbUrl();
+  const types = generateDatabaseTypes(url);
+  mkdirSync(dirname(DATABASE_TYPES_PATH), { recursive: true });
+  writeFileSync(DATABASE_TYPES_PATH, types);
+  console.log(`wrote ${relative(REPO_ROOT, DATABASE_TYPES_PATH)} (${types.split("\n").length} lines) from ${new URL(url).host}`);
+});

@@ -12,6 +12,26 @@ import { applyDemoApp } from "./lib/demo-app.ts";
 import { runSetupAt } from "./lib/deploy.ts";
 import { startLegacyAppLoad, summarize } from "./lib/app-load.ts";
 import { DEV_STACK, functionsLogFile, stackEnv, startFunctionsDaemon, writeEnvFile } from "./lib/stack.ts";
+import { commandLine } from "./lib/cli.ts";
+
+commandLine({
+  name: "npm start",
+  usage: `usage: npm start
+
+Installs what is missing (Debian's PostgreSQL 15, pg_cron, pgTAP as root; npm ci), starts the local
+stack (PostgreSQL on ${DEV_STACK.dbPort}, edge functions on ${DEV_STACK.functionsPort}), builds the demo app with its data,
+pushes the bundle onto it with the Supabase CLI and runs its setup steps while a simulated app
+writes, then migrates the observation tables online. Writes the connection details to .env.local.
+Runs again safely: what is there is kept. Stop it with npm run stop.
+
+environment:
+  SUPABASE_COMPUTE=<size>                 the compute profile (nano, micro (default), small, medium, …)
+  SUPABASE_MAX_LOCKS_PER_TRANSACTION=<n>  raise the lock setting, as supabase postgres-config does
+
+options:
+  -h, --help   this help`,
+  options: {},
+});
 
 const step = (msg: string) => console.log(`\n==> ${msg}`);
 

@@ -1,6 +1,19 @@
 // `npm run stop`: stops the local stack's functions server and PostgreSQL (data is kept).
 import { clusterFor, stopCluster } from "./lib/cluster.ts";
 import { DEV_STACK, stopFunctionsDaemon } from "./lib/stack.ts";
+import { commandLine } from "./lib/cli.ts";
+
+commandLine({
+  name: "npm run stop",
+  usage: `usage: npm run stop
+
+Stops the local stack npm start runs: the edge functions server (port ${DEV_STACK.functionsPort}) and PostgreSQL
+(port ${DEV_STACK.dbPort}). Its data stays in .local/db/${DEV_STACK.name}; npm start starts it again.
+
+options:
+  -h, --help   this help`,
+  options: {},
+});
 
 console.log(stopFunctionsDaemon(DEV_STACK) ? "functions server stopped" : "functions server was not running");
 const stopped = stopCluster(clusterFor({ name: DEV_STACK.name, port: DEV_STACK.dbPort }));

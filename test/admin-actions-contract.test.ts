@@ -4,7 +4,7 @@
 // must say the same; this test fails when one changes without the other.
 import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ADMIN_ACTIONS, ADMIN_DEFAULTS, AdminRequestSchema, FRESH_SESSION_ACTIONS, TABLE_ACTIONS } from "../supabase/functions/_shared/admin-contract.ts";
+import { ADMIN_ACTIONS, ADMIN_DEFAULTS, AdminRequestSchema, CONFIRMED_ACTIONS, FRESH_SESSION_ACTIONS, READ_ONLY_ACTIONS, TABLE_ACTIONS } from "../supabase/functions/_shared/admin-contract.ts";
 import { testEnv } from "./helpers/env.ts";
 
 interface ActionRow { action: string; table_required: boolean; exclusive: boolean; fresh_session: boolean; defaults: Record<string, unknown> }
@@ -26,6 +26,12 @@ describe("admin actions: the SQL list and the TypeScript contract agree", () => 
   it("the same table requirement and fresh-session flag", () => {
     expect([...TABLE_ACTIONS].sort()).toEqual(rows.filter((r) => r.table_required).map((r) => r.action).sort());
     expect([...FRESH_SESSION_ACTIONS].sort()).toEqual(rows.filter((r) => r.fresh_session).map((r) => r.action).sort());
+  });
+
+  it("no action that takes the table's lock counts as read-only; every one the CLI confirms takes it", () => {
+    const exclusive = rows.filter((r) => r.exclusive).map((r) => r.action);
+    expect(READ_ONLY_ACTIONS.filter((a) => exclusive.includes(a))).toEqual([]);
+    expect(CONFIRMED_ACTIONS.filter((a) => !exclusive.includes(a))).toEqual([]);
   });
 
   it("every default in SQL is the contract's, and a parameter the contract accepts", () => {

@@ -3,7 +3,7 @@
 //  - who may call: no token 401, the anon key 403, a signed-in user 403, the service role 200;
 //    refused calls are audited with the caller's role;
 //  - bad input: unknown action, unmanaged table, missing table, out-of-range arguments -> 400
-//    naming the field (audited as invalid);
+//    naming the field, each call's audit row status invalid with the body and the message;
 //  - guarding: while the table's admin lock is held (partition_mgmt.admin_lock_key, held here from a
 //    test connection, as a concurrent call holds it), a phase call answers 409 already_running
 //    and runs nothing; once released the same call runs;
@@ -132,12 +132,19 @@ describe("partition-admin: bad input", () => {
     { name: "bad lock_timeout", body: { action: "swap", table: KEY, lock_timeout: "1 hour" }, field: "lock_timeout", mentions: /lock_timeout/ },
   ];
   for (const c of cases) {
-    it(`400 for ${c.name}`, async () => {
+    it(`400 for ${c.name}, on record as invalid with what was asked`, async () => {
+      const before = (await sql<{ id: number }[]>`select coalesce(max(id), 0)::int as id from partition_mgmt.admin_audit`)[0]!.id;
       const res = await asService(c.body);
       expect(res.status, JSON.stringify(res.body)).toBe(400);
       expect(res.body.error?.message).toMatch(c.mentions);
       const issues = (res.body.error?.details?.issues ?? []) as { field: string }[];
       if (c.field) expect(issues.map((i) => i.field)).toContain(c.field);
+      // the audit row of this call (other suites may call the function meanwhile: matched by its body)
+      const audits = await sql<{ action: string; table_key: string | null; status: string; actor_role: string; error: string }[]>`
+        select action, table_key, status, actor_role, error from partition_mgmt.admin_audit
+        where id > ${before} and arguments = ${JSON.stringify(c.body)}::text::jsonb order by id`;
+      const asked = (c.body as { action?: unknown }).action;
+      expect(audits).toEqual([{ action: typeof asked === "string" ? asked : "?", table_key: null, status: "invalid", actor_role: "service_role", error: expect.stringMatching(c.mentions) }]);
     });
   }
 
@@ -211,7 +218,7 @@ describe("partition-admin: the whole migration by steps (npm run admin -- step)"
     expect(first.stdout).toMatch(/next step of zzadmin: done \(validated: the swap is taken with --swap\)/);
     const [{ phase } = { phase: "" }] = await sql<{ phase: string }[]>`select partition_mgmt.migration_phase(${KEY}) as phase`;
     expect(phase).toBe("validated");
-    const second = await cli(["step", "--table", KEY, "--swap"]);
+    const second = await cli(["step", "--table", KEY, "--swap", "--yes"]);
     expect(second.stdout).toMatch(new RegExp(`${KEY}: swap -> phase swapped`));
     expect(second.stdout).toMatch(/next step of zzadmin: done/);
     const [kind] = await sql<{ k: string }[]>`select relkind::text as k from pg_class where oid = ${`public.${TABLE}`}::regclass`;

@@ -112,7 +112,7 @@ describe("the hosted runbook, step by step, on a local project", () => {
     expect(await npm(["admin", "--", "plan", "--table", "petri"])).toMatch(/ready: nothing was changed \(dry run\)/);
 
     // 8. gasifier through the function, petri with the psql runner (it stops before the swap)
-    expect(await npm(["admin", "--", "step", "--table", "gasifier", "--swap"])).toMatch(/gasifier: swap -> phase swapped/);
+    expect(await npm(["admin", "--", "step", "--table", "gasifier", "--swap", "--yes"])).toMatch(/gasifier: swap -> phase swapped/);
     const runner = "select partition_mgmt.migration_runner('petri_observations', p_swap => true) \\gexec\n";
     const first = await psqlScript(runner);
     expect(first.stderr).toMatch(/petri: validated; run this statement again/);
@@ -126,8 +126,8 @@ describe("the hosted runbook, step by step, on a local project", () => {
     expect(await npm(["admin", "--", "status"])).toMatch(/swapped/);
 
     // 10. finalize petri, roll gasifier back
-    expect(await npm(["admin", "--", "finalize", "--table", "petri"])).toMatch(/finalized/);
-    expect(await npm(["admin", "--", "rollback", "--table", "gasifier"])).toMatch(/rolled back/);
+    expect(await npm(["admin", "--", "finalize", "--table", "petri", "--yes"])).toMatch(/finalized/);
+    expect(await npm(["admin", "--", "rollback", "--table", "gasifier", "--yes"])).toMatch(/rolled back/);
     const after = await sql<{ relname: string; relkind: string }[]>`
       select relname::text, relkind::text from pg_class where relname in ('petri_observations', 'petri_observations_old', 'gasifier_observations', 'gasifier_observations_old') and relnamespace = 'public'::regnamespace order by 1`;
     expect(after).toEqual([{ relname: "gasifier_observations", relkind: "r" }, { relname: "petri_observations", relkind: "p" }]);

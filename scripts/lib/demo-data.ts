@@ -95,34 +95,41 @@ export async function generateDemoData(
   const subsPerSiteMonth = Math.ceil(Math.max(o.petriPerSiteMonth, o.gasifierPerSiteMonth) / o.observationsPerSubmission);
 
   await sql.begin(async (tx) => {
+    // Each insert below is one statement whose time grows with the options; the database-wide
+    // statement_timeout (2 min on hosted and on the local stack) would cancel a large one.
+    await tx`set local statement_timeout = 0`;
     progress("companies and users");
     await tx`
       insert into public.companies (company_id, name)
       select md5(${seed} || ':company:' || c)::uuid, 'Demo Company ' || c
       from generate_series(1, ${o.companies}) c`;
+    // emails carry the seed: hosted auth.users has a unique index on email (users_email_partial_key)
     await tx`
       insert into auth.users (id, aud, role, email, raw_app_meta_data, raw_user_meta_data)
       select md5(${seed} || ':user:' || c || ':' || u)::uuid, 'authenticated', 'authenticated',
-             format('user%s.company%s@demo.local', u, c), '{}'::jsonb, '{}'::jsonb
+             format('user%s.company%s.seed%s@demo.local', u, c, ${seed}::text), '{}'::jsonb, '{}'::jsonb
       from generate_series(1, ${o.companies}) c, generate_series(1, 2) u`;
     await tx`
       insert into public.users (id, email, full_name, company_id, is_company_admin)
-      select md5(${seed} || ':user:' || c || ':' || u)::uuid, format('user%s.company%s@demo.local', u, c),
+      select md5(${seed} || ':user:' || c || ':' || u)::uuid, format('user%s.company%s.seed%s@demo.local', u, c, ${seed}::text),
              format('Demo User %s of Company %s', u, c), md5(${seed} || ':company:' || c)::uuid, u = 1
       from generate_series(1, ${o.companies}) c, generate_series(1, 2) u`;
 
     progress("programs and sites");
-    // Programs cover the last `months` months; every third one has ended, the others run on.
+    // Programs cover the last `months` months; every third one ended last month, the others run
+    // on. With one month of history a program starts this month, so none has ended yet (an end
+    // before the start breaks pilot_programs_dates_ordered).
     await tx`
       insert into public.pilot_programs (program_id, name, description, start_date, end_date, status, company_id)
       select md5(${seed} || ':program:' || c || ':' || p)::uuid,
              format('Program %s-%s', c, p), 'Demo pilot program',
              (date_trunc('month', ${asOf}::timestamptz) - make_interval(months => ${o.months} - 1))::date,
-             case when p % 3 = 0 then (date_trunc('month', ${asOf}::timestamptz) - interval '1 day')::date
+             case when ended then (date_trunc('month', ${asOf}::timestamptz) - interval '1 day')::date
                   else (date_trunc('month', ${asOf}::timestamptz) + interval '6 months' - interval '1 day')::date end,
-             case when p % 3 = 0 then 'completed' else 'active' end::public.program_status,
+             case when ended then 'completed' else 'active' end::public.program_status,
              md5(${seed} || ':company:' || c)::uuid
-      from generate_series(1, ${o.companies}) c, generate_series(1, ${o.programsPerCompany}) p`;
+      from generate_series(1, ${o.companies}) c, generate_series(1, ${o.programsPerCompany}) p,
+           lateral (select p % 3 = 0 and ${o.months} > 1 as ended) e`;
     await tx`
       insert into public.sites (site_id, program_id, name, type)
       select md5(${seed} || ':site:' || c || ':' || p || ':' || s)::uuid,

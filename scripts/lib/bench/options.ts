@@ -2,6 +2,7 @@
 // derived demo-generator shape.
 import { dirname, join } from "node:path";
 import { REPO_ROOT } from "../cluster.ts";
+import { UsageError } from "../cli.ts";
 import { DEFAULT_DEMO, type DemoDataOptions } from "../demo-data.ts";
 
 export const SECTIONS = ["queries", "inserts", "maintenance", "planning", "migration"] as const;
@@ -112,7 +113,7 @@ export function parseCount(s: string): number {
   return Math.round(Number(m[1]) * mult);
 }
 
-export const USAGE = `npm run bench -- [options]
+export const USAGE = `usage: npm run bench -- [options]
 
   --quick                 small scale for CI and development (~10k rows; about a minute)
   --scale N               petri observations in the legacy table (default 5m; e.g. 500k, 20m)
@@ -133,53 +134,71 @@ export const USAGE = `npm run bench -- [options]
   --quiet                 no progress output
   --render FILE           write report.md and ratios.svg again from a result.json (no measuring);
                           with --publish also docs/benchmarks/<tree>.*
-`;
+  -h, --help              this help`;
 
-export function parseArgs(argv: string[]): BenchOptions {
-  const over: Partial<BenchOptions> = {};
-  let sections: Set<Section> | undefined;
-  const skip: Section[] = [];
+/** The command line's flags (node:util parseArgs); benchOptionsFrom reads what they parsed to. */
+export const BENCH_FLAGS = {
+  quick: { type: "boolean" },
+  scale: { type: "string" },
+  programs: { type: "string" },
+  sites: { type: "string" },
+  months: { type: "string" },
+  tree: { type: "string" },
+  port: { type: "string" },
+  "db-url": { type: "string" },
+  out: { type: "string" },
+  publish: { type: "boolean" },
+  "planning-leaves": { type: "string" },
+  "insert-seconds": { type: "string" },
+  only: { type: "string" },
+  skip: { type: "string", multiple: true },
+  keep: { type: "boolean" },
+  quiet: { type: "boolean" },
+  render: { type: "string" },
+} as const;
+
+export type BenchFlags = {
+  [K in keyof typeof BENCH_FLAGS]?: (typeof BENCH_FLAGS)[K] extends { type: "boolean" } ? boolean
+    : (typeof BENCH_FLAGS)[K] extends { multiple: true } ? string[] : string;
+};
+
+/** The options the parsed flags ask for; a UsageError (one line) names a bad value. */
+export function benchOptionsFrom(flags: BenchFlags): BenchOptions {
+  const wrap = <T>(fn: () => T): T => {
+    try {
+      return fn();
+    } catch (e) {
+      throw e instanceof UsageError ? e : new UsageError((e as Error).message);
+    }
+  };
   const list = (v: string) => v.split(",").map((x) => x.trim()).filter(Boolean);
   const sectionList = (v: string): Section[] => list(v).map((x) => {
-    if (!(SECTIONS as readonly string[]).includes(x)) throw new Error(`unknown section "${x}"; known: ${SECTIONS.join(", ")}`);
+    if (!(SECTIONS as readonly string[]).includes(x)) throw new UsageError(`unknown section "${x}"; known: ${SECTIONS.join(", ")}`);
     return x as Section;
   });
-  const num = (flag: string, v: string | undefined): number => {
+  const num = (flag: string, v: string): number => {
     const n = Number(v);
-    if (v === undefined || !Number.isFinite(n) || n <= 0) throw new Error(`${flag} needs a positive number, got "${v ?? ""}"`);
+    if (v.trim() === "" || !Number.isFinite(n) || n <= 0) throw new UsageError(`--${flag} needs a positive number, got "${v}"`);
     return n;
   };
-  for (let i = 0; i < argv.length; i++) {
-    const flag = argv[i] ?? "";
-    const value = () => {
-      const v = argv[++i];
-      if (v === undefined) throw new Error(`${flag} needs a value`);
-      return v;
-    };
-    switch (flag) {
-      case "--quick": over.quick = true; break;
-      case "--scale": over.rows = parseCount(value()); break;
-      case "--programs": over.programs = num(flag, value()); break;
-      case "--sites": over.sitesPerProgram = num(flag, value()); break;
-      case "--months": over.months = num(flag, value()); break;
-      case "--tree": over.tree = treeShape(value()); break;
-      case "--port": over.port = num(flag, value()); break;
-      case "--db-url": over.dbUrl = value(); break;
-      case "--out": over.outDir = value(); break;
-      case "--publish": over.publish = true; break;
-      case "--planning-leaves": over.planningLeaves = list(value()).map((x) => parseCount(x)); break;
-      case "--insert-seconds": over.insertSeconds = num(flag, value()); break;
-      case "--only": sections = new Set(sectionList(value())); break;
-      case "--skip": skip.push(...sectionList(value())); break;
-      case "--keep": over.keepCluster = true; break;
-      case "--quiet": over.quiet = true; break;
-      case "--render": over.render = value(); break;
-      case "--help": case "-h": console.log(USAGE); process.exit(0); break;
-      default: throw new Error(`unknown option ${flag}\n\n${USAGE}`);
-    }
-  }
-  const s = sections ?? new Set(SECTIONS);
-  for (const x of skip) s.delete(x);
+  const over: Partial<BenchOptions> = {};
+  if (flags.quick) over.quick = true;
+  if (flags.scale !== undefined) over.rows = wrap(() => parseCount(flags.scale!));
+  if (flags.programs !== undefined) over.programs = num("programs", flags.programs);
+  if (flags.sites !== undefined) over.sitesPerProgram = num("sites", flags.sites);
+  if (flags.months !== undefined) over.months = num("months", flags.months);
+  if (flags.tree !== undefined) over.tree = wrap(() => treeShape(flags.tree!));
+  if (flags.port !== undefined) over.port = num("port", flags.port);
+  if (flags["db-url"] !== undefined) over.dbUrl = flags["db-url"];
+  if (flags.out !== undefined) over.outDir = flags.out;
+  if (flags.publish) over.publish = true;
+  if (flags["planning-leaves"] !== undefined) over.planningLeaves = wrap(() => list(flags["planning-leaves"]!).map((x) => parseCount(x)));
+  if (flags["insert-seconds"] !== undefined) over.insertSeconds = num("insert-seconds", flags["insert-seconds"]);
+  if (flags.keep) over.keepCluster = true;
+  if (flags.quiet) over.quiet = true;
+  if (flags.render !== undefined) over.render = flags.render;
+  const s = flags.only !== undefined ? new Set(sectionList(flags.only)) : new Set(SECTIONS);
+  for (const x of (flags.skip ?? []).flatMap(sectionList)) s.delete(x);
   // re-rendering writes next to the result it reads unless told otherwise
   if (over.render && !over.outDir) over.outDir = dirname(over.render);
   return benchOptions({ ...over, sections: s });

@@ -58,6 +58,15 @@ export const TABLE_ACTIONS: readonly AdminAction[] = [
  */
 export const FRESH_SESSION_ACTIONS: readonly AdminAction[] = ["step", "sync-off", "swap", "rollback", "finalize"];
 
+/** Actions that only read (none takes the table's lock); every other one changes state. */
+export const READ_ONLY_ACTIONS: readonly AdminAction[] = ["status", "precheck", "plan", "monitor", "health"];
+
+/**
+ * Actions that change which table the app reads and writes, or drop or empty one: the CLI asks
+ * before it sends them (--yes for scripts and CI), and so does step when it may take the swap.
+ */
+export const CONFIRMED_ACTIONS: readonly AdminAction[] = ["swap", "rollback", "finalize", "sync-off", "finish-rollback"];
+
 /** Defaults of the parameters (admin_actions().defaults, per action). */
 export const ADMIN_DEFAULTS = { batch_size: 5000, max_seconds: 5, lock_timeout: "1s", attempts: 10, swap: false, postpone_swap: true } as const;
 

@@ -1,10 +1,13 @@
 /**
- * CORS for browser callers (supabase-js sends authorization, apikey,
- * x-client-info and content-type, so all of them must be allowed).
+ * CORS for browser callers: supabase-js's own headers (@supabase/supabase-js/cors, at the version
+ * package-lock.json installs), so every header the SDK sends (authorization, x-client-info, apikey,
+ * content-type, x-retry-count) stays allowed as the SDK adds more.
  */
+import { corsHeaders as supabaseCorsHeaders } from "@supabase/supabase-js/cors";
+
 export const corsHeaders: Readonly<Record<string, string>> = Object.freeze({
-  "Access-Control-Allow-Origin": "*",
-  "Access-Control-Allow-Headers": "authorization, x-client-info, apikey, content-type",
+  ...supabaseCorsHeaders,
+  // Hand-written: our functions answer only these (others get 405); the SDK's list also allows PUT, PATCH and DELETE.
   "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
 });
 
