@@ -141,7 +141,7 @@ const durationMs = z.number().nonnegative();
 
 export const ObservationsPageResponseSchema = z.object({
   rows: z.array(ObservationRowSchema),
-  /** Pass as `cursor` for the next page; null when this page was the last (a full last page is followed by an empty one). */
+  /** Pass as `cursor` for the next page; null when no row follows this page (a full last page says so too). */
   next_cursor: z.string().nullable(),
   meta: z.object({
     mode: z.literal("rows"),
