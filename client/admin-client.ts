@@ -12,7 +12,7 @@ import {
   AdminRequestSchema,
 } from "../supabase/functions/_shared/admin-contract.ts";
 import { describeFieldIssues, fieldIssues } from "../supabase/functions/_shared/validation.ts";
-import { EdgeFunctionError } from "./edge-function-error.ts";
+import { EdgeFunctionError, readFailedResponse, responseOfInvokeError } from "./edge-function-error.ts";
 
 /** A failed call; details carry the server's (or the parameter check's) details. */
 export class AdminError extends EdgeFunctionError<Record<string, unknown>> {
@@ -43,13 +43,9 @@ export async function invokeAdmin(supabase: SupabaseClient, request: AdminReques
   }
   const { data, error, response } = await supabase.functions.invoke(ADMIN_FUNCTION, { body: parsed.data });
   if (!error) return data as AdminOutcome;
-  const res = response as Response | undefined;
-  if (!res) throw new AdminError(null, "network_error", error.message);
-  let body: { error?: { code?: string; message?: string; details?: Record<string, unknown> } } = {};
-  try {
-    body = (await res.json()) as typeof body;
-  } catch {
-    // not JSON (gateway error page): fall through with the status
-  }
-  throw new AdminError(res.status, body.error?.code ?? "http_error", body.error?.message ?? `HTTP ${res.status}`, body.error?.details);
+  const res = responseOfInvokeError(error, response);
+  if (!res) throw new AdminError(null, "network_error", error instanceof Error ? error.message : String(error));
+  // the function's own code, or the status's for the platform's answers (a 401 of verify_jwt: unauthorized)
+  const failed = await readFailedResponse(res);
+  throw new AdminError(failed.status, failed.code, failed.message, failed.details as Record<string, unknown> | undefined);
 }

@@ -189,6 +189,24 @@ export const SiteAggregateResponseSchema = z.object({
   meta: aggregateMeta("site"),
 });
 
+/**
+ * The `code` of every error the function answers itself (README "Errors"); the body is
+ * ErrorResponseSchema's. (client_closed_request, for a client that left before its body was read,
+ * reaches no one.)
+ */
+export const OBSERVATIONS_ERROR_CODES = [
+  "validation_failed",
+  "bad_request",
+  "unauthorized",
+  "forbidden",
+  "method_not_allowed",
+  "payload_too_large",
+  "unsupported_media_type",
+  "query_timeout",
+  "internal_error",
+] as const;
+export type ObservationsErrorCodeOfFunction = (typeof OBSERVATIONS_ERROR_CODES)[number];
+
 export const ErrorResponseSchema = z.object({
   error: z.object({
     code: z.string(),
