@@ -14,7 +14,7 @@ import {
   AdminRequestSchema,
 } from "../supabase/functions/_shared/admin-contract.ts";
 import { describeFieldIssues, fieldIssues } from "../supabase/functions/_shared/validation.ts";
-import { EdgeFunctionError } from "./edge-function-error.ts";
+import { EdgeFunctionError, errorCodeForStatus } from "./edge-function-error.ts";
 
 /**
  * Why no answer arrived: connection_refused, dns_failed, tls_failed, timeout, network_error.
@@ -181,17 +181,24 @@ export async function invokeAdmin(supabase: SupabaseClient, request: AdminReques
       typeof hint === "string" && hint ? hint : httpNextStep(res.status, code));
   }
   const platform = platformMessage(text, res.headers.get("content-type") ?? "");
-  const code = res.headers.get("sb-error-code") ?? platform.code ?? "http_error";
+  // the status's code (a 401 of verify_jwt: unauthorized), as the frontend client reads it; the
+  // platform's own code (sb-error-code, NOT_FOUND, …) stays in the details
+  const platformCode = res.headers.get("sb-error-code") ?? platform.code ?? null;
+  const code = errorCodeForStatus(res.status);
   const relay = error instanceof FunctionsRelayError ? " (relay error)" : "";
   const message = `${platform.message ?? res.statusText ?? `HTTP ${res.status}`}${relay}`;
-  throw new AdminError(res.status, code, message, { body: text.slice(0, 2000) }, url, httpNextStep(res.status, code));
+  throw new AdminError(res.status, code, message, { body: text.slice(0, 2000), platform_code: platformCode }, url,
+    httpNextStep(res.status, platformCode ?? code));
 }
 
 /** The lines a terminal shows for a failure: where, why, what to do. */
 export function describeAdminError(err: AdminError): string[] {
   const where = err.url ? `${err.url} answered` : "";
+  // the platform's own code where it sent one (NOT_FOUND, BOOT_ERROR, …), else ours
+  const platform = err.details?.platform_code;
+  const shown = typeof platform === "string" && platform ? platform : err.code;
   const head = err.status !== null
-    ? `${where || "the function answered"} HTTP ${err.status}${err.code && err.code !== "http_error" ? ` ${err.code}` : ""}: ${err.message}`
+    ? `${where || "the function answered"} HTTP ${err.status}${shown && shown !== "http_error" ? ` ${shown}` : ""}: ${err.message}`
     : err.message;
   const lines = [`error: ${head}`];
   const d = err.details ?? {};

@@ -1,44 +1,82 @@
-// `npm run gen:types`: regenerates supabase/types/database.types.ts from a migrated database.
+// `npm run gen:types`: regenerates both generated type files from the migrations:
+//   supabase/types/database.types.ts             before the swap (bundle pushed, setup steps run)
+//   supabase/types/database-after-swap.types.ts  after the swap of both tables and finalize
 //
-//   npm run gen:types                                  # the local stack (`npm start`; .env.local)
-//   npm run gen:types -- --db-url postgresql://…       # any migrated database
+//   npm run gen:types                                   # on the local stack's cluster (`npm start`; .env.local)
+//   npm run gen:types -- --admin-url postgresql://…     # any local cluster, as a superuser
 //
-// Commit the result: a test regenerates it against the migrated test template and fails when the
-// committed file differs.
+// It builds a scratch database on the cluster the way a project gets the bundle (the demo app, the
+// push, the setup steps), generates the first file, migrates and swaps both tables, generates the
+// second, and drops the scratch database; the databases you work with are not touched. Commit the
+// result: a test regenerates both from the migrations and fails when a committed file differs.
+import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { dirname, relative } from "node:path";
+import postgres from "postgres";
 import { commandLine, runCli, UsageError } from "./lib/cli.ts";
 import { REPO_ROOT } from "./lib/cluster.ts";
-import { DATABASE_TYPES_PATH, generateDatabaseTypes } from "./lib/database-types.ts";
+import { DATABASE_TYPES_PATHS, type DatabaseTypesState, generateDatabaseTypes, swapForTypes } from "./lib/database-types.ts";
+import { deployOntoDemoApp } from "./lib/deploy.ts";
 import { readEnvFile } from "./lib/env-file.ts";
 import { DEV_STACK } from "./lib/stack.ts";
 
 const NAME = "npm run gen:types";
-const USAGE = `usage: npm run gen:types [-- --db-url <url>]
+const USAGE = `usage: npm run gen:types [-- --admin-url <url>]
 
-Writes ${relative(REPO_ROOT, DATABASE_TYPES_PATH)} with supabase gen types from a migrated database
-(default: SUPABASE_DB_URL, else the local stack's, from .env.local). Commit the result.
+Writes ${relative(REPO_ROOT, DATABASE_TYPES_PATHS["before-swap"])} and
+${relative(REPO_ROOT, DATABASE_TYPES_PATHS["after-swap"])} with supabase gen types, from a scratch
+database built on a local cluster (default: the local stack's, from .env.local). Commit the result.
 
 options:
-  --db-url <url>   a migrated database
-  -h, --help       this help`;
+  --admin-url <url>   a superuser URL of a local cluster
+  -h, --help          this help`;
 
-const { values } = commandLine({ name: NAME, usage: USAGE, options: { "db-url": { type: "string" } } });
+const { values } = commandLine({ name: NAME, usage: USAGE, options: { "admin-url": { type: "string" } } });
 
-function dbUrl(): string {
-  if (values["db-url"]) return values["db-url"];
-  if (process.env.SUPABASE_DB_URL) return process.env.SUPABASE_DB_URL;
+function adminUrl(): string {
+  if (values["admin-url"]) return values["admin-url"];
   if (existsSync(DEV_STACK.envFile)) {
-    const fromFile = readEnvFile(DEV_STACK.envFile).SUPABASE_DB_URL;
+    const fromFile = readEnvFile(DEV_STACK.envFile).DB_ADMIN_URL;
     if (fromFile) return fromFile;
   }
-  throw new UsageError("no database: run `npm start` first, or pass --db-url <url of a migrated database>");
+  throw new UsageError("no cluster: run `npm start` first, or pass --admin-url <superuser url of a local cluster>");
+}
+
+/** database on the cluster of url, as the project's own role `postgres` (the push and the app connect so; same password locally). */
+function asPostgres(url: string, database: string): string {
+  const u = new URL(url);
+  u.username = "postgres";
+  u.pathname = `/${database}`;
+  return u.toString();
+}
+
+function write(state: DatabaseTypesState, types: string): void {
+  const path = DATABASE_TYPES_PATHS[state];
+  mkdirSync(dirname(path), { recursive: true });
+  writeFileSync(path, types);
+  console.log(`wrote ${relative(REPO_ROOT, path)} (${types.split("\n").length} lines)`);
 }
 
 await runCli(NAME, USAGE, async () => {
-  const url = dbUrl();
-  const types = generateDatabaseTypes(url);
-  mkdirSync(dirname(DATABASE_TYPES_PATH), { recursive: true });
-  writeFileSync(DATABASE_TYPES_PATH, types);
-  console.log(`wrote ${relative(REPO_ROOT, DATABASE_TYPES_PATH)} (${types.split("\n").length} lines) from ${new URL(url).host}`);
+  const admin = adminUrl();
+  const scratch = `gen_types_${randomBytes(3).toString("hex")}`;
+  const server = postgres(admin, { max: 1, onnotice: () => {} });
+  try {
+    await server.unsafe(`create database ${scratch} owner postgres`);
+    const url = asPostgres(admin, scratch);
+    console.log(`scratch database ${scratch} on ${new URL(admin).host}: the demo app, the push, the setup steps`);
+    await deployOntoDemoApp(url);
+    write("before-swap", generateDatabaseTypes(url, "before-swap"));
+    console.log("migrating and swapping both tables, then finalize");
+    const sql = postgres(url, { max: 2, onnotice: () => {} });
+    try {
+      await swapForTypes(sql);
+    } finally {
+      await sql.end();
+    }
+    write("after-swap", generateDatabaseTypes(url, "after-swap"));
+  } finally {
+    await server.unsafe(`drop database if exists ${scratch} with (force)`);
+    await server.end();
+  }
 });

@@ -5,7 +5,7 @@
 //    (numbers, microsecond timestamps, every column), filters (site, submission, date range),
 //    GET with query parameters answering exactly like POST, service_role reading any company;
 //  - keyset pagination to the end: every row once, in order, across timestamp ties; a full last
-//    page followed by an empty one;
+//    page says it is the last (next_cursor null), with no empty page after it;
 //  - aggregate mode per UTC day and per site: counts and growth_index statistics equal those
 //    computed from the fixture, with and without filters;
 //  - the typed client (client/observations-client.ts): pages(), aggregate(), its pre-flight
@@ -176,11 +176,32 @@ describe("keyset pagination", () => {
     expect(ties.length).toBeGreaterThan(10);
   });
 
-  it("follows a full last page with an empty one, then stops", async () => {
+  it("says a full last page is the last: no empty page follows", async () => {
     const rowsOfSite = fx.b.observations.filter((o) => o.site_id === fx.b.siteIds[0]);
-    const pages = await allPages(fx.b.token, { ...base(fx.b), site_id: fx.b.siteIds[0], limit: rowsOfSite.length });
-    expect(pages.map((p) => p.rows.length)).toEqual([rowsOfSite.length, 0]);
-    expect(pages[1]!.next_cursor).toBeNull();
+    const whole = await allPages(fx.b.token, { ...base(fx.b), site_id: fx.b.siteIds[0], limit: rowsOfSite.length });
+    expect(whole.map((p) => p.rows.length)).toEqual([rowsOfSite.length]);
+    expect(whole[0]!.next_cursor).toBeNull();
+    expect(ids(whole[0]!.rows)).toEqual(expectedIds(rowsOfSite));
+
+    // two full pages: the first points to the second, the second is the last
+    const all = fx.a.observations;
+    const half = all.length / 2;
+    expect(Number.isInteger(half)).toBe(true);
+    const halves = await allPages(fx.a.token, { ...base(fx.a), limit: half });
+    expect(halves.map((p) => p.rows.length)).toEqual([half, half]);
+    expect(halves[0]!.next_cursor).not.toBeNull();
+    expect(halves[1]!.next_cursor).toBeNull();
+    expect(halves.flatMap((p) => ids(p.rows))).toEqual(expectedIds(all));
+
+  });
+
+  it("ends a cursor that points past the last row with one empty page", async () => {
+    const sorted = [...fx.b.observations].sort(newestFirst);
+    const oldest = sorted.at(-1)!;
+    const res = await invoke<PageBody>(fx.b.token, { ...base(fx.b), cursor: `${oldest.created_at}|${oldest.observation_id}` });
+    expect(res.status).toBe(200);
+    expect(res.body.rows).toEqual([]);
+    expect(res.body.next_cursor).toBeNull();
   });
 
   it("pages one row at a time through rows that share a timestamp to the microsecond", async () => {
@@ -292,6 +313,20 @@ describe("typed client (client/observations-client.ts)", () => {
 
     const perDay = await client.aggregate(base(fx.a));
     expect(perDay.data?.meta.group_by).toBe("day");
+  });
+
+  it("pages() sends one request per page: none for an empty page after a full last one", async () => {
+    let requests = 0;
+    const counting: typeof fetch = (input, init) => {
+      requests += 1;
+      return fetch(input, init);
+    };
+    const client = createObservationsClient(supabaseAs(fx.a.token, { fetch: counting }));
+    const half = fx.a.observations.length / 2;
+    const sizes: number[] = [];
+    for await (const page of client.pages({ ...base(fx.a), limit: half })) sizes.push(page.rows.length);
+    expect(sizes).toEqual([half, half]);
+    expect(requests).toBe(2);
   });
 
   it("refuses invalid parameters before sending, in the server's error shape", async () => {

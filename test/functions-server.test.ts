@@ -31,6 +31,16 @@ async function errorOf(res: Response): Promise<ErrorBody["error"]> {
   return body.error;
 }
 
+/**
+ * A verify_jwt refusal as the hosted platform sends it (Supabase docs, "Edge Function 401 error
+ * response" and "Error codes"): `{ "code": 401, "message": … }`, the reason in sb-error-code.
+ */
+async function platformRejection(res: Response): Promise<{ status: number; platformCode: string | null; body: unknown }> {
+  expect(res.headers.get("content-type")).toMatch(/application\/json/);
+  expect(res.headers.get("access-control-allow-origin")).toBe("*");
+  return { status: res.status, platformCode: res.headers.get("sb-error-code"), body: await res.json() };
+}
+
 function serverEnv(dbUrl: string, anonKey: string, serviceRoleKey: string) {
   return {
     SUPABASE_URL: "http://127.0.0.1:54321",
@@ -70,32 +80,40 @@ describe("functions server with supabase/functions", () => {
     expect(server.functions).not.toContain("_shared");
   });
 
-  it("rejects a request without a JWT", async () => {
+  it("rejects a request without a JWT, as the hosted platform does", async () => {
     const res = await health();
-    expect(res.status).toBe(401);
-    const error = await errorOf(res);
-    expect(error.code).toBe("unauthorized");
-    expect(error.message).toMatch(/missing authorization header/i);
+    expect(await platformRejection(res)).toEqual({
+      status: 401, platformCode: "UNAUTHORIZED_NO_AUTH_HEADER", body: { code: 401, message: "Missing authorization header" },
+    });
   });
 
   it("rejects a JWT signed with another secret", async () => {
     const forged = (await makeApiKeys(OTHER_SECRET)).serviceRoleKey;
-    const res = await health(bearer(forged));
-    expect(res.status).toBe(401);
-    expect((await errorOf(res)).message).toMatch(/signature/i);
+    expect(await platformRejection(await health(bearer(forged)))).toEqual({
+      status: 401, platformCode: "UNAUTHORIZED_LEGACY_JWT", body: { code: 401, message: "Invalid JWT" },
+    });
   });
 
   it("rejects an expired JWT", async () => {
     const expired = await signUserToken(SECRET, { sub: "u1", expiresInSeconds: -60 });
-    const res = await health(bearer(expired));
-    expect(res.status).toBe(401);
-    expect((await errorOf(res)).message).toMatch(/expired/i);
+    expect(await platformRejection(await health(bearer(expired)))).toEqual({
+      status: 401, platformCode: "UNAUTHORIZED_LEGACY_JWT", body: { code: 401, message: "Invalid JWT" },
+    });
   });
 
-  it("rejects a non-Bearer authorization header", async () => {
-    const res = await health({ headers: { Authorization: `Basic ${anonKey}` } });
-    expect(res.status).toBe(401);
-    expect((await errorOf(res)).message).toMatch(/bearer/i);
+  it("rejects a non-Bearer authorization header, and a bearer token that is no JWT", async () => {
+    for (const authorization of [`Basic ${anonKey}`, "Bearer not-a-jwt"]) {
+      expect(await platformRejection(await health({ headers: { Authorization: authorization } }))).toEqual({
+        status: 401, platformCode: "UNAUTHORIZED_INVALID_JWT_FORMAT", body: { code: 401, message: "Invalid JWT" },
+      });
+    }
+  });
+
+  it("rejects tokens of an asymmetric or unsupported algorithm (it holds only the legacy HS256 secret)", async () => {
+    const es256 = `${Buffer.from(JSON.stringify({ alg: "ES256", typ: "JWT" })).toString("base64url")}.e30.c2ln`;
+    expect((await platformRejection(await health(bearer(es256)))).platformCode).toBe("UNAUTHORIZED_ASYMMETRIC_JWT");
+    const none = `${Buffer.from(JSON.stringify({ alg: "none", typ: "JWT" })).toString("base64url")}.e30.`;
+    expect((await platformRejection(await health(bearer(none)))).platformCode).toBe("UNAUTHORIZED_UNSUPPORTED_TOKEN_ALGORITHM");
   });
 
   it("lets a CORS preflight through without a JWT", async () => {

@@ -10,10 +10,11 @@ class NoRealtime {
   }
 }
 
-export function supabaseAs(token: string): SupabaseClient {
+/** o.fetch: the fetch supabase-js sends every request with (to count or watch them). */
+export function supabaseAs(token: string, o: { fetch?: typeof fetch } = {}): SupabaseClient {
   return createClient(testEnv.supabaseUrl, testEnv.anonKey, {
     auth: { persistSession: false, autoRefreshToken: false, detectSessionInUrl: false },
-    global: { headers: { Authorization: `Bearer ${token}` } },
+    global: { headers: { Authorization: `Bearer ${token}` }, ...(o.fetch ? { fetch: o.fetch } : {}) },
     realtime: { transport: NoRealtime as unknown as WebSocketLikeConstructor },
   });
 }

@@ -1,12 +1,15 @@
 /**
  * The HTTP front of the local functions server, doing what the Supabase platform does: routes
  * /functions/v1/<name>[/…] to the function's worker, enforces verify_jwt (HS256 with the local
- * JWT secret), streams bodies both ways and answers a missing or crashed function with a JSON error.
+ * JWT secret) and refuses in the hosted platform's shape, streams bodies both ways and answers a
+ * missing or crashed function with a JSON error.
  */
 import http from "node:http";
-import { errors as joseErrors, jwtVerify } from "jose";
+import { decodeProtectedHeader, errors as joseErrors, jwtVerify } from "jose";
 import type { FunctionWorker } from "./supervisor.ts";
 
+// Lets browser callers read gateway errors, as they can on the platform.
+const GATEWAY_CORS = { "Access-Control-Allow-Origin": "*" };
 
 function sendError(res: http.ServerResponse, status: number, code: string, message: string): void {
   if (res.headersSent) {
@@ -17,8 +20,37 @@ function sendError(res: http.ServerResponse, status: number, code: string, messa
   res.writeHead(status, {
     "Content-Type": "application/json; charset=utf-8",
     "Content-Length": Buffer.byteLength(body),
-    // Lets browser callers read gateway errors, as they can on the platform.
-    "Access-Control-Allow-Origin": "*",
+    ...GATEWAY_CORS,
+  });
+  res.end(body);
+}
+
+/**
+ * A refusal of the verify_jwt check, as the hosted platform answers it: the body
+ * `{ "code": 401, "message": "Invalid JWT" }` (or "Missing authorization header"), the reason in
+ * the sb-error-code header (Supabase docs: "Edge Functions > Error codes", "Edge Function 401
+ * error response"). The function never runs.
+ */
+interface JwtRejection {
+  /** sb-error-code */
+  platformCode:
+    | "UNAUTHORIZED_NO_AUTH_HEADER"
+    | "UNAUTHORIZED_INVALID_JWT_FORMAT"
+    | "UNAUTHORIZED_LEGACY_JWT"
+    | "UNAUTHORIZED_ASYMMETRIC_JWT"
+    | "UNAUTHORIZED_UNSUPPORTED_TOKEN_ALGORITHM";
+  message: "Missing authorization header" | "Invalid JWT";
+  /** What exactly was wrong, for the server's log only (the platform does not say it either). */
+  reason: string;
+}
+
+function sendJwtRejection(res: http.ServerResponse, rejection: JwtRejection): void {
+  const body = JSON.stringify({ code: 401, message: rejection.message });
+  res.writeHead(401, {
+    "Content-Type": "application/json",
+    "Content-Length": Buffer.byteLength(body),
+    "sb-error-code": rejection.platformCode,
+    ...GATEWAY_CORS,
   });
   res.end(body);
 }
@@ -40,19 +72,45 @@ function parseRoute(rawUrl: string | undefined): Route | null {
   return { name, forwardPath: `/${name}${match[2] ?? ""}${search}` };
 }
 
-/** Returns null when the request may pass, else why it may not. */
-async function jwtRejection(req: http.IncomingMessage, key: Uint8Array): Promise<string | null> {
-  const header = req.headers.authorization;
-  if (!header) return "Missing authorization header";
-  const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
-  if (!match?.[1]) return "Authorization header is not 'Bearer <token>'";
+/** The token's alg; undefined when it is no JWT at all (no decodable protected header). */
+function algorithmOf(token: string): string | null | undefined {
   try {
-    await jwtVerify(match[1], key, { algorithms: ["HS256"] });
+    return decodeProtectedHeader(token).alg ?? null;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Returns null when the request may pass, else why it may not. */
+async function jwtRejection(req: http.IncomingMessage, key: Uint8Array): Promise<JwtRejection | null> {
+  const header = req.headers.authorization;
+  if (!header) return { platformCode: "UNAUTHORIZED_NO_AUTH_HEADER", message: "Missing authorization header", reason: "no Authorization header" };
+  const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
+  if (!match?.[1]) {
+    return { platformCode: "UNAUTHORIZED_INVALID_JWT_FORMAT", message: "Invalid JWT", reason: "Authorization header is not 'Bearer <token>'" };
+  }
+  const token = match[1];
+  const alg = algorithmOf(token);
+  if (alg === undefined) {
+    return { platformCode: "UNAUTHORIZED_INVALID_JWT_FORMAT", message: "Invalid JWT", reason: "the bearer token is not a JWT" };
+  }
+  // Only the legacy HS256 secret is known here; the platform checks ES256/RS256 against the signing keys.
+  if (alg === "ES256" || alg === "RS256") {
+    return { platformCode: "UNAUTHORIZED_ASYMMETRIC_JWT", message: "Invalid JWT", reason: `${alg} token: the local gateway holds no signing keys` };
+  }
+  if (alg !== "HS256") {
+    return { platformCode: "UNAUTHORIZED_UNSUPPORTED_TOKEN_ALGORITHM", message: "Invalid JWT", reason: `not a JWT of ES256, RS256 or HS256 (alg ${alg ?? "missing"})` };
+  }
+  try {
+    await jwtVerify(token, key, { algorithms: ["HS256"] });
     return null;
   } catch (err) {
-    if (err instanceof joseErrors.JWTExpired) return "JWT expired";
-    if (err instanceof joseErrors.JWSSignatureVerificationFailed) return "Invalid JWT signature";
-    return "Invalid JWT";
+    const reason = err instanceof joseErrors.JWTExpired
+      ? "JWT expired"
+      : err instanceof joseErrors.JWSSignatureVerificationFailed
+        ? "invalid JWT signature"
+        : `invalid JWT (${err instanceof Error ? err.message : String(err)})`;
+    return { platformCode: "UNAUTHORIZED_LEGACY_JWT", message: "Invalid JWT", reason };
   }
 }
 
@@ -166,7 +224,10 @@ async function handleRequest(gw: Gateway, req: http.IncomingMessage, res: http.S
   // CORS preflights carry no credentials; the CLI's edge runtime lets them through too.
   if (worker.spec.verifyJwt && req.method !== "OPTIONS") {
     const rejection = await jwtRejection(req, gw.key);
-    if (rejection) return sendError(res, 401, "unauthorized", rejection);
+    if (rejection) {
+      gw.log(`[${route.name}] verify_jwt: 401 ${rejection.platformCode}: ${rejection.reason}`);
+      return sendJwtRejection(res, rejection);
+    }
   }
   let port: number;
   try {

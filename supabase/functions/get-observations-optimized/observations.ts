@@ -83,25 +83,49 @@ async function useUtc(tx: Tx): Promise<void> {
  * apply as for supabase.rpc('get_observations_optimized'). json_agg serialises
  * the rows in SQL, exactly as PostgREST does (numerics as numbers, timestamps
  * with microseconds, which the keyset cursor needs).
+ *
+ * A full page may be the last one: the same statement asks the read API for one
+ * row past the page's oldest (only when the page is full), so the last page says
+ * it is the last and the caller sends no request for an empty page. (p_limit stops
+ * at 1000, so asking for limit + 1 rows is not possible for the largest pages.)
  */
 async function readPage(tx: Tx, p: PageRequest): Promise<Omit<ObservationsPageResponse, "meta">> {
   await useUtc(tx);
-  const [result] = await tx<{ rows: ObservationRow[] }[]>`
-    select coalesce(json_agg(r order by r.created_at desc, r.observation_id desc), '[]'::json) as rows
-    from public.get_observations_optimized(
-      p_company_id    => ${p.company_id}::uuid,
-      p_program_id    => ${p.program_id}::uuid,
-      p_start_date    => ${p.start_date ?? null}::text::timestamptz,
-      p_end_date      => ${p.end_date ?? null}::text::timestamptz,
-      p_site_id       => ${p.site_id ?? null}::uuid,
-      p_submission_id => ${p.submission_id ?? null}::uuid,
-      p_limit         => ${p.limit}::integer,
-      p_cursor        => ${p.cursor ?? null}::text) r`;
+  const [result] = await tx<{ rows: ObservationRow[]; more: boolean }[]>`
+    with page as materialized (
+      select r.* from public.get_observations_optimized(
+        p_company_id    => ${p.company_id}::uuid,
+        p_program_id    => ${p.program_id}::uuid,
+        p_start_date    => ${p.start_date ?? null}::text::timestamptz,
+        p_end_date      => ${p.end_date ?? null}::text::timestamptz,
+        p_site_id       => ${p.site_id ?? null}::uuid,
+        p_submission_id => ${p.submission_id ?? null}::uuid,
+        p_limit         => ${p.limit}::integer,
+        p_cursor        => ${p.cursor ?? null}::text) r
+    ),
+    oldest as (
+      -- the cursor of the page's last row, as cursorOf writes it (to_json: ISO 8601, microseconds)
+      select (to_json(p.created_at) #>> '{}') || '|' || p.observation_id as cursor
+      from page p order by p.created_at, p.observation_id limit 1
+    )
+    select
+      coalesce((select json_agg(p order by p.created_at desc, p.observation_id desc) from page p), '[]'::json) as rows,
+      case when (select count(*) from page) = ${p.limit}::integer
+           then exists (
+             select from oldest o, public.get_observations_optimized(
+               p_company_id    => ${p.company_id}::uuid,
+               p_program_id    => ${p.program_id}::uuid,
+               p_start_date    => ${p.start_date ?? null}::text::timestamptz,
+               p_end_date      => ${p.end_date ?? null}::text::timestamptz,
+               p_site_id       => ${p.site_id ?? null}::uuid,
+               p_submission_id => ${p.submission_id ?? null}::uuid,
+               p_limit         => 1,
+               p_cursor        => o.cursor))
+           else false
+      end as more`;
   const rows = result?.rows ?? [];
   const last = rows.at(-1);
-  // A full page may be followed by more rows; a short one is the last.
-  const nextCursor = rows.length === p.limit && last ? cursorOf(last) : null;
-  return { rows, next_cursor: nextCursor };
+  return { rows, next_cursor: result?.more && last ? cursorOf(last) : null };
 }
 
 /**
