@@ -243,7 +243,7 @@ describe("npm run admin: the project it acts on, confirmation, failures", () => 
       ]);
       const bad = await cli(proxy.url, ["status"]);
       expect(bad.code).toBe(1);
-      expect(bad.stderr).toMatch(new RegExp(`^error: ${proxy.url}/functions/v1/partition-admin answered HTTP 502: 502 Bad Gateway$`, "m"));
+      expect(bad.stderr).toMatch(new RegExp(`^error: ${proxy.url}/functions/v1/partition-admin answered HTTP 502 function_unavailable: 502 Bad Gateway$`, "m"));
       expect(bad.stderr).toMatch(/^what to do: read the function's logs \(Dashboard > Edge Functions > partition-admin > Logs\), then run it again$/m);
     } finally {
       await gateway.close();

@@ -52,7 +52,7 @@ const SCRIPTS: Script[] = [
     name: "npm run bench:adoption", command: npmRun("bench:adoption"), usage: /^usage: npm run bench:adoption -- \[options\]$/m,
     bad: [[["--rows", "10"], /^npm run bench:adoption: --rows must be an integer of at least 2400, got "10"$/]],
   },
-  { name: "npm run gen:types", command: npmRun("gen:types"), usage: /^usage: npm run gen:types/m, bad: [[["--db-url"], /^npm run gen:types: --db-url needs a value$/]] },
+  { name: "npm run gen:types", command: npmRun("gen:types"), usage: /^usage: npm run gen:types/m, bad: [[["--admin-url"], /^npm run gen:types: --admin-url needs a value$/], [["--db-url", "x"], /^npm run gen:types: unknown option --db-url$/]] },
   {
     name: "scripts/backup.ts", command: tsx("scripts/backup.ts"), usage: /^usage: npx tsx scripts\/backup\.ts/m,
     bad: [[["postgresql://a", "postgresql://b"], /^scripts\/backup\.ts: unexpected argument postgresql:\/\/b$/], [["mysql://x"], /^scripts\/backup\.ts: not a postgresql:\/\/ URL: "mysql:\/\/x"$/]],
