@@ -291,7 +291,7 @@ describe("cleanup_empty_partitions and retention", () => {
   });
 });
 
-describe("maintenance reads what changed, not every row (migration 20250102000800)", () => {
+describe("maintenance reads what changed, not every row (analyze_threshold, max_rows_per_value)", () => {
   let db: FreshDb;
   beforeAll(async () => {
     db = await freshDatabase("estimates", { treeShape: "sized", targetRowsPerLeaf: 1000 });
@@ -396,7 +396,7 @@ describe("maintenance reads what changed, not every row (migration 2025010200080
   });
 });
 
-describe("maintenance steps end within step_seconds (migration 20250102000810)", () => {
+describe("maintenance steps end within step_seconds (maintenance_settings.step_seconds)", () => {
   let db: FreshDb;
   beforeAll(async () => {
     db = await freshDatabase("step_time", { treeShape: "literal" });

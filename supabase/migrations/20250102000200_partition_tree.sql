@@ -310,15 +310,17 @@ as $$
                   greatest(100, partition_mgmt.lock_capacity() / 5)::integer)
 $$;
 
--- True once this transaction holds more lock slots than its DDL budget; remembers it in the
--- transaction-local setting partition_mgmt.budget_exhausted so callers up the stack can tell.
+-- True once this transaction holds more lock slots than its DDL budget, or a maintenance step's
+-- deadline has passed; remembers it in the transaction-local setting
+-- partition_mgmt.budget_exhausted so callers up the stack can tell.
 create or replace function partition_mgmt.ddl_budget_exhausted()
 returns boolean
 language plpgsql volatile
 set search_path = ''
 as $$
 begin
-  if partition_mgmt.held_locks() > partition_mgmt.ddl_lock_budget() then
+  if partition_mgmt.held_locks() > partition_mgmt.ddl_lock_budget()
+     or clock_timestamp() > coalesce(nullif(current_setting('partition_mgmt.step_deadline', true), '')::timestamptz, 'infinity') then
     perform set_config('partition_mgmt.budget_exhausted', 'on', true);
     return true;
   end if;
@@ -1339,9 +1341,9 @@ begin
 end
 $$;
 
--- Partitions of one site up to the premake horizon (today + premake_months, but not past the
--- program's end): its site partition, then its periods from p_from on. Returns false when this
--- transaction's DDL lock budget ran out before the horizon.
+-- Creates whatever is missing of a site's partitions from p_from up to p_horizon (its site
+-- partition, then its periods). Existing periods are stepped over without spending the budget;
+-- returns false when this transaction's DDL budget ran out before the horizon.
 create or replace function partition_mgmt.premake_site(p_table_key text, p_program_id uuid, p_site_id uuid, p_from timestamptz,
   p_horizon timestamptz, p_granularity text default null)
 returns boolean
@@ -1350,17 +1352,25 @@ set search_path = ''
 as $$
 declare
   v_ts timestamptz := p_from;
+  v_end timestamptz;
   v_leaf text;
 begin
   perform partition_mgmt.ensure_site_partition(p_table_key, p_program_id, p_site_id, p_granularity);
   while v_ts < p_horizon loop
-    if partition_mgmt.ddl_budget_exhausted() then
-      return false;
+    select g.range_end into v_end from partition_mgmt.partition_registry g
+    where g.table_key = p_table_key and g.level = 'period' and not g.is_default
+      and g.program_id = p_program_id and g.site_id = p_site_id and g.range_start <= v_ts and g.range_end > v_ts;
+    if v_end is null then
+      if partition_mgmt.ddl_budget_exhausted() then
+        return false;
+      end if;
+      v_leaf := partition_mgmt.ensure_period_partition(p_table_key, p_program_id, p_site_id, v_ts);
+      select g.range_end into v_end from partition_mgmt.partition_registry g
+      where g.table_key = p_table_key and g.level in ('site', 'period') and g.program_id = p_program_id and g.site_id = p_site_id
+        and format('%I.%I', g.partition_schema, g.partition_name) = v_leaf;
+      exit when v_end is null or v_end <= v_ts;   -- granularity 'none': one leaf covers all time
     end if;
-    v_leaf := partition_mgmt.ensure_period_partition(p_table_key, p_program_id, p_site_id, v_ts);
-    select range_end into v_ts from partition_mgmt.partition_registry
-    where format('%I.%I', partition_schema, partition_name) = v_leaf;
-    exit when v_ts is null;   -- granularity 'none': one leaf covers all time
+    v_ts := v_end;
   end loop;
   return true;
 end

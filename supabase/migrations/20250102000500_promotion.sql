@@ -55,9 +55,33 @@ grant select on partition_mgmt.promotions to service_role;
 -- What to promote
 -- -----------------------------------------------------------------------------
 
+-- The most rows one value of p_column can have in p_rel, from its statistics: the largest share
+-- a value can have (the first most-common-value frequency, or every non-null row outside that
+-- list) times the row estimate, plus every row changed since. Null without statistics.
+create or replace function partition_mgmt.max_rows_per_value(p_rel regclass, p_column text)
+returns double precision
+language sql stable
+set search_path = ''
+as $$
+  select greatest(coalesce(s.most_common_freqs[1], 0),
+                  1 - s.null_frac - coalesce((select sum(f) from unnest(s.most_common_freqs) f), 0))
+         * greatest(k.reltuples, 0)
+         + coalesce(pg_catalog.pg_stat_get_mod_since_analyze(k.oid), 0)
+  from pg_catalog.pg_class k
+  join pg_catalog.pg_namespace n on n.oid = k.relnamespace
+  join pg_catalog.pg_stats s on s.schemaname = n.nspname and s.tablename = k.relname
+                            and s.attname = p_column and not s.inherited
+  where k.oid = p_rel
+$$;
+comment on function partition_mgmt.max_rows_per_value(regclass, text) is
+  'Upper bound, from statistics, of the rows one value of the column has in the table (null without statistics): promotion counts a shared leaf only when it can reach the target.';
+
+revoke execute on function partition_mgmt.max_rows_per_value(regclass, text) from public, anon, authenticated;
+
 -- Programs in the root's DEFAULT leaf and sites in a program's DEFAULT leaf that should have
 -- partitions of their own: pinned sites (and their programs) first, then by rows, largest first.
--- Counts rows only in DEFAULT leaves whose row estimate reaches the target.
+-- Counts rows only in DEFAULT leaves whose row estimate reaches the target and whose statistics
+-- let one program or site reach it.
 create or replace function partition_mgmt.promotion_candidates(p_table_key text)
 returns table (level text, program_id uuid, site_id uuid, rows bigint, reason text)
 language plpgsql
@@ -87,11 +111,13 @@ begin
       and not exists (select from partition_mgmt.partition_registry r where r.table_key = p_table_key and r.level = 'site'
                       and not r.is_default and r.site_id = g.site_id);
   for d in
-    select r.level, r.program_id, format('%I.%I', r.partition_schema, r.partition_name)::regclass as leaf
+    select r.level, r.program_id, k.oid::regclass as leaf
     from partition_mgmt.partition_registry r
     join pg_catalog.pg_class k on k.oid = to_regclass(format('%I.%I', r.partition_schema, r.partition_name))
     where r.table_key = p_table_key and r.is_default and r.level in ('program', 'site')
       and greatest(k.reltuples, 0) >= c.target_rows_per_leaf * 0.9
+      and coalesce(partition_mgmt.max_rows_per_value(k.oid, case r.level when 'program' then c.program_column else c.site_column end)
+                   >= c.target_rows_per_leaf * 0.9, true)
   loop
     if d.level = 'program' then
       return query execute format(

@@ -39,9 +39,12 @@ create table if not exists partition_mgmt.maintenance_settings (
   -- a run stops taking new steps after this long (the next run goes on): pg_cron's CALL is one
   -- statement, and hosted Supabase ends any statement after 2 minutes
   max_run_seconds           integer not null default 90 check (max_run_seconds between 5 and 3600),
-  promote_step_seconds      numeric not null default 5 check (promote_step_seconds > 0 and promote_step_seconds <= 60)
+  promote_step_seconds      numeric not null default 5 check (promote_step_seconds > 0 and promote_step_seconds <= 60),
+  step_seconds              numeric not null default 5 check (step_seconds between 1 and 60)
 );
 insert into partition_mgmt.maintenance_settings default values on conflict (id) do nothing;
+comment on column partition_mgmt.maintenance_settings.step_seconds is
+  'Seconds one maintenance step (one transaction of a run) may take before it stops taking new work and commits; the next step goes on.';
 comment on table partition_mgmt.maintenance_settings is
   'Maintenance knobs: lock_timeout and attempts (with backoff) for DDL on hot tables, the partition size alert threshold (the plan''s 1 GB), when maintenance counts as stale, how long pg_cron run history is kept.';
 
@@ -325,9 +328,38 @@ begin
 end
 $$;
 
--- Analyze leaves (of one table, or of all) that changed since their last analyze (and, with
--- p_include_parents, the partitioned parents, whose statistics autovacuum never gathers), within
--- this transaction's lock budget. Returns tables analyzed.
+-- Rows changed in p_rel since its last analyze beyond which it is analyzed again: autovacuum's own
+-- threshold (the table's storage parameters first, then the server's settings), 0 when autovacuum
+-- does not run on it.
+
+create or replace function partition_mgmt.analyze_threshold(p_rel regclass)
+returns double precision
+language sql stable
+set search_path = ''
+as $$
+  select case
+    when not pg_catalog.current_setting('autovacuum')::boolean
+      or coalesce((select o.option_value from pg_catalog.pg_options_to_table(k.reloptions) o
+                   where o.option_name = 'autovacuum_enabled')::boolean, true) = false then 0
+    else coalesce((select o.option_value from pg_catalog.pg_options_to_table(k.reloptions) o
+                   where o.option_name = 'autovacuum_analyze_threshold')::double precision,
+                  pg_catalog.current_setting('autovacuum_analyze_threshold')::double precision)
+       + coalesce((select o.option_value from pg_catalog.pg_options_to_table(k.reloptions) o
+                   where o.option_name = 'autovacuum_analyze_scale_factor')::double precision,
+                  pg_catalog.current_setting('autovacuum_analyze_scale_factor')::double precision)
+         * greatest(k.reltuples, 0)
+    end
+  from pg_catalog.pg_class k
+  where k.oid = p_rel
+$$;
+comment on function partition_mgmt.analyze_threshold(regclass) is
+  'Rows changed since the last analyze beyond which maintenance analyzes the leaf: autovacuum''s analyze threshold (storage parameters, then server settings); 0 where autovacuum is off.';
+
+revoke execute on function partition_mgmt.analyze_threshold(regclass) from public, anon, authenticated;
+
+-- Analyze leaves (of one table, or of all) that autovacuum would analyze and has not yet, or never
+-- analyzed (and, with p_include_parents, the partitioned parents, whose statistics autovacuum
+-- never gathers), within this transaction's lock budget. Returns tables analyzed.
 create or replace function partition_mgmt.analyze_all_partitions(p_include_parents boolean default false, p_table_key text default null)
 returns integer
 language plpgsql
@@ -341,8 +373,10 @@ begin
     select g.partition_schema, g.partition_name
     from partition_mgmt.partition_registry g
     join pg_catalog.pg_stat_all_tables s on s.relid = to_regclass(format('%I.%I', g.partition_schema, g.partition_name))
-    where g.is_leaf and (s.n_mod_since_analyze > 0 or coalesce(s.last_analyze, s.last_autoanalyze) is null)
-      and s.n_live_tup + s.n_dead_tup + s.n_mod_since_analyze > 0 and (p_table_key is null or g.table_key = p_table_key)
+    where g.is_leaf and (p_table_key is null or g.table_key = p_table_key)
+      and s.n_live_tup + s.n_dead_tup + s.n_mod_since_analyze > 0
+      and (coalesce(s.last_analyze, s.last_autoanalyze) is null
+           or s.n_mod_since_analyze > partition_mgmt.analyze_threshold(s.relid))
     order by 1, 2
   loop
     -- each ANALYZE keeps its locks until commit: stop within the lock budget (maintenance commits
@@ -447,6 +481,29 @@ begin
 end
 $$;
 
+-- Why the refresh should not start now (null: it may): the last successful one took longer than
+-- what is left of this statement's statement_timeout (a run is one statement: its COMMITs do not
+-- restart the timer).
+create or replace function partition_mgmt.refresh_would_time_out()
+returns text
+language sql stable
+set search_path = ''
+as $$
+  select format('analytics.mv_daily_metrics was not refreshed: the last refresh took %s s and %s s are left before statement_timeout (%s) '
+                'ends this run. Refresh it with select analytics.refresh_daily_metrics(); in a session with a longer statement_timeout, '
+                'or give the nightly job one (alter role ... set statement_timeout, for the role pg_cron runs it as).',
+                round(l.secs::numeric, 1), greatest(round(x.left_secs::numeric, 1), 0), pg_catalog.current_setting('statement_timeout'))
+  from (select extract(epoch from g.finished_at - g.started_at) as secs from partition_mgmt.maintenance_log g
+        where g.action = 'refresh_metrics' and g.status = 'ok' and g.finished_at is not null
+        order by g.id desc limit 1) l,
+       (select nullif(extract(epoch from pg_catalog.current_setting('statement_timeout')::interval), 0)
+               - extract(epoch from clock_timestamp() - statement_timestamp()) as left_secs) x
+  where x.left_secs is not null and l.secs * 1.2 > x.left_secs
+$$;
+comment on function partition_mgmt.refresh_would_time_out() is
+  'Null when the metrics refresh may start now; otherwise why not: the last refresh took longer than what is left of the statement_timeout.';
+revoke execute on function partition_mgmt.refresh_would_time_out() from public, anon, authenticated;
+
 -- -----------------------------------------------------------------------------
 -- One table's nightly work, each step logged; a failing step is logged and the next runs.
 -- -----------------------------------------------------------------------------
@@ -462,17 +519,22 @@ declare
   v_promo record;
   v_rows bigint;
   v_text text;
+  v_more boolean := false;
 begin
   begin
     perform set_config('partition_mgmt.lock_timeout', (select lock_timeout from partition_mgmt.maintenance_settings), true);
     perform set_config('partition_mgmt.ddl_attempts', (select ddl_attempts::text from partition_mgmt.maintenance_settings), true);
+    -- this step's time: ddl_budget_exhausted() ends it there, like a spent lock budget (the run
+    -- commits and goes on)
+    perform set_config('partition_mgmt.step_deadline',
+      (clock_timestamp() + make_interval(secs => (select step_seconds from partition_mgmt.maintenance_settings)))::text, true);
     case p_action
       when 'premake' then
         v_n := partition_mgmt.premake_partitions(p_table_key);
         perform partition_mgmt.log_finish(v_log, 'ok', v_n, 0, null,
           case when partition_mgmt.budget_spent() then jsonb_build_object('more', true) end);
-        -- this transaction's lock budget is spent: commit, then the next round goes on
-        return partition_mgmt.budget_spent();
+        -- this step's budget (locks, or time) is spent: commit, then the next round goes on
+        v_more := partition_mgmt.budget_spent();
       when 'finish_rollback' then
         -- the copy of a rolled-back migration nobody emptied yet
         v_text := partition_mgmt.finish_rollback(p_table_key);
@@ -482,13 +544,13 @@ begin
           (select promote_batch_rows from partition_mgmt.maintenance_settings), (select promote_step_seconds from partition_mgmt.maintenance_settings));
         perform partition_mgmt.log_finish(v_log, 'ok', case when v_promo.action = 'cutover' then 1 else 0 end, 0, null,
           jsonb_build_object('action', v_promo.action, 'detail', v_promo.detail));
-        return v_promo.more;
+        v_more := v_promo.more;
       when 'drain_defaults' then
         select * into v_drain from partition_mgmt.drain_defaults(p_table_key,
           (select move_batch_partitions from partition_mgmt.maintenance_settings));
         perform partition_mgmt.log_finish(v_log, 'ok', v_drain.partitions_created, v_drain.rows_moved, null,
           jsonb_build_object('remaining', v_drain.remaining));
-        return v_drain.remaining > 0 and v_drain.partitions_created > 0;   -- more batches to do
+        v_more := v_drain.remaining > 0 and v_drain.partitions_created > 0;   -- more batches to do
       when 'retention' then
         -- the Realtime change feed the swap created keeps an hour (Realtime reads the WAL, not the
         -- table); only that table, never one of the project's with the same name
@@ -500,14 +562,22 @@ begin
         v_n := partition_mgmt.apply_retention(p_table_key);
         v_rows := partition_mgmt.apply_row_retention(p_table_key, (select promote_batch_rows from partition_mgmt.maintenance_settings));
         perform partition_mgmt.log_finish(v_log, 'ok', v_n, v_rows);
-        return partition_mgmt.budget_spent() or v_rows >= (select promote_batch_rows from partition_mgmt.maintenance_settings);
+        v_more := partition_mgmt.budget_spent() or v_rows >= (select promote_batch_rows from partition_mgmt.maintenance_settings);
       when 'analyze' then
         v_n := partition_mgmt.analyze_all_partitions(false, p_table_key);
         perform partition_mgmt.log_finish(v_log, 'ok', v_n);
-        return partition_mgmt.budget_spent();
+        v_more := partition_mgmt.budget_spent();
       when 'refresh_metrics' then
-        v_text := partition_mgmt.refresh_metrics();
-        perform partition_mgmt.log_finish(v_log, 'ok', 0, 0, null, jsonb_build_object('mode', v_text));
+        -- one statement that cannot stop half-way: not started when the last one would not end
+        -- before statement_timeout cancels the whole run
+        v_text := partition_mgmt.refresh_would_time_out();
+        if v_text is not null then
+          -- an error, so that health() reports it: the metrics are not fresh
+          perform partition_mgmt.log_finish(v_log, 'error', 0, 0, v_text, jsonb_build_object('skipped', true));
+        else
+          v_text := partition_mgmt.refresh_metrics();
+          perform partition_mgmt.log_finish(v_log, 'ok', 0, 0, null, jsonb_build_object('mode', v_text));
+        end if;
       else
         raise exception 'unknown maintenance action "%"', p_action;
     end case;
@@ -515,7 +585,9 @@ begin
     perform partition_mgmt.log_finish(v_log, 'error', 0, 0, sqlerrm,
       jsonb_build_object('sqlstate', sqlstate));
   end;
-  return false;
+  -- (the deadline is this step's only: later statements of the caller's transaction are not bound by it)
+  perform set_config('partition_mgmt.step_deadline', '', true);
+  return v_more;
 end
 $$;
 

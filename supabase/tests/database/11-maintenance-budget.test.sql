@@ -1,4 +1,4 @@
--- Maintenance steps bounded by time as well as by locks (migration 20250102000810_time_bounded_steps).
+-- Maintenance steps bounded by time as well as by locks (ddl_budget_exhausted and maintain_step, migration 20250102000600_maintenance).
 -- The run over several committed steps is in test/maintenance.test.ts.
 -- Covers: ddl_budget_exhausted() is true once maintain_step's deadline has passed and remembers
 -- it (budget_spent); without a deadline only the lock budget counts; maintain_step leaves no
