@@ -9,16 +9,14 @@
 // push, the setup steps), generates the first file, migrates and swaps both tables, generates the
 // second, and drops the scratch database; the databases you work with are not touched. Commit the
 // result: a test regenerates both from the migrations and fails when a committed file differs.
-import { randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname, relative } from "node:path";
 import postgres from "postgres";
-import { commandLine, runCli, UsageError } from "./lib/cli.ts";
+import { commandLine, runCli } from "./lib/cli.ts";
 import { REPO_ROOT } from "./lib/cluster.ts";
 import { DATABASE_TYPES_PATHS, type DatabaseTypesState, generateDatabaseTypes, swapForTypes } from "./lib/database-types.ts";
 import { deployOntoDemoApp } from "./lib/deploy.ts";
-import { readEnvFile } from "./lib/env-file.ts";
-import { DEV_STACK } from "./lib/stack.ts";
+import { localAdminUrl, withScratchDatabases } from "./lib/scratch-db.ts";
 
 const NAME = "npm run gen:types";
 const USAGE = `usage: npm run gen:types [-- --admin-url <url>]
@@ -33,23 +31,6 @@ options:
 
 const { values } = commandLine({ name: NAME, usage: USAGE, options: { "admin-url": { type: "string" } } });
 
-function adminUrl(): string {
-  if (values["admin-url"]) return values["admin-url"];
-  if (existsSync(DEV_STACK.envFile)) {
-    const fromFile = readEnvFile(DEV_STACK.envFile).DB_ADMIN_URL;
-    if (fromFile) return fromFile;
-  }
-  throw new UsageError("no cluster: run `npm start` first, or pass --admin-url <superuser url of a local cluster>");
-}
-
-/** database on the cluster of url, as the project's own role `postgres` (the push and the app connect so; same password locally). */
-function asPostgres(url: string, database: string): string {
-  const u = new URL(url);
-  u.username = "postgres";
-  u.pathname = `/${database}`;
-  return u.toString();
-}
-
 function write(state: DatabaseTypesState, types: string): void {
   const path = DATABASE_TYPES_PATHS[state];
   mkdirSync(dirname(path), { recursive: true });
@@ -58,13 +39,9 @@ function write(state: DatabaseTypesState, types: string): void {
 }
 
 await runCli(NAME, USAGE, async () => {
-  const admin = adminUrl();
-  const scratch = `gen_types_${randomBytes(3).toString("hex")}`;
-  const server = postgres(admin, { max: 1, onnotice: () => {} });
-  try {
-    await server.unsafe(`create database ${scratch} owner postgres`);
-    const url = asPostgres(admin, scratch);
-    console.log(`scratch database ${scratch} on ${new URL(admin).host}: the demo app, the push, the setup steps`);
+  const admin = localAdminUrl(values["admin-url"]);
+  await withScratchDatabases(admin, ["gen_types"], async ([url = ""]) => {
+    console.log(`scratch database ${new URL(url).pathname.slice(1)} on ${new URL(admin).host}: the demo app, the push, the setup steps`);
     await deployOntoDemoApp(url);
     write("before-swap", generateDatabaseTypes(url, "before-swap"));
     console.log("migrating and swapping both tables, then finalize");
@@ -75,8 +52,5 @@ await runCli(NAME, USAGE, async () => {
       await sql.end();
     }
     write("after-swap", generateDatabaseTypes(url, "after-swap"));
-  } finally {
-    await server.unsafe(`drop database if exists ${scratch} with (force)`);
-    await server.end();
-  }
+  });
 });

@@ -1,6 +1,6 @@
 // Every script a user runs answers --help with its usage (exit 0) and a bad command line with one
 // line saying what was wrong, then the usage (exit 2), never a stack trace: start, stop, admin,
-// generate, bench, bench:adoption, gen:types, backup and install-bundle, each run as the README
+// generate, bench, bench:adoption, gen:types, db:diff, backup and install-bundle, each run as the README
 // says (npm run …; the backup through tsx). `npm start` is run as its second half, scripts/start.ts:
 // its first half, scripts/ensure-deps.sh, takes no arguments and may run npm ci, which must not
 // replace node_modules under a running test.
@@ -53,6 +53,10 @@ const SCRIPTS: Script[] = [
     bad: [[["--rows", "10"], /^npm run bench:adoption: --rows must be an integer of at least 2400, got "10"$/]],
   },
   { name: "npm run gen:types", command: npmRun("gen:types"), usage: /^usage: npm run gen:types/m, bad: [[["--admin-url"], /^npm run gen:types: --admin-url needs a value$/], [["--db-url", "x"], /^npm run gen:types: unknown option --db-url$/]] },
+  {
+    name: "npm run db:diff", command: npmRun("db:diff"), usage: /^usage: npm run db:diff -- --name <what_changed>/m,
+    bad: [[["--name", "Bad Name"], /^npm run db:diff: --name needs lower case letters, digits and _ \(got "Bad Name"\)$/], [["--force"], /^npm run db:diff: unknown option --force$/]],
+  },
   {
     name: "scripts/backup.ts", command: tsx("scripts/backup.ts"), usage: /^usage: npx tsx scripts\/backup\.ts/m,
     bad: [[["postgresql://a", "postgresql://b"], /^scripts\/backup\.ts: unexpected argument postgresql:\/\/b$/], [["mysql://x"], /^scripts\/backup\.ts: not a postgresql:\/\/ URL: "mysql:\/\/x"$/]],
