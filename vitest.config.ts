@@ -2,11 +2,11 @@ import { defineConfig } from "vitest/config";
 
 // pg_cron fires jobs only in the cluster's shared `postgres` database, where a job's run is visible
 // to every suite (health() reports failed jobs): its suite runs alone, after all the others.
-const CRON_SUITE = "test/pg-cron.test.ts";
+const CRON_SUITE = "test/partitions/pg-cron.test.ts";
 // 20 concurrent sessions of one test on Micro's 60 connections: alone, after the others.
-const MICRO_SUITE = "test/micro-limits.test.ts";
+const MICRO_SUITE = "test/partitions/micro-limits.test.ts";
 // the app's longest wait while the push and the setup steps run: measured with nothing else running
-const ADOPTION_SUITE = "test/adoption-push.test.ts";
+const ADOPTION_SUITE = "test/adoption/adoption-push.test.ts";
 
 export default defineConfig({
   test: {

@@ -5,7 +5,7 @@
 // trixie's PostgreSQL 17 with pg_cron 1.6 (scripts/ensure-pg17.sh installs it), the same
 // migrations, every pgTAP file and the database suites in PG17_SUITES.
 // KEEP_TEST_STACK=1 leaves the clusters running for debugging; TEST_PG15_ONLY=1 (while working on a
-// few suites: `TEST_PG15_ONLY=1 npm test -- test/x.test.ts`) skips the PostgreSQL 17 leg.
+// few suites: `TEST_PG15_ONLY=1 npm test -- test/edge/x.test.ts`) skips the PostgreSQL 17 leg.
 import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
@@ -21,22 +21,22 @@ export const TEMPLATE_DB = "app_template";
  * no edge function. The others run on 15 only, to keep the leg short.
  */
 export const PG17_SUITES = [
-  "test/lock-budget.test.ts",
-  "test/realtime.test.ts",
-  "test/publications-rollback.test.ts",
-  "test/migration-torture.test.ts",
-  "test/migration-cycle.test.ts",
-  "test/migration-guards.test.ts",
-  "test/migration-references.test.ts",
-  "test/partitioned-writes.test.ts",
-  "test/writes-without-program.test.ts",
-  "test/maintenance.test.ts",
-  "test/migration-backup.test.ts",
-  "test/pg-cron.test.ts",
+  "test/partitions/lock-budget.test.ts",
+  "test/migration/realtime.test.ts",
+  "test/migration/publications-rollback.test.ts",
+  "test/migration/migration-torture.test.ts",
+  "test/migration/migration-cycle.test.ts",
+  "test/migration/migration-guards.test.ts",
+  "test/migration/migration-references.test.ts",
+  "test/migration/partitioned-writes.test.ts",
+  "test/migration/writes-without-program.test.ts",
+  "test/partitions/maintenance.test.ts",
+  "test/migration/migration-backup.test.ts",
+  "test/partitions/pg-cron.test.ts",
   // adopting the bundle: the push onto a populated project, access before and after, the runbook
-  "test/adoption-push.test.ts",
-  "test/adoption-access.test.ts",
-  "test/runbook.test.ts",
+  "test/adoption/adoption-push.test.ts",
+  "test/adoption/adoption-access.test.ts",
+  "test/adoption/runbook.test.ts",
 ];
 const t0 = performance.now();
 const log = (msg: string) => console.log(`[test ${((performance.now() - t0) / 1000).toFixed(1)}s] ${msg}`);

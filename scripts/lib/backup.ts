@@ -1,6 +1,6 @@
 // The plan's backup step: `pg_dump -Fc` of the tables a migration touches, against the target
 // database, before anything changes. Restoring it (data only, into the existing tables) is what
-// test/migration-backup.test.ts proves once.
+// test/migration/migration-backup.test.ts proves once.
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";

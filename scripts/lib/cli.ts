@@ -1,7 +1,7 @@
 // The command line of every script a user runs (npm start, stop, admin, generate, bench,
 // bench:adoption, gen:types, backup): node:util's parseArgs, strict; `--help` prints the usage and
 // exits 0; a bad command line prints one line saying what was wrong, then the usage, and exits 2,
-// never a stack trace. test/cli-help.test.ts runs each script both ways.
+// never a stack trace. test/cli/cli-help.test.ts runs each script both ways.
 import { parseArgs, type ParseArgsConfig } from "node:util";
 
 type Options = NonNullable<ParseArgsConfig["options"]>;

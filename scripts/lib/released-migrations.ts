@@ -3,7 +3,7 @@
 // supabase_migrations.schema_migrations and never runs them again: a released migration that
 // changes afterwards reaches nobody who already pushed it. So released migrations are append-only:
 // every later change is a new migration file, named after the last released one
-// (test/migration-files.test.ts holds the repository to it; `npm run release:record` records a
+// (test/adoption/migration-files.test.ts holds the repository to it; `npm run release:record` records a
 // release). A release marked `withdrawn` was never installed in a user's project: its files may be
 // re-cut once by the next release, which records them again.
 import { createHash } from "node:crypto";

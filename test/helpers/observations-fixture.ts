@@ -6,7 +6,8 @@
 // swap), as the app writes them. Timestamps carry microseconds and some are shared by several
 // rows, so keyset pagination is tested on ties and below the millisecond.
 import { randomUUID } from "node:crypto";
-import postgres, { type Sql } from "postgres";
+import type { Sql } from "postgres";
+import { connect } from "./db.ts";
 import { signUserToken } from "../../scripts/lib/jwt-keys.ts";
 import { testEnv } from "./env.ts";
 
@@ -111,7 +112,7 @@ async function insertCompany(sql: Sql, label: string, n: number, seed: number): 
 }
 
 export async function createObservationsFixture(sizes: { a: number; b: number }): Promise<ObservationsFixture> {
-  const sql = postgres(testEnv.dbUrl, { max: 2, onnotice: () => {} });
+  const sql = connect(testEnv.dbUrl, 2);
   const created: FixtureCompany[] = [];
   const lonerId = randomUUID();
   const remove = async () => {

@@ -11,7 +11,8 @@ import type { BenchResult, GoalResult, LeafRows, QueryClassResult, VariantResult
 const mb = (b: number) => `${(b / 1024 ** 2).toLocaleString("en-US", { maximumFractionDigits: 0 })} MB`;
 const v = (q: QueryClassResult, id: string): VariantResult | undefined => q.variants.find((x) => x.id === id);
 const cell = (x: VariantResult | undefined) => (x ? (x.error ? "error" : `${fmtMs(x.timings.median)} / ${fmtMs(x.timings.p95)}`) : "–");
-const mark = (s: GoalResult["status"]) => (s === "met" ? "✅ met" : s === "missed" ? "❌ missed" : "➖ not measured");
+/** A verdict as the reports show it. */
+export const mark = (s: GoalResult["status"]) => (s === "met" ? "✅ met" : s === "missed" ? "❌ missed" : "➖ not measured");
 
 export function scaleLine(r: BenchResult): string {
   const b = r.build;

@@ -12,7 +12,7 @@ export const ADMIN_FUNCTION = "partition-admin";
 /**
  * Actions, in the order an operator runs them. The list, the table requirement, the fresh-session
  * flag and the defaults are partition_mgmt.admin_actions()'s (migration 0700);
- * test/admin-actions-contract.test.ts fails when they differ.
+ * test/edge/admin-actions-contract.test.ts fails when they differ.
  */
 export const ADMIN_ACTIONS = [
   "status",

@@ -8,7 +8,7 @@
  *
  * `import * as z` (zod's own recommendation), not `import { z }`: bundlers cannot tree-shake the
  * `z` re-export, which puts all of zod, its locales included, into a frontend's bundle (measured
- * with esbuild: 454 KB minified against 90 KB; test/client-package.test.ts keeps it down).
+ * with esbuild: 454 KB minified against 90 KB; test/edge/client-package.test.ts keeps it down).
  */
 import * as z from "zod";
 

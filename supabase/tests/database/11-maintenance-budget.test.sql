@@ -1,5 +1,5 @@
--- Maintenance steps bounded by time as well as by locks (ddl_budget_exhausted and maintain_step, migration 20250102000600_maintenance).
--- The run over several committed steps is in test/maintenance.test.ts.
+-- Maintenance steps bounded by time as well as by locks (ddl_budget_exhausted and maintain_step, supabase/schemas/*_lock_budget.sql and *_maintenance.sql).
+-- The run over several committed steps is in test/partitions/maintenance.test.ts.
 -- Covers: ddl_budget_exhausted() is true once maintain_step's deadline has passed and remembers
 -- it (budget_spent); without a deadline only the lock budget counts; maintain_step leaves no
 -- deadline behind for the rest of the caller's transaction; step_seconds is bounded; premake_site
