@@ -10,9 +10,10 @@ import { z } from "zod";
 export const ADMIN_FUNCTION = "partition-admin";
 
 /**
- * Actions, in the order an operator runs them. The list, the table requirement, the fresh-session
- * flag and the defaults are partition_mgmt.admin_actions()'s (migration 0700);
- * test/admin-actions-contract.test.ts fails when they differ.
+ * Actions, in the order an operator runs them. This list, TABLE_ACTIONS, FRESH_SESSION_ACTIONS,
+ * READ_ONLY_ACTIONS, CONFIRMED_ACTIONS and ADMIN_DEFAULTS are the rows of the table
+ * partition_mgmt.admin_action (migration 0700), which admin_run dispatches with;
+ * test/admin-actions-contract.test.ts fails when they differ, in either direction.
  */
 export const ADMIN_ACTIONS = [
   "status",
@@ -67,12 +68,23 @@ export const READ_ONLY_ACTIONS: readonly AdminAction[] = ["status", "precheck", 
  */
 export const CONFIRMED_ACTIONS: readonly AdminAction[] = ["swap", "rollback", "finalize", "sync-off", "finish-rollback"];
 
-/** Defaults of the parameters (admin_actions().defaults, per action). */
-export const ADMIN_DEFAULTS = { batch_size: 5000, max_seconds: 5, lock_timeout: "1s", attempts: 10, swap: false, postpone_swap: true } as const;
+/**
+ * Defaults of the parameters, per action (admin_action.defaults; an action without any is left
+ * out). step's are partition_mgmt.step_defaults(), which migration_step takes for a null parameter:
+ * a step never swaps unless asked.
+ */
+export const ADMIN_DEFAULTS = {
+  plan: { postpone_swap: true },
+  step: { swap: false, batch_size: 5000, lock_timeout: "1s", attempts: 10 },
+  "sync-off": { lock_timeout: "1s", attempts: 10 },
+  backfill: { batch_size: 5000, max_seconds: 5 },
+  swap: { lock_timeout: "1s", attempts: 10 },
+  rollback: { lock_timeout: "1s", attempts: 10 },
+} as const satisfies Partial<Record<AdminAction, Partial<Record<keyof AdminRequest, unknown>>>>;
 
 /** A backfill call runs batches for at most this long, so every HTTP call stays short. */
 export const MAX_BACKFILL_SECONDS = 20;
-export const DEFAULT_BACKFILL_SECONDS = ADMIN_DEFAULTS.max_seconds;
+export const DEFAULT_BACKFILL_SECONDS = ADMIN_DEFAULTS.backfill.max_seconds;
 export const MAX_BATCH_SIZE = 100_000;
 export const MAX_BODY_BYTES = 4 * 1024;
 
