@@ -96,7 +96,7 @@ export const AdminRequestSchema = z
       .string({ error: "must be a string: a managed table key or name" })
       .regex(/^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$/, "must be a table key or [schema.]table name")
       .optional(),
-    /** backfill: rows per keyset batch. */
+    /** backfill: rows per keyset batch; step: the most rows of its batch (sized by time below it). */
     batch_size: z
       .int({ error: `must be an integer from 1 to ${MAX_BATCH_SIZE}` })
       .min(1, `must be an integer from 1 to ${MAX_BATCH_SIZE}`)
@@ -114,9 +114,9 @@ export const AdminRequestSchema = z
       .min(0.1, `must be a number of seconds from 0.1 to ${MAX_BACKFILL_SECONDS}`)
       .max(MAX_BACKFILL_SECONDS, `must be a number of seconds from 0.1 to ${MAX_BACKFILL_SECONDS}`)
       .optional(),
-    /** swap, rollback, sync-off: lock_timeout per attempt at ACCESS EXCLUSIVE ("500ms", "1s"). */
+    /** swap, rollback, sync-off, step (its swap): lock_timeout per attempt at ACCESS EXCLUSIVE ("500ms", "1s"). */
     lock_timeout: z.string().regex(/^\d{1,5}(ms|s)$/, 'must be a duration like "500ms" or "2s"').optional(),
-    /** swap, rollback, sync-off: attempts at the lock, with backoff. */
+    /** swap, rollback, sync-off, step (its swap): attempts at the lock, with backoff. */
     attempts: z.int({ error: "must be an integer from 1 to 50" }).min(1, "must be an integer from 1 to 50").max(50, "must be an integer from 1 to 50").optional(),
     /** plan: show the swap as postponed (default true). */
     postpone_swap: z.boolean({ error: "must be true or false" }).optional(),
