@@ -5,7 +5,8 @@ import { existsSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { AdminError, adminFunctionUrl, adminSupabase, describeAdminError, invokeAdmin } from "../client/admin-client.ts";
 import {
-  ADMIN_ACTIONS, type AdminAction, type AdminOutcome, type AdminRequest, AdminRequestSchema, CONFIRMED_ACTIONS, DEFAULT_BACKFILL_SECONDS, READ_ONLY_ACTIONS,
+  ADMIN_ACTIONS, ADMIN_DEFAULTS, type AdminAction, type AdminOutcome, type AdminRequest, AdminRequestSchema, CONFIRMED_ACTIONS, DEFAULT_BACKFILL_SECONDS,
+  READ_ONLY_ACTIONS,
 } from "../supabase/functions/_shared/admin-contract.ts";
 import { describeFieldIssues, fieldIssues } from "../supabase/functions/_shared/validation.ts";
 import { CliFailure, commandLine, runCli, UsageError } from "./lib/cli.ts";
@@ -31,12 +32,13 @@ step --swap ask for confirmation on a terminal; without one they run only with -
 
 options:
   --table <t>          petri | gasifier | petri_observations | … (required by the phase actions)
-  --batch-size <n>     backfill: rows per batch (default 5000)
+  --batch-size <n>     backfill: rows per batch (default ${ADMIN_DEFAULTS.backfill.batch_size}); step: at most this many
+                       (default ${ADMIN_DEFAULTS.step.batch_size}; sized by time below it)
   --max-batches <n>    backfill: batches per call (default: as many as --max-seconds allows)
   --max-seconds <s>    backfill: seconds of batches per call (default ${DEFAULT_BACKFILL_SECONDS}, at most 20); setup: 0.25, at most 2
   --once               setup, backfill, prepare: one call instead of looping until done
-  --lock-timeout <d>   swap, rollback, sync-off: lock_timeout per attempt ("1s")
-  --attempts <n>       swap, rollback, sync-off: attempts at the lock (10)
+  --lock-timeout <d>   swap, rollback, sync-off, step: lock_timeout per attempt ("${ADMIN_DEFAULTS.swap.lock_timeout}")
+  --attempts <n>       swap, rollback, sync-off, step: attempts at the lock (${ADMIN_DEFAULTS.swap.attempts})
   --no-postpone        plan: show the swap as not postponed
   --swap               step: take the swap too (otherwise stop validated)
   -y, --yes            run ${CONFIRMED_ACTIONS.join(", ")} and step --swap without asking (scripts, CI)

@@ -19,19 +19,22 @@ export function freshSession(sql: Sql): Sql {
   return postgres({ ...(sql.options as unknown as postgres.Options<Record<string, never>>), max: 1 });
 }
 
-export async function nextStep(sql: Sql, table: string, swap = true): Promise<string> {
-  const [r] = await sql<{ s: string }[]>`select partition_mgmt.migration_next_step(${table}, ${swap}) as s`;
+/** The step after the current phase; swap: whether a validated table's next step is the swap (default: step_defaults(), false). */
+export async function nextStep(sql: Sql, table: string, swap?: boolean): Promise<string> {
+  const [r] = await sql<{ s: string }[]>`select partition_mgmt.migration_next_step(${table}, ${swap ?? null}) as s`;
   return r?.s ?? "?";
 }
 
-/** The next step of the migration of table, in its own transaction (the swap in a session of its own). */
+/**
+ * The next step of the migration of table, in its own transaction (the swap in a session of its
+ * own). An option left out is passed as null: migration_step takes partition_mgmt.step_defaults()'s.
+ */
 export async function step<R = Record<string, unknown>>(sql: Sql, table: string,
   o: { swap?: boolean; batchSize?: number; lockTimeout?: string; attempts?: number } = {}): Promise<StepRow<R>> {
-  const swap = o.swap ?? false;
-  const conn = (await nextStep(sql, table, swap)) === "swap" ? freshSession(sql) : sql;
+  const conn = (await nextStep(sql, table, o.swap)) === "swap" ? freshSession(sql) : sql;
   try {
     const [r] = await conn<StepRow<R>[]>`
-      select * from partition_mgmt.migration_step(${table}, ${swap}, ${o.batchSize ?? 10000}, 1, null, ${o.lockTimeout ?? "1s"}, ${o.attempts ?? 10})`;
+      select * from partition_mgmt.migration_step(${table}, ${o.swap ?? null}, ${o.batchSize ?? null}, 1, null, ${o.lockTimeout ?? null}, ${o.attempts ?? null})`;
     if (!r) throw new Error(`migration_step returned nothing for ${table}`);
     return r;
   } finally {
@@ -43,6 +46,7 @@ export interface CheckRow { table_key: string; check_name: string; status: strin
 export interface ValidationRow { table_key: string; check_name: string; status: string; legacy_value: string | null; partitioned_value: string | null; detail: string }
 
 export interface DriveOptions {
+  /** the most rows of one backfill batch (default: step_defaults()); batches are sized by time below it */
   batchSize?: number;
   /** pause between batches (throttle) */
   throttleMs?: number;
@@ -86,7 +90,7 @@ export async function backfill(sql: Sql, table: string, o: DriveOptions = {}): P
   let batches = 0;
   let lastReport = 0;
   while ((await nextStep(sql, table, false)) === "backfill") {
-    const r = await step<{ done: boolean; batches: number }>(sql, table, { batchSize: o.batchSize ?? 10000 });
+    const r = await step<{ done: boolean; batches: number }>(sql, table, o.batchSize === undefined ? {} : { batchSize: o.batchSize });
     batches += r.result?.batches ?? 0;
     if (o.onProgress && performance.now() - lastReport >= (o.progressEveryMs ?? 250)) {
       lastReport = performance.now();

@@ -10,11 +10,14 @@
 //    succeeds once the reader is done; other readers never wait much longer than lock_timeout;
 //    with too few attempts it fails with lock_not_available and changes nothing;
 //  - Option B (maintenance window) for gasifier_observations: one call copies, validates, swaps,
-//    and rollback_migration undoes it.
+//    and rollback_migration undoes it;
+//  - migration_runner's statement and migration_step's batches sized by time; the driver's step
+//    with no options takes partition_mgmt.step_defaults() (the most rows per batch, no swap).
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { backfill, migrateOnline, monitor, startMigration, rollback } from "../../scripts/lib/migration-driver.ts";
+import { backfill, migrateOnline, monitor, nextStep, rollback, startMigration, step } from "../../scripts/lib/migration-driver.ts";
 import { connect, freshDatabase, type FreshDb } from "../helpers/db.ts";
 import { compareTables, leftovers, loadSmallDemo, phaseOf } from "../helpers/migration.ts";
+
 import { sleep } from "../helpers/time.ts";
 
 describe("migration phases and catalog", () => {
@@ -310,5 +313,19 @@ describe("backfill batches sized by time", () => {
     // a target far above it: each batch at most doubles, up to the caller's maximum
     const large = await sizes(60_000, 3, 300);
     expect(large).toEqual([200, 300, 300]);
+  });
+
+  it("the driver's step with no options takes step_defaults(): batches of at most its batch_size, and no swap", async () => {
+    const [defaults] = await db.sql<{ d: { swap: boolean; batch_size: number } }[]>`select partition_mgmt.step_defaults() as d`;
+    expect(defaults?.d.swap).toBe(false);
+    expect(await nextStep(db.sql, "petri")).toBe("backfill");
+    // the last batch as if it had taken no time: the next one is as large as the maximum allows
+    await db.sql`update partition_mgmt.migration_state set last_batch_rows = 1000000, last_batch_ms = 1 where table_key = 'petri'`;
+    const first = await step<{ batch_size: number }>(db.sql, "petri");
+    expect({ step: first.step, batch_size: first.result?.batch_size }).toEqual({ step: "backfill", batch_size: defaults?.d.batch_size });
+    let last = first;
+    for (let i = 0; i < 20 && last.next_step !== "done"; i++) last = await step(db.sql, "petri");
+    expect({ phase: last.phase, next_step: last.next_step }).toEqual({ phase: "validated", next_step: "done" });
+    expect(await nextStep(db.sql, "petri")).toBe("done");
   });
 });

@@ -10,9 +10,10 @@ import { z } from "zod";
 export const ADMIN_FUNCTION = "partition-admin";
 
 /**
- * Actions, in the order an operator runs them. The list, the table requirement, the fresh-session
- * flag and the defaults are partition_mgmt.admin_actions()'s (migration 0700);
- * test/edge/admin-actions-contract.test.ts fails when they differ.
+ * Actions, in the order an operator runs them. This list, TABLE_ACTIONS, FRESH_SESSION_ACTIONS,
+ * READ_ONLY_ACTIONS, CONFIRMED_ACTIONS and ADMIN_DEFAULTS are the rows of the table
+ * partition_mgmt.admin_action (migration 0700), which admin_run dispatches with;
+ * test/edge/admin-actions-contract.test.ts fails when they differ, in either direction.
  */
 export const ADMIN_ACTIONS = [
   "status",
@@ -67,12 +68,23 @@ export const READ_ONLY_ACTIONS: readonly AdminAction[] = ["status", "precheck", 
  */
 export const CONFIRMED_ACTIONS: readonly AdminAction[] = ["swap", "rollback", "finalize", "sync-off", "finish-rollback"];
 
-/** Defaults of the parameters (admin_actions().defaults, per action). */
-export const ADMIN_DEFAULTS = { batch_size: 5000, max_seconds: 5, lock_timeout: "1s", attempts: 10, swap: false, postpone_swap: true } as const;
+/**
+ * Defaults of the parameters, per action (admin_action.defaults; an action without any is left
+ * out). step's are partition_mgmt.step_defaults(), which migration_step takes for a null parameter:
+ * a step never swaps unless asked.
+ */
+export const ADMIN_DEFAULTS = {
+  plan: { postpone_swap: true },
+  step: { swap: false, batch_size: 5000, lock_timeout: "1s", attempts: 10 },
+  "sync-off": { lock_timeout: "1s", attempts: 10 },
+  backfill: { batch_size: 5000, max_seconds: 5 },
+  swap: { lock_timeout: "1s", attempts: 10 },
+  rollback: { lock_timeout: "1s", attempts: 10 },
+} as const satisfies Partial<Record<AdminAction, Partial<Record<keyof AdminRequest, unknown>>>>;
 
 /** A backfill call runs batches for at most this long, so every HTTP call stays short. */
 export const MAX_BACKFILL_SECONDS = 20;
-export const DEFAULT_BACKFILL_SECONDS = ADMIN_DEFAULTS.max_seconds;
+export const DEFAULT_BACKFILL_SECONDS = ADMIN_DEFAULTS.backfill.max_seconds;
 export const MAX_BATCH_SIZE = 100_000;
 export const MAX_BODY_BYTES = 4 * 1024;
 
@@ -84,7 +96,7 @@ export const AdminRequestSchema = z
       .string({ error: "must be a string: a managed table key or name" })
       .regex(/^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$/, "must be a table key or [schema.]table name")
       .optional(),
-    /** backfill: rows per keyset batch. */
+    /** backfill: rows per keyset batch; step: the most rows of its batch (sized by time below it). */
     batch_size: z
       .int({ error: `must be an integer from 1 to ${MAX_BATCH_SIZE}` })
       .min(1, `must be an integer from 1 to ${MAX_BATCH_SIZE}`)
@@ -102,9 +114,9 @@ export const AdminRequestSchema = z
       .min(0.1, `must be a number of seconds from 0.1 to ${MAX_BACKFILL_SECONDS}`)
       .max(MAX_BACKFILL_SECONDS, `must be a number of seconds from 0.1 to ${MAX_BACKFILL_SECONDS}`)
       .optional(),
-    /** swap, rollback, sync-off: lock_timeout per attempt at ACCESS EXCLUSIVE ("500ms", "1s"). */
+    /** swap, rollback, sync-off, step (its swap): lock_timeout per attempt at ACCESS EXCLUSIVE ("500ms", "1s"). */
     lock_timeout: z.string().regex(/^\d{1,5}(ms|s)$/, 'must be a duration like "500ms" or "2s"').optional(),
-    /** swap, rollback, sync-off: attempts at the lock, with backoff. */
+    /** swap, rollback, sync-off, step (its swap): attempts at the lock, with backoff. */
     attempts: z.int({ error: "must be an integer from 1 to 50" }).min(1, "must be an integer from 1 to 50").max(50, "must be an integer from 1 to 50").optional(),
     /** plan: show the swap as postponed (default true). */
     postpone_swap: z.boolean({ error: "must be true or false" }).optional(),
