@@ -29,6 +29,7 @@ export const SOURCE_SCOPE: CatalogScope = {
     rowsOf: [
       { table: "partition_mgmt.managed_tables", ignore: ["created_at"] },
       { table: "partition_mgmt.maintenance_settings" },
+      { table: "partition_mgmt.admin_action" },
       { table: "partition_mgmt.site_granularity" },
       { table: "partition_mgmt.key_aliases" },
       { table: "partition_mgmt.partition_registry", ignore: ["id", "created_at"] },

@@ -198,10 +198,29 @@ $$;
 -- a session that has touched every leaf (the backfill's) processes the swap's catalog changes
 -- slowly, under ACCESS EXCLUSIVE. (A procedure that commits cannot pin its search_path, which
 -- Supabase's advisor flags, so there is none.)
+--
+-- A step's defaults are step_defaults(), in one place: migration_next_step, migration_step and
+-- migration_runner take them for every parameter left null, the admin action step has them as its
+-- defaults (0700), the TypeScript contract's ADMIN_DEFAULTS.step says the same and the driver
+-- passes null (test/admin-actions-contract.test.ts and test/migration-cycle.test.ts hold them to it).
 -- -----------------------------------------------------------------------------
 
+-- swap false: a step never swaps unless asked (the swap renames the app's table under ACCESS
+-- EXCLUSIVE; it is taken on purpose, in a session of its own). batch_size 5000: the most rows of
+-- one backfill batch; the batch itself is sized by time (partition_mgmt.backfill_batch_ms), so
+-- this only caps it, and it is the backfill action's batch size too. lock_timeout and attempts:
+-- the swap's wait for ACCESS EXCLUSIVE, as swap_tables takes it (10 waits of 1 s, with backoff,
+-- well inside an edge function's 150 s request).
+create or replace function partition_mgmt.step_defaults()
+returns jsonb
+language sql immutable
+set search_path = ''
+as $$ select '{"swap": false, "batch_size": 5000, "lock_timeout": "1s", "attempts": 10}'::jsonb $$;
+comment on function partition_mgmt.step_defaults() is
+  'The defaults of a migration step (swap, batch_size, lock_timeout, attempts): migration_step, migration_next_step and migration_runner take them for a null parameter, and the admin action step has them as its defaults.';
+
 -- prepare, sync, backfill, validate, swap (only when p_swap) or done.
-create or replace function partition_mgmt.migration_next_step(p_table text, p_swap boolean default true)
+create or replace function partition_mgmt.migration_next_step(p_table text, p_swap boolean default null)
 returns text
 language sql stable
 set search_path = ''
@@ -211,26 +230,34 @@ as $$
     when 'prepared' then 'sync'
     when 'syncing' then 'backfill' when 'backfilling' then 'backfill'
     when 'backfilled' then 'validate'
-    when 'validated' then case when p_swap then 'swap' else 'done' end
+    when 'validated' then case when coalesce(p_swap, (partition_mgmt.step_defaults() ->> 'swap')::boolean) then 'swap' else 'done' end
     else 'done' end
 $$;
-create or replace function partition_mgmt.migration_step(p_table text, p_swap boolean default true, p_batch_size integer default 10000,
-  p_max_batches integer default 1, p_max_seconds numeric default null, p_lock_timeout text default '1s', p_attempts integer default 10)
+
+-- A null swap, batch size, lock_timeout or attempts is step_defaults()'s.
+create or replace function partition_mgmt.migration_step(p_table text, p_swap boolean default null, p_batch_size integer default null,
+  p_max_batches integer default 1, p_max_seconds numeric default null, p_lock_timeout text default null, p_attempts integer default null)
 returns table (step text, phase text, next_step text, result jsonb)
 language plpgsql
 set search_path = ''
 as $$
 declare
   v_key text := partition_mgmt.resolve_table_key(p_table);
+  v_defaults constant jsonb := partition_mgmt.step_defaults();
+  v_swap constant boolean := coalesce(p_swap, (v_defaults ->> 'swap')::boolean);
+  v_batch_size constant integer := coalesce(p_batch_size, (v_defaults ->> 'batch_size')::integer);
+  v_lock_timeout constant text := coalesce(p_lock_timeout, v_defaults ->> 'lock_timeout');
+  v_attempts constant integer := coalesce(p_attempts, (v_defaults ->> 'attempts')::integer);
   v_rows jsonb;
   v_bad jsonb;
   v_target numeric;
   v_size integer;
 begin
-  if p_batch_size is null or p_batch_size < 1 or p_max_batches is null or p_max_batches < 1 then
-    raise exception 'batch size and batches per step must be positive, got % and %', p_batch_size, p_max_batches;
+  if v_batch_size < 1 or p_max_batches is null or p_max_batches < 1 then
+    raise exception 'batch size and batches per step must be positive, got % and %', v_batch_size, p_max_batches
+      using hint = format('Pass a positive p_batch_size (or null for the default, %s) and p_max_batches.', v_defaults ->> 'batch_size');
   end if;
-  step := partition_mgmt.migration_next_step(v_key, coalesce(p_swap, false));
+  step := partition_mgmt.migration_next_step(v_key, v_swap);
   case step
   when 'prepare' then
     result := jsonb_build_object('message', partition_mgmt.prepare_migration(v_key));
@@ -240,14 +267,14 @@ begin
     -- A batch holds FOR SHARE on its rows until it commits: an app update of one of them waits
     -- for the whole batch. So the batch is sized by time, not by rows: from the last batch's
     -- rows and milliseconds toward partition_mgmt.backfill_batch_ms (default 250 ms), between
-    -- 100 rows (or p_batch_size, if smaller) and p_batch_size, starting at 1,000.
+    -- 100 rows (or the batch size, if smaller) and the batch size, starting at 1,000.
     v_target := coalesce(nullif(current_setting('partition_mgmt.backfill_batch_ms', true), '')::numeric, 250);
-    select case when s.last_batch_rows is null or coalesce(s.last_batch_ms, 0) <= 0 then least(p_batch_size, 1000)
-                else greatest(least(100, p_batch_size), least(p_batch_size, round(s.last_batch_rows * least(2.0, v_target / s.last_batch_ms))))::integer end
+    select case when s.last_batch_rows is null or coalesce(s.last_batch_ms, 0) <= 0 then least(v_batch_size, 1000)
+                else greatest(least(100, v_batch_size), least(v_batch_size, round(s.last_batch_rows * least(2.0, v_target / s.last_batch_ms))))::integer end
       into v_size
     from partition_mgmt.migration_state s where s.table_key = v_key;
     select to_jsonb(m) || jsonb_build_object('batch_size', v_size) into result
-    from partition_mgmt.migrate_to_partitioned(coalesce(v_size, least(p_batch_size, 1000)), null, v_key, p_max_batches, p_max_seconds) m;
+    from partition_mgmt.migrate_to_partitioned(coalesce(v_size, least(v_batch_size, 1000)), null, v_key, p_max_batches, p_max_seconds) m;
     if result ->> 'error' is not null then
       raise exception 'backfill of % stopped: %', v_key, result ->> 'error'
         using hint = 'Fix the cause and take the next step again: the backfill resumes at the high-water mark.';
@@ -263,12 +290,12 @@ begin
     result := jsonb_build_object('rows', v_rows);
   when 'swap' then
     select jsonb_build_object('rows', coalesce(jsonb_agg(to_jsonb(w)), '[]'::jsonb)) into result
-    from partition_mgmt.swap_tables(v_key, p_lock_timeout, p_attempts) w;
+    from partition_mgmt.swap_tables(v_key, v_lock_timeout, v_attempts) w;
   else
     result := null;
   end case;
   phase := partition_mgmt.migration_phase(v_key);
-  next_step := partition_mgmt.migration_next_step(v_key, coalesce(p_swap, false));
+  next_step := partition_mgmt.migration_next_step(v_key, v_swap);
   return next;
 end
 $$;
@@ -276,15 +303,20 @@ $$;
 -- The statement that runs the whole migration of p_table in psql or a pg_cron job, committing
 -- after every step (select partition_mgmt.migration_runner('petri_observations', p_swap => true) \gexec).
 -- It stops before the swap unless the swap is its first step: run it again (a new session) to swap.
-create or replace function partition_mgmt.migration_runner(p_table text, p_swap boolean default false, p_batch_size integer default 10000,
+-- A null swap or batch size is step_defaults()'s, written into the statement.
+create or replace function partition_mgmt.migration_runner(p_table text, p_swap boolean default null, p_batch_size integer default null,
   p_throttle_ms integer default 0)
 returns text
 language plpgsql stable
 set search_path = ''
 as $fn$
+declare
+  v_swap constant boolean := coalesce(p_swap, (partition_mgmt.step_defaults() ->> 'swap')::boolean);
+  v_batch_size constant integer := coalesce(p_batch_size, (partition_mgmt.step_defaults() ->> 'batch_size')::integer);
 begin
-  if p_batch_size is null or p_batch_size < 1 or p_throttle_ms is null or p_throttle_ms < 0 then
-    raise exception 'batch size must be positive and throttle a non-negative number of milliseconds, got % and %', p_batch_size, p_throttle_ms;
+  if v_batch_size < 1 or p_throttle_ms is null or p_throttle_ms < 0 then
+    raise exception 'batch size must be positive and throttle a non-negative number of milliseconds, got % and %', v_batch_size, p_throttle_ms
+      using hint = format('Pass a positive p_batch_size (or null for the default, %s) and p_throttle_ms >= 0.', partition_mgmt.step_defaults() ->> 'batch_size');
   end if;
   return format($f$do $run$
 declare
@@ -304,7 +336,7 @@ begin
   end loop;
   raise notice '%%: %%', %1$L, r.phase;
 end $run$
-$f$, partition_mgmt.resolve_table_key(p_table), coalesce(p_swap, false)::text, p_batch_size, p_throttle_ms);
+$f$, partition_mgmt.resolve_table_key(p_table), v_swap::text, v_batch_size, p_throttle_ms);
 end
 $fn$;
 
@@ -329,6 +361,7 @@ revoke all on function partition_mgmt.finish_rollback(text)  from public, anon, 
 revoke all on function partition_mgmt.migration_next_step(text, boolean)  from public, anon, authenticated;
 revoke all on function partition_mgmt.migration_step(text, boolean, integer, integer, numeric, text, integer)  from public, anon, authenticated;
 revoke all on function partition_mgmt.migration_runner(text, boolean, integer, integer)  from public, anon, authenticated;
+revoke all on function partition_mgmt.step_defaults()  from public, anon, authenticated;
 grant execute on function partition_mgmt.pre_migration_check(text)  to service_role;
 grant execute on function partition_mgmt.prepare_migration(text, text)  to service_role;
 grant execute on function partition_mgmt.start_sync(text)  to service_role;
@@ -346,6 +379,7 @@ grant execute on function partition_mgmt.finish_rollback(text)  to service_role;
 grant execute on function partition_mgmt.migration_next_step(text, boolean)  to service_role;
 grant execute on function partition_mgmt.migration_step(text, boolean, integer, integer, numeric, text, integer)  to service_role;
 grant execute on function partition_mgmt.migration_runner(text, boolean, integer, integer)  to service_role;
+grant execute on function partition_mgmt.step_defaults()  to service_role;
 comment on function partition_mgmt.safe_migrate_table(text, boolean, boolean) is
   'Dry run (default): the plan (checks, partitions to create, rows, lock steps) without changing anything. Otherwise advances the online migration as far as one transaction may: prepare, sync, validate, and the swap unless postponed.';
 comment on function partition_mgmt.migrate_to_partitioned(integer, uuid, text, integer, numeric) is

@@ -81,132 +81,333 @@ end
 $$;
 
 -- -----------------------------------------------------------------------------
--- Actions: the one list. Name, whether it needs a table, whether it takes the table's lock,
--- whether the edge function runs it in a session of its own (statements that rename or
--- re-trigger a whole tree under ACCESS EXCLUSIVE: a pooled session that has touched every leaf
--- processes each catalog change slowly), the defaults of its parameters, and the SQL API it calls.
--- The TypeScript contract (supabase/functions/_shared/admin-contract.ts) is tested against it
--- (test/admin-actions-contract.test.ts).
+-- Actions: one handler each. Every handler has the same signature, (p_table_key text, p_args
+-- jsonb) returns jsonb: the resolved table key (null when the action was called without one) and
+-- the caller's parameters over the action's defaults. It calls the existing SQL API and returns
+-- the action's result, with "ok": false when the API reported a failure without raising
+-- (blockers, mismatches, a failed batch, maintenance errors). It runs as the owner (admin_run is
+-- SECURITY DEFINER) and nobody else may execute it.
 -- -----------------------------------------------------------------------------
 
-create or replace function partition_mgmt.admin_actions()
-returns table (action text, table_required boolean, exclusive boolean, fresh_session boolean, defaults jsonb, sql_api text)
-language sql immutable
+create or replace function partition_mgmt.admin_action_status(p_table_key text, p_args jsonb)
+returns jsonb
+language sql
 set search_path = ''
 as $$
-  values
-    ('status',      false, false, false, '{}'::jsonb, 'monitor_migration(table) + migration_log'),
-    ('precheck',    false, false, false, '{}'::jsonb, 'pre_migration_check(table)'),
-    ('setup',       false, false, false, '{}'::jsonb,
-                    'setup_step(least(max_seconds, 2); default its own, 0.25 s) + setup_tasks(): one bounded step of what the push left to run online; a create index concurrently it returns is run by the edge function outside a transaction; callers repeat it until state is idle'),
-    ('plan',        true,  false, false, '{"postpone_swap": true}'::jsonb, 'safe_migrate_table(table, p_dry_run => true, postpone_swap)'),
-    ('step',        true,  true,  true,  '{"swap": false, "batch_size": 5000, "lock_timeout": "1s", "attempts": 10}'::jsonb,
-                    'migration_step(table, swap, batch_size, 1, null, lock_timeout, attempts): the next step of the migration (prepare, sync, one backfill batch sized to partition_mgmt.backfill_batch_ms with batch_size at most, validate, swap); callers repeat it until next_step is done'),
-    ('prepare',     true,  true,  false, '{}'::jsonb, 'prepare_migration(table)'),
-    ('sync-on',     true,  true,  false, '{}'::jsonb, 'start_sync(table)'),
-    ('sync-off',    true,  true,  true,  '{"lock_timeout": "1s", "attempts": 10}'::jsonb, 'rollback_migration(table) before the swap (there is no separate stop-sync)'),
-    ('backfill',    true,  true,  false, '{"batch_size": 5000, "max_seconds": 5}'::jsonb,
-                    'migrate_to_partitioned(batch_size, null, table, max_batches, least(max_seconds, 20)) + monitor_migration(table)'),
-    ('monitor',     false, false, false, '{}'::jsonb, 'monitor_migration(table)'),
-    ('validate',    true,  true,  false, '{}'::jsonb, 'post_migration_validation(table)'),
-    ('swap',        true,  true,  true,  '{"lock_timeout": "1s", "attempts": 10}'::jsonb, 'swap_tables(table, lock_timeout, attempts)'),
-    ('rollback',    true,  true,  true,  '{"lock_timeout": "1s", "attempts": 10}'::jsonb, 'rollback_migration(table, lock_timeout, attempts)'),
-    ('finish-rollback', true, true, false, '{}'::jsonb,
-                    'finish_rollback(table): empties the copy after a rollback (the function calls it after rollback and sync-off, in a transaction of its own)'),
-    ('validate-references', true, true, false, '{}'::jsonb, 'validate_restored_references(table), after a rollback that declared foreign keys again'),
-    ('finalize',    true,  true,  true,  '{}'::jsonb, 'finalize_migration(table)'),
-    ('maintenance', false, false, false, '{}'::jsonb, 'schedule_maintenance(table) + its maintenance_log rows'),
-    ('health',      false, false, false, '{}'::jsonb, 'health()')
+  select jsonb_build_object(
+    'setup', partition_mgmt.admin_rows('select ord, task, table_key, done, progress from partition_mgmt.setup_tasks() order by ord'),
+    'migrations', partition_mgmt.admin_rows(format('select * from partition_mgmt.monitor_migration(%L)', p_table_key)),
+    'log', partition_mgmt.admin_rows(format(
+      'select table_key, at, from_phase, to_phase, detail from partition_mgmt.migration_log where %L is null or table_key = %L order by id desc limit 20',
+      p_table_key, p_table_key)))
+$$;
+create or replace function partition_mgmt.admin_action_precheck(p_table_key text, p_args jsonb)
+returns jsonb
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_rows jsonb := partition_mgmt.admin_rows(format('select * from partition_mgmt.pre_migration_check(%L)', p_table_key));
+begin
+  return jsonb_build_object('ok', not jsonb_path_exists(v_rows, '$[*] ? (@.status == "blocker")'), 'rows', v_rows);
+end
+$$;
+create or replace function partition_mgmt.admin_action_setup(p_table_key text, p_args jsonb)
+returns jsonb
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_step jsonb;
+begin
+  select to_jsonb(s) into v_step from partition_mgmt.setup_step(least((p_args ->> 'max_seconds')::numeric, 2)) s;
+  return v_step || jsonb_build_object('tasks', partition_mgmt.admin_rows('select * from partition_mgmt.setup_tasks() order by ord'));
+end
+$$;
+create or replace function partition_mgmt.admin_action_plan(p_table_key text, p_args jsonb)
+returns jsonb
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_rows jsonb := partition_mgmt.admin_rows(format('select * from partition_mgmt.safe_migrate_table(%L, true, %L)', p_table_key,
+    (p_args ->> 'postpone_swap')::boolean));
+begin
+  return jsonb_build_object('ok', not jsonb_path_exists(v_rows, '$[*] ? (@.status == "blocker")'), 'rows', v_rows);
+end
+$$;
+create or replace function partition_mgmt.admin_action_step(p_table_key text, p_args jsonb)
+returns jsonb
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_step jsonb;
+begin
+  select to_jsonb(m) into v_step
+  from partition_mgmt.migration_step(p_table_key, (p_args ->> 'swap')::boolean, (p_args ->> 'batch_size')::integer, 1, null,
+                                     p_args ->> 'lock_timeout', (p_args ->> 'attempts')::integer) m;
+  return v_step || jsonb_build_object('progress', partition_mgmt.admin_rows(format('select * from partition_mgmt.monitor_migration(%L)', p_table_key)) -> 0);
+end
+$$;
+create or replace function partition_mgmt.admin_action_prepare(p_table_key text, p_args jsonb)
+returns jsonb
+language sql
+set search_path = ''
+as $$ select jsonb_build_object('message', partition_mgmt.prepare_migration(p_table_key)) $$;
+create or replace function partition_mgmt.admin_action_sync_on(p_table_key text, p_args jsonb)
+returns jsonb
+language sql
+set search_path = ''
+as $$ select jsonb_build_object('message', partition_mgmt.start_sync(p_table_key)) $$;
+create or replace function partition_mgmt.admin_action_sync_off(p_table_key text, p_args jsonb)
+returns jsonb
+language plpgsql
+set search_path = ''
+as $$
+begin
+  if partition_mgmt.migration_phase(p_table_key) = 'swapped' then
+    raise exception 'cannot turn the sync of "%" off: the tables are swapped and the reverse sync keeps the legacy table exact', p_table_key
+      using hint = 'Use rollback (swaps back with every write made since) or finalize (drops the legacy table).';
+  end if;
+  return jsonb_build_object('message', partition_mgmt.rollback_migration(p_table_key, p_args ->> 'lock_timeout', (p_args ->> 'attempts')::integer));
+end
+$$;
+create or replace function partition_mgmt.admin_action_backfill(p_table_key text, p_args jsonb)
+returns jsonb
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_step jsonb;
+begin
+  select to_jsonb(m) into v_step
+  from partition_mgmt.migrate_to_partitioned((p_args ->> 'batch_size')::integer, null, p_table_key,
+                                             coalesce((p_args ->> 'max_batches')::integer, 1000000),
+                                             least((p_args ->> 'max_seconds')::numeric, 20)) m;
+  if v_step is null then
+    raise exception 'no migration of "%" is in progress', p_table_key
+      using hint = 'Run prepare and sync-on first.';
+  end if;
+  return jsonb_build_object('ok', v_step ->> 'error' is null, 'done', coalesce((v_step ->> 'done')::boolean, false),
+    'error', v_step ->> 'error', 'step', v_step,
+    'progress', partition_mgmt.admin_rows(format('select * from partition_mgmt.monitor_migration(%L)', p_table_key)) -> 0);
+end
+$$;
+create or replace function partition_mgmt.admin_action_monitor(p_table_key text, p_args jsonb)
+returns jsonb
+language sql
+set search_path = ''
+as $$ select jsonb_build_object('rows', partition_mgmt.admin_rows(format('select * from partition_mgmt.monitor_migration(%L)', p_table_key))) $$;
+create or replace function partition_mgmt.admin_action_validate(p_table_key text, p_args jsonb)
+returns jsonb
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_rows jsonb := partition_mgmt.admin_rows(format('select * from partition_mgmt.post_migration_validation(%L)', p_table_key));
+begin
+  return jsonb_build_object('ok', jsonb_array_length(v_rows) > 0 and not jsonb_path_exists(v_rows, '$[*] ? (@.status != "ok")'), 'rows', v_rows);
+end
+$$;
+create or replace function partition_mgmt.admin_action_swap(p_table_key text, p_args jsonb)
+returns jsonb
+language sql
+set search_path = ''
+as $$
+  select jsonb_build_object('rows', partition_mgmt.admin_rows(format('select * from partition_mgmt.swap_tables(%L, %L, %L)',
+    p_table_key, p_args ->> 'lock_timeout', (p_args ->> 'attempts')::integer)))
+$$;
+create or replace function partition_mgmt.admin_action_rollback(p_table_key text, p_args jsonb)
+returns jsonb
+language sql
+set search_path = ''
+as $$
+  select jsonb_build_object('message', partition_mgmt.rollback_migration(p_table_key, p_args ->> 'lock_timeout', (p_args ->> 'attempts')::integer))
+$$;
+create or replace function partition_mgmt.admin_action_finish_rollback(p_table_key text, p_args jsonb)
+returns jsonb
+language sql
+set search_path = ''
+as $$ select jsonb_build_object('message', partition_mgmt.finish_rollback(p_table_key)) $$;
+
+-- a call of its own: the scans run without the swap's lock (migration 0250)
+create or replace function partition_mgmt.admin_action_validate_references(p_table_key text, p_args jsonb)
+returns jsonb
+language sql
+set search_path = ''
+as $$ select jsonb_build_object('validated', to_jsonb(partition_mgmt.validate_restored_references(p_table_key))) $$;
+create or replace function partition_mgmt.admin_action_finalize(p_table_key text, p_args jsonb)
+returns jsonb
+language sql
+set search_path = ''
+as $$ select jsonb_build_object('message', partition_mgmt.finalize_migration(p_table_key)) $$;
+create or replace function partition_mgmt.admin_action_maintenance(p_table_key text, p_args jsonb)
+returns jsonb
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_run uuid := partition_mgmt.schedule_maintenance(p_table_key);
+  v_rows jsonb := partition_mgmt.admin_rows(format(
+    'select id, table_key, action, status, partitions_touched, rows_moved, error, started_at, finished_at, detail from partition_mgmt.maintenance_log where run_id = %L order by id', v_run));
+begin
+  return jsonb_build_object('ok', not jsonb_path_exists(v_rows, '$[*] ? (@.status == "error")'), 'run_id', v_run, 'rows', v_rows);
+end
+$$;
+create or replace function partition_mgmt.admin_action_health(p_table_key text, p_args jsonb)
+returns jsonb
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_rows jsonb := partition_mgmt.admin_rows('select * from partition_mgmt.health()');
+begin
+  return jsonb_build_object('ok', not jsonb_path_exists(v_rows, '$[*] ? (@.severity == "error")'), 'rows', v_rows);
+end
 $$;
 
--- One action through the SQL API. Raises as the API does; returns the action's result, with
--- "ok": false when the API reported a failure without raising (blockers, mismatches, a failed
--- batch, maintenance errors).
+-- -----------------------------------------------------------------------------
+-- Actions: the one list, a table. A new action is one handler function (above: (p_table_key
+-- text, p_args jsonb) returns jsonb) plus one row here; admin_run, admin_dispatch and
+-- admin_actions() read the row. Then the TypeScript contract
+-- (supabase/functions/_shared/admin-contract.ts: ADMIN_ACTIONS, TABLE_ACTIONS,
+-- FRESH_SESSION_ACTIONS, READ_ONLY_ACTIONS, CONFIRMED_ACTIONS, ADMIN_DEFAULTS, and the request
+-- schema for a new parameter) says the same: test/admin-actions-contract.test.ts fails until it
+-- does, in either direction.
+--   ord            the order an operator runs them (admin_actions(), the CLI's help)
+--   table_required the action refuses to run without a table (the others act on every table)
+--   exclusive      it changes a migration: it takes the table's try-lock (admin_lock_key)
+--   fresh_session  the edge function runs it in a session of its own: statements that rename or
+--                  re-trigger a whole tree under ACCESS EXCLUSIVE (a pooled session that has
+--                  touched every leaf processes each catalog change slowly)
+--   read_only      it changes nothing (the CLI says so); never exclusive
+--   confirmed      it changes which table the app uses, or drops or empties one: the CLI asks
+--                  first (--yes for scripts); always exclusive
+--   defaults       its parameters' defaults, under the caller's parameters
+--   handler        the function, by name, resolved with to_regprocedure(handler || '(text, jsonb)')
+--                  at every call (a name and not a regprocedure: pg_upgrade refuses user tables
+--                  with reg* columns other than regclass, regrole and regtype)
+--   sql_api        what it calls, for operators
+-- Only the owner writes it: admin_run (SECURITY DEFINER) calls the handler a row names, so a
+-- role that could write a row could run any function as the owner. service_role reads it
+-- (admin_actions()).
+-- -----------------------------------------------------------------------------
+
+create table if not exists partition_mgmt.admin_action (
+  name           text primary key check (name ~ '^[a-z]+(-[a-z]+)*$'),
+  ord            integer not null unique,
+  table_required boolean not null,
+  exclusive      boolean not null,
+  fresh_session  boolean not null,
+  read_only      boolean not null,
+  confirmed      boolean not null,
+  defaults       jsonb not null default '{}'::jsonb check (jsonb_typeof(defaults) = 'object'),
+  handler        text not null check (handler ~ '^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$'),
+  sql_api        text not null,
+  constraint admin_action_read_only_not_exclusive check (not (read_only and exclusive)),
+  constraint admin_action_confirmed_exclusive check (not confirmed or exclusive)
+);
+comment on table partition_mgmt.admin_action is
+  'The partition-admin actions, one row each: whether it needs a table, takes the table''s lock, runs in a session of its own, only reads, is confirmed by the CLI; its defaults; its handler (schema.function taking (text, jsonb), returning jsonb). A new action is a handler plus a row; the TypeScript contract is tested against this table.';
+insert into partition_mgmt.admin_action as a (ord, name, table_required, exclusive, fresh_session, read_only, confirmed, defaults, handler, sql_api) values
+  (1,  'status',      false, false, false, true,  false, '{}', 'partition_mgmt.admin_action_status',
+       'monitor_migration(table) + migration_log + setup_tasks()'),
+  (2,  'precheck',    false, false, false, true,  false, '{}', 'partition_mgmt.admin_action_precheck', 'pre_migration_check(table)'),
+  (3,  'setup',       false, false, false, false, false, '{}', 'partition_mgmt.admin_action_setup',
+       'setup_step(least(max_seconds, 2); default its own, 0.25 s) + setup_tasks(): one bounded step of what the push left to run online; a create index concurrently it returns is run by the edge function outside a transaction; callers repeat it until state is idle'),
+  (4,  'plan',        true,  false, false, true,  false, '{"postpone_swap": true}', 'partition_mgmt.admin_action_plan',
+       'safe_migrate_table(table, p_dry_run => true, postpone_swap)'),
+  (5,  'step',        true,  true,  true,  false, false, partition_mgmt.step_defaults(), 'partition_mgmt.admin_action_step',
+       'migration_step(table, swap, batch_size, 1, null, lock_timeout, attempts), defaults step_defaults(): the next step of the migration (prepare, sync, one backfill batch sized to partition_mgmt.backfill_batch_ms with batch_size at most, validate, swap); callers repeat it until next_step is done'),
+  (6,  'prepare',     true,  true,  false, false, false, '{}', 'partition_mgmt.admin_action_prepare', 'prepare_migration(table)'),
+  (7,  'sync-on',     true,  true,  false, false, false, '{}', 'partition_mgmt.admin_action_sync_on', 'start_sync(table)'),
+  (8,  'sync-off',    true,  true,  true,  false, true,  '{"lock_timeout": "1s", "attempts": 10}', 'partition_mgmt.admin_action_sync_off',
+       'rollback_migration(table) before the swap (there is no separate stop-sync)'),
+  (9,  'backfill',    true,  true,  false, false, false, '{"batch_size": 5000, "max_seconds": 5}', 'partition_mgmt.admin_action_backfill',
+       'migrate_to_partitioned(batch_size, null, table, max_batches, least(max_seconds, 20)) + monitor_migration(table)'),
+  (10, 'monitor',     false, false, false, true,  false, '{}', 'partition_mgmt.admin_action_monitor', 'monitor_migration(table)'),
+  (11, 'validate',    true,  true,  false, false, false, '{}', 'partition_mgmt.admin_action_validate', 'post_migration_validation(table)'),
+  (12, 'swap',        true,  true,  true,  false, true,  '{"lock_timeout": "1s", "attempts": 10}', 'partition_mgmt.admin_action_swap',
+       'swap_tables(table, lock_timeout, attempts)'),
+  (13, 'rollback',    true,  true,  true,  false, true,  '{"lock_timeout": "1s", "attempts": 10}', 'partition_mgmt.admin_action_rollback',
+       'rollback_migration(table, lock_timeout, attempts)'),
+  (14, 'finish-rollback', true, true, false, false, true, '{}', 'partition_mgmt.admin_action_finish_rollback',
+       'finish_rollback(table): empties the copy after a rollback (the function calls it after rollback and sync-off, in a transaction of its own)'),
+  (15, 'validate-references', true, true, false, false, false, '{}', 'partition_mgmt.admin_action_validate_references',
+       'validate_restored_references(table), after a rollback that declared foreign keys again'),
+  (16, 'finalize',    true,  true,  true,  false, true,  '{}', 'partition_mgmt.admin_action_finalize', 'finalize_migration(table)'),
+  (17, 'maintenance', false, false, false, false, false, '{}', 'partition_mgmt.admin_action_maintenance', 'schedule_maintenance(table) + its maintenance_log rows'),
+  (18, 'health',      false, false, false, true,  false, '{}', 'partition_mgmt.admin_action_health', 'health()')
+on conflict (name) do update set
+  ord = excluded.ord, table_required = excluded.table_required, exclusive = excluded.exclusive, fresh_session = excluded.fresh_session,
+  read_only = excluded.read_only, confirmed = excluded.confirmed, defaults = excluded.defaults, handler = excluded.handler, sql_api = excluded.sql_api;
+revoke all on partition_mgmt.admin_action from public, anon, authenticated, service_role;
+grant select on partition_mgmt.admin_action to service_role;
+
+-- The handler of a row, or an error that says which row names a function that does not exist.
+create or replace function partition_mgmt.admin_handler(p_action text)
+returns regprocedure
+language plpgsql stable
+set search_path = ''
+as $$
+declare
+  v_handler text;
+  v_proc regprocedure;
+begin
+  select a.handler into v_handler from partition_mgmt.admin_action a where a.name = p_action;
+  if not found then
+    raise exception 'unknown admin action "%"', p_action
+      using errcode = 'invalid_parameter_value',
+            hint = format('Actions: %s.', (select string_agg(a.name, ', ' order by a.ord) from partition_mgmt.admin_action a));
+  end if;
+  v_proc := to_regprocedure(v_handler || '(text, jsonb)');
+  if v_proc is null or (select p.prorettype from pg_catalog.pg_proc p where p.oid = v_proc) <> 'jsonb'::regtype then
+    raise exception 'the handler of admin action "%", %(text, jsonb) returning jsonb, does not exist', p_action, v_handler
+      using errcode = 'undefined_function',
+            hint = format('Create the function, or set partition_mgmt.admin_action.handler of %L to one that exists.', p_action);
+  end if;
+  return v_proc;
+end
+$$;
+
+-- Every row names a handler that exists (a migration that adds a row without its function fails here).
+do $$
+declare
+  a record;
+begin
+  for a in select name from partition_mgmt.admin_action order by ord loop
+    perform partition_mgmt.admin_handler(a.name);
+  end loop;
+end
+$$;
+
+-- The list, for clients and tests (service_role): the table in the operator's order.
+create or replace function partition_mgmt.admin_actions()
+returns table (action text, table_required boolean, exclusive boolean, fresh_session boolean, read_only boolean, confirmed boolean,
+               defaults jsonb, handler text, sql_api text)
+language sql stable
+set search_path = ''
+as $$
+  select a.name, a.table_required, a.exclusive, a.fresh_session, a.read_only, a.confirmed, a.defaults, a.handler, a.sql_api
+  from partition_mgmt.admin_action a
+  order by a.ord
+$$;
+
+-- One action: its handler, called with the caller's parameters over the action's defaults. Raises
+-- as the handler does (admin_run catches it at a savepoint).
 create or replace function partition_mgmt.admin_dispatch(p_action text, p_key text, p_args jsonb)
 returns jsonb
 language plpgsql
 set search_path = ''
 as $$
 declare
-  v_rows jsonb;
-  v_step jsonb;
-  v_run uuid;
-  -- the caller's arguments over the action's defaults
-  v_args jsonb := coalesce((select x.defaults from partition_mgmt.admin_actions() x where x.action = p_action), '{}'::jsonb) || coalesce(p_args, '{}'::jsonb);
-  v_lock_timeout text := v_args ->> 'lock_timeout';
-  v_attempts integer := (v_args ->> 'attempts')::integer;
+  v_handler regprocedure := partition_mgmt.admin_handler(p_action);
+  v_args jsonb := (select a.defaults from partition_mgmt.admin_action a where a.name = p_action) || coalesce(p_args, '{}'::jsonb);
+  v_result jsonb;
 begin
-  case p_action
-  when 'status' then
-    return jsonb_build_object(
-      'setup', partition_mgmt.admin_rows('select ord, task, table_key, done, progress from partition_mgmt.setup_tasks() order by ord'),
-      'migrations', partition_mgmt.admin_rows(format('select * from partition_mgmt.monitor_migration(%L)', p_key)),
-      'log', partition_mgmt.admin_rows(format(
-        'select table_key, at, from_phase, to_phase, detail from partition_mgmt.migration_log where %L is null or table_key = %L order by id desc limit 20', p_key, p_key)));
-  when 'setup' then
-    select to_jsonb(s) into v_step from partition_mgmt.setup_step(least((v_args ->> 'max_seconds')::numeric, 2)) s;
-    return v_step || jsonb_build_object('tasks', partition_mgmt.admin_rows('select * from partition_mgmt.setup_tasks() order by ord'));
-  when 'precheck' then
-    v_rows := partition_mgmt.admin_rows(format('select * from partition_mgmt.pre_migration_check(%L)', p_key));
-    return jsonb_build_object('ok', not jsonb_path_exists(v_rows, '$[*] ? (@.status == "blocker")'), 'rows', v_rows);
-  when 'plan' then
-    v_rows := partition_mgmt.admin_rows(format('select * from partition_mgmt.safe_migrate_table(%L, true, %L)', p_key,
-      (v_args ->> 'postpone_swap')::boolean));
-    return jsonb_build_object('ok', not jsonb_path_exists(v_rows, '$[*] ? (@.status == "blocker")'), 'rows', v_rows);
-  when 'step' then
-    select to_jsonb(m) into v_step
-    from partition_mgmt.migration_step(p_key, (v_args ->> 'swap')::boolean, (v_args ->> 'batch_size')::integer, 1, null,
-                                       v_lock_timeout, v_attempts) m;
-    return v_step || jsonb_build_object('progress', partition_mgmt.admin_rows(format('select * from partition_mgmt.monitor_migration(%L)', p_key)) -> 0);
-  when 'prepare' then
-    return jsonb_build_object('message', partition_mgmt.prepare_migration(p_key));
-  when 'sync-on' then
-    return jsonb_build_object('message', partition_mgmt.start_sync(p_key));
-  when 'sync-off' then
-    if partition_mgmt.migration_phase(p_key) = 'swapped' then
-      raise exception 'cannot turn the sync of "%" off: the tables are swapped and the reverse sync keeps the legacy table exact', p_key
-        using hint = 'Use rollback (swaps back with every write made since) or finalize (drops the legacy table).';
-    end if;
-    return jsonb_build_object('message', partition_mgmt.rollback_migration(p_key, v_lock_timeout, v_attempts));
-  when 'backfill' then
-    select to_jsonb(m) into v_step
-    from partition_mgmt.migrate_to_partitioned((v_args ->> 'batch_size')::integer, null, p_key,
-                                               coalesce((v_args ->> 'max_batches')::integer, 1000000),
-                                               least((v_args ->> 'max_seconds')::numeric, 20)) m;
-    if v_step is null then
-      raise exception 'no migration of "%" is in progress', p_key
-        using hint = 'Run prepare and sync-on first.';
-    end if;
-    return jsonb_build_object('ok', v_step ->> 'error' is null, 'done', coalesce((v_step ->> 'done')::boolean, false),
-      'error', v_step ->> 'error', 'step', v_step,
-      'progress', partition_mgmt.admin_rows(format('select * from partition_mgmt.monitor_migration(%L)', p_key)) -> 0);
-  when 'monitor' then
-    return jsonb_build_object('rows', partition_mgmt.admin_rows(format('select * from partition_mgmt.monitor_migration(%L)', p_key)));
-  when 'validate' then
-    v_rows := partition_mgmt.admin_rows(format('select * from partition_mgmt.post_migration_validation(%L)', p_key));
-    return jsonb_build_object('ok', jsonb_array_length(v_rows) > 0 and not jsonb_path_exists(v_rows, '$[*] ? (@.status != "ok")'), 'rows', v_rows);
-  when 'swap' then
-    return jsonb_build_object('rows', partition_mgmt.admin_rows(format('select * from partition_mgmt.swap_tables(%L, %L, %s)', p_key, v_lock_timeout, v_attempts)));
-  when 'rollback' then
-    return jsonb_build_object('message', partition_mgmt.rollback_migration(p_key, v_lock_timeout, v_attempts));
-  when 'finish-rollback' then
-    return jsonb_build_object('message', partition_mgmt.finish_rollback(p_key));
-  when 'finalize' then
-    return jsonb_build_object('message', partition_mgmt.finalize_migration(p_key));
-  when 'validate-references' then
-    -- a call of its own: the scans run without the swap's lock (migration 0250)
-    return jsonb_build_object('validated', to_jsonb(partition_mgmt.validate_restored_references(p_key)));
-  when 'maintenance' then
-    v_run := partition_mgmt.schedule_maintenance(p_key);
-    v_rows := partition_mgmt.admin_rows(format(
-      'select id, table_key, action, status, partitions_touched, rows_moved, error, started_at, finished_at, detail from partition_mgmt.maintenance_log where run_id = %L order by id', v_run));
-    return jsonb_build_object('ok', not jsonb_path_exists(v_rows, '$[*] ? (@.status == "error")'), 'run_id', v_run, 'rows', v_rows);
-  when 'health' then
-    v_rows := partition_mgmt.admin_rows('select * from partition_mgmt.health()');
-    return jsonb_build_object('ok', not jsonb_path_exists(v_rows, '$[*] ? (@.severity == "error")'), 'rows', v_rows);
-  else
-    raise exception 'unknown admin action "%"', p_action using errcode = 'invalid_parameter_value';
-  end case;
+  execute format('select %s($1, $2)', v_handler::oid::regproc) into v_result using p_key, v_args;
+  return v_result;
 end
 $$;
 
@@ -234,10 +435,10 @@ declare
   v_ms numeric;
   v_audit bigint;
 begin
-  select * into a from partition_mgmt.admin_actions() x where x.action = p_action;
+  select * into a from partition_mgmt.admin_action x where x.name = p_action;
   if not found then
     v_error := jsonb_build_object('sqlstate', '22023', 'message', format('unknown action "%s"', p_action),
-      'hint', format('Actions: %s.', (select string_agg(x.action, ', ') from partition_mgmt.admin_actions() x)));
+      'hint', format('Actions: %s.', (select string_agg(x.name, ', ' order by x.ord) from partition_mgmt.admin_action x)));
   elsif p_table is not null and not exists (select from partition_mgmt.managed_tables m
         where p_table in (m.table_key, m.source_table, m.source_schema || '.' || m.source_table, m.partitioned_table, m.source_schema || '.' || m.partitioned_table)) then
     v_error := jsonb_build_object('sqlstate', '22023', 'message', format('table "%s" is not managed by partition_mgmt', p_table),
@@ -291,8 +492,20 @@ revoke all on function partition_mgmt.admin_lock_key(text)  from public, anon, a
 revoke all on function partition_mgmt.admin_record(text, text, jsonb, text, jsonb, text, numeric, jsonb)  from public, anon, authenticated;
 revoke all on function partition_mgmt.admin_rows(text)  from public, anon, authenticated;
 revoke all on function partition_mgmt.admin_actions()  from public, anon, authenticated;
+revoke all on function partition_mgmt.admin_handler(text)  from public, anon, authenticated;
 revoke all on function partition_mgmt.admin_dispatch(text, text, jsonb)  from public, anon, authenticated;
 revoke all on function partition_mgmt.admin_run(text, text, jsonb)  from public, anon, authenticated;
+
+-- the handlers: the owner's alone (admin_run calls them as the owner)
+do $$
+declare
+  f regprocedure;
+begin
+  for f in select partition_mgmt.admin_handler(a.name) from partition_mgmt.admin_action a loop
+    execute format('revoke all on function %s from public, anon, authenticated, service_role', f);
+  end loop;
+end
+$$;
 grant execute on function partition_mgmt.admin_run(text, text, jsonb) to service_role;
 grant execute on function partition_mgmt.admin_actions() to service_role;
 grant execute on function partition_mgmt.admin_lock_key(text) to service_role;
