@@ -26,7 +26,7 @@ select results_eq(
            ('year', '2025-01-01 00:00+00', '2026-01-01 00:00+00', '2025')$$,
   'weeks, months, quarters and years in UTC, named _IYYYwIW, _YYYY_MM, _YYYYqQ, _YYYY');
 select results_eq(
-  $$select partition_mgmt.granularity_for_rate(r, 1000), partition_mgmt.granularity_for_rate(r, 1000, true)
+  $$select partition_mgmt.granularity_for_rate(r, interval '30 days', 1000), partition_mgmt.granularity_for_rate(r, interval '30 days', 1000, true)
     from unnest(array[5000, 1000, 400, 100, 10]::numeric[]) r$$,
   $$values ('week', 'week'), ('month', 'month'), ('quarter', 'quarter'), ('year', 'year'), ('none', 'year')$$,
   'the shortest period holding the target at the rate; none only for a site not split by time yet');
