@@ -14,6 +14,42 @@ create table if not exists partition_mgmt.key_aliases (
 );
 
 -- -----------------------------------------------------------------------------
+-- Periods and the sizing rule
+--
+-- How big a leaf gets, in one place; every function that plans, promotes or premakes partitions
+-- asks these (supabase/tests/database/13-sizing-rule checks that no other function repeats them).
+--
+--   A leaf is full when it holds target_rows_per_leaf rows (fills_leaf). In a sized tree a site
+--   gets partitions of its own once its rows fill a leaf or it is pinned (set_site_granularity), and
+--   a program once its rows fill a leaf or one of its sites gets partitions of its own; until then
+--   each shares its parent's DEFAULT leaf. A site's period is the shortest of week, month, quarter
+--   and year in which its rate fills a leaf (granularity_for_rate); a site that fills no year keeps
+--   one leaf for all its time ('none'), unless its time is split already: then years. Its rate
+--   (rows_per_period) is its rows over the span of their times, a month at least: all its rows when
+--   the tree is planned or the site is promoted, its last rate_window() (90 days) when maintenance
+--   sets the period of its next leaves (a leaf once made is never split). Its periods reach
+--   premake_horizon(): the end of the month premake_months after this one, or the program's end.
+--
+--   Maintenance counts a shared leaf's rows only when its statistics say one program or site in it
+--   may be within promotion_margin() (90%) of the target (may_fill_leaf): statistics lag behind the
+--   writes, and counting every shared leaf every night would scan them all. What it promotes is
+--   decided on the exact count (fills_leaf).
+--
+--   Periods are UTC weeks (ISO, from Monday), months, quarters and years (period_length); a rate
+--   counts a month as the average Gregorian month, 365.2425 / 12 days (period_seconds).
+-- -----------------------------------------------------------------------------
+
+-- Suffix of a period leaf's name: _2025w03, _2025_01, _2025q1, _2025.
+create or replace function partition_mgmt.period_suffix(p_granularity text, p_start timestamptz)
+returns text
+language sql immutable
+set search_path = ''
+as $$
+  select to_char(p_start at time zone 'UTC', case p_granularity when 'week' then 'IYYY"w"IW' when 'month' then 'YYYY_MM'
+                                                                 when 'quarter' then 'YYYY"q"Q' else 'YYYY' end)
+$$;
+
+-- -----------------------------------------------------------------------------
 -- Helpers
 -- -----------------------------------------------------------------------------
 
@@ -49,24 +85,4 @@ begin
   insert into partition_mgmt.key_aliases (id, alias) values (p_id, v_alias);
   return v_alias;
 end
-$$;
-
--- -----------------------------------------------------------------------------
--- Lock budget. Every relation a statement touches takes a slot in the server's shared lock
--- table until the transaction ends; DDL holds ACCESS EXCLUSIVE on every relation it creates.
--- The table holds max_locks_per_transaction x (max_connections + autovacuum_max_workers + 1 +
--- max_worker_processes + max_wal_senders + max_prepared_transactions) slots for all sessions
--- together (hosted Micro: 64 x 75 = 4,800), and a full table answers "out of shared memory" to
--- every session. So the bundle counts: what a statement without the partition keys needs, and
--- how much of the table one of its own transactions may take before it commits and goes on.
--- -----------------------------------------------------------------------------
-
--- Suffix of a period leaf's name: _2025w03, _2025_01, _2025q1, _2025.
-create or replace function partition_mgmt.period_suffix(p_granularity text, p_start timestamptz)
-returns text
-language sql immutable
-set search_path = ''
-as $$
-  select to_char(p_start at time zone 'UTC', case p_granularity when 'week' then 'IYYY"w"IW' when 'month' then 'YYYY_MM'
-                                                                 when 'quarter' then 'YYYY"q"Q' else 'YYYY' end)
 $$;

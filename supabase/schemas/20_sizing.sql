@@ -19,14 +19,50 @@ comment on table partition_mgmt.site_granularity is
   'Per-site time split pinned by an operator (weekly for a high-volume site, none for a tiny one). In a sized tree a pinned site gets partitions of its own whatever its rows. Applies to partitions created after the setting.';
 
 -- -----------------------------------------------------------------------------
--- Lock budget. Every relation a statement touches takes a slot in the server's shared lock
--- table until the transaction ends; DDL holds ACCESS EXCLUSIVE on every relation it creates.
--- The table holds max_locks_per_transaction x (max_connections + autovacuum_max_workers + 1 +
--- max_worker_processes + max_wal_senders + max_prepared_transactions) slots for all sessions
--- together (hosted Micro: 64 x 75 = 4,800), and a full table answers "out of shared memory" to
--- every session. So the bundle counts: what a statement without the partition keys needs, and
--- how much of the table one of its own transactions may take before it commits and goes on.
+-- Periods and the sizing rule
+--
+-- How big a leaf gets, in one place; every function that plans, promotes or premakes partitions
+-- asks these (supabase/tests/database/13-sizing-rule checks that no other function repeats them).
+--
+--   A leaf is full when it holds target_rows_per_leaf rows (fills_leaf). In a sized tree a site
+--   gets partitions of its own once its rows fill a leaf or it is pinned (set_site_granularity), and
+--   a program once its rows fill a leaf or one of its sites gets partitions of its own; until then
+--   each shares its parent's DEFAULT leaf. A site's period is the shortest of week, month, quarter
+--   and year in which its rate fills a leaf (granularity_for_rate); a site that fills no year keeps
+--   one leaf for all its time ('none'), unless its time is split already: then years. Its rate
+--   (rows_per_period) is its rows over the span of their times, a month at least: all its rows when
+--   the tree is planned or the site is promoted, its last rate_window() (90 days) when maintenance
+--   sets the period of its next leaves (a leaf once made is never split). Its periods reach
+--   premake_horizon(): the end of the month premake_months after this one, or the program's end.
+--
+--   Maintenance counts a shared leaf's rows only when its statistics say one program or site in it
+--   may be within promotion_margin() (90%) of the target (may_fill_leaf): statistics lag behind the
+--   writes, and counting every shared leaf every night would scan them all. What it promotes is
+--   decided on the exact count (fills_leaf).
+--
+--   Periods are UTC weeks (ISO, from Monday), months, quarters and years (period_length); a rate
+--   counts a month as the average Gregorian month, 365.2425 / 12 days (period_seconds).
 -- -----------------------------------------------------------------------------
+
+-- The calendar step of a period (null for 'none', which has no periods).
+create or replace function partition_mgmt.period_length(p_granularity text)
+returns interval
+language sql immutable
+set search_path = ''
+as $$
+  select case p_granularity when 'week' then interval '7 days' when 'month' then interval '1 month'
+                            when 'quarter' then interval '3 months' when 'year' then interval '1 year' end
+$$;
+
+-- The average length of a period in seconds, for rates: a month is 365.2425 / 12 days.
+create or replace function partition_mgmt.period_seconds(p_granularity text)
+returns numeric
+language sql immutable
+set search_path = ''
+as $$
+  select case p_granularity when 'week' then 7 * 86400 when 'month' then 2629746
+                            when 'quarter' then 3 * 2629746 when 'year' then 12 * 2629746 end::numeric
+$$;
 
 -- UTC period containing p_ts for a granularity (week, month, quarter, year).
 create or replace function partition_mgmt.period_bounds(p_granularity text, p_ts timestamptz, out range_start timestamptz, out range_end timestamptz)
@@ -38,26 +74,94 @@ begin
     raise exception 'granularity "%" has no periods', p_granularity using hint = 'Use week, month, quarter or year.';
   end if;
   range_start := date_trunc(p_granularity, p_ts at time zone 'UTC') at time zone 'UTC';
-  range_end := (date_trunc(p_granularity, p_ts at time zone 'UTC')
-                + case p_granularity when 'week' then interval '7 days' when 'month' then interval '1 month'
-                                     when 'quarter' then interval '3 months' else interval '1 year' end) at time zone 'UTC';
+  range_end := (date_trunc(p_granularity, p_ts at time zone 'UTC') + partition_mgmt.period_length(p_granularity)) at time zone 'UTC';
 end
 $$;
 
--- The time split of a site in a sized tree: the shortest period that holds p_target rows at
--- p_rows_per_month, 'none' (one leaf for all time) when not even a year does. A site whose time
--- is already split (p_range) never gets 'none': its next periods are at most a year.
-create or replace function partition_mgmt.granularity_for_rate(p_rows_per_month numeric, p_target bigint, p_range boolean default false)
+-- Whether p_rows fill a leaf of p_target rows: the threshold of a program's or site's partitions
+-- of its own, and of a period's length.
+create or replace function partition_mgmt.fills_leaf(p_rows numeric, p_target bigint)
+returns boolean
+language sql immutable
+set search_path = ''
+as $$
+  select coalesce(p_rows, 0) >= p_target
+$$;
+
+-- How close to the target a statistics estimate must come for maintenance to count the rows.
+create or replace function partition_mgmt.promotion_margin()
+returns numeric
+language sql immutable
+set search_path = ''
+as $$
+  select 0.9
+$$;
+
+-- Whether an estimate from statistics may reach the target (null without an estimate).
+create or replace function partition_mgmt.may_fill_leaf(p_estimate double precision, p_target bigint)
+returns boolean
+language sql immutable
+set search_path = ''
+as $$
+  select p_estimate >= p_target * partition_mgmt.promotion_margin()
+$$;
+
+-- The rows a period of p_granularity holds at the rate of p_rows over p_span (a month at least:
+-- a site's first weeks say little about its rate).
+create or replace function partition_mgmt.rows_per_period(p_rows numeric, p_span interval, p_granularity text)
+returns numeric
+language sql immutable
+set search_path = ''
+as $$
+  select p_rows * partition_mgmt.period_seconds(p_granularity)
+         / greatest(partition_mgmt.period_seconds('month'), extract(epoch from coalesce(p_span, interval '0')))
+$$;
+
+-- The time split of a site in a sized tree: the shortest period that p_rows over p_span fill, 'none'
+-- (one leaf for all time) when not even a year does. A site whose time is already split (p_range)
+-- never gets 'none': its next periods are at most a year.
+create or replace function partition_mgmt.granularity_for_rate(p_rows numeric, p_span interval, p_target bigint, p_range boolean default false)
 returns text
 language sql immutable
 set search_path = ''
 as $$
-  select case when coalesce(p_rows_per_month, 0) * 7 / 30.44 >= p_target then 'week'
-              when coalesce(p_rows_per_month, 0) >= p_target then 'month'
-              when coalesce(p_rows_per_month, 0) * 3 >= p_target then 'quarter'
-              when coalesce(p_rows_per_month, 0) * 12 >= p_target or p_range then 'year'
+  select case when partition_mgmt.fills_leaf(partition_mgmt.rows_per_period(p_rows, p_span, 'week'), p_target) then 'week'
+              when partition_mgmt.fills_leaf(partition_mgmt.rows_per_period(p_rows, p_span, 'month'), p_target) then 'month'
+              when partition_mgmt.fills_leaf(partition_mgmt.rows_per_period(p_rows, p_span, 'quarter'), p_target) then 'quarter'
+              when partition_mgmt.fills_leaf(partition_mgmt.rows_per_period(p_rows, p_span, 'year'), p_target) or p_range then 'year'
               else 'none' end
 $$;
+
+-- The window of a site's recent rows that sets the period of its next leaves.
+create or replace function partition_mgmt.rate_window()
+returns interval
+language sql immutable
+set search_path = ''
+as $$
+  select interval '90 days'
+$$;
+
+-- How far ahead a site's periods are made: to the end of the month p_premake_months after this
+-- one (UTC), or to the end of the program's last day when that comes first.
+create or replace function partition_mgmt.premake_horizon(p_premake_months integer, p_end_date date)
+returns timestamptz
+language sql stable
+set search_path = ''
+as $$
+  select least((p_end_date + 1)::timestamp at time zone 'UTC',
+               (date_trunc('month', now() at time zone 'UTC') + make_interval(months => p_premake_months + 1)) at time zone 'UTC')
+$$;
+
+-- -----------------------------------------------------------------------------
+-- Lock budget. Every relation a statement touches takes a slot in the server's shared lock
+-- table until the transaction ends; DDL holds ACCESS EXCLUSIVE on every relation it creates.
+-- The table holds max_locks_per_transaction x (max_connections + autovacuum_max_workers + 1 +
+-- max_worker_processes + max_wal_senders + max_prepared_transactions) slots for all sessions
+-- together (hosted Micro: 64 x 75 = 4,800), and a full table answers "out of shared memory" to
+-- every session. So the bundle counts: what a statement without the partition keys needs, and
+-- how much of the table one of its own transactions may take before it commits and goes on.
+-- -----------------------------------------------------------------------------
+
 create or replace function partition_mgmt.site_granularity_for(p_table_key text, p_site_id uuid)
 returns text
 language sql stable
@@ -114,10 +218,8 @@ $$;
 -- The partitions a tree holding the rows of p_source needs: 'program' rows (a program partition
 -- and its DEFAULT leaf), 'site' rows (a site partition, RANGE with a DEFAULT, or a single leaf for
 -- 'none') and 'period' rows (one leaf each), with the rows of the data they would hold. Sized
--- tree: a program or site gets partitions of its own when its rows reach target_rows_per_leaf (or
--- the site is pinned with set_site_granularity), the rest share their parent's DEFAULT leaf; a
--- site's periods are the shortest that hold target_rows_per_leaf at its rate (rows per month over
--- the span of its data). Literal tree: every program and site, every period of the site's
+-- tree: what the sizing rule gives the data (see "Periods and the sizing rule"; the rate of a site
+-- over the span of all its rows). Literal tree: every program and site, every period of the site's
 -- granularity from the program's start. Both: periods up to the premake horizon for running
 -- programs. prepare_migration creates exactly these; pre_migration_check counts them.
 create or replace function partition_mgmt.plan_tree(p_table_key text, p_source regclass)
@@ -131,7 +233,6 @@ declare
   c partition_mgmt.managed_tables := partition_mgmt.config(p_table_key);
   v_nullable boolean;
   v_prog text;
-  v_horizon timestamptz := date_trunc('month', now()) + make_interval(months => c.premake_months + 1);
 begin
   select not a.attnotnull into v_nullable from pg_catalog.pg_attribute a
   where a.attrelid = p_source and a.attname = c.program_column and not a.attisdropped;
@@ -155,10 +256,10 @@ begin
       where $3 = 'literal' and not exists (select from known k where k.program_id = s.program_id and k.site_id = s.site_id)
     ), decided as (
       select s.program_id, s.site_id, s.rows, s.first_ts, s.last_ts,
-             $3 = 'literal' or s.rows >= $1 or g.granularity is not null as own,
+             $3 = 'literal' or partition_mgmt.fills_leaf(s.rows, $1) or g.granularity is not null as own,
              coalesce(g.granularity,
                       case when $3 = 'literal' then $5
-                           else partition_mgmt.granularity_for_rate(s.rows / greatest(1.0, extract(epoch from s.last_ts - s.first_ts) / 2629746.0), $1) end) as gran
+                           else partition_mgmt.granularity_for_rate(s.rows, s.last_ts - s.first_ts, $1) end) as gran
       from sites s left join partition_mgmt.site_granularity g on g.table_key = $2 and g.site_id = s.site_id
     ), programs as (
       select d.program_id, sum(d.rows)::bigint as rows, bool_or(d.own) as any_own from decided d group by 1
@@ -171,26 +272,26 @@ begin
       cross join lateral (select (partition_mgmt.period_bounds(d.gran, k.month)).range_start where d.gran <> 'week'
                           union all    -- the weeks a month of data touches
                           select g.g from generate_series((partition_mgmt.period_bounds('week', k.first_ts)).range_start, k.last_ts,
-                                                          interval '7 days') g(g) where d.gran = 'week') b(range_start)
+                                                          partition_mgmt.period_length('week')) g(g) where d.gran = 'week') b(range_start)
       where d.own and d.gran <> 'none'
       union all
       select d.program_id, d.site_id, d.gran, f.f, 0
       from decided d join public.pilot_programs p on p.program_id = d.program_id
       cross join lateral generate_series(
         (partition_mgmt.period_bounds(d.gran, case when $3 = 'literal' then p.start_date::timestamptz else greatest(p.start_date::timestamptz, date_trunc('month', now())) end)).range_start,
-        least((p.end_date + 1)::timestamptz, $4) - interval '1 microsecond',
-        case d.gran when 'week' then interval '7 days' when 'month' then interval '1 month' when 'quarter' then interval '3 months' else interval '1 year' end) f(f)
+        partition_mgmt.premake_horizon($4, p.end_date) - interval '1 microsecond',
+        partition_mgmt.period_length(d.gran)) f(f)
       where d.own and d.gran <> 'none' and ($3 = 'literal' or p.end_date >= current_date)
     )
     select 'program'::text, p.program_id, null::uuid, null::text, null::timestamptz, sum(p.rows)::bigint
-    from programs p group by p.program_id having sum(p.rows) >= $1 or bool_or(p.any_own) or $3 = 'literal'
+    from programs p group by p.program_id having partition_mgmt.fills_leaf(sum(p.rows), $1) or bool_or(p.any_own) or $3 = 'literal'
     union all
     select 'site', d.program_id, d.site_id, d.gran, null, d.rows from decided d where d.own
     union all
     select 'period', x.program_id, x.site_id, x.gran, x.range_start, sum(x.n)::bigint from periods x group by 2, 3, 4, 5
     order by 2, 3 nulls first, 5 nulls first$q$,
     v_prog, c.site_column, c.time_column, p_source)
-  using c.target_rows_per_leaf, c.table_key, c.tree_shape, v_horizon, c.default_granularity;
+  using c.target_rows_per_leaf, c.table_key, c.tree_shape, c.premake_months, c.default_granularity;
 end
 $$;
 

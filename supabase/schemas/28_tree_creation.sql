@@ -836,8 +836,7 @@ begin
     where parent is not null and (p_table_key is null or table_key = p_table_key)
     order by table_key
   loop
-    v_horizon := least((v_prog.end_date + 1)::timestamp at time zone 'UTC',
-                       (date_trunc('month', now() at time zone 'UTC') + make_interval(months => v_table.premake_months + 1)) at time zone 'UTC');
+    v_horizon := partition_mgmt.premake_horizon(v_table.premake_months, v_prog.end_date);
     if v_table.tree_shape = 'literal' then
       perform partition_mgmt.ensure_program_partition(v_table.table_key, v_prog.program_id);
       for v_site in select site_id from public.sites where program_id = v_prog.program_id and (p_site_id is null or site_id = p_site_id) order by site_id loop

@@ -50,13 +50,13 @@ as $$
   where k.oid = p_rel
 $$;
 comment on function partition_mgmt.max_rows_per_value(regclass, text) is
-  'Upper bound, from statistics, of the rows one value of the column has in the table (null without statistics): promotion counts a shared leaf only when it can reach the target.';
+  'Upper bound, from statistics, of the rows one value of the column has in the table (null without statistics): promotion counts a shared leaf only when it may come within promotion_margin() of the target (may_fill_leaf).';
 revoke execute on function partition_mgmt.max_rows_per_value(regclass, text) from public, anon, authenticated;
 
 -- Programs in the root's DEFAULT leaf and sites in a program's DEFAULT leaf that should have
--- partitions of their own: pinned sites (and their programs) first, then by rows, largest first.
--- Counts rows only in DEFAULT leaves whose row estimate reaches the target and whose statistics
--- let one program or site reach it.
+-- partitions of their own: pinned sites (and their programs) first, then those whose rows fill a
+-- leaf, largest first. Counts rows only in DEFAULT leaves whose statistics say one program or site
+-- may fill a leaf (may_fill_leaf: the sizing rule in 20250102000200_partition_tree.sql).
 create or replace function partition_mgmt.promotion_candidates(p_table_key text)
 returns table (level text, program_id uuid, site_id uuid, rows bigint, reason text)
 language plpgsql
@@ -90,20 +90,20 @@ begin
     from partition_mgmt.partition_registry r
     join pg_catalog.pg_class k on k.oid = to_regclass(format('%I.%I', r.partition_schema, r.partition_name))
     where r.table_key = p_table_key and r.is_default and r.level in ('program', 'site')
-      and greatest(k.reltuples, 0) >= c.target_rows_per_leaf * 0.9
-      and coalesce(partition_mgmt.max_rows_per_value(k.oid, case r.level when 'program' then c.program_column else c.site_column end)
-                   >= c.target_rows_per_leaf * 0.9, true)
+      and partition_mgmt.may_fill_leaf(greatest(k.reltuples, 0), c.target_rows_per_leaf)
+      and coalesce(partition_mgmt.may_fill_leaf(partition_mgmt.max_rows_per_value(k.oid, case r.level when 'program' then c.program_column else c.site_column end),
+                                                c.target_rows_per_leaf), true)
   loop
     if d.level = 'program' then
       return query execute format(
         'select ''program''::text, x.%1$I, null::uuid, count(*)::bigint, format(''%%s rows in the root''''s DEFAULT leaf'', count(*))
          from %2$s x where exists (select from public.pilot_programs p where p.program_id = x.%1$I)
-         group by x.%1$I having count(*) >= %3$s order by count(*) desc', c.program_column, d.leaf, c.target_rows_per_leaf);
+         group by x.%1$I having partition_mgmt.fills_leaf(count(*), %3$s) order by count(*) desc', c.program_column, d.leaf, c.target_rows_per_leaf);
     else
       return query execute format(
         'select ''site''::text, %1$L::uuid, x.%2$I, count(*)::bigint, format(''%%s rows in the program''''s DEFAULT leaf'', count(*))
          from %3$s x where exists (select from public.sites s where s.site_id = x.%2$I)
-         group by x.%2$I having count(*) >= %4$s order by count(*) desc', d.program_id, c.site_column, d.leaf, c.target_rows_per_leaf);
+         group by x.%2$I having partition_mgmt.fills_leaf(count(*), %4$s) order by count(*) desc', d.program_id, c.site_column, d.leaf, c.target_rows_per_leaf);
     end if;
   end loop;
 end
@@ -274,7 +274,7 @@ begin
     execute format('select count(*), min(%1$I), max(%1$I) from %2$s where %3$I = %4$L', c.time_column, v_old, c.site_column, p_site_id)
       into v_rows, v_first, v_last;
     v_gran := coalesce((select g.granularity from partition_mgmt.site_granularity g where g.table_key = p_table_key and g.site_id = p_site_id),
-                       partition_mgmt.granularity_for_rate(v_rows / greatest(1.0, extract(epoch from v_last - v_first) / 2629746.0), c.target_rows_per_leaf));
+                       partition_mgmt.granularity_for_rate(v_rows, v_last - v_first, c.target_rows_per_leaf));
     v_child := format('%s_p_%s_s_%s', c.name_prefix, partition_mgmt.alias_for(p_program_id), partition_mgmt.alias_for(p_site_id));
     if v_gran = 'none' then
       execute format('create table partitions.%I (like %s including defaults including constraints including generated including storage including indexes)',
@@ -293,11 +293,11 @@ begin
         'program_id', p_program_id, 'site_id', p_site_id);
       -- the periods of its rows, then up to the premake horizon while the program runs
       select * into v_prog from public.pilot_programs p where p.program_id = p_program_id;
-      v_horizon := least((v_prog.end_date + 1)::timestamptz, date_trunc('month', now()) + make_interval(months => c.premake_months + 1));
+      v_horizon := partition_mgmt.premake_horizon(c.premake_months, v_prog.end_date);
       for v_range_start, v_range_end in
         execute format('select distinct (partition_mgmt.period_bounds(%1$L, x.%2$I)).* from %3$s x where x.%4$I = %5$L
                         union select (partition_mgmt.period_bounds(%1$L, g)).* from generate_series(date_trunc(%1$L, now()), %6$L::timestamptz - interval ''1 microsecond'',
-                          case %1$L when ''week'' then interval ''7 days'' when ''month'' then interval ''1 month'' when ''quarter'' then interval ''3 months'' else interval ''1 year'' end) g
+                          partition_mgmt.period_length(%1$L)) g
                         where %7$L::date >= current_date
                         order by 1', v_gran, c.time_column, v_old, c.site_column, p_site_id, v_horizon, v_prog.end_date)
       loop

@@ -81,10 +81,11 @@ $$;
 
 -- Premake for every running program (and every program whose partitions the insert trigger
 -- deferred), up to the horizon from now() (not from the newest data). In a sized tree the period
--- of each site with time partitions of its own first follows its rate of the last 90 days (unless
--- pinned): a site that got busier gets shorter periods from the next one on; existing leaves are
--- never split. Stops when this transaction's DDL lock budget is spent (the flag
--- partition_mgmt.budget_exhausted tells the caller to commit and call again).
+-- of each site with time partitions of its own first follows its rate of the last rate_window()
+-- (unless pinned; the sizing rule of 20250102000200_partition_tree.sql): a site that got busier
+-- gets shorter periods from the next one on; existing leaves are never split. Stops when this
+-- transaction's DDL lock budget is spent (the flag partition_mgmt.budget_exhausted tells the caller
+-- to commit and call again).
 create or replace function partition_mgmt.premake_partitions(p_table_key text)
 returns integer
 language plpgsql
@@ -106,9 +107,9 @@ begin
       where g.table_key = p_table_key and g.level = 'site' and not g.is_default and not g.is_leaf
         and not exists (select from partition_mgmt.site_granularity x where x.table_key = p_table_key and x.site_id = g.site_id)
     loop
-      execute format('select count(*) from %s where %I = %L and %I = %L and %I >= now() - interval ''90 days''',
-        v_parent, c.program_column, r.program_id, c.site_column, r.site_id, c.time_column) into v_recent;
-      v_gran := partition_mgmt.granularity_for_rate(v_recent / 3.0, c.target_rows_per_leaf, true);
+      execute format('select count(*) from %s where %I = %L and %I = %L and %I >= now() - %L::interval',
+        v_parent, c.program_column, r.program_id, c.site_column, r.site_id, c.time_column, partition_mgmt.rate_window()) into v_recent;
+      v_gran := partition_mgmt.granularity_for_rate(v_recent, partition_mgmt.rate_window(), c.target_rows_per_leaf, true);
       if v_gran is distinct from r.granularity then
         update partition_mgmt.partition_registry g set granularity = v_gran
         where g.table_key = p_table_key and g.level = 'site' and not g.is_default and g.site_id = r.site_id and g.program_id = r.program_id;
