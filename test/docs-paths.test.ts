@@ -1,6 +1,6 @@
 // The documentation names only what exists. Scans README.md, CHANGELOG.md, client/README.md and
-// docs/**/*.md for repository paths (in backticks or as link targets) and relative links (with
-// their #anchor, checked against the target page's headings), and the comments of the TypeScript
+// docs/**/*.md for repository paths (in backticks, migrations and SQL sources also by file name)
+// and relative links (with their #anchor, checked against the target page's headings), and the comments of the TypeScript
 // and SQL sources for the `test/…`, `scripts/…`, `supabase/…`, `docs/…` paths they name; a missing
 // one fails with the file, the line and the path. Also: README.md stays short enough to read.
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
@@ -51,6 +51,7 @@ function repoPath(raw: string): string | null {
   if (ROOT_FILES.has(p)) return p;
   if (REPO_ROOTS.some((r) => p.startsWith(r))) return p;
   if (/^\d{14}_[\w-]+\.sql$/.test(p)) return `supabase/migrations/${p}`;
+  if (/^\d{2}_[a-z0-9_]+\.sql$/.test(p)) return `supabase/schemas/${p}`;
   return null;
 }
 

@@ -5,8 +5,9 @@
 -- partitions, retention when configured, analyze what changed, promote programs and sites that grew,
 -- refresh analytics.mv_daily_metrics. Weekly: statistics on the parents. Daily: purge of
 -- cron.job_run_details. pg_cron runs the statement partition_mgmt.maintenance_runner() returns, which
--- commits after every step; every action is logged in maintenance_log, and health() turns the state
--- of the tree into findings.
+-- commits after every step; each step ends within its lock budget and maintenance_settings.step_seconds,
+-- the run within its time budget. Every action is logged in maintenance_log, and health() turns the
+-- state of the tree into findings.
 -- =============================================================================
 
 -- DDL that would wait for a lock gives up quickly instead of queueing the app's statements behind it
