@@ -1,6 +1,6 @@
 // `npm run bench`: the plan's performance promises, measured side by side on this machine.
 // Legacy table as shipped vs the same with a composite index vs the partitioned tree, in one
-// database, one run. See `npm run bench -- --help` and the README's "Benchmarks" section.
+// database, one run. See `npm run bench -- --help` and docs/benchmarks.md.
 import { commandLine, usageExit, UsageError } from "./lib/cli.ts";
 import { BENCH_FLAGS, benchOptionsFrom, type BenchOptions, USAGE } from "./lib/bench/options.ts";
 import { renderSaved, runBench } from "./lib/bench/run.ts";

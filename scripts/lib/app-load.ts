@@ -1,7 +1,7 @@
 // A simulated application writing to an observation table while it is migrated: several sessions,
 // each its own connection, running inserts, updates, deletes and updates that change a partition
 // key (program_id, site_id or created_at) as fast as they can (or with a pause between them).
-// It writes the way our README tells apps to: plain INSERT into the live table, and the routed
+// It writes the way docs/your-app.md tells apps to: plain INSERT into the live table, and the routed
 // by-id RPCs (update_observation_by_id, delete_observation_by_id), which work on the legacy table
 // and on the partitioned one alike. Every statement's latency and every error is recorded;
 // serialization failures and deadlocks are retried (as apps must on a partitioned table, where a

@@ -1,6 +1,6 @@
 // Supabase compute sizes as PostgreSQL settings: every local cluster (dev, test, bench) runs with
 // one of them, Micro unless SUPABASE_COMPUTE names another, so the local stack is never more
-// generous than the hosted instance a user runs. Sources (see README "Compute profiles"):
+// generous than the hosted instance a user runs. Sources (see docs/local-stack.md, "Compute profiles"):
 //  - max_connections, max_wal_senders, max_replication_slots: Supabase docs, "Compute and Disk"
 //    (supabase/supabase apps/docs/content/guides/platform/compute-and-disk.mdx);
 //  - memory and parallel settings: the platform's generator table (supabase-admin-api

@@ -2,24 +2,13 @@
 -- Company context (the plan's 001_add_company_context), the part `supabase db push` applies.
 --
 -- Every observation row carries the company it belongs to, derived from its program, so that Row
--- Level Security can isolate companies with one indexed comparison instead of a join per row:
---
+-- Level Security isolates companies with one indexed comparison instead of a join per row:
 --   company_id = any ((select private.user_company_ids())::uuid[])
---
--- The scalar subquery makes PostgreSQL evaluate the helper once per statement (an InitPlan); the
--- ::uuid[] cast is what makes ANY take it as one array, since `any ((select ...))` would parse as
--- ANY (subquery) and compare with each row.
---
--- The push is Phase 1 of the plan, "No Downtime": it runs on a database whose observation tables
--- hold millions of rows the app writes all day. So it reads and writes no row of them: it adds the
--- column (no default: a catalog change) and the trigger that fills it for every new or changed
--- row, each under a lock taken in short tries (private.lock_for_ddl). Filling the existing rows,
--- the index on the column and the company isolation policies are setup steps that run online
--- afterwards, in batches (migration 20250102000260_setup_steps.sql: partition_mgmt.setup_step,
--- `npm run admin -- setup`, or the psql runner); pre_migration_check() and health() say what is
--- pending. No other table of the app is changed; private.deploy_report says what was.
---
--- Every statement is safe to run again.
+-- (the scalar subquery is evaluated once per statement; the ::uuid[] cast makes ANY take one array).
+-- The push reads and writes no row of the app's large tables: it adds the column (no default) and
+-- the trigger that fills it, each under a lock taken in short tries (private.lock_for_ddl). Filling
+-- the existing rows, the index and the isolation policies are setup steps
+-- (20250102000350_setup_steps.sql). Every statement is safe to run again.
 -- =============================================================================
 
 -- A DDL statement that waits for a lock queues every later statement on the table behind it: the

@@ -1,25 +1,12 @@
 -- =============================================================================
 -- Analytics infrastructure (the plan's 002_create_analytics_infrastructure).
 --
--- Daily petri metrics per company, program and site, precomputed in a
--- materialized view. Materialized views have no RLS, so the view lives in the
--- unexposed schema `analytics` and clients read it only through
--- public.get_daily_metrics(), which filters by the caller's companies.
---
--- Order: schema, materialized view and its indexes, maintenance
--- (analytics.refresh_daily_metrics), public API (public.get_daily_metrics).
--- Every statement is safe to run again. The view is created empty: populating it
--- reads the whole petri table, which the push must not do (Phase 1, "No
--- Downtime"); the setup step `metrics` populates it online afterwards
--- (migration 20250102000260_setup_steps.sql), and maintenance keeps it fresh.
---
--- Partition swap: the view is bound to the table public.petri_observations is
--- when this runs, not to the name. After the partition engine renames the legacy
--- table away, drop and re-create the view (this file's section) against the new
--- table, or it keeps aggregating the old one.
---
--- Rollback: drop function public.get_daily_metrics(uuid, date, date, uuid);
--- drop schema analytics cascade.
+-- Daily petri metrics per company, program and site in a materialized view. A materialized view has
+-- no RLS, so it lives in the unexposed schema `analytics` and clients read it only through
+-- public.get_daily_metrics(), which filters by the caller's companies. It is created empty: the
+-- setup step `metrics` (20250102000350_setup_steps.sql) populates it online and maintenance keeps it
+-- fresh. The view is bound to the table, not the name: the swap re-creates it against the new one.
+-- Every statement is safe to run again.
 -- =============================================================================
 
 -- DDL that would wait for a lock gives up quickly instead of queueing the app's statements behind it

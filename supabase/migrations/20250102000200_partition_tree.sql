@@ -1,14 +1,11 @@
 -- =============================================================================
--- Partitioning strategy (the plan's 004): Program (LIST) -> Site (LIST) -> Period (RANGE).
+-- Partition tree (the plan's 004): Program (LIST) -> Site (LIST) -> Period (RANGE).
 --
--- partition_mgmt owns the tree: which tables are managed (data, not code branches), the registry
--- of every partition, automatic creation (on program/site insert and on demand), the key table
--- that keeps observation_id unique across the whole tree and routes id-only statements, and the
--- stats and validation that maintenance and operators read.
---
--- Child partitions live in the schema `partitions`, which the Data API does not expose and the
--- API roles cannot use; each partition also has RLS enabled and no privileges for anon or
--- authenticated, so naming a partition directly reveals nothing.
+-- partition_mgmt owns the tree: which tables are managed (data, not code branches), the registry of
+-- every partition, its sizing by the data and the lock budget, creation (on program/site insert and
+-- on demand), the key table that keeps observation_id unique across the tree and routes id-only
+-- statements, and the stats and validation maintenance and operators read. Partitions live in the
+-- unexposed schema `partitions`, each with RLS on and no privileges for anon or authenticated.
 -- =============================================================================
 
 -- DDL that would wait for a lock gives up quickly instead of queueing the app behind it (the

@@ -1,30 +1,14 @@
 -- =============================================================================
--- Foreign keys that reference an observation table, carried across the swap (issue 5).
+-- Foreign keys that reference an observation table, carried across the swap.
 --
--- A partitioned table can only be referenced through a unique key that contains its partition
--- keys, so `references petri_observations (observation_id)` from another table cannot survive the
--- swap as a declared constraint. At the swap, each such constraint is replaced by triggers that
--- enforce the same rule against partition_mgmt.observation_keys (where observation_id is unique
--- across the whole tree), and recorded in partition_mgmt.carried_references so that a rollback
--- puts the declared constraint back:
---   * on the referencing table, a constraint trigger checks that a new or changed reference
---     exists, and locks the key row FOR KEY SHARE (as PostgreSQL's own check does) so that the
---     observation cannot be deleted until the referencing transaction ends;
---   * on the observation table, AFTER DELETE / UPDATE OF observation_id triggers apply the
---     constraint's ON DELETE / ON UPDATE action (NO ACTION, RESTRICT, CASCADE, SET NULL,
---     SET DEFAULT) to the referencing rows. A row moved to another partition (a program, site or
---     month change) keeps its key row (see install_key_trigger), so a move is never taken for a
---     delete;
---   * TRUNCATE of the observation table is refused while referencing rows exist, and retention
---     applies the ON DELETE action before it drops a month (or keeps the month when the action is
---     NO ACTION / RESTRICT and rows still reference it).
--- The triggers run as the owner (SECURITY DEFINER, like PostgreSQL's referential actions, which
--- ignore row level security). Exactness: the check and the actions see committed rows in READ
--- COMMITTED (the isolation of the Data API and supabase-js); a REPEATABLE READ or SERIALIZABLE
--- transaction that deletes an observation while another transaction adds a reference to it can,
--- unlike a declared constraint, miss that reference.
--- Supported: single-column constraints on the table's id column from another table (the common
--- `observation_id uuid references ...`). Others are blockers in pre_migration_check.
+-- A partitioned table can only be referenced through a key that contains its partition keys, so
+-- `references petri_observations (observation_id)` cannot survive the swap as a declared constraint.
+-- The swap replaces each one with triggers that enforce the same rule against
+-- partition_mgmt.observation_keys (a constraint trigger on the referencing table that checks and
+-- locks FOR KEY SHARE; triggers on the observation table that apply the ON DELETE / ON UPDATE action;
+-- TRUNCATE refused while references exist) and records it in partition_mgmt.carried_references, so a
+-- rollback declares it again. Exact under READ COMMITTED, the Data API's isolation. Supported:
+-- single-column references to the id column from another table; others are pre-check blockers.
 -- =============================================================================
 
 -- DDL that would wait for a lock gives up quickly instead of queueing the app's statements behind it

@@ -1,15 +1,12 @@
 -- =============================================================================
--- Read and write API: by id (get/update/delete_observation_by_id, routed to the one leaf that
--- holds the row), get_observations_optimized and the submission-level views (the plan's
--- "Application Code Updates").
+-- Read and write API (the plan's "Application Code Updates"): by id
+-- (get/update/delete_observation_by_id, routed to the one leaf that holds the row),
+-- get_observations_optimized, aggregates and the submission-level views.
 --
--- Both read the LIVE table of a managed table (public.petri_observations: the legacy table before
--- the swap, the partitioned tree after it) and build their statement with the partition keys as
--- literals, so the planner prunes to the requested partitions at plan time instead of planning
--- every leaf. Both are SECURITY INVOKER: RLS decides what the caller sees, as through PostgREST.
---
--- They are generated per managed table by partition_mgmt.install_read_api(), because their row
--- type is the live table's: the swap and the rollback call it again.
+-- They read the LIVE table (legacy before the swap, the tree after it) with the partition keys as
+-- literals, so the planner prunes at plan time; SECURITY INVOKER, so RLS decides what the caller
+-- sees. Generated per managed table by partition_mgmt.install_read_api(), because their row type is
+-- the live table's: the swap and the rollback call it again.
 -- =============================================================================
 
 -- DDL that would wait for a lock gives up quickly instead of queueing the app's statements behind it

@@ -1,31 +1,14 @@
 -- =============================================================================
--- Setup steps: what `supabase db push` leaves to run online (the plan's Phase 1 stays "No
--- Downtime": the push reads and writes no row of the app's large tables).
+-- Setup steps: what `supabase db push` leaves to run online, because it reads or writes every row
+-- (the push itself reads no row of the app's large tables).
 --
--- In order, per managed table (petri, gasifier), then once:
---   <key>:company_id          fill company_id of the rows that existed before the push: one sweep
---                              of the table in physical order (ranges of blocks, a TID range scan
---                              each), each call bounded in time (the rows a call changed stay
---                              locked until its transaction commits); resumable from the block in
---                              setup_progress. In physical order every page is written once, so a
---                              checkpoint costs one full-page image per page, not one per row (the
---                              primary key's order, random for uuids, wrote most pages once per row)
---   <key>:company_id_index    create index concurrently on (company_id): a statement of its own,
---                              outside any transaction, which the drivers run
---   <key>:company_id_check    the rows the app moved behind the sweep while it ran (an update that
---                              leaves company_id alone may put the new version in a page already
---                              swept), found through the new index and filled
---   <key>:company_isolation   the plan's company_isolation_<key> policy: RESTRICTIVE (ANDed with
---                              the project's own policies) where RLS is on; where it is off, RLS
---                              enabled with it as the one policy (reported: anon loses access)
---   metrics                   the first population of analytics.mv_daily_metrics
---
--- Whether a step is done is read off the catalog (a valid index, a policy of that name, a
--- populated view) and, for the batches, off setup_progress; so an operator may also do a step by
--- hand. Drivers: partition_mgmt.setup_step() (one bounded step in the caller's transaction; for
--- the index it returns the statement to run), `npm run admin -- setup` (the partition-admin action
--- `setup`), scripts/lib/setup-driver.ts, and in psql `select partition_mgmt.setup_runner() \gexec`.
--- pre_migration_check() blocks the migration of a table whose steps are pending; health() warns.
+-- In order, per managed table, then once: <key>:company_id (fill the rows that existed before the
+-- push, sweeping the table in physical order in time-bounded, resumable calls), <key>:company_id_index
+-- (create index concurrently, a statement the drivers run outside a transaction), <key>:company_id_check
+-- (the rows the app moved behind the sweep), <key>:company_isolation (the plan's policy: RESTRICTIVE
+-- where RLS is on), then metrics (the first refresh of analytics.mv_daily_metrics). Whether a step is
+-- done is read off the catalog, so a step may also be done by hand. Drivers: setup_step(),
+-- `npm run admin -- setup`, scripts/lib/setup-driver.ts, `select partition_mgmt.setup_runner() \gexec`.
 -- =============================================================================
 
 -- DDL that would wait for a lock gives up quickly instead of queueing the app's statements behind it

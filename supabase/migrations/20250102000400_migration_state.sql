@@ -1,47 +1,16 @@
 -- =============================================================================
--- Safety and rollback (the plan's 006): the online migration of a live legacy table into its
--- partitioned tree, phase by phase, each idempotent, each with its undo, each recorded.
+-- The online migration (the plan's 006), first of its files: its state, its log, the phases, the
+-- helpers on the legacy table, monitor_migration, the Realtime change feed, what the swap does to
+-- publications, REPLICA IDENTITY.
 --
---   idle ─prepare─> (preparing ─>) prepared ─start sync─> syncing ─backfill─> backfilling ─> backfilled
---        ─validate─> validated ─swap─> swapped ─finalize─> (finalized: _old and helpers dropped)
---   any phase ─rollback─> rolled_back (legacy live and untouched) ─finish_rollback─> idle (copy
---   emptied, helpers and state dropped)
+--   idle -prepare-> prepared -start sync-> syncing -backfill-> backfilled -validate-> validated
+--        -swap-> swapped -finalize-> finalized;   any phase -rollback-> rolled_back -finish_rollback-> idle
 --
--- * prepare: pre-checks must show no blocker; the legacy table's foreign keys and the plain indexes
---   that leaves need on the partitioned table; the partitions plan_tree plans for the data (sized:
---   what the rows fill; literal: every program, site and period), within each transaction's lock
---   budget (phase preparing until all exist).
--- * sync: AFTER row triggers on the legacy table apply every insert, update (also of program_id,
---   site_id, created_at) and delete to the partitioned table in the writer's own transaction.
--- * backfill: keyset batches by observation_id; each batch locks its source rows FOR SHARE (a
---   concurrent UPDATE/DELETE of them waits for the batch, then its sync trigger applies on top:
---   no zombie rows) and inserts ON CONFLICT DO NOTHING (a newer trigger-written row is never
---   overwritten). The high-water mark is committed with the batch: a kill or crash resumes there.
--- * validate: counts per program/site/month and an order-independent content checksum, each
---   computed for both tables in one statement (one snapshot); on mismatch the first differing ids.
--- * swap: ACCESS EXCLUSIVE on both tables under lock_timeout with retries and backoff, a final
---   count under the lock, renames, and everything that hangs on the table carried over. A reverse
---   sync trigger keeps <table>_old exact afterwards, so a rollback after the swap loses nothing.
---   Publications: only the table's own membership changes, never a publication's options
---   (swap_publications, below); the swap back restores each publication as it was.
---
--- A function cannot COMMIT: migrate_to_partitioned() does one bounded step per call (callers loop:
--- scripts/lib/migration-driver.ts, psql, an edge function); the DO block migration_runner()
--- returns loops with a COMMIT per step for psql and pg_cron. Nothing here runs at `db push` time.
---
--- One file per phase, in dependency order (a file calls only what it or an earlier file defines):
---   0400 migration_state       the state, the log, the phases, helpers on the legacy table,
---                              monitor_migration, Realtime's change feed, what the swap does to
---                              publications, REPLICA IDENTITY
---   0410 migration_sync        the sync triggers (and the reverse sync after the swap)
---   0420 migration_validation  post_migration_validation, compare_tables, the final count
---   0430 migration_swap        swap_tables and the locked section both directions share
---   0440 migration_rollback    rollback_migration, finish_rollback, finalize_migration
---   0450 migration_plan        pre_migration_check, prepare_migration (after the rollback
---                              file: preparing a rolled-back table first finishes that rollback)
---   0460 migration_backfill    the keyset batches (a first call prepares and starts the sync)
---   0470 migration_orchestrator  migration_next_step/migration_step/migration_runner,
---                              safe_migrate_table, offline_migrate_table; the privileges
+-- One file per phase, in dependency order (each calls only what it or an earlier file defines):
+-- 0410 sync, 0420 validation, 0430 swap, 0440 rollback and finalize, 0450 pre-checks and prepare,
+-- 0460 backfill, 0470 the orchestrator (migration_step) and the privileges. A function cannot
+-- COMMIT, so each phase takes bounded steps and the drivers commit between them. Nothing here runs at
+-- `db push` time. The phases, for operators: docs/operating-the-migration.md.
 -- =============================================================================
 
 -- DDL that would wait for a lock gives up quickly instead of queueing the app's statements behind it

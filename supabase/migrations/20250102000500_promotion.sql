@@ -1,28 +1,13 @@
 -- =============================================================================
 -- Promotion: a program or site of a sized tree gets partitions of its own, online.
 --
--- In a sized tree (managed_tables.tree_shape = 'sized') a program shares the root's DEFAULT leaf,
--- and a site its program's DEFAULT leaf, until its rows fill a leaf or the site is pinned (the
--- sizing rule: "Periods and the sizing rule" in 20250102000200_partition_tree.sql). Then
--- maintenance promotes it. PostgreSQL cannot attach a partition for a value while the DEFAULT
--- still holds rows of it, and moving them out under the DEFAULT's ACCESS EXCLUSIVE lock would stop
--- every reader and writer of the shared leaf for as long as the move takes. So the DEFAULT is split
--- instead, the way the online migration copies a table:
---
---   start    the promoted value's partitions (a program partition with its own DEFAULT, or a site
---            partition with its periods) and a new DEFAULT for the rest are built standalone, with
---            the parent's indexes and foreign keys; a trigger on the old DEFAULT applies every
---            write to the one of them the row belongs in;
---   copy     the old DEFAULT's rows are copied in keyset batches (each locks its rows FOR SHARE,
---            inserts ON CONFLICT DO NOTHING), one committed transaction per batch;
---   cutover  counts compared in one snapshot, then under a short ACCESS EXCLUSIVE on the parent
---            (lock_timeout with retries): detach the old DEFAULT, attach the promoted partitions
---            and the new DEFAULT (their constraints spare ATTACH every scan), drop the old one.
---
--- Keys, references and sync triggers need nothing: the rows keep their ids and keys, and ATTACH
--- gives the new partitions the parent's row triggers. One promotion at a time per table; a table
--- being migrated is left alone. Maintenance (the runner pg_cron runs, which commits
--- between steps) drives it through partition_mgmt.promote_step.
+-- A program shares the root's DEFAULT leaf, and a site its program's, until its rows fill a leaf
+-- (the sizing rule: 20250102000200's "Periods and the sizing rule") or the site is pinned. Moving
+-- its rows out under the DEFAULT's ACCESS EXCLUSIVE lock would stop every reader and writer of the
+-- shared leaf, so the DEFAULT is split the way the online migration copies a table: start (the new partitions and a new DEFAULT built
+-- standalone, a trigger applying every write), copy (committed keyset batches), cutover (a short
+-- ACCESS EXCLUSIVE: detach the old DEFAULT, attach the new tables). Maintenance drives it through
+-- partition_mgmt.promote_step, one promotion at a time per table.
 -- =============================================================================
 
 -- DDL that would wait for a lock gives up quickly instead of queueing the app's statements behind it

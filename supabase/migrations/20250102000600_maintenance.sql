@@ -1,15 +1,13 @@
 -- =============================================================================
 -- Automated maintenance (the plan's 005): the tree keeps itself healthy on pg_cron.
 --
--- Nightly: premake partitions up to the horizon computed from now(), move rows out of DEFAULT
--- partitions (creating their partitions), apply retention when configured, analyze what changed,
+-- Nightly: finish a rollback's cleanup, premake partitions up to the horizon, drain DEFAULT
+-- partitions, retention when configured, analyze what changed, promote programs and sites that grew,
 -- refresh analytics.mv_daily_metrics. Weekly: statistics on the parents. Daily: purge of
--- cron.job_run_details. Every action is logged in partition_mgmt.maintenance_log; health() turns
--- the state of the tree into findings for alerting.
---
--- pg_cron runs the statement partition_mgmt.maintenance_runner() returns, which commits after
--- every step, so it never holds locks across the whole tree. The plan's
--- `select partition_mgmt.schedule_maintenance()` does the same work in the caller's transaction.
+-- cron.job_run_details. pg_cron runs the statement partition_mgmt.maintenance_runner() returns, which
+-- commits after every step; each step ends within its lock budget and maintenance_settings.step_seconds,
+-- the run within its time budget. Every action is logged in maintenance_log, and health() turns the
+-- state of the tree into findings.
 -- =============================================================================
 
 -- DDL that would wait for a lock gives up quickly instead of queueing the app's statements behind it

@@ -1,25 +1,14 @@
 -- =============================================================================
--- Admin API (issue 6): the single SQL entry point of the partition-admin edge function.
+-- Admin API: partition_mgmt.admin_run(action, table, args), the single SQL entry point of the
+-- partition-admin edge function, and admin_actions(), the one list of operator actions.
 --
--- partition_mgmt.admin_run(action, table, args) dispatches one operator action to the SQL API of
--- the online migration (0400-0470: its phases and the orchestrator's steps), promotion (0500) and
--- maintenance (0600: maintenance, health), guarded and audited in the same transaction:
---   * guarded: actions that change a migration take a transaction-level try-lock per table
---     (admin_lock_key); a concurrent second call for the same table answers 'busy' at once
---     instead of running a phase twice or waiting behind it;
---   * audited: every call leaves one row in partition_mgmt.admin_audit (who, action, arguments,
---     outcome, truncated result, error, duration). A failing action is caught at a savepoint, so
---     its partial work is undone but its audit row is committed;
---   * never raises: the outcome is in the returned jsonb (status ok | error | busy | invalid),
---     which the edge function maps to an HTTP status.
--- Nothing is re-implemented here: each action is one call (two for status/backfill/maintenance,
--- which also read the progress or the log) of the existing SQL API, in a handler of its own, and
--- one row of partition_mgmt.admin_action (the list: table requirement, lock, session, defaults,
--- handler). A new action is a handler and a row: see "Actions: the one list" below.
---
--- SECURITY DEFINER (owner postgres) and executable by service_role only: the phases rename, lock
--- and drop the app's tables, which only their owner may do, while the edge function runs its
--- statements as the caller's role (set local role service_role).
+-- Each action is one call of the existing SQL API (migration 0400-0470, promotion, maintenance),
+-- guarded by a per-table try-lock for the actions that change a migration (a second call answers
+-- 'busy'), audited in admin_audit (a failing action is undone at a savepoint, its audit row kept),
+-- and never raises: the outcome is in the returned jsonb, which the function maps to HTTP.
+-- The actions are rows of partition_mgmt.admin_action, each with a handler: a new action is one
+-- handler and one row ("Actions: the one list" below).
+-- SECURITY DEFINER (owner postgres, which owns the tables) and executable by service_role only.
 -- =============================================================================
 
 -- DDL that would wait for a lock gives up quickly instead of queueing the app's statements behind it

@@ -1,6 +1,6 @@
-// README "Deploying to your hosted project", run in its order against a local project: every step
+// The runbook of docs/deploying.md, run in its order against a local project: every step
 // that needs no hosted project (link, functions deploy and secrets set do), with the commands the
-// README gives. The project: a cluster of its own (pg_cron schedules jobs in its `postgres`
+// runbook gives. The project: a cluster of its own (pg_cron schedules jobs in its `postgres`
 // database only, as on hosted) with the demo app pushed from the user's repo as the user's own
 // history (a copy of demo-app/ with a config.toml and a function of their own) and its data; the
 // functions are served from the user's repo after the install, as they would be deployed.

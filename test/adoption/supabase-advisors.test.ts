@@ -2,7 +2,7 @@
 // (the security and performance lints of Studio's Advisors page) and `supabase db lint`
 // (plpgsql_check over every function of the bundle's schemas), on a database with demo data, both
 // tables migrated and swapped, then both rolled back. Neither may report a WARN or an ERROR. The
-// INFO findings that remain are the by-design kinds the README lists ("What Supabase's advisors
+// INFO findings that remain are the by-design kinds docs/deploying.md lists ("What Supabase's advisors
 // say"), each checked here to be of that kind, and counted.
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -45,7 +45,7 @@ async function lint(url: string): Promise<LintResult[]> {
     "-s", "public,partition_mgmt,private,analytics"])).results;
 }
 
-/** INFO findings the bundle leaves by design (README, "What Supabase's advisors say"). */
+/** INFO findings the bundle leaves by design (docs/deploying.md, "What Supabase's advisors say"). */
 function byDesign(f: AdvisorFinding): boolean {
   const schema = f.metadata.schema ?? "";
   const table = f.metadata.name ?? "";
@@ -85,7 +85,7 @@ describe("Supabase's advisors and plpgsql lint", () => {
     await db?.drop();
   });
 
-  /** No WARN or ERROR from either tool; INFO only of the kinds the README explains. */
+  /** No WARN or ERROR from either tool; INFO only of the kinds docs/deploying.md explains. */
   async function expectClean(label: string): Promise<void> {
     const findings = await advisors(db.url);
     console.log(`[advisors] ${label}: ${JSON.stringify(counts(findings))}`);
@@ -94,7 +94,7 @@ describe("Supabase's advisors and plpgsql lint", () => {
     expect(lintProblems(await lint(db.url))).toEqual([]);
   }
 
-  it("after both tables are migrated and swapped: no WARN or ERROR; INFO only of the kinds the README explains", async () => {
+  it("after both tables are migrated and swapped: no WARN or ERROR; INFO only of the kinds docs/deploying.md explains", async () => {
     for (const table of ["petri_observations", "gasifier_observations"]) {
       expect((await migrateOnline(db.sql, table, { batchSize: 1000, swap: true })).phase).toBe("swapped");
     }

@@ -1,5 +1,5 @@
 // What changes for an app's supabase-js calls when the observation tables are swapped for the
-// partitioned ones (docs/what-changes-for-your-app.md: each row there names the test here that
+// partitioned ones (docs/your-app.md: each row there names the test here that
 // backs it). Every call is sent as the SQL PostgREST 12 sends for it (test/helpers/postgrest.ts:
 // its transaction, role, claims and settings, its `WITH pgrst_source AS (…)` statement) as a
 // signed-in user of demo company 1, to two databases with the same demo data: `legacy`, as the app
@@ -71,7 +71,7 @@ const APP_NOTES_TABLE = `
   create policy notes_read on public.observation_notes for select to authenticated using (true);
   grant select on public.observation_notes to authenticated;`;
 
-// The replacement for embedding through it after the swap, as docs/what-changes-for-your-app.md
+// The replacement for embedding through it after the swap, as docs/your-app.md
 // gives it: computed relationships (PostgREST finds a one-argument function from a table's row type
 // to a table's row type; `rows 1` makes it to-one). The to-one side goes through the routed fetch.
 const COMPUTED_RELATIONSHIPS = `

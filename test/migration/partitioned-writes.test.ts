@@ -3,7 +3,7 @@
 // same row to another partition (a program, site or period change) fails with SQLSTATE 40001
 // ("tuple to be locked was already moved to another partition due to concurrent update"), where
 // the unpartitioned table would have gone on with the row's new version. Covers: the plain
-// statement by id fails so (what the README tells app authors to retry); the routed RPCs
+// statement by id fails so (what docs/your-app.md tells app authors to retry); the routed RPCs
 // (update_observation_by_id, delete_observation_by_id) route again and succeed.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Sql } from "postgres";

@@ -1,5 +1,5 @@
 // Every write the legacy gasifier table accepts, before the swap, after it, after maintenance moved
-// the rows and after a rollback (issue 18, point 5; README "Gasifier rows without program_id").
+// the rows and after a rollback (issue 18, point 5; docs/your-app.md, "Gasifier rows without program_id").
 // Two databases with the same demo data: `legacy`, the app's table as it is before the migration,
 // and `live`, migrated online and swapped (and later rolled back). Every write below is sent to
 // both the way the app sends it (test/helpers/postgrest.ts: PostgREST 12's transaction, role,
@@ -92,7 +92,7 @@ interface WriteCase {
   /** who writes (default: the user of company 1) */
   as?: "me" | "service";
   /**
-   * How the swapped table's answer differs from the legacy table's (README, "Rows written without
+   * How the swapped table's answer differs from the legacy table's (docs/your-app.md, "Rows written without
    * program_id"): `notReturned` rows are stored but not returned; `error` the SQLSTATE it refuses
    * the write with where the legacy table accepted it.
    */
@@ -165,7 +165,7 @@ function writeCases(): WriteCase[] {
       { name: `${where}: insert as service_role without program_id`, ids: [k("service")], as: "service", ...notReturned([k("service")]),
         act: (c) => insert(service)(c, [gasRow(k("service"), site(c.f))]) },
       { name: `${where}: upsert(rows, { onConflict: 'observation_id' }) of a new row without program_id`, ids: [k("upsert id")],
-        // no partitioned table has a unique index on observation_id alone (README, "What changes for your app")
+        // no partitioned table has a unique index on observation_id alone (docs/your-app.md)
         swapped: { error: "42P10" },
         act: (c) => asMe.insert(c, [gasRow(k("upsert id"), site(c.f))], ["observation_id"]) },
       { name: `${where}: upsert(rows) (on the primary key) of a new row without program_id`, ids: [k("upsert new")], ...notReturned([k("upsert new")]),

@@ -75,7 +75,7 @@ export function machineLine(r: BenchResult): string {
     `synchronous_commit ${m.settings.synchronous_commit}, fsync ${m.settings.fsync}, jit ${m.settings.jit}`;
 }
 
-/** The headline table in Markdown (also pasted into the README). */
+/** The headline table in Markdown (also pasted into docs/benchmarks.md). */
 export function headlineTable(r: BenchResult): string {
   const lines = [
     "| Query class | Legacy p50 / p95 ms | Indexed legacy p50 / p95 ms | Partitioned p50 / p95 ms | × vs legacy | × vs indexed |",
@@ -381,7 +381,7 @@ export function writeOutputs(r: BenchResult, outDir: string, publish: boolean): 
   writeFileSync(files.svg, svg);
   writeFileSync(files.markdown, markdownReport(r, "ratios.svg"));
   if (publish) {
-    // one report per tree variant: docs/benchmarks/sized.md, literal.md (latest.* is the earlier run the README cites)
+    // one report per tree variant: docs/benchmarks/sized.md, literal.md (docs/benchmarks.md cites them)
     const docs = join(REPO_ROOT, "docs", "benchmarks");
     const name = r.build.tree.shape;
     mkdirSync(docs, { recursive: true });

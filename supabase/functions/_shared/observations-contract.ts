@@ -194,7 +194,7 @@ export const SiteAggregateResponseSchema = z.object({
 });
 
 /**
- * The `code` of every error the function answers itself (README "Errors"); the body is
+ * The `code` of every error the function answers itself (docs/read-api.md, "Errors"); the body is
  * ErrorResponseSchema's. (client_closed_request, for a client that left before its body was read,
  * reaches no one.)
  */
