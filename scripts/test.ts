@@ -5,7 +5,7 @@
 // trixie's PostgreSQL 17 with pg_cron 1.6 (scripts/ensure-pg17.sh installs it), the same
 // migrations, every pgTAP file and the database suites in PG17_SUITES.
 // KEEP_TEST_STACK=1 leaves the clusters running for debugging; TEST_PG15_ONLY=1 (while working on a
-// few suites: `TEST_PG15_ONLY=1 npm test -- test/edge/x.test.ts`) skips the PostgreSQL 17 leg.
+// few suites: `TEST_PG15_ONLY=1 npm test -- test/edge/edge-cors.test.ts`) skips the PostgreSQL 17 leg.
 import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";

@@ -497,7 +497,7 @@ $$;
 -- the tree (the planner opens and locks every partition) and every index of every leaf. From
 -- PostgreSQL 16 on the planner also opens the partitioned tables' own (partitioned) indexes
 -- (commit 3c569049b, unique indexes as join-removal proofs), and locks them: 15.18 takes none of
--- them, 17.12 every one (measured by test/lock-budget.test.ts on both).
+-- them, 17.12 every one (measured by test/partitions/lock-budget.test.ts on both).
 create or replace function partition_mgmt.partitioned_indexes_locked()
 returns boolean
 language sql stable

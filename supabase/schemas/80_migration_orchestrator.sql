@@ -202,7 +202,7 @@ $$;
 -- A step's defaults are step_defaults(), in one place: migration_next_step, migration_step and
 -- migration_runner take them for every parameter left null, the admin action step has them as its
 -- defaults (0700), the TypeScript contract's ADMIN_DEFAULTS.step says the same and the driver
--- passes null (test/admin-actions-contract.test.ts and test/migration-cycle.test.ts hold them to it).
+-- passes null (test/edge/admin-actions-contract.test.ts and test/migration/migration-cycle.test.ts hold them to it).
 -- -----------------------------------------------------------------------------
 
 -- swap false: a step never swaps unless asked (the swap renames the app's table under ACCESS

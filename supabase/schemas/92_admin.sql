@@ -273,7 +273,7 @@ $$;
 -- admin_actions() read the row. Then the TypeScript contract
 -- (supabase/functions/_shared/admin-contract.ts: ADMIN_ACTIONS, TABLE_ACTIONS,
 -- FRESH_SESSION_ACTIONS, READ_ONLY_ACTIONS, CONFIRMED_ACTIONS, ADMIN_DEFAULTS, and the request
--- schema for a new parameter) says the same: test/admin-actions-contract.test.ts fails until it
+-- schema for a new parameter) says the same: test/edge/admin-actions-contract.test.ts fails until it
 -- does, in either direction.
 --   ord            the order an operator runs them (admin_actions(), the CLI's help)
 --   table_required the action refuses to run without a table (the others act on every table)

@@ -9,7 +9,7 @@ import { REPO_ROOT } from "../../scripts/lib/cluster.ts";
 /** execFile as a promise: resolves with stdout and stderr, rejects when the program fails. */
 export const run = promisify(execFile);
 
-/** tsx's CLI, run with `process.execPath` (no shell, no npx): `[process.execPath, [TSX, "scripts/x.ts", …]]`. */
+/** tsx's CLI, run with `process.execPath` (no shell, no npx): `[process.execPath, [TSX, "scripts/generate.ts", …]]`. */
 export const TSX = join(REPO_ROOT, "node_modules", "tsx", "dist", "cli.mjs");
 
 export interface Captured { code: number; stdout: string; stderr: string }

@@ -6,7 +6,7 @@
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
 import { describe, expect, it } from "vitest";
-import { REPO_ROOT } from "../scripts/lib/cluster.ts";
+import { REPO_ROOT } from "../../scripts/lib/cluster.ts";
 
 const README_MAX_LINES = 250;
 /** Top-level folders and files of this repository a doc may name by path. */
@@ -113,6 +113,8 @@ describe("the documentation", () => {
     join(REPO_ROOT, "README.md"),
     join(REPO_ROOT, "CHANGELOG.md"),
     join(REPO_ROOT, "client", "README.md"),
+    join(REPO_ROOT, "supabase", "schemas", "README.md"),
+    ...walk(join(REPO_ROOT, "test"), (f) => f.endsWith("README.md")),
     ...walk(join(REPO_ROOT, "docs"), (f) => f.endsWith(".md")),
   ];
 
@@ -141,6 +143,7 @@ describe("source comments", () => {
       ...walk(join(REPO_ROOT, "client"), (f) => f.endsWith(".ts")),
       ...walk(join(REPO_ROOT, "supabase", "functions"), (f) => f.endsWith(".ts")),
       ...walk(join(REPO_ROOT, "supabase", "migrations"), (f) => f.endsWith(".sql")),
+      ...walk(join(REPO_ROOT, "supabase", "schemas"), (f) => f.endsWith(".sql")),
       ...walk(join(REPO_ROOT, "supabase", "tests"), (f) => f.endsWith(".sql")),
     ];
     expect(sources.length).toBeGreaterThan(50);
