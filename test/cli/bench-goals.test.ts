@@ -6,12 +6,15 @@
 // missed, with its figure and the reason, and no other verdict changed; a goal with two targets is
 // missed when only the second one is (app errors with short waits); a figure that is not a number
 // (NaN, or the Infinity of a minimum over no runs) is missed, never met; a section that did not run
-// leaves its goals "not measured".
+// leaves its goals "not measured". Repeated runs (--runs): every goal judged on the median of its
+// figures, with their spread and the runs that met it; the report's body from the median runs.
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { REPO_ROOT } from "../../scripts/lib/cluster.ts";
+import { evaluateRuns, median } from "../../scripts/lib/bench/goal-table.ts";
 import { evaluateGoals, evaluatePromises, GOALS, type ResultSoFar } from "../../scripts/lib/bench/goals.ts";
+import { composeRuns, medianBy } from "../../scripts/lib/bench/runs.ts";
 import type { BenchResult, GoalResult } from "../../scripts/lib/bench/types.ts";
 
 const published = (name: string): BenchResult =>
@@ -75,5 +78,49 @@ describe("the bench's goal table", () => {
       expect(byId(goals, id)).toMatchObject({ status: "not measured", measured: "–", reason: "migration section not run" });
     }
     expect(byId(goals, "maintenance")).toMatchObject({ status: "not measured", reason: "maintenance section not run" });
+  });
+});
+
+describe("goals judged on repeated runs (npm run bench -- --runs N)", () => {
+  const withSwap = (ms: number): ResultSoFar => {
+    const r = measured("sized");
+    (r.migration.online as { swapLockMs: number }).swapLockMs = ms;
+    return r;
+  };
+
+  it("judges the median of the runs: one slow run of three does not miss the goal, and the spread and the runs met are reported", () => {
+    const goals = evaluateRuns(GOALS, [withSwap(30), withSwap(250), withSwap(40)]);
+    expect(byId(goals, "swap_hold")).toMatchObject({
+      status: "met",
+      measured: "40.0 ms (1 attempt; 1 leaves in the gasifier_observations tree) (median of 3 runs; lockMs 30–250; met in 2 of 3)",
+      runs: { n: 3, met: 2 },
+    });
+  });
+
+  it("misses a goal the median misses, worded from the median run, even when one run met it", () => {
+    const goals = evaluateRuns(GOALS, [withSwap(260), withSwap(30), withSwap(250)]);
+    expect(byId(goals, "swap_hold")).toMatchObject({ status: "missed", runs: { n: 3, met: 1 } });
+    expect(byId(goals, "swap_hold")?.measured).toMatch(/^250 ms .*\(median of 3 runs; lockMs 30–260; met in 1 of 3\)$/);
+  });
+
+  it("gives one run's verdicts unchanged, and the median of an even count is the middle two's mean", () => {
+    const one = measured("sized");
+    expect(evaluateRuns(GOALS, [one])).toEqual(evaluateGoals(one));
+    expect(median([4, 1, 3, 2])).toBe(2.5);
+    expect(median([Number.NaN, 5])).toBe(5);
+    expect(medianBy([{ k: 3 }, { k: 1 }, { k: 2 }], (x) => x.k)).toEqual({ k: 2 });
+  });
+
+  it("composes the report's tables from the median run of each variant and section", () => {
+    const runs = [40, 20, 30].map((ms) => {
+      const r = measured("sized");
+      const v = r.queries.find((q) => q.id === "fetch_by_id")!.variants.find((x) => x.id === "partitioned")!;
+      v.timings = { ...v.timings, median: ms };
+      r.maintenance = { ...r.maintenance!, seconds: ms / 10 };
+      return r;
+    });
+    const body = composeRuns(runs);
+    expect(body.queries.find((q) => q.id === "fetch_by_id")!.variants.find((x) => x.id === "partitioned")!.timings.median).toBe(30);
+    expect(body.maintenance?.seconds).toBe(3);
   });
 });

@@ -40,7 +40,7 @@ const SCRIPTS: Script[] = [
   },
   {
     name: "npm run bench", command: npmRun("bench"), usage: /^usage: npm run bench -- \[options\]$/m,
-    bad: [[["--tree", "bushy"], /^npm run bench: --tree must be one of sized, literal, got "bushy"$/], [["--scale", "lots"], /^npm run bench: not a row count: "lots"/]],
+    bad: [[["--tree", "bushy"], /^npm run bench: --tree must be one of sized, literal, got "bushy"$/], [["--scale", "lots"], /^npm run bench: not a row count: "lots"/], [["--runs", "2"], /^npm run bench: --runs needs an odd whole number from 1 to 9 \(the median is then one run's figure\), got "2"$/]],
   },
   {
     name: "npm run bench:adoption", command: npmRun("bench:adoption"), usage: /^usage: npm run bench:adoption -- \[options\]$/m,

@@ -39,6 +39,50 @@ const within = (t: Target, value: number | undefined): boolean =>
 /** Whether figures meet every target of a goal (a figure that is missing or not finite meets none). */
 export const meets = (targets: Target[], f: Figures): boolean => targets.every((t) => within(t, f[t.figure]));
 
+/** The median of the finite values (the mean of the middle two for an even count); NaN for none. */
+export function median(values: number[]): number {
+  const v = values.filter(Number.isFinite).sort((a, b) => a - b);
+  if (!v.length) return Number.NaN;
+  const mid = Math.floor(v.length / 2);
+  return v.length % 2 ? v[mid]! : (v[mid - 1]! + v[mid]!) / 2;
+}
+
+const round3 = (x: number) => (Math.abs(x) >= 100 ? Math.round(x).toLocaleString("en-US") : Number(x.toPrecision(3)).toString());
+
+/**
+ * Every goal judged on repeated runs of the same measurements: on the median of each figure
+ * across the runs (one noisy run flips no verdict), with the spread (min–max) of the figures and in
+ * how many runs the goal was met, so a goal that holds only sometimes says so. One run: evaluate().
+ */
+export function evaluateRuns<R>(table: readonly Goal<R>[], runs: readonly R[]): GoalResult[] {
+  if (runs.length === 0) throw new Error("evaluateRuns: no runs");
+  if (runs.length === 1) return evaluate(table, runs[0]!);
+  return table.map((g) => {
+    const per = runs.map((r) => ({ r, f: g.figures(r) }));
+    const judged = per.filter((x): x is { r: R; f: Figures } => !isUnjudged(x.f));
+    if (!judged.length) return evaluate([g], runs[0]!)[0]!;
+    const names = [...new Set(g.targets.map((t) => t.figure).concat(judged.flatMap((x) => Object.keys(x.f))))];
+    const mid: Figures = Object.fromEntries(names.map((n) => [n, median(judged.map((x) => x.f[n] ?? Number.NaN))]));
+    // the run nearest the median on the first target's figure words the measurement and the reason
+    const key = g.targets[0]?.figure ?? names[0] ?? "";
+    const nearest = judged.reduce((a, b) => (Math.abs((b.f[key] ?? Infinity) - (mid[key] ?? 0)) < Math.abs((a.f[key] ?? Infinity) - (mid[key] ?? 0)) ? b : a));
+    const met = meets(g.targets, mid);
+    const metIn = judged.filter((x) => meets(g.targets, x.f)).length;
+    const spread = g.targets.map((t) => {
+      const v = judged.map((x) => x.f[t.figure] ?? Number.NaN).filter(Number.isFinite);
+      return v.length ? `${t.figure} ${round3(Math.min(...v))}–${round3(Math.max(...v))}` : `${t.figure} not finite`;
+    }).join(", ");
+    const goal = typeof g.goal === "string" ? g.goal : g.goal(nearest.r);
+    const failedRuns = runs.length - judged.length;
+    return {
+      id: g.id, goal, status: met ? "met" : "missed",
+      measured: `${g.measured(nearest.r, mid)} (median of ${judged.length} runs; ${spread}; met in ${metIn} of ${runs.length}${failedRuns ? `, ${failedRuns} not measured` : ""})`,
+      reason: met ? "" : g.missed(nearest.r, mid),
+      runs: { n: runs.length, met: metIn },
+    };
+  });
+}
+
 /** Every goal of the table, judged on one measured result, in the table's order. */
 export function evaluate<R>(table: readonly Goal<R>[], r: R): GoalResult[] {
   return table.map((g) => {

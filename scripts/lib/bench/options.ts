@@ -42,6 +42,8 @@ export interface BenchOptions {
   appBaselineSeconds: number;
   warmup: number;
   reps: { scan: number; query: number; byId: number; planning: number };
+  /** how many times the measured sections run on the same data; goals are judged on the median */
+  runs: number;
   sections: Set<Section>;
   keepCluster: boolean;
   quiet: boolean;
@@ -67,6 +69,7 @@ const FULL: Omit<BenchOptions, "outDir" | "sections"> = {
   appBaselineSeconds: 8,
   warmup: 3,
   reps: { scan: 7, query: 21, byId: 51, planning: 21 },
+  runs: 3,
   keepCluster: false,
   quiet: false,
 };
@@ -84,6 +87,7 @@ const QUICK: Partial<BenchOptions> = {
   appBaselineSeconds: 2,
   warmup: 1,
   reps: { scan: 3, query: 5, byId: 9, planning: 5 },
+  runs: 1,
 };
 
 export function defaultOutDir(quick: boolean, at = new Date()): string {
@@ -128,6 +132,8 @@ export const USAGE = `usage: npm run bench -- [options]
   --publish               also write docs/benchmarks/<tree>.md, <tree>.json and <tree>.svg
   --planning-leaves LIST  leaf counts of the planning series (default 500,2000,10000)
   --insert-seconds N      seconds per insert-throughput run (default 8)
+  --runs N                measure the sections N times (odd, 1-9) on the same data and judge every
+                          goal on the median, with the spread (default 3; --quick: 1)
   --only LIST             run only these sections after the build: ${SECTIONS.join(",")}
   --skip LIST             skip these sections
   --keep                  leave the own cluster running afterwards
@@ -150,6 +156,7 @@ export const BENCH_FLAGS = {
   publish: { type: "boolean" },
   "planning-leaves": { type: "string" },
   "insert-seconds": { type: "string" },
+  runs: { type: "string" },
   only: { type: "string" },
   skip: { type: "string", multiple: true },
   keep: { type: "boolean" },
@@ -194,6 +201,12 @@ export function benchOptionsFrom(flags: BenchFlags): BenchOptions {
   if (flags.publish) over.publish = true;
   if (flags["planning-leaves"] !== undefined) over.planningLeaves = wrap(() => list(flags["planning-leaves"]!).map((x) => parseCount(x)));
   if (flags["insert-seconds"] !== undefined) over.insertSeconds = num("insert-seconds", flags["insert-seconds"]);
+  if (flags.runs !== undefined) {
+    const n = num("runs", flags.runs);
+    // odd: the median of each figure is one run's, so the report words it with that run's numbers
+    if (!Number.isInteger(n) || n > 9 || n % 2 === 0) throw new UsageError(`--runs needs an odd whole number from 1 to 9 (the median is then one run's figure), got "${flags.runs}"`);
+    over.runs = n;
+  }
   if (flags.keep) over.keepCluster = true;
   if (flags.quiet) over.quiet = true;
   if (flags.render !== undefined) over.render = flags.render;

@@ -289,6 +289,8 @@ export interface GoalResult {
   status: GoalStatus;
   measured: string;
   reason: string;
+  /** judged on the median of repeated runs: how many, and in how many the goal was met */
+  runs?: { n: number; met: number };
 }
 
 export interface BenchResult {
@@ -306,6 +308,12 @@ export interface BenchResult {
   maintenance: MaintenanceResult | null;
   planning: PlanningResult | null;
   migration: MigrationResult;
+  /** how many times the measured sections ran on the same data (absent: one) */
+  runs?: number;
+  /** with several runs: each run's own verdicts, goal by goal */
+  runGoals?: { id: string; status: GoalStatus }[][];
+  /** with several runs: each run's measured sections, so that --render judges them again */
+  measuredRuns?: Pick<BenchResult, "queries" | "roundTrip" | "prepared" | "inserts" | "maintenance" | "migration">[];
   /** the goals */
   goals: GoalResult[];
   /** the plan's "Performance Expectations" and "Success Criteria" */
