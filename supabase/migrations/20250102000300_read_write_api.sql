@@ -392,6 +392,7 @@ declare
   v_found text;
   v_keyed text;
   v_custom text;
+  v_route_var text;
   v_action text;
 begin
   -- ---------------------------------------------------------------------------
@@ -439,6 +440,7 @@ begin
   -- routed statements are planned with their keys on every call (one leaf in the plan).
   v_custom := case when v_partitioned then 'set plan_cache_mode = force_custom_plan' else '' end;
   v_found := case when v_partitioned then 'k.program_id is not null' else 'true' end;
+  v_route_var := case when v_partitioned then 'k record;  -- the row''s keys' else '' end;
   v_keyed := case when v_partitioned
     then format('t.%I = p_observation_id and t.%I = k.program_id and t.%I = k.site_id and t.%I = k.created_at',
       c.id_column, c.program_column, c.site_column, c.time_column)
@@ -451,7 +453,7 @@ begin
     %6$s
     as $fn$
     declare
-      k record;
+      %8$s
       v_row jsonb;
     begin
       %2$s
@@ -460,7 +462,7 @@ begin
       end if;
       return v_row;
     end
-    $fn$$f$, partition_mgmt.routed_function(c.table_key, 'fetch'), v_route, v_found, v_live, v_keyed, v_custom);
+    $fn$$f$, partition_mgmt.routed_function(c.table_key, 'fetch'), v_route, v_found, v_live, v_keyed, v_custom, null, v_route_var);
 
   -- an update or delete racing with an update that moves the row to another partition fails with
   -- 40001 ("tuple to be locked was already moved to another partition") where an unpartitioned
@@ -473,7 +475,7 @@ begin
     set search_path = ''
     as $fn$
     declare
-      k record;
+      %8$s
       v_cols text := (select string_agg(format('%%I', c), ', ') from jsonb_object_keys(p_changes) c);
       v_row jsonb;
     begin
@@ -503,7 +505,7 @@ begin
     case when v_partitioned
       then format('t.%I = $2 and t.%I = $3 and t.%I = $4 and t.%I = $5', c.id_column, c.program_column, c.site_column, c.time_column)
       else format('t.%I = $2', c.id_column) end,
-    case when v_partitioned then ', k.program_id, k.site_id, k.created_at' else '' end);
+    case when v_partitioned then ', k.program_id, k.site_id, k.created_at' else '' end, v_route_var);
 
   execute format($f$
     create or replace function %1$s(p_observation_id uuid)
@@ -513,7 +515,7 @@ begin
     %6$s
     as $fn$
     declare
-      k record;
+      %8$s
     begin
       for v_attempt in 1..5 loop
         begin
@@ -531,7 +533,7 @@ begin
       end loop;
       return false;
     end
-    $fn$$f$, partition_mgmt.routed_function(c.table_key, 'delete'), v_route, v_found, v_live, v_keyed, v_custom);
+    $fn$$f$, partition_mgmt.routed_function(c.table_key, 'delete'), v_route, v_found, v_live, v_keyed, v_custom, null, v_route_var);
   foreach v_action in array array['fetch', 'update', 'delete'] loop
     execute format('revoke all on function %s from public', partition_mgmt.routed_function(c.table_key, v_action)
       || case v_action when 'update' then '(uuid, jsonb)' else '(uuid)' end);

@@ -79,9 +79,9 @@ const JUDGED_SCANS = SCAN_CLASS_IDS.filter((x) => x !== "plan_aggregate");
 
 /** How a routed RPC reaches its row: its keyed statement (a variant of the class) and what it does around it. */
 const ROUTED_STATEMENT: Record<(typeof POINT_CLASS_IDS)[number], { extra: string; how: string }> = {
-  fetch_by_id: { extra: "partitioned_keys", how: "get_observation_by_id calls the table's generated partition_mgmt.petri_fetch_by_id, which looks the keys up in partition_mgmt.observation_keys (a cached plan) and runs a static keyed SELECT, planned with the keys on every call (one leaf)" },
-  submission_lookup: { extra: "partitioned_site_keys", how: "the view finds the submission's program and site, then runs a static statement keyed by program and site (not by month) inside a generated PL/pgSQL function, planned with the keys on every call" },
-  update_by_id: { extra: "partitioned_keys", how: "update_observation_by_id calls the table's generated partition_mgmt.petri_update_by_id, which looks the keys up (a cached plan) and runs the keyed UPDATE of the caller's columns (a dynamic statement: the column list is the caller's), returning the row as JSON" },
+  fetch_by_id: { extra: "partitioned_keys", how: "get_observation_by_id looks the keys up in partition_mgmt.observation_keys, then runs a keyed SELECT in a dynamic statement" },
+  submission_lookup: { extra: "partitioned_site_keys", how: "the view finds the submission's program and site, then runs a statement keyed by program and site (not by month) inside a PL/pgSQL function" },
+  update_by_id: { extra: "partitioned_keys", how: "update_observation_by_id resolves the table, checks the column names, looks the keys up and runs the keyed UPDATE, returning the row as JSON" },
 };
 
 const scanSpeedups = (r: ResultSoFar) => SCAN_CLASS_IDS.map((id) => ({ id, title: cls(r, id)?.title ?? id, x: cls(r, id)?.speedupVsIndexed ?? Number.NaN }));
