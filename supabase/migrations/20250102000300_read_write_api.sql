@@ -25,16 +25,22 @@ set lock_timeout = '500ms';
 
 create or replace function partition_mgmt.route(p_table_key text, p_observation_id uuid,
   out program_id uuid, out site_id uuid, out created_at timestamptz)
-language sql stable
+language plpgsql stable
 security definer
 set search_path = ''
+set plan_cache_mode = force_generic_plan
 as $$
-  select k.program_id, k.site_id, k.created_at from partition_mgmt.observation_keys k
+begin
+  -- (PL/pgSQL, not SQL: a SQL function that cannot be inlined plans its statement on every call;
+  -- this one plans it once per session, generic: a primary key probe whatever the id)
+  select k.program_id, k.site_id, k.created_at into program_id, site_id, created_at
+  from partition_mgmt.observation_keys k
   where k.table_key = p_table_key and k.observation_id = p_observation_id
     and (coalesce((select r.rolbypassrls from pg_catalog.pg_roles r
                    where r.rolname = coalesce(nullif(current_setting('role', true), 'none'), session_user)), false)
          or exists (select from public.pilot_programs p
-                    where p.program_id = k.program_id and p.company_id = any ((select private.user_company_ids())::uuid[])))
+                    where p.program_id = k.program_id and p.company_id = any ((select private.user_company_ids())::uuid[])));
+end
 $$;
 revoke all on function partition_mgmt.route(text, uuid) from public;
 grant execute on function partition_mgmt.route(text, uuid) to authenticated, service_role;
@@ -51,110 +57,86 @@ as $$
   select format('%I.%I', source_schema, source_table)::regclass from partition_mgmt.managed_tables where table_key = p_table_key
 $$;
 
-create or replace function partition_mgmt.routed_predicate(p_table_key text, p_observation_id uuid)
+-- The name of a managed table's generated routed function (install_read_api creates them):
+-- <table_key>_fetch_by_id, _update_by_id, _delete_by_id.
+create or replace function partition_mgmt.routed_function(p_table_key text, p_action text)
 returns text
+language sql immutable
+set search_path = ''
+as $$
+  select format('partition_mgmt.%I', p_table_key || '_' || p_action || '_by_id')
+$$;
+
+-- Raises the API's error when a key of p_changes is not a column of p_table (called by the
+-- generated update functions only when a statement failed or found no row: no check per call).
+create or replace function partition_mgmt.assert_columns_exist(p_table regclass, p_changes jsonb)
+returns void
 language plpgsql stable
 set search_path = ''
 as $$
 declare
-  c partition_mgmt.managed_tables := partition_mgmt.config(p_table_key);
-  r record;
+  v_unknown text;
 begin
-  if p_observation_id is null then
-    raise exception 'observation_id must not be null' using hint = 'Pass the id of the observation.';
+  select string_agg(k, ', ') into v_unknown from jsonb_object_keys(p_changes) k
+  where not exists (select from pg_catalog.pg_attribute a where a.attrelid = p_table and a.attname = k and a.attnum > 0 and not a.attisdropped);
+  if v_unknown is not null then
+    raise exception 'unknown column(s) for %: %', p_table, v_unknown using hint = 'Keys of p_changes must be column names of the table.';
   end if;
-  if (select relkind from pg_catalog.pg_class where oid = partition_mgmt.live_table(p_table_key)) <> 'p' then
-    return format('%I = %L', c.id_column, p_observation_id);    -- not partitioned (yet): the primary key finds it
-  end if;
-  select * into r from partition_mgmt.route(p_table_key, p_observation_id);
-  if r.program_id is null then
-    return 'false';
-  end if;
-  -- literal keys: the planner prunes to the one leaf at plan time
-  return format('%I = %L and %I = %L and %I = %L and %I = %L', c.id_column, p_observation_id,
-    c.program_column, r.program_id, c.site_column, r.site_id, c.time_column, r.created_at);
 end
 $$;
 
 -- public API -------------------------------------------------------------------
+-- Each resolves the table, checks the arguments and calls the table's generated function (one
+-- small dynamic call; the statements inside have static text, so their plans are cached).
 create or replace function public.get_observation_by_id(p_table text, p_observation_id uuid)
 returns jsonb
 language plpgsql stable
 set search_path = ''
 as $$
 declare
-  v_key text := partition_mgmt.resolve_table_key(p_table);
+  v_fn text := partition_mgmt.routed_function(partition_mgmt.resolve_table_key(p_table), 'fetch');
   v_row jsonb;
 begin
-  execute format('select to_jsonb(t) from %s t where %s', partition_mgmt.live_table(v_key),
-    partition_mgmt.routed_predicate(v_key, p_observation_id)) into v_row;
+  if p_observation_id is null then
+    raise exception 'observation_id must not be null' using hint = 'Pass the id of the observation.';
+  end if;
+  execute format('select %s($1)', v_fn) into v_row using p_observation_id;
   return v_row;
 end
 $$;
-
 create or replace function public.update_observation_by_id(p_table text, p_observation_id uuid, p_changes jsonb)
 returns jsonb
 language plpgsql
 set search_path = ''
 as $$
 declare
-  v_key text := partition_mgmt.resolve_table_key(p_table);
-  v_live regclass := partition_mgmt.live_table(v_key);
-  v_cols text;
-  v_unknown text;
+  v_fn text := partition_mgmt.routed_function(partition_mgmt.resolve_table_key(p_table), 'update');
   v_row jsonb;
 begin
   if p_changes is null or jsonb_typeof(p_changes) <> 'object' or p_changes = '{}'::jsonb then
     raise exception 'p_changes must be a non-empty JSON object of column -> new value, got %', coalesce(p_changes::text, 'null');
   end if;
-  select string_agg(k, ', ') into v_unknown from jsonb_object_keys(p_changes) k
-  where not exists (select from pg_catalog.pg_attribute a where a.attrelid = v_live and a.attname = k and a.attnum > 0 and not a.attisdropped);
-  if v_unknown is not null then
-    raise exception 'unknown column(s) for %: %', v_live, v_unknown using hint = 'Keys of p_changes must be column names of the table.';
+  if p_observation_id is null then
+    raise exception 'observation_id must not be null' using hint = 'Pass the id of the observation.';
   end if;
-  select string_agg(format('%I', k), ', ') into v_cols from jsonb_object_keys(p_changes) k;
-  -- On a partitioned table, an update that races with another update moving the same row to
-  -- another partition fails with 40001 ("tuple to be locked was already moved to another
-  -- partition"), where an unpartitioned table would wait and update the row. So the statement is
-  -- routed again (the key table has the row's new keys) and retried.
-  for v_attempt in 1..5 loop
-    begin
-      execute format('update %1$s t set (%2$s) = (select %2$s from jsonb_populate_record(null::%1$s, $1)) where %3$s returning to_jsonb(t)',
-        v_live, v_cols, partition_mgmt.routed_predicate(v_key, p_observation_id))
-        into v_row using p_changes;
-      return v_row;
-    exception when serialization_failure then
-      if v_attempt = 5 then
-        raise;
-      end if;
-    end;
-  end loop;
+  execute format('select %s($1, $2)', v_fn) into v_row using p_observation_id, p_changes;
   return v_row;
 end
 $$;
-
 create or replace function public.delete_observation_by_id(p_table text, p_observation_id uuid)
 returns boolean
 language plpgsql
 set search_path = ''
 as $$
 declare
-  v_key text := partition_mgmt.resolve_table_key(p_table);
-  v_count int;
+  v_fn text := partition_mgmt.routed_function(partition_mgmt.resolve_table_key(p_table), 'delete');
+  v_deleted boolean;
 begin
-  -- a delete racing with an update that moves the row fails with 40001 too: route again, retry
-  for v_attempt in 1..5 loop
-    begin
-      execute format('delete from %s where %s', partition_mgmt.live_table(v_key), partition_mgmt.routed_predicate(v_key, p_observation_id));
-      get diagnostics v_count = row_count;
-      return v_count > 0;
-    exception when serialization_failure then
-      if v_attempt = 5 then
-        raise;
-      end if;
-    end;
-  end loop;
-  return false;
+  if p_observation_id is null then
+    raise exception 'observation_id must not be null' using hint = 'Pass the id of the observation.';
+  end if;
+  execute format('select %s($1)', v_fn) into v_deleted using p_observation_id;
+  return v_deleted;
 end
 $$;
 
@@ -170,7 +152,8 @@ revoke all on function public.delete_observation_by_id(text, uuid) from public, 
 grant execute on function public.get_observation_by_id(text, uuid) to authenticated, service_role;
 grant execute on function public.update_observation_by_id(text, uuid, jsonb) to authenticated, service_role;
 grant execute on function public.delete_observation_by_id(text, uuid) to authenticated, service_role;
-grant execute on function partition_mgmt.live_table(text), partition_mgmt.routed_predicate(text, uuid) to authenticated, service_role;
+grant execute on function partition_mgmt.live_table(text), partition_mgmt.assert_columns_exist(regclass, jsonb),
+  partition_mgmt.routed_function(text, text) to authenticated, service_role;
 
 -- Parses a keyset cursor "<created_at ISO-8601>|<observation_id>" or raises an error that says why.
 create or replace function partition_mgmt.parse_cursor(p_cursor text, out cursor_ts timestamptz, out cursor_id uuid)
@@ -404,6 +387,13 @@ declare
   v_rows_fn text := format('%s_rows_for_submission', c.table_key);
   v_view text := format('%s_by_submission', c.source_table);
   v_view_cols text;
+  v_partitioned boolean;
+  v_route text;
+  v_found text;
+  v_keyed text;
+  v_custom text;
+  v_route_var text;
+  v_action text;
 begin
   -- ---------------------------------------------------------------------------
   -- get_observations_optimized (plan signature first, then the optional filters)
@@ -436,6 +426,122 @@ begin
   execute format('grant execute on function public.%I(uuid, uuid, timestamptz, timestamptz, uuid, uuid, integer, text) to authenticated, service_role', v_fn);
 
   -- ---------------------------------------------------------------------------
+  -- Routed access by id: <key>_fetch_by_id, <key>_update_by_id, <key>_delete_by_id, with the live
+  -- table and its columns in their text. Static statements: PL/pgSQL keeps their plans for the
+  -- session. On the partitioned table the row's keys come from the key table (route(), which
+  -- checks the caller's companies) and the statement carries them, so it reads one leaf; on an
+  -- unpartitioned one the primary key finds the id. The swap and the swap back run this again.
+  -- ---------------------------------------------------------------------------
+  v_partitioned := (select relkind from pg_catalog.pg_class where oid = v_live) = 'p';
+  v_route := case when v_partitioned then format('select * into k from partition_mgmt.route(%L, p_observation_id);', c.table_key) else '' end;
+  -- PL/pgSQL keeps a static statement prepared and, after five custom plans, may switch to a
+  -- generic one: on a partitioned table that plan prunes only at run time, after locking every
+  -- leaf (PostgreSQL 15 and 17), which a small tree's cost estimate can make look cheaper. So the
+  -- routed statements are planned with their keys on every call (one leaf in the plan).
+  v_custom := case when v_partitioned then 'set plan_cache_mode = force_custom_plan' else '' end;
+  v_found := case when v_partitioned then 'k.program_id is not null' else 'true' end;
+  v_route_var := case when v_partitioned then 'k record;  -- the row''s keys' else '' end;
+  v_keyed := case when v_partitioned
+    then format('t.%I = p_observation_id and t.%I = k.program_id and t.%I = k.site_id and t.%I = k.created_at',
+      c.id_column, c.program_column, c.site_column, c.time_column)
+    else format('t.%I = p_observation_id', c.id_column) end;
+  execute format($f$
+    create or replace function %1$s(p_observation_id uuid)
+    returns jsonb
+    language plpgsql stable
+    set search_path = ''
+    %6$s
+    as $fn$
+    declare
+      %8$s
+      v_row jsonb;
+    begin
+      %2$s
+      if %3$s then
+        select to_jsonb(t) into v_row from %4$s t where %5$s;
+      end if;
+      return v_row;
+    end
+    $fn$$f$, partition_mgmt.routed_function(c.table_key, 'fetch'), v_route, v_found, v_live, v_keyed, v_custom, null, v_route_var);
+
+  -- an update or delete racing with an update that moves the row to another partition fails with
+  -- 40001 ("tuple to be locked was already moved to another partition") where an unpartitioned
+  -- table would wait: route again (the key table has the new keys) and retry. The update's column
+  -- list is the caller's, so its statement is built per call, with the keys as parameters.
+  execute format($f$
+    create or replace function %1$s(p_observation_id uuid, p_changes jsonb)
+    returns jsonb
+    language plpgsql
+    set search_path = ''
+    as $fn$
+    declare
+      %8$s
+      v_cols text := (select string_agg(format('%%I', c), ', ') from jsonb_object_keys(p_changes) c);
+      v_row jsonb;
+    begin
+      for v_attempt in 1..5 loop
+        begin
+          %2$s
+          if not (%3$s) then
+            perform partition_mgmt.assert_columns_exist(%4$L, p_changes);
+            return null;
+          end if;
+          execute format('update %4$s t set (%%1$s) = (select %%1$s from jsonb_populate_record(null::%4$s, $1)) where %6$s returning to_jsonb(t)', v_cols)
+            into v_row using p_changes, p_observation_id%7$s;
+          return v_row;
+        exception
+          when serialization_failure then
+            if v_attempt = 5 then
+              raise;
+            end if;
+          when undefined_column then
+            perform partition_mgmt.assert_columns_exist(%4$L, p_changes);
+            raise;
+        end;
+      end loop;
+      return v_row;
+    end
+    $fn$$f$, partition_mgmt.routed_function(c.table_key, 'update'), v_route, v_found, v_live, null,
+    case when v_partitioned
+      then format('t.%I = $2 and t.%I = $3 and t.%I = $4 and t.%I = $5', c.id_column, c.program_column, c.site_column, c.time_column)
+      else format('t.%I = $2', c.id_column) end,
+    case when v_partitioned then ', k.program_id, k.site_id, k.created_at' else '' end, v_route_var);
+
+  execute format($f$
+    create or replace function %1$s(p_observation_id uuid)
+    returns boolean
+    language plpgsql
+    set search_path = ''
+    %6$s
+    as $fn$
+    declare
+      %8$s
+    begin
+      for v_attempt in 1..5 loop
+        begin
+          %2$s
+          if not (%3$s) then
+            return false;
+          end if;
+          delete from %4$s t where %5$s;
+          return found;
+        exception when serialization_failure then
+          if v_attempt = 5 then
+            raise;
+          end if;
+        end;
+      end loop;
+      return false;
+    end
+    $fn$$f$, partition_mgmt.routed_function(c.table_key, 'delete'), v_route, v_found, v_live, v_keyed, v_custom, null, v_route_var);
+  foreach v_action in array array['fetch', 'update', 'delete'] loop
+    execute format('revoke all on function %s from public', partition_mgmt.routed_function(c.table_key, v_action)
+      || case v_action when 'update' then '(uuid, jsonb)' else '(uuid)' end);
+    execute format('grant execute on function %s to authenticated, service_role', partition_mgmt.routed_function(c.table_key, v_action)
+      || case v_action when 'update' then '(uuid, jsonb)' else '(uuid)' end);
+  end loop;
+
+  -- ---------------------------------------------------------------------------
   -- <table>_by_submission: .eq('submission_id', …) prunes to the submission's site
   -- ---------------------------------------------------------------------------
   execute format('drop view if exists public.%I', v_view);
@@ -446,12 +552,12 @@ begin
     language plpgsql stable
     rows 50
     set search_path = ''
+    %5$s
     as $fn$
     begin
-      return query execute format('select t.* from %2$s t where t.%3$I = %%L and t.%4$I = %%L and t.submission_id = %%L',
-        p_program_id, p_site_id, p_submission_id);
+      return query select t.* from %2$s t where t.%3$I = p_program_id and t.%4$I = p_site_id and t.submission_id = p_submission_id;
     end
-    $fn$$f$, v_rows_fn, v_live, c.program_column, c.site_column);
+    $fn$$f$, v_rows_fn, v_live, c.program_column, c.site_column, v_custom);
   execute format('revoke all on function partition_mgmt.%I(uuid, uuid, uuid) from public', v_rows_fn);
   execute format('grant execute on function partition_mgmt.%I(uuid, uuid, uuid) to authenticated, service_role', v_rows_fn);
 

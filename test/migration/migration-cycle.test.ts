@@ -3,14 +3,15 @@
 //  - the full cycle start -> rollback -> start -> swap -> finalize for petri_observations, with
 //    catalog checks after each step: which table is live, sync triggers, policies and RLS, grants,
 //    the app's own view and analytics.mv_daily_metrics reading the right table, the supabase_realtime
-//    publication's tables (the change feed instead of the table after the swap), company isolation for an authenticated user, nothing left behind;
+//    publication's tables (the change feed instead of the table after the swap), company isolation for an authenticated user, nothing left behind,
+//    the routed functions (partition_mgmt.petri_fetch_by_id …) generated again at each swap: by the key table on the partitioned table only;
 //  - dry run changes nothing; a pre-check blocker (a two-column foreign key referencing the table,
 //    which the swap cannot carry) stops prepare with the offending constraint named;
 //  - a long reader holds a lock during the swap: the swap gives up within lock_timeout, retries and
 //    succeeds once the reader is done; other readers never wait much longer than lock_timeout;
 //    with too few attempts it fails with lock_not_available and changes nothing;
 //  - Option B (maintenance window) for gasifier_observations: one call copies, validates, swaps,
-//    and rollback_migration undoes it;
+//    and rollback_migration undoes it (its routed functions read the legacy table again);
 //  - migration_runner's statement and migration_step's batches sized by time; the driver's step
 //    with no options takes partition_mgmt.step_defaults() (the most rows per batch, no swap).
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -49,7 +50,11 @@ describe("migration phases and catalog", () => {
              (select count(*)::int from pg_depend d join pg_rewrite w on w.oid = d.objid
                where w.ev_class = 'analytics.mv_daily_metrics'::regclass and d.refobjid = 'public.petri_observations'::regclass) > 0 as mv_on_live,
              array(select r.prrelid::regclass::text from pg_publication_rel r join pg_publication p on p.oid = r.prpubid
-                   where p.pubname = 'supabase_realtime' order by 1) as published`;
+                   where p.pubname = 'supabase_realtime' order by 1) as published,
+             -- the routed functions install_read_api generates: by the key table on the partitioned table
+             array(select p.proname::text from pg_proc p where p.pronamespace = 'partition_mgmt'::regnamespace
+                   and p.proname in ('petri_fetch_by_id', 'petri_update_by_id', 'petri_delete_by_id')
+                   and p.prosrc like '%partition_mgmt.route(%' order by 1) as routed_by_keys`;
     return r!;
   }
 
@@ -81,7 +86,8 @@ describe("migration phases and catalog", () => {
 
   it("start -> rollback -> start -> swap -> finalize, checking the catalog after each step", async () => {
     const initial = await catalog();
-    expect(initial).toMatchObject({ live_kind: "r", old_exists: false, view_on_live: true, mv_on_live: true, published: ["petri_observations"], live_rls: true });
+    expect(initial).toMatchObject({ live_kind: "r", old_exists: false, view_on_live: true, mv_on_live: true, published: ["petri_observations"], live_rls: true,
+      routed_by_keys: [] });
     const isolation = await visibleToUserOfCompany1();
     expect(isolation.mine).toBeGreaterThan(0);
     expect(isolation.others).toBe(0);
@@ -116,6 +122,7 @@ describe("migration phases and catalog", () => {
       // supabase_realtime (publish_via_partition_root false) gets the change feed, not the partitioned table
       live_kind: "p", old_exists: true, view_on_live: true, mv_on_live: true, published: ["petri_observations_changes"], live_rls: true,
       auth_grants: initial.auth_grants, anon_select: initial.anon_select, live_policies: initial.live_policies,
+      routed_by_keys: ["petri_delete_by_id", "petri_fetch_by_id", "petri_update_by_id"],
     });
     // (the table is in supabase_realtime: the change feed's triggers come along, see test/migration/realtime.test.ts)
     expect(swapped.live_triggers).toEqual(["partition_mgmt_realtime_delete", "partition_mgmt_realtime_insert", "partition_mgmt_realtime_update",
@@ -139,7 +146,8 @@ describe("migration phases and catalog", () => {
     const [fin] = await db.sql<{ r: string }[]>`select partition_mgmt.finalize_migration('petri') as r`;
     expect(fin?.r).toMatch(/finalized/);
     const done = await catalog();
-    expect(done).toMatchObject({ live_kind: "p", old_exists: false, view_on_live: true, mv_on_live: true, published: ["petri_observations_changes"] });
+    expect(done).toMatchObject({ live_kind: "p", old_exists: false, view_on_live: true, mv_on_live: true, published: ["petri_observations_changes"],
+      routed_by_keys: ["petri_delete_by_id", "petri_fetch_by_id", "petri_update_by_id"] });
     expect(done.live_triggers).toEqual(["partition_mgmt_realtime_delete", "partition_mgmt_realtime_insert", "partition_mgmt_realtime_update",
       "partition_mgmt_require_keys", "set_company_id_from_program", "touch_updated_at", "zz_maintain_observation_keys", "zz_move_observation_keys"]);
     expect(await leftovers(db.sql, "petri")).toEqual({ triggers: [], functions: [], state: 0, shadows: [] });
@@ -154,9 +162,15 @@ describe("migration phases and catalog", () => {
     expect(r?.phase).toBe("swapped");
     expect(Number(r?.rows_copied)).toBe(1080);
     expect(await compareTables(db.sql, "gasifier")).toMatchObject({ onlyInLegacy: 0, onlyInPartitioned: 0 });
+    const routedByKeys = async () => (await db.sql<{ n: number }[]>`
+      select count(*)::int as n from pg_proc where pronamespace = 'partition_mgmt'::regnamespace
+        and proname in ('gasifier_fetch_by_id', 'gasifier_update_by_id', 'gasifier_delete_by_id') and prosrc like '%partition_mgmt.route(%'`)[0]!.n;
+    expect(await routedByKeys()).toBe(3);
     await rollback(db.sql, "gasifier");
     const [k] = await db.sql<{ kind: string }[]>`select relkind::text as kind from pg_class where oid = 'public.gasifier_observations'::regclass`;
     expect(k?.kind).toBe("r");
+    // the swap back generated them again for the legacy table: its primary key finds the id
+    expect(await routedByKeys()).toBe(0);
     expect(await leftovers(db.sql, "gasifier")).toEqual({ triggers: [], functions: [], state: 0, shadows: [] });
   });
 
