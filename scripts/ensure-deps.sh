@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the local stack needs and is missing: Debian's PostgreSQL 15 with pg_cron, wal2json,
-# plpgsql_check (for `supabase db lint`),
+# plpgsql_check (for `supabase db lint`), PgBouncer (the local transaction pooler),
 # pgTAP and pg_prove (as root with apt-get; otherwise prints the exact command), then the npm
 # dependencies (supabase CLI, deno, tsx, vitest, ...) with `npm ci`. Idempotent and quick when
 # everything is present.
@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PG_BIN=/usr/lib/postgresql/15/bin
-APT_PACKAGES=(postgresql-15 postgresql-contrib postgresql-15-cron postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl postgresql-15-wal2json postgresql-15-plpgsql-check)
+APT_PACKAGES=(postgresql-15 postgresql-contrib postgresql-15-cron postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl postgresql-15-wal2json postgresql-15-plpgsql-check pgbouncer)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -28,6 +28,10 @@ if ((${#missing[@]})); then
       echo "create_main_cluster = false" >> /etc/postgresql-common/createcluster.conf
     fi
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # the package's own service would listen on 6432: the stack runs a pgbouncer of its own per cluster
+    if command -v systemctl >/dev/null && systemctl is-enabled pgbouncer >/dev/null 2>&1; then
+      systemctl disable --now pgbouncer >/dev/null 2>&1 || true
+    fi
   else
     echo "Missing Debian packages: ${missing[*]}" >&2
     echo "Install them with:" >&2
@@ -42,6 +46,7 @@ for bin in initdb pg_ctl postgres psql pg_dump pg_restore; do
     exit 1
   fi
 done
+[[ -x /usr/sbin/pgbouncer ]] || { echo "/usr/sbin/pgbouncer not found although its package is installed" >&2; exit 1; }
 command -v pg_prove >/dev/null || { echo "pg_prove not found: install libtap-parser-sourcehandler-pgtap-perl" >&2; exit 1; }
 
 # npm dependencies: install when node_modules is absent or older than the lockfile. npm ci installs

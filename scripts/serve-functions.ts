@@ -5,7 +5,8 @@
  *
  * The env file holds KEY=VALUE lines: SUPABASE_DB_URL, SUPABASE_ANON_KEY,
  * SUPABASE_SERVICE_ROLE_KEY and JWT_SECRET are required; FUNCTIONS_PORT
- * defaults to 54321 and SUPABASE_URL to this server's own URL.
+ * defaults to 54321 and SUPABASE_URL to this server's own URL; DB_POOLER_URL, when
+ * present, is handed to the functions (the read function's transaction pooler).
  */
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -52,6 +53,8 @@ async function main(): Promise<void> {
     env: {
       SUPABASE_URL: fileEnv.SUPABASE_URL || `http://127.0.0.1:${port}`,
       SUPABASE_DB_URL: required.SUPABASE_DB_URL,
+      // the stack's transaction pooler: the read function's connection (_shared/db.ts)
+      ...(fileEnv.DB_POOLER_URL ? { DB_POOLER_URL: fileEnv.DB_POOLER_URL } : {}),
       SUPABASE_ANON_KEY: required.SUPABASE_ANON_KEY,
       SUPABASE_SERVICE_ROLE_KEY: required.SUPABASE_SERVICE_ROLE_KEY,
     },

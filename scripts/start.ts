@@ -4,6 +4,7 @@
 // writes, serves the edge functions and prints how to reach everything; then the online migration.
 import postgres from "postgres";
 import { ensureCluster } from "./lib/cluster.ts";
+import { poolerSettings, startPooler } from "./lib/pooler.ts";
 import { pushMigrationsAsync } from "./lib/push-migrations.ts";
 import { runOnlineMigrationDemo } from "./lib/main-job.ts";
 import { runMaintenance } from "./lib/maintenance-runner.ts";
@@ -18,10 +19,11 @@ commandLine({
   name: "npm start",
   usage: `usage: npm start
 
-Installs what is missing (Debian's PostgreSQL 15, pg_cron, pgTAP as root; npm ci), starts the local
-stack (PostgreSQL on ${DEV_STACK.dbPort}, edge functions on ${DEV_STACK.functionsPort}), builds the demo app with its data,
-pushes the bundle onto it with the Supabase CLI and runs its setup steps while a simulated app
-writes, then migrates the observation tables online. Writes the connection details to .env.local.
+Installs what is missing (Debian's PostgreSQL 15, pg_cron, pgTAP, PgBouncer as root; npm ci), starts
+the local stack (PostgreSQL on ${DEV_STACK.dbPort}, its transaction pooler on ${DEV_STACK.poolerPort}, edge functions
+on ${DEV_STACK.functionsPort}), builds the demo app with its data, pushes the bundle onto it with the Supabase
+CLI and runs its setup steps while a simulated app writes, then migrates the observation tables
+online. Writes the connection details to .env.local.
 Runs again safely: what is there is kept. Stop it with npm run stop.
 
 environment:
@@ -39,6 +41,13 @@ step(`PostgreSQL 15 on 127.0.0.1:${DEV_STACK.dbPort}`);
 const cluster = ensureCluster({ name: DEV_STACK.name, port: DEV_STACK.dbPort });
 console.log(cluster.wasRunning ? "    already running" : cluster.created ? "    created and started" : "    started");
 console.log(`    data: ${cluster.dataDir}`);
+
+const poolerConfig = poolerSettings();
+step(`transaction pooler (PgBouncer, config.toml [db.pooler]) on 127.0.0.1:${DEV_STACK.poolerPort}`);
+const pooler = poolerConfig.enabled ? startPooler(cluster, DEV_STACK.poolerPort, poolerConfig) : null;
+console.log(pooler
+  ? `    ${poolerConfig.poolMode} mode, ${poolerConfig.defaultPoolSize} server connections per database and role, ${poolerConfig.maxClientConn} clients`
+  : "    disabled in supabase/config.toml: DB_POOLER_URL is the direct URL");
 
 step("the demo app: a customer's project as it is before the bundle (demo-app/supabase/migrations) and its data");
 const app = await applyDemoApp(cluster.url());
@@ -72,7 +81,7 @@ step("supabase db push (as postgres, the way users deploy) and the setup steps i
   console.log(`    the app meanwhile: ${summarize(stats)}`);
 }
 
-const env = await stackEnv(DEV_STACK, cluster.url(), cluster.adminUrl());
+const env = await stackEnv(DEV_STACK, cluster.url(), pooler ? pooler.url() : cluster.url(), cluster.adminUrl());
 writeEnvFile(DEV_STACK.envFile, env);
 
 step(`edge functions on http://127.0.0.1:${DEV_STACK.functionsPort}/functions/v1/<name>`);
@@ -83,7 +92,8 @@ console.log(`
 Local stack is running. Connection details are in ${DEV_STACK.envFile}:
   SUPABASE_URL              ${env.SUPABASE_URL}
   SUPABASE_FUNCTIONS_URL    ${env.SUPABASE_FUNCTIONS_URL}
-  SUPABASE_DB_URL           ${env.SUPABASE_DB_URL}
+  SUPABASE_DB_URL           ${env.SUPABASE_DB_URL}  (direct)
+  DB_POOLER_URL             ${env.DB_POOLER_URL}  (transaction pooler)
   SUPABASE_ANON_KEY         ${env.SUPABASE_ANON_KEY}
   SUPABASE_SERVICE_ROLE_KEY ${env.SUPABASE_SERVICE_ROLE_KEY}
 

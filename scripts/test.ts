@@ -12,6 +12,7 @@ import { join } from "node:path";
 import postgres from "postgres";
 import { destroyCluster, ensureCluster, PG17_BIN, REPO_ROOT, type Cluster } from "./lib/cluster.ts";
 import { deployOntoDemoApp } from "./lib/deploy.ts";
+import { poolerSettings, startPooler, stopPooler, type Pooler } from "./lib/pooler.ts";
 import { stackEnv, startFunctionsDaemon, stopFunctionsDaemon, TEST_STACK, writeEnvFile } from "./lib/stack.ts";
 
 export const TEMPLATE_DB = "app_template";
@@ -107,6 +108,7 @@ const dbEnv = (c: Cluster) => ({
 });
 
 const clusters: Cluster[] = [];
+const poolers: Pooler[] = [];
 try {
   let ok = true;
   // PostgreSQL 15 (Debian bookworm): every suite
@@ -117,14 +119,24 @@ try {
   const tap15 = pgTap(cluster, "PostgreSQL 15");
   add(tap15);
 
-  const env = await stackEnv(TEST_STACK, cluster.url(), cluster.adminUrl());
+  // the transaction pooler (Supavisor's stand-in) with config.toml's [db.pooler] settings
+  const pooler = startPooler(cluster, TEST_STACK.poolerPort);
+  poolers.push(pooler);
+  log(`transaction pooler on ${pooler.port}`);
+  const env = await stackEnv(TEST_STACK, cluster.url(), pooler.url(), cluster.adminUrl());
   writeEnvFile(TEST_STACK.envFile, env);
   stopFunctionsDaemon(TEST_STACK);
   await startFunctionsDaemon(TEST_STACK);
   log("functions served");
-  const vt15 = vitest("PostgreSQL 15", TEST_STACK.name, { ...env, ...dbEnv(cluster) }, process.argv.slice(2));
+  const vt15 = vitest("PostgreSQL 15", TEST_STACK.name, {
+    ...env, ...dbEnv(cluster),
+    TEST_DB_POOLER_URL: pooler.url(),
+    TEST_POOLER_ADMIN_URL: pooler.adminConsoleUrl,
+    TEST_POOLER_POOL_SIZE: String(poolerSettings().defaultPoolSize),
+  }, process.argv.slice(2));
   add(vt15);
   stopFunctionsDaemon(TEST_STACK);
+  if (process.env.KEEP_TEST_STACK !== "1") stopPooler(pooler);
   if (process.env.KEEP_TEST_STACK !== "1") destroyCluster(cluster);
   ok &&= tap15.ok && vt15.ok;
 
@@ -151,7 +163,10 @@ try {
   exitCode = 1;
 } finally {
   stopFunctionsDaemon(TEST_STACK);
-  if (process.env.KEEP_TEST_STACK !== "1") for (const c of clusters) destroyCluster(c);
+  if (process.env.KEEP_TEST_STACK !== "1") {
+    for (const p of poolers) stopPooler(p);
+    for (const c of clusters) destroyCluster(c);
+  }
 }
 console.log(`\n${total.passed} passed, ${total.failed + (exitCode !== 0 && total.failed === 0 ? 1 : 0)} failed`);
 process.exit(exitCode);

@@ -4,11 +4,14 @@ import { existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } 
 import { join } from "node:path";
 import { REPO_ROOT } from "./cluster.ts";
 import { makeApiKeys } from "./jwt-keys.ts";
+import { poolerSettings } from "./pooler.ts";
 
 export interface StackProfile {
   name: string;
   dbPort: number;
   functionsPort: number;
+  /** the transaction pooler in front of the database (scripts/lib/pooler.ts) */
+  poolerPort: number;
   envFile: string;
 }
 
@@ -17,18 +20,21 @@ export const DEV_STACK: StackProfile = {
   name: "dev",
   dbPort: 54322,
   functionsPort: 54321,
+  poolerPort: poolerSettings().port,
   envFile: join(REPO_ROOT, ".env.local"),
 };
 
 /**
  * `npm test`: its own throwaway cluster on other ports, so both can run at once.
- * TEST_PORT_BASE=N moves it to N (database) and N+1 (functions) so several runs can coexist.
+ * TEST_PORT_BASE=N moves it to N (database), N+1 (functions) and N+3 (pooler; N+2 is the PostgreSQL 17
+ * leg's database) so several runs can coexist.
  */
 const testBase = Number(process.env.TEST_PORT_BASE ?? 54330);
 export const TEST_STACK: StackProfile = {
   name: testBase === 54330 ? "test" : `test-${testBase}`,
   dbPort: testBase,
   functionsPort: testBase + 1,
+  poolerPort: testBase + 3,
   envFile: join(REPO_ROOT, ".local", testBase === 54330 ? "test.env" : `test-${testBase}.env`),
 };
 
@@ -39,6 +45,7 @@ export type StackEnv = Record<
   | "SUPABASE_URL"
   | "SUPABASE_FUNCTIONS_URL"
   | "SUPABASE_DB_URL"
+  | "DB_POOLER_URL"
   | "SUPABASE_ANON_KEY"
   | "SUPABASE_SERVICE_ROLE_KEY"
   | "JWT_SECRET"
@@ -47,13 +54,15 @@ export type StackEnv = Record<
   string
 >;
 
-export async function stackEnv(profile: StackProfile, dbUrl: string, adminUrl: string): Promise<StackEnv> {
+/** dbUrl is the direct connection, poolerUrl the same database through the transaction pooler. */
+export async function stackEnv(profile: StackProfile, dbUrl: string, poolerUrl: string, adminUrl: string): Promise<StackEnv> {
   const { anonKey, serviceRoleKey } = await makeApiKeys(LOCAL_JWT_SECRET);
   const apiUrl = `http://127.0.0.1:${profile.functionsPort}`;
   return {
     SUPABASE_URL: apiUrl,
     SUPABASE_FUNCTIONS_URL: `${apiUrl}/functions/v1`,
     SUPABASE_DB_URL: dbUrl,
+    DB_POOLER_URL: poolerUrl,
     SUPABASE_ANON_KEY: anonKey,
     SUPABASE_SERVICE_ROLE_KEY: serviceRoleKey,
     JWT_SECRET: LOCAL_JWT_SECRET,

@@ -13,6 +13,8 @@ import type { FunctionSpec, ModuleResolution } from "./discovery.ts";
 export interface FunctionsServerEnv {
   SUPABASE_URL: string;
   SUPABASE_DB_URL: string;
+  /** the transaction pooler's URL (a secret the project sets; hosted gives none): _shared/db.ts's "pooled" connection */
+  DB_POOLER_URL?: string;
   SUPABASE_ANON_KEY: string;
   SUPABASE_SERVICE_ROLE_KEY: string;
   /** Supabase's newer keys: a JSON object of name -> sb_secret_… key */

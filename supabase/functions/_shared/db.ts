@@ -14,21 +14,34 @@ export type Tx = postgres.TransactionSql;
 const CALLER_ROLES = ["anon", "authenticated", "service_role"] as const;
 export type CallerRole = (typeof CALLER_ROLES)[number];
 
+/**
+ * Which connection a piece of work needs. "pooled": short per-request transactions that set
+ * everything they need locally (the read API, health); through a transaction pooler when the
+ * project sets DB_POOLER_URL (its Supavisor transaction-mode URL, port 6543; the local stack sets
+ * it to its PgBouncer), else SUPABASE_DB_URL. "direct": SUPABASE_DB_URL, the direct connection
+ * hosted functions get, for what needs a session of its own (partition-admin: a fresh session
+ * for the swap, statements outside a transaction, long actions).
+ */
+export type Connection = "pooled" | "direct";
+
 // Module scope so that one isolate reuses its connections across requests;
 // created lazily so importing this file never needs the env var.
-let pool: Sql | null = null;
+const pools: Partial<Record<Connection, Sql>> = {};
 
-export function dbUrl(): string {
+export function dbUrl(connection: Connection = "direct"): string {
+  if (connection === "pooled") {
+    const pooled = Deno.env.get("DB_POOLER_URL");
+    if (pooled) return pooled;
+  }
   const url = Deno.env.get("SUPABASE_DB_URL");
   if (!url) throw new Error("SUPABASE_DB_URL is not set");
   return url;
 }
 
-export function getSql(): Sql {
-  if (pool) return pool;
-  // prepare: false because hosted connections go through the transaction pooler.
-  pool = postgres(dbUrl(), { max: 3, prepare: false, idle_timeout: 20 });
-  return pool;
+export function getSql(connection: Connection = "pooled"): Sql {
+  // prepare: false: behind a transaction pooler consecutive statements may run on different
+  // server sessions, so no named prepared statement may be assumed to exist
+  return pools[connection] ??= postgres(dbUrl(connection), { max: 3, prepare: false, idle_timeout: 20 });
 }
 
 function callerRole(role: string): CallerRole {
@@ -42,7 +55,8 @@ function quoteIdent(name: string): string {
 }
 
 /**
- * Runs fn in one transaction with request.jwt.claims and the role set locally,
+ * Runs fn in one transaction with request.jwt.claims and the role set locally
+ * (everything transaction-scoped, so it works through a transaction pooler),
  * mirroring what PostgREST does, so auth.uid()/auth.jwt() and RLS work. Like
  * PostgREST, it also applies the role's own settings (`alter role … set`): SET
  * ROLE alone does not, and hosted Supabase bounds anon at 3 s and authenticated
@@ -51,13 +65,14 @@ function quoteIdent(name: string): string {
 export async function withCallerContext<T>(
   claims: Claims,
   fn: (tx: Tx) => Promise<T>,
-  options: { freshSession?: boolean; statementTimeout?: string } = {},
+  options: { connection?: Connection; freshSession?: boolean; statementTimeout?: string } = {},
 ): Promise<T> {
   const role = callerRole(claims.role);
   // A fresh session for statements that change the catalog of a whole partition tree: a pooled
   // session that has touched every leaf (a backfill) processes each catalog change slowly, and
-  // the swap does that while it holds ACCESS EXCLUSIVE.
-  const sql = options.freshSession ? postgres(dbUrl(), { max: 1, prepare: false }) : getSql();
+  // the swap does that while it holds ACCESS EXCLUSIVE. Only a direct connection gives one: a
+  // pooler hands out a server session it already has.
+  const sql = options.freshSession ? postgres(dbUrl("direct"), { max: 1, prepare: false }) : getSql(options.connection);
   try {
     const result = await sql.begin(async (tx) => {
       await tx`select set_config('request.jwt.claims', ${JSON.stringify(claims.raw)}, true)`;

@@ -42,7 +42,7 @@ async function auditRejected(
 ): Promise<void> {
   const action = typeof raw.action === "string" ? raw.action.slice(0, 100) : "?";
   try {
-    await getSql()`
+    await getSql("direct")`
       select partition_mgmt.admin_record(${action}, ${table}, ${JSON.stringify(raw)}::text::jsonb, ${status}, null, ${error},
         ${elapsedMs(startedAt)}, ${JSON.stringify({ role: claims.role, sub: claims.sub ?? null })}::text::jsonb)`;
   } catch (err) {
@@ -77,7 +77,7 @@ async function runOne(claims: ServiceClaims, req: ParsedAdminRequest, startedAt:
       (tx) =>
         tx<{ outcome: AdminOutcome }[]>`
         select partition_mgmt.admin_run(${req.action}, ${req.table ?? null}, ${args}::text::jsonb) as outcome`,
-      { freshSession: FRESH_SESSION_ACTIONS.includes(req.action), statementTimeout: timeout },
+      { connection: "direct", freshSession: FRESH_SESSION_ACTIONS.includes(req.action), statementTimeout: timeout },
     );
     if (!row) throw new Error("partition_mgmt.admin_run returned no row");
     return row.outcome;
@@ -108,7 +108,7 @@ async function runOutsideTransaction(outcome: AdminOutcome): Promise<AdminOutcom
   const statement = outcome.result?.run_outside_transaction;
   if (outcome.status !== "ok" || typeof statement !== "string") return outcome;
   if (!CONCURRENT_INDEX.test(statement)) throw new Error(`partition-admin: refusing to run an unexpected statement outside a transaction: ${statement}`);
-  const sql = postgres(dbUrl(), { max: 1, prepare: false });
+  const sql = postgres(dbUrl("direct"), { max: 1, prepare: false });
   const t0 = performance.now();
   try {
     await sql.unsafe(`set statement_timeout = '${adminStatementTimeout().replaceAll("'", "")}'`);
