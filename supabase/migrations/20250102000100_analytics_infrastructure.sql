@@ -193,6 +193,14 @@ revoke execute on function analytics.install_metrics_triggers(regclass) from pub
 -- Recomputing: one group, the changed groups, a full computation
 -- -----------------------------------------------------------------------------
 
+-- One session at a time writes the metrics (its transaction holds this advisory lock).
+create or replace function analytics.metrics_lock_key()
+returns bigint
+language sql immutable
+set search_path = ''
+as $$ select pg_catalog.hashtextextended('analytics:metrics', 0) $$;
+revoke execute on function analytics.metrics_lock_key() from public, anon, authenticated;
+
 -- Replaces the metrics of one program and site, on the UTC days p_from .. p_to (NULL: every day),
 -- by the aggregates of the live table's rows, found through the keys (one leaf of a partitioned
 -- table, the metrics index of the legacy table). A custom plan for every call, so that the keys
@@ -242,7 +250,6 @@ declare
   v_programs uuid[];
   v_sites uuid[];
   v_days date[];
-  i integer;
 begin
   groups := 0;
   loop
@@ -358,7 +365,7 @@ begin
   groups := 0;
   remaining := 0;
   more := false;
-  if not pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtextextended('analytics:metrics', 0)) then
+  if not pg_catalog.pg_try_advisory_xact_lock(analytics.metrics_lock_key()) then
     mode := 'busy';
     return;
   end if;
@@ -389,7 +396,7 @@ language plpgsql
 set search_path = ''
 as $$
 begin
-  perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('analytics:metrics', 0));
+  perform pg_catalog.pg_advisory_xact_lock(analytics.metrics_lock_key());
   if (select s.populated_at is not null and s.rebuild_started_at is null from analytics.metrics_state s) then
     return true;
   end if;
@@ -414,10 +421,8 @@ language plpgsql
 security definer
 set search_path = ''
 as $$
-declare
-  v_groups integer;
 begin
-  perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('analytics:metrics', 0));
+  perform pg_catalog.pg_advisory_xact_lock(analytics.metrics_lock_key());
   if (select s.populated_at is null and s.rebuild_started_at is null from analytics.metrics_state s) then
     perform analytics.start_metrics_rebuild();
   end if;
@@ -426,7 +431,7 @@ begin
     perform analytics.refresh_changed_metrics(null);
     return 'full';
   end if;
-  select x.groups into v_groups from analytics.refresh_changed_metrics(null) x;
+  perform analytics.refresh_changed_metrics(null);
   return 'changed';
 end
 $$;
@@ -446,7 +451,7 @@ as $$
 declare
   v_pairs integer;
 begin
-  perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('analytics:metrics', 0));
+  perform pg_catalog.pg_advisory_xact_lock(analytics.metrics_lock_key());
   v_pairs := analytics.start_metrics_rebuild();
   perform analytics.continue_metrics_rebuild(null);
   perform analytics.refresh_changed_metrics(null);

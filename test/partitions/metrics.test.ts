@@ -64,6 +64,14 @@ async function dirtyGroups(sql: Sql): Promise<string[]> {
     select distinct format('%s/%s/%s', program_id, site_id, day) as g from analytics.metrics_dirty order by 1`).map((r) => r.g);
 }
 
+/** The rows of a row's (program, site, UTC day) group. */
+async function groupRows(sql: Sql, r: { program_id: string; site_id: string; day: string }): Promise<{ n: number }> {
+  const [g] = await sql<{ n: number }[]>`
+    select count(*)::int as n from public.petri_observations
+    where program_id = ${r.program_id} and site_id = ${r.site_id} and (created_at at time zone 'UTC')::date = ${r.day}::date`;
+  return g!;
+}
+
 interface Row { id: string; program_id: string; site_id: string; submission_id: string; day: string }
 
 async function someRow(sql: Sql, offset = 0): Promise<Row> {
@@ -145,15 +153,13 @@ describe("daily metrics kept by what changed", () => {
   it("a refresh after a change to one group reads that group's rows only", async () => {
     const a = await someRow(db.sql, 10);
     await db.sql`update public.petri_observations set growth_index = growth_index + 1 where observation_id = ${a.id}`;
-    const [group] = await db.sql<{ n: number }[]>`
-      select count(*)::int as n from public.petri_observations
-      where program_id = ${a.program_id} and site_id = ${a.site_id} and (created_at at time zone 'UTC')::date = ${a.day}::date`;
+    const group = await groupRows(db.sql, a);
     const [total] = await db.sql<{ n: number }[]>`select count(*)::int as n from public.petri_observations`;
     const reads = await refreshReads(db.url);
-    expect(group!.n).toBeGreaterThan(0);
+    expect(group.n).toBeGreaterThan(0);
     expect(reads.seq).toBe(0);
-    expect(reads.fetched).toBe(group!.n);
-    expect(total!.n).toBeGreaterThan(10 * group!.n);
+    expect(reads.fetched).toBe(group.n);
+    expect(total!.n).toBeGreaterThan(10 * group.n);
     expect(await differences(db.sql)).toBe(0);
   });
 
@@ -234,9 +240,7 @@ describe("daily metrics kept by what changed", () => {
   it("on the partitioned table too, a refresh after a change to one group reads that group's rows only", async () => {
     const a = await someRow(db.sql, 30);
     await db.sql`update public.petri_observations set growth_index = growth_index + 1 where observation_id = ${a.id}`;
-    const [group] = await db.sql<{ n: number }[]>`
-      select count(*)::int as n from public.petri_observations
-      where program_id = ${a.program_id} and site_id = ${a.site_id} and (created_at at time zone 'UTC')::date = ${a.day}::date`;
+    const group = await groupRows(db.sql, a);
     // the leaves that hold the group (found by the keys while planning): on this small tree the
     // planner reads a leaf of a few hundred rows whole rather than through its time index
     const [leaves] = await db.sql<{ n: number; total: number }[]>`
@@ -245,7 +249,7 @@ describe("daily metrics kept by what changed", () => {
                 where program_id = ${a.program_id} and site_id = ${a.site_id} and (created_at at time zone 'UTC')::date = ${a.day}::date)) as n,
              (select count(*)::int from public.petri_observations) as total`;
     const reads = await refreshReads(db.url);
-    expect(reads.seq + reads.fetched).toBeGreaterThanOrEqual(group!.n);
+    expect(reads.seq + reads.fetched).toBeGreaterThanOrEqual(group.n);
     expect(reads.seq + reads.fetched).toBeLessThanOrEqual(leaves!.n);
     expect(leaves!.total).toBeGreaterThan(5 * leaves!.n);
     expect(await differences(db.sql)).toBe(0);
