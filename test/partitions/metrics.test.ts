@@ -7,6 +7,8 @@
 // (three sessions, the refresh held at a lock in the middle of its recompute). A refresh after a
 // change to one group reads that group's rows only (the transaction's own table statistics).
 // Maintenance recomputes changed groups a bounded step at a time, and health() reports a backlog.
+// Retention, which drops leaves and deletes rows from shared leaves without the table's triggers,
+// records the days it removes.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Sql } from "postgres";
 import { connect, freshDatabase, type FreshDb } from "../helpers/db.ts";
@@ -279,5 +281,28 @@ describe("daily metrics kept by what changed", () => {
     expect(await dirtyGroups(db.sql)).toEqual([]);
     expect(await differences(db.sql)).toBe(0);
     expect(await db.sql`select 1 from partition_mgmt.health() where finding = 'metrics backlog'`).toHaveLength(0);
+  });
+  it("retention, which removes leaves and rows without the table's triggers, records the days it removes", async () => {
+    // June 2021 in leaves of their own (the drain makes them), July 2021 in the sites' DEFAULT leaves
+    const oldRows = (at: string) => db.sql`
+      insert into public.petri_observations (submission_id, site_id, program_id, petri_code, growth_index, created_at)
+      select b.submission_id, s.site_id, s.program_id, 'old', 5, ${at}::timestamptz
+      from public.sites s cross join lateral (select x.submission_id from public.submissions x limit 1) b`;
+    await oldRows("2021-06-10 08:00+00");
+    await db.sql`select * from partition_mgmt.drain_defaults('petri', 50)`;
+    await oldRows("2021-07-10 08:00+00");
+    await db.sql`select analytics.refresh_daily_metrics()`;
+    const [before] = await db.sql<{ n: number }[]>`select count(*)::int as n from public.petri_observations`;
+    await db.sql`update partition_mgmt.managed_tables set retention_months = 1, retention_action = 'drop' where table_key = 'petri'`;
+    const [leaves] = await db.sql<{ n: number }[]>`select partition_mgmt.apply_retention('petri') as n`;
+    const [rows] = await db.sql<{ n: number }[]>`select partition_mgmt.apply_row_retention('petri', 100000)::int as n`;
+    const [after] = await db.sql<{ n: number }[]>`select count(*)::int as n from public.petri_observations`;
+    // both kinds ran: whole period leaves dropped, and rows deleted from shared leaves
+    expect(leaves!.n).toBeGreaterThan(0);
+    expect(rows!.n).toBeGreaterThan(0);
+    expect(after!.n).toBeLessThan(before!.n - rows!.n);
+    expect(await differences(db.sql)).toBeGreaterThan(0);
+    await db.sql`select analytics.refresh_daily_metrics()`;
+    expect(await differences(db.sql)).toBe(0);
   });
 });
