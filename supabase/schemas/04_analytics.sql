@@ -541,9 +541,10 @@ comment on function public.get_daily_metrics(uuid, date, date, uuid) is
 -- EXCLUSIVE: the app's reads go on, its writes wait for the commit.
 -- -----------------------------------------------------------------------------
 
-select private.report_deploy(format('triggers metrics_changed_insert, _update, _delete on %s', 'public.petri_observations'),
-         case when exists (select from pg_catalog.pg_trigger g where g.tgrelid = 'public.petri_observations'::regclass and g.tgname = 'metrics_changed_insert')
+select private.report_deploy(format('trigger %s on public.petri_observations', t),
+         case when exists (select from pg_catalog.pg_trigger g where g.tgrelid = 'public.petri_observations'::regclass and g.tgname = t)
               then 'kept (existed)' else 'added' end,
-         'AFTER INSERT / UPDATE / DELETE FOR EACH STATEMENT: one insert per statement into analytics.metrics_dirty, the groups whose daily metrics maintenance recomputes');
+         'AFTER INSERT / UPDATE / DELETE FOR EACH STATEMENT: one insert per statement into analytics.metrics_dirty, the groups whose daily metrics maintenance recomputes')
+from unnest(array['metrics_changed_insert', 'metrics_changed_update', 'metrics_changed_delete']) t;
 select private.lock_for_ddl(array['public.petri_observations'], 'share row exclusive');
 select analytics.install_metrics_triggers('public.petri_observations');
