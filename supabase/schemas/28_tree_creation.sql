@@ -484,12 +484,14 @@ begin
   -- it the legacy table's grants.
   execute format('revoke all on table %s from public, anon, authenticated, service_role', v_parent);
 
-  -- The legacy table's trigger that keeps company_id filled comes along (same function).
+  -- The legacy table's triggers that keep company_id filled and record which daily metrics a
+  -- write changed come along (same functions; the metrics' statement triggers record only while
+  -- the table is the live one, see analytics.mark_metrics_changed).
   for v_trg in
     select t.tgname, pg_catalog.pg_get_triggerdef(t.oid) as def
     from pg_catalog.pg_trigger t
     where t.tgrelid = v_source and not t.tgisinternal
-      and t.tgfoid = to_regprocedure('private.set_company_id_from_program()')
+      and t.tgfoid in (to_regprocedure('private.set_company_id_from_program()'), to_regprocedure('analytics.mark_metrics_changed()'))
   loop
     execute replace(v_trg.def, format(' ON %s ', v_source), format(' ON %s ', v_parent));
   end loop;
@@ -964,6 +966,14 @@ as $$
              select from unnest(i.indkey::int2[]) k join pg_catalog.pg_attribute a on a.attrelid = i.indrelid and a.attnum = k
              where a.attname not in (m.program_column, m.site_column, 'company_id'))
         then 'its columns are constant within a leaf'
+      -- the metrics index (program, site, time): the partitions and the parent's time index serve it
+      when array_length(i.indkey::int2[], 1) > 1 and 0 <> all (i.indkey::int2[])
+           and (select a.attname = m.time_column from pg_catalog.pg_attribute a
+                where a.attrelid = i.indrelid and a.attnum = (i.indkey::int2[])[array_length(i.indkey::int2[], 1) - 1])
+           and not exists (select from unnest((i.indkey::int2[])[0:array_length(i.indkey::int2[], 1) - 2]) k
+                           join pg_catalog.pg_attribute a on a.attrelid = i.indrelid and a.attnum = k
+                           where a.attname not in (m.program_column, m.site_column, 'company_id'))
+        then 'its columns but the time are constant within a leaf, whose time index serves it'
     end as reason) x
   where i.indrelid = p_legacy and not i.indisunique and i.indpred is null
   order by 1

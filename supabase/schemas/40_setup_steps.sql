@@ -37,6 +37,13 @@ as $$ select 'company_id = any ((select private.user_company_ids())::uuid[])'::t
 -- The steps and their state
 -- -----------------------------------------------------------------------------
 
+-- The metrics index of the legacy table (see the task metrics_index).
+create or replace function partition_mgmt.metrics_index_statement()
+returns text
+language sql immutable
+set search_path = ''
+as $$ select 'create index concurrently if not exists petri_observations_metrics_idx on public.petri_observations (program_id, site_id, created_at)'::text $$;
+
 create or replace function partition_mgmt.setup_tasks()
 returns table (ord integer, task text, table_key text, kind text, done boolean, progress text, detail text, statement text)
 language plpgsql stable
@@ -128,13 +135,39 @@ begin
     return next;
   end loop;
 
-  ord := ord + 1; task := 'metrics'; table_key := null; kind := 'refresh';
-  done := (select c.relispopulated from pg_catalog.pg_class c where c.oid = to_regclass('analytics.mv_daily_metrics'));
-  done := coalesce(done, true);
-  progress := case when done then 'populated' else 'empty: public.get_daily_metrics() refuses until it is populated' end;
-  detail := 'the first population of analytics.mv_daily_metrics: one statement that reads public.petri_observations (ACCESS SHARE: the app''s writes go on); maintenance refreshes it after that';
-  statement := 'select * from partition_mgmt.setup_step()';
-  return next;
+  -- the index the metrics' recompute finds a program, site and day through (a partitioned table
+  -- has it: its leaves hold one site, in time order)
+  v_live := to_regclass('public.petri_observations');
+  if v_live is not null and to_regclass('analytics.metrics_state') is not null then
+    v_partitioned := (select c.relkind = 'p' from pg_catalog.pg_class c where c.oid = v_live);
+    select i.indexrelid::regclass as name, i.indisvalid as valid into v_index
+    from pg_catalog.pg_index i
+    where i.indrelid = v_live and i.indnkeyatts >= 3 and i.indpred is null
+      and (select array_agg(a.attname::text order by k.ord) from unnest((i.indkey::int2[])[0:2]) with ordinality k(attnum, ord)
+           join pg_catalog.pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum) = array['program_id', 'site_id', 'created_at']
+    order by i.indisvalid desc limit 1;
+    ord := ord + 1; task := 'metrics_index'; table_key := null; kind := 'index';
+    done := v_partitioned or coalesce(v_index.valid, false);
+    progress := case when v_partitioned then 'the table is partitioned: its leaves hold one site each, in time order'
+                     when v_index.valid then format('%s exists', v_index.name)
+                     when v_index.name is not null then format('%s is INVALID (a concurrent build was interrupted): it is dropped and built again', v_index.name)
+                     else 'not built' end;
+    detail := 'create index concurrently on public.petri_observations (program_id, site_id, created_at): the daily metrics are recomputed a program, site and day at a time through it (no lock that blocks the app''s writes; the migration does not carry it to the partitioned table, whose leaves serve the same reads)';
+    statement := case when done then null
+                      when v_index.name is not null then format('drop index concurrently if exists %s', v_index.name)
+                      else partition_mgmt.metrics_index_statement() end;
+    return next;
+
+    ord := ord + 1; task := 'metrics'; table_key := null; kind := 'refresh';
+    done := (select s.populated_at is not null from analytics.metrics_state s);
+    progress := case when done then 'populated'
+                     when (select s.rebuild_started_at is not null from analytics.metrics_state s)
+                       then format('%s of %s program/site pairs left', (select count(*) from analytics.metrics_rebuild), (select s.rebuild_pairs from analytics.metrics_state s))
+                     else 'empty: public.get_daily_metrics() refuses until it is populated' end;
+    detail := 'the first computation of analytics.mv_daily_metrics: lists the program/site pairs of public.petri_observations through the metrics index, then computes one pair at a time (each call at most a moment); maintenance recomputes the groups written since, nightly';
+    statement := 'select * from partition_mgmt.setup_step()';
+    return next;
+  end if;
 end
 $$;
 comment on function partition_mgmt.setup_tasks() is
@@ -404,9 +437,13 @@ begin
   elsif t.kind = 'policy' then
     return query select t.task, t.kind, 'done'::text, partition_mgmt.ensure_company_isolation(t.table_key), null::text, partition_mgmt.setup_pending();
   else
-    perform analytics.refresh_daily_metrics();
-    perform private.report_deploy('materialized view analytics.mv_daily_metrics', 'populated', 'first population by the setup step metrics; maintenance refreshes it nightly');
-    return query select t.task, t.kind, 'done'::text, 'analytics.mv_daily_metrics populated'::text, null::text, partition_mgmt.setup_pending();
+    v_done := analytics.populate_daily_metrics(v_seconds);
+    if v_done then
+      perform private.report_deploy('table analytics.daily_metrics (read as analytics.mv_daily_metrics)', 'populated',
+        'first computation by the setup step metrics; maintenance recomputes the groups written since, nightly');
+    end if;
+    return query select t.task, t.kind, case when v_done then 'done' else 'running' end,
+      (select x.progress from partition_mgmt.setup_tasks() x where x.task = t.task), null::text, partition_mgmt.setup_pending();
   end if;
 end
 $$;
@@ -432,9 +469,15 @@ begin
       if t.statement like 'drop index%' then
         return next t.statement;
       end if;
-      return next format('create index concurrently if not exists %I on %s (company_id)',
-                         (select m.source_table from partition_mgmt.managed_tables m where m.table_key = t.table_key) || '_company_id_idx',
-                         partition_mgmt.live_table(t.table_key));
+      if t.task = 'metrics_index' then
+        return next partition_mgmt.metrics_index_statement();
+      else
+        return next format('create index concurrently if not exists %I on %s (company_id)',
+                           (select m.source_table from partition_mgmt.managed_tables m where m.table_key = t.table_key) || '_company_id_idx',
+                           partition_mgmt.live_table(t.table_key));
+      end if;
+    elsif t.kind = 'refresh' then
+      return next format($do$do $run$ declare r record; begin loop select * into r from partition_mgmt.setup_step(null, %L); exit when r.state not in ('running', 'busy'); commit; end loop; end $run$$do$, t.task);
     else
       return next format('select * from partition_mgmt.setup_step(null, %L)', t.task);
     end if;
@@ -498,6 +541,7 @@ select private.report_deploy(format('access of %s', a.table_name), 'unchanged',
          format('%s Opt in: %s', a.detail, a.opt_in_sql))
 from partition_mgmt.app_table_access() a;
 revoke all on function partition_mgmt.company_isolation_expression() from public, anon, authenticated;
+revoke all on function partition_mgmt.metrics_index_statement() from public, anon, authenticated;
 revoke all on function partition_mgmt.setup_tasks() from public, anon, authenticated;
 revoke all on function partition_mgmt.setup_pending(text) from public, anon, authenticated;
 revoke all on function partition_mgmt.setup_company_id_batches(text, numeric) from public, anon, authenticated;

@@ -228,6 +228,14 @@ begin
       r.partition_schema, r.partition_name, p_table_key, c.id_column);
     execute format('delete from partition_mgmt.rows_without_program w using %I.%I t where w.table_key = %L and w.observation_id = t.%I',
       r.partition_schema, r.partition_name, p_table_key, c.id_column);
+    -- the leaf's days leave the live table without a trigger seeing a row: their metrics are
+    -- recomputed (analytics.metrics_dirty)
+    if c.parent = to_regclass('public.petri_observations') and r.program_id is not null and r.site_id is not null then
+      insert into analytics.metrics_dirty (program_id, site_id, day)
+      select r.program_id, r.site_id, d::date
+      from generate_series((r.range_start at time zone 'UTC')::date, ((r.range_end at time zone 'UTC') - interval '1 microsecond')::date, interval '1 day') d
+      on conflict do nothing;
+    end if;
     if c.retention_action = 'drop' then
       -- dropped while attached: a detached partition's foreign keys get triggers of their own on
       -- the referenced tables, and dropping those waits for ACCESS EXCLUSIVE on pilot_programs
@@ -267,11 +275,17 @@ declare
   v_archive text := format('partitions_archive.%I', c.name_prefix || '_archived_rows');
   v_left bigint := p_batch;
   v_n bigint;
+  v_mark text := '';
   r record;
   f record;
 begin
   if c.retention_months is null or c.parent is null or partition_mgmt.migration_busy(p_table_key) then
     return 0;
+  end if;
+  -- rows deleted from a leaf pass no trigger of the live table: their groups are marked here
+  if c.parent = to_regclass('public.petri_observations') then
+    v_mark := format(', marked as (insert into analytics.metrics_dirty (program_id, site_id, day) select distinct g.%I, g.%I, (g.%I at time zone ''UTC'')::date from gone g on conflict do nothing)',
+      c.program_column, c.site_column, c.time_column);
   end if;
   v_cutoff := (date_trunc('month', now() at time zone 'UTC') - make_interval(months => c.retention_months)) at time zone 'UTC';
   for f in select * from partition_mgmt.carried_references x where x.table_key = p_table_key and x.on_delete in ('a', 'r') loop
@@ -290,14 +304,17 @@ begin
   loop
     exit when v_left <= 0;
     if c.retention_action = 'archive' then
-      execute format('with gone as (delete from %1$s t where t.ctid = any (array(select x.ctid from %1$s x where x.%2$I < %3$L%5$s limit %4$s)) returning t.*)
+      execute format('with gone as (delete from %1$s t where t.ctid = any (array(select x.ctid from %1$s x where x.%2$I < %3$L%5$s limit %4$s)) returning t.*)%8$s
                       insert into %6$s (%7$s) select %7$s from gone',
-        r.leaf, c.time_column, v_cutoff, v_left, v_keep, v_archive, partition_mgmt.column_list(c.parent));
+        r.leaf, c.time_column, v_cutoff, v_left, v_keep, v_archive, partition_mgmt.column_list(c.parent), v_mark);
     else
-      execute format('delete from %1$s t where t.ctid = any (array(select x.ctid from %1$s x where x.%2$I < %3$L%5$s limit %4$s))',
-        r.leaf, c.time_column, v_cutoff, v_left, v_keep);
+      execute format('with gone as (delete from %1$s t where t.ctid = any (array(select x.ctid from %1$s x where x.%2$I < %3$L%5$s limit %4$s)) returning t.*)%6$s
+                      select count(*) from gone',
+        r.leaf, c.time_column, v_cutoff, v_left, v_keep, v_mark) into v_n;
     end if;
-    get diagnostics v_n = row_count;
+    if c.retention_action = 'archive' then
+      get diagnostics v_n = row_count;
+    end if;
     v_left := v_left - v_n;
   end loop;
   return p_batch - v_left;
@@ -406,16 +423,20 @@ begin
   return v_count;
 end
 $$;
-create or replace function partition_mgmt.refresh_metrics()
-returns text
+-- One bounded piece of the metrics' upkeep (analytics.maintain_daily_metrics): the groups written
+-- since the last run, for at most this step's step_seconds.
+create or replace function partition_mgmt.refresh_metrics(out mode text, out groups integer, out remaining bigint, out more boolean)
 language plpgsql
 set search_path = ''
 as $$
 begin
-  if to_regprocedure('analytics.refresh_daily_metrics()') is null then
-    return 'absent';
+  if to_regprocedure('analytics.maintain_daily_metrics(numeric)') is null then
+    mode := 'absent';
+    more := false;
+    return;
   end if;
-  return analytics.refresh_daily_metrics();
+  select x.mode, x.groups, x.remaining, x.more into mode, groups, remaining, more
+  from analytics.maintain_daily_metrics((select step_seconds from partition_mgmt.maintenance_settings)) x;
 end
 $$;
 create or replace function partition_mgmt.purge_cron_history()
@@ -492,6 +513,7 @@ declare
   v_promo record;
   v_rows bigint;
   v_text text;
+  v_metrics record;
   v_more boolean := false;
 begin
   begin
@@ -548,8 +570,10 @@ begin
           -- an error, so that health() reports it: the metrics are not fresh
           perform partition_mgmt.log_finish(v_log, 'error', 0, 0, v_text, jsonb_build_object('skipped', true));
         else
-          v_text := partition_mgmt.refresh_metrics();
-          perform partition_mgmt.log_finish(v_log, 'ok', 0, 0, null, jsonb_build_object('mode', v_text));
+          select * into v_metrics from partition_mgmt.refresh_metrics();
+          perform partition_mgmt.log_finish(v_log, 'ok', 0, 0, null,
+            jsonb_build_object('mode', v_metrics.mode, 'groups', v_metrics.groups, 'remaining', v_metrics.remaining));
+          v_more := v_metrics.more;
         end if;
       else
         raise exception 'unknown maintenance action "%"', p_action;
@@ -665,8 +689,12 @@ begin
   end if;
   loop
     if r.table_idx > coalesce(array_length(r.tables, 1), 0) then
-      if not r.unfinished then
-        perform partition_mgmt.maintain_step(p_run, null, 'refresh_metrics');
+      -- the metrics last, a bounded step per transaction while changed groups are left and time is
+      if not r.unfinished and partition_mgmt.maintain_step(p_run, null, 'refresh_metrics') then
+        if clock_timestamp() <= r.deadline then
+          return true;   -- the caller commits this step and calls again
+        end if;
+        r.unfinished := true;
       end if;
       perform partition_mgmt.log_finish(r.log_id, case when exists (select from partition_mgmt.maintenance_log
         where run_id = p_run and status = 'error') then 'error' else 'ok' end, 0, 0, null,
@@ -750,7 +778,8 @@ begin
       end loop;
     end loop;
   end loop;
-  perform partition_mgmt.maintain_step(v_run, null, 'refresh_metrics');
+  while partition_mgmt.maintain_step(v_run, null, 'refresh_metrics') and clock_timestamp() < v_deadline loop
+  end loop;
   perform partition_mgmt.log_finish(v_log, case when exists (select from partition_mgmt.maintenance_log
     where run_id = v_run and status = 'error') then 'error' else 'ok' end);
   return v_run;
@@ -853,6 +882,16 @@ begin
       case when v_last is null then 'maintenance has never completed successfully'
            else format('last successful maintenance finished %s ago (alert after %s)', date_trunc('second', now() - v_last), s.stale_after) end;
   end if;
+
+  -- changed metric groups waiting longer than stale_after: the nightly step cannot keep up with
+  -- the writes, or does not run
+  return query
+    select 'warning', 'metrics backlog', null::text,
+           format('%s changed group(s) of analytics.mv_daily_metrics wait for their recompute, the oldest since %s (alert after %s): '
+                  'run select partition_mgmt.maintenance_runner() \gexec, or select analytics.refresh_daily_metrics();',
+                  count(distinct (d.program_id, d.site_id, d.day)), min(d.marked_at), s.stale_after)
+    from analytics.metrics_dirty d
+    having min(d.marked_at) < now() - s.stale_after and (select x.populated_at is not null from analytics.metrics_state x);
 
   -- the last finished run stopped at its time budget: work is left for the next one
   return query

@@ -174,6 +174,8 @@ describe("what each caller may do, before the push and after each step of the bu
     const reported = (await sql<{ object: string }[]>`select object from private.deploy_report`).map((r) => r.object);
     expect(changed.map((c) => c.object).sort()).toEqual([
       "policy company_isolation_gasifier on public.gasifier_observations", "policy company_isolation_petri on public.petri_observations",
+      "trigger metrics_changed_delete on public.petri_observations", "trigger metrics_changed_insert on public.petri_observations",
+      "trigger metrics_changed_update on public.petri_observations",
       "trigger partition_mgmt_create_partitions on public.pilot_programs", "trigger partition_mgmt_create_partitions on public.sites",
       "trigger set_company_id_from_program on public.gasifier_observations", "trigger set_company_id_from_program on public.petri_observations"]);
     expect(unreported(changed, reported)).toEqual([]);

@@ -79,7 +79,7 @@ describe("supabase db push onto a populated project", () => {
     const pending = await project.sql<{ task: string; progress: string }[]>`select task, progress from partition_mgmt.setup_tasks() where not done order by ord`;
     expect(pending.map((p) => p.task)).toEqual([
       "gasifier:company_id", "gasifier:company_id_index", "gasifier:company_id_check", "gasifier:company_isolation",
-      "petri:company_id", "petri:company_id_index", "petri:company_id_check", "petri:company_isolation", "metrics"]);
+      "petri:company_id", "petri:company_id_index", "petri:company_id_check", "petri:company_isolation", "metrics_index", "metrics"]);
     expect(pending.find((p) => p.task === "petri:company_id")?.progress).toMatch(/^not started; about 576\d\d rows$/);
     const [missing] = await project.sql<{ n: number }[]>`select count(*)::int as n from public.petri_observations where company_id is null`;
     expect(missing?.n).toBe(57_600);
@@ -88,7 +88,7 @@ describe("supabase db push onto a populated project", () => {
     expect(blockers.map((b) => b.check_name)).toEqual([
       "setup step petri:company_id", "setup step petri:company_id_check", "setup step petri:company_id_index", "setup step petri:company_isolation"]);
     const [health] = await project.sql<{ n: number }[]>`select count(*)::int as n from partition_mgmt.health() where finding = 'setup pending'`;
-    expect(health?.n).toBe(9);
+    expect(health?.n).toBe(10);
   }, 180_000);
 
   it("the setup steps then run online while the app writes: every row gets its company, no app statement waits a second", async () => {
@@ -102,7 +102,7 @@ describe("supabase db push onto a populated project", () => {
       console.log(`[adoption-push] setup steps taken: ${run.tasks.join(", ")}`);
       expect(run.tasks.filter((t) => !t.endsWith("_check"))).toEqual([
         "gasifier:company_id", "gasifier:company_id_index", "gasifier:company_isolation",
-        "petri:company_id", "petri:company_id_index", "petri:company_isolation", "metrics"]);
+        "petri:company_id", "petri:company_id_index", "petri:company_isolation", "metrics_index", "metrics"]);
       expect(run.steps).toBeGreaterThan(7);   // the batches took more than one call
       await sleep(300);
     } finally {

@@ -97,7 +97,7 @@ describe("the hosted runbook, step by step, on a local project", () => {
     const jobs = await sql<{ jobname: string }[]>`select jobname from cron.job where jobname like 'partition-%' order by jobname`;
     expect(jobs.map((j) => j.jobname)).toEqual(["partition-cron-history-purge", "partition-maintenance-nightly", "partition-statistics-weekly"]);
     const [pending] = await sql<{ n: number }[]>`select count(*)::int as n from partition_mgmt.health() where finding = 'setup pending'`;
-    expect(pending?.n).toBe(9);
+    expect(pending?.n).toBe(10);
 
     // 6. the setup steps through the function
     const setup = await npm(["admin", "--", "setup"]);

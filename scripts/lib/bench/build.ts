@@ -444,6 +444,18 @@ export async function buildData(db: BenchDatabase, o: BenchOptions, p: Progress)
       });
     });
 
+    // The daily metrics' statement triggers and the index they are recomputed through serve the
+    // live table, now the partitioned one: the legacy reference stays the table as shipped (the
+    // indexed copy below takes its triggers and indexes). The metrics are computed once, as the
+    // setup step does on a populated table; maintenance then recomputes what the sections wrote.
+    await timed("the daily metrics: the legacy reference without the live table's triggers and index; first computation", async () => {
+      for (const t of ["metrics_changed_insert", "metrics_changed_update", "metrics_changed_delete"]) {
+        await sql.unsafe(`drop trigger if exists ${t} on ${TABLES.legacy}`);
+      }
+      await sql.unsafe(`drop index if exists public.petri_observations_metrics_idx`);
+      await sql`select analytics.rebuild_daily_metrics()`;
+    });
+
     // 6. the indexed legacy table: what a user would try instead of partitioning
     const indexedCopy = await timed("indexed legacy copy (+ composite index on program_id, site_id, created_at)", async () => {
       const t0 = performance.now();

@@ -1,12 +1,13 @@
 -- Analytics (migration 20250102000100_analytics_infrastructure).
 -- Covers:
---   * schema analytics closed to anon and authenticated; the materialized view exists, has
---     the unique key index (needed by REFRESH CONCURRENTLY) and the company/program/day index,
---     and cannot be read by authenticated or anon
+--   * schema analytics closed to anon and authenticated; the metrics table has its unique group
+--     index, analytics.mv_daily_metrics is a view over it, and neither can be read by
+--     authenticated or anon; the statement triggers that record changed groups are on the table
 --   * get_daily_metrics() is SECURITY DEFINER with search_path '', executable by authenticated
 --     and service_role, not anon; refresh_daily_metrics() by service_role only
---   * refresh_daily_metrics() refreshes concurrently when populated and falls back to a full
---     refresh when the view was never populated; get_daily_metrics() says so clearly meanwhile
+--   * refresh_daily_metrics() recomputes the changed groups when populated (and empties the list
+--     of changed groups) and computes everything when the metrics were never populated;
+--     get_daily_metrics() says so clearly meanwhile
 --   * aggregates per company, program, site and UTC day (an evening in New York counts on
 --     the next UTC day)
 --   * get_daily_metrics() as A's user: only A's rows, nothing of B even with B's program id,
@@ -17,7 +18,7 @@
 -- Ids: companies ca.. (A) cb.. (B); users aa..01 (A) bb..01 (B) cc..01 (no company);
 --      programs a1.. / b1..; sites a2..01, a2..02 / b2..01; submissions a3.. / b3..
 begin;
-select plan(32);
+select plan(34);
 
 -- ---------------------------------------------------------------------------
 -- Schema, view, privileges
@@ -26,12 +27,16 @@ select has_schema('analytics', 'schema analytics exists');
 select ok(not has_schema_privilege('anon', 'analytics', 'usage')
           and not has_schema_privilege('authenticated', 'analytics', 'usage'),
   'anon and authenticated have no usage on schema analytics');
-select has_materialized_view('analytics', 'mv_daily_metrics', 'analytics.mv_daily_metrics exists');
-select has_index('analytics', 'mv_daily_metrics', 'mv_daily_metrics_key_idx',
-  array['company_id', 'program_id', 'site_id', 'day'], 'key index on (company_id, program_id, site_id, day)');
-select index_is_unique('analytics', 'mv_daily_metrics', 'mv_daily_metrics_key_idx', 'the key index is unique');
-select has_index('analytics', 'mv_daily_metrics', 'mv_daily_metrics_company_program_day_idx',
-  array['company_id', 'program_id', 'day'], 'index on (company_id, program_id, day)');
+select has_view('analytics', 'mv_daily_metrics', 'analytics.mv_daily_metrics exists (a view over analytics.daily_metrics)');
+select has_index('analytics', 'daily_metrics', 'daily_metrics_group_idx',
+  array['program_id', 'site_id', 'day', 'company_id'], 'group index on (program_id, site_id, day, company_id)');
+select index_is_unique('analytics', 'daily_metrics', 'daily_metrics_group_idx', 'the group index is unique');
+select ok(not has_table_privilege('authenticated', 'analytics.daily_metrics', 'select')
+          and not has_table_privilege('anon', 'analytics.metrics_dirty', 'select'),
+  'authenticated and anon have no SELECT on the metrics and the changed groups');
+select is(array(select tgname::text from pg_trigger where tgrelid = 'public.petri_observations'::regclass and tgname like 'metrics\_changed\_%' order by 1),
+  array['metrics_changed_delete', 'metrics_changed_insert', 'metrics_changed_update'],
+  'the statement triggers that record changed groups are on public.petri_observations');
 select ok(not has_table_privilege('authenticated', 'analytics.mv_daily_metrics', 'select')
           and not has_table_privilege('anon', 'analytics.mv_daily_metrics', 'select'),
   'authenticated and anon have no SELECT on the view');
@@ -89,9 +94,10 @@ insert into public.petri_observations (submission_id, site_id, program_id, petri
 -- ---------------------------------------------------------------------------
 select set_config('request.jwt.claims', '{"role":"service_role"}', true);
 set local role service_role;
-select is(analytics.refresh_daily_metrics(), 'concurrently',
-  'service_role refreshes the populated view concurrently');
+select is(analytics.refresh_daily_metrics(), 'changed',
+  'service_role recomputes the changed groups of the populated metrics');
 reset role;
+select is((select count(*)::int from analytics.metrics_dirty), 0, 'no changed group is left after the refresh');
 
 select results_eq(
   $$select observation_count, avg_growth_index, min_growth_index, max_growth_index,
@@ -191,16 +197,17 @@ reset role;
 -- ---------------------------------------------------------------------------
 -- A view that was never populated
 -- ---------------------------------------------------------------------------
-refresh materialized view analytics.mv_daily_metrics with no data;
+update analytics.metrics_state set populated_at = null;
 select set_config('request.jwt.claims', '{"sub":"aa000000-0000-4000-8000-000000000001","role":"authenticated"}', true);
 set local role authenticated;
 select throws_like($$select * from public.get_daily_metrics('a1000000-0000-4000-8000-000000000000')$$,
   '%has not been populated yet%', 'get_daily_metrics() explains that the view is not populated yet');
 reset role;
-select is(analytics.refresh_daily_metrics(), 'full', 'refresh_daily_metrics() falls back to a full refresh');
+delete from analytics.daily_metrics;
+select is(analytics.refresh_daily_metrics(), 'full', 'refresh_daily_metrics() computes everything when never populated');
 select is((select count(*)::int from analytics.mv_daily_metrics
            where company_id in ('ca000000-0000-4000-8000-000000000000', 'cb000000-0000-4000-8000-000000000000')),
-  5, 'after the full refresh the view holds the 5 site-days again');
+  5, 'after the full computation the view holds the 5 site-days again');
 
 select * from finish();
 rollback;
