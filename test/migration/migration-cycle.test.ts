@@ -145,8 +145,10 @@ describe("migration phases and catalog", () => {
     const [fin] = await db.sql<{ r: string }[]>`select partition_mgmt.finalize_migration('petri') as r`;
     expect(fin?.r).toMatch(/finalized/);
     const done = await catalog();
-    expect(initial).toMatchObject({ live_kind: "r", old_exists: false, view_on_live: true, published: ["petri_observations"], live_rls: true,
-      routed_by_keys: [] });
+    expect(done).toMatchObject({ live_kind: "p", old_exists: false, view_on_live: true, published: ["petri_observations_changes"],
+      routed_by_keys: ["petri_delete_by_id", "petri_fetch_by_id", "petri_update_by_id"] });
+    expect(done.live_triggers).toEqual(["metrics_changed_delete", "metrics_changed_insert", "metrics_changed_update",
+      "partition_mgmt_realtime_delete", "partition_mgmt_realtime_insert", "partition_mgmt_realtime_update",
       "partition_mgmt_require_keys", "set_company_id_from_program", "touch_updated_at", "zz_maintain_observation_keys", "zz_move_observation_keys"]);
     expect(await leftovers(db.sql, "petri")).toEqual({ triggers: [], functions: [], state: 0, shadows: [] });
     expect(await visibleToUserOfCompany1()).toEqual(isolation);
