@@ -10,7 +10,7 @@ import type { Sql } from "postgres";
 import { migrateOnline } from "../../scripts/lib/migration-driver.ts";
 import { connect, freshDatabase, type FreshDb } from "../helpers/db.ts";
 import { loadSmallDemo } from "../helpers/migration.ts";
-import { sleep } from "../helpers/time.ts";
+import { waitFor } from "../helpers/time.ts";
 
 describe("writes racing with a move to another partition", () => {
   let db: FreshDb;
@@ -47,19 +47,23 @@ describe("writes racing with a move to another partition", () => {
   async function raceWithMove<T>(id: string, other: string, racer: () => Promise<T>): Promise<{ value?: T; error?: { code?: string; message: string } }> {
     let release!: () => void;
     const released = new Promise<void>((r) => (release = r));
+    let holding!: () => void;
+    const holdsRow = new Promise<void>((r) => (holding = r));
     const moved = mover.begin(async (tx) => {
       await tx`update public.petri_observations set site_id = ${other} where observation_id = ${id}`;
+      holding();
       await released;
     });
-    await sleep(100);
+    // the mover's update has run (it holds the row) before the racer starts: on a loaded machine a
+    // fixed pause was not always enough, and the racer then won the row before the move
+    await Promise.race([holdsRow, moved]);
     const pending = racer().then((value) => ({ value }), (e: { code?: string; message: string }) => ({ error: { code: e.code, message: e.message } }));
     // the racer must be waiting for the mover's row lock before the mover commits
-    for (let i = 0; i < 100; i++) {
+    await waitFor("the racer waits for the mover's row lock", async () => {
       const [w] = await db.sql<{ n: number }[]>`
         select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`;
-      if ((w?.n ?? 0) > 0) break;
-      await sleep(50);
-    }
+      return (w?.n ?? 0) > 0;
+    }, 30_000, 50);
     release();
     await moved;
     return pending;
