@@ -91,15 +91,17 @@ async function useUtc(tx: Tx): Promise<void> {
  */
 async function readPage(tx: Tx, p: PageRequest): Promise<Omit<ObservationsPageResponse, "meta">> {
   await useUtc(tx);
-  const [result] = await tx<{ rows: ObservationRow[]; more: boolean }[]>`
-    with page as materialized (
-      select r.* from public.get_observations_optimized(
+  // the request's filters, the same for the page and for the one-row look-ahead past it
+  const filters = tx`
         p_company_id    => ${p.company_id}::uuid,
         p_program_id    => ${p.program_id}::uuid,
         p_start_date    => ${p.start_date ?? null}::text::timestamptz,
         p_end_date      => ${p.end_date ?? null}::text::timestamptz,
         p_site_id       => ${p.site_id ?? null}::uuid,
-        p_submission_id => ${p.submission_id ?? null}::uuid,
+        p_submission_id => ${p.submission_id ?? null}::uuid`;
+  const [result] = await tx<{ rows: ObservationRow[]; more: boolean }[]>`
+    with page as materialized (
+      select r.* from public.get_observations_optimized(${filters},
         p_limit         => ${p.limit}::integer,
         p_cursor        => ${p.cursor ?? null}::text) r
     ),
@@ -112,13 +114,7 @@ async function readPage(tx: Tx, p: PageRequest): Promise<Omit<ObservationsPageRe
       coalesce((select json_agg(p order by p.created_at desc, p.observation_id desc) from page p), '[]'::json) as rows,
       case when (select count(*) from page) = ${p.limit}::integer
            then exists (
-             select from oldest o, public.get_observations_optimized(
-               p_company_id    => ${p.company_id}::uuid,
-               p_program_id    => ${p.program_id}::uuid,
-               p_start_date    => ${p.start_date ?? null}::text::timestamptz,
-               p_end_date      => ${p.end_date ?? null}::text::timestamptz,
-               p_site_id       => ${p.site_id ?? null}::uuid,
-               p_submission_id => ${p.submission_id ?? null}::uuid,
+             select from oldest o, public.get_observations_optimized(${filters},
                p_limit         => 1,
                p_cursor        => o.cursor))
            else false
