@@ -154,15 +154,28 @@ function discardRestOfBody(req: http.IncomingMessage, upstream: http.ClientReque
   if (!req.complete) req.resume();
 }
 
-/** Streams req to the worker and the worker's answer back to res. */
+/**
+ * The answer's Server-Timing with the gateway's own phases after the function's: gw-verify
+ * (verify_jwt) and gw-forward (from sending the request to the worker to its answer's headers,
+ * the function's whole time included).
+ */
+function withGatewayTiming(headers: http.OutgoingHttpHeaders, verifyMs: number, forwardStartedAt: number): http.OutgoingHttpHeaders {
+  const own = `gw-verify;dur=${verifyMs.toFixed(2)}, gw-forward;dur=${(performance.now() - forwardStartedAt).toFixed(2)}`;
+  const fromFunction = headers["server-timing"];
+  return { ...headers, "server-timing": fromFunction ? `${String(fromFunction)}, ${own}` : own };
+}
+
+/** Streams req to the worker and the worker's answer back to res; verifyMs: the verify_jwt check's time. */
 function forward(
   req: http.IncomingMessage,
   res: http.ServerResponse,
   port: number,
   forwardPath: string,
   agent: http.Agent,
+  verifyMs: number,
 ): Promise<ForwardOutcome> {
   return new Promise((resolve) => {
+    const startedAt = performance.now();
     let clientGone = false;
     // The worker's whole answer has been read (it may still be flushing to the caller).
     let answered = false;
@@ -175,7 +188,7 @@ function forward(
       agent,
     });
     upstream.on("response", (answer) => {
-      res.writeHead(answer.statusCode ?? 502, answer.statusMessage, endToEndHeaders(answer.headers));
+      res.writeHead(answer.statusCode ?? 502, answer.statusMessage, withGatewayTiming(endToEndHeaders(answer.headers), verifyMs, startedAt));
       answer.pipe(res);
       answer.on("end", () => {
         answered = true;
@@ -222,6 +235,7 @@ async function handleRequest(gw: Gateway, req: http.IncomingMessage, res: http.S
   const worker = gw.workers.get(route.name);
   if (!worker) return sendError(res, 404, "not_found", `Function ${route.name} not found`);
   // CORS preflights carry no credentials; the CLI's edge runtime lets them through too.
+  const verifyStartedAt = performance.now();
   if (worker.spec.verifyJwt && req.method !== "OPTIONS") {
     const rejection = await jwtRejection(req, gw.key);
     if (rejection) {
@@ -229,6 +243,7 @@ async function handleRequest(gw: Gateway, req: http.IncomingMessage, res: http.S
       return sendJwtRejection(res, rejection);
     }
   }
+  const verifyMs = performance.now() - verifyStartedAt;
   let port: number;
   try {
     port = await worker.ensureRunning();
@@ -236,7 +251,7 @@ async function handleRequest(gw: Gateway, req: http.IncomingMessage, res: http.S
     gw.log(`[${route.name}] restart failed: ${err instanceof Error ? err.message : String(err)}`);
     return sendError(res, 502, "worker_boot_failed", `Function ${route.name} failed to start`);
   }
-  const outcome = await forward(req, res, port, route.forwardPath, gw.agent);
+  const outcome = await forward(req, res, port, route.forwardPath, gw.agent, verifyMs);
   if (outcome === "unreachable") {
     worker.markUnreachable();
     sendError(res, 502, "worker_unavailable", `Function ${route.name} crashed or is unreachable; it restarts on the next request`);

@@ -5,6 +5,7 @@
 import postgres from "postgres";
 import { forbidden } from "./errors.ts";
 import type { Claims } from "./jwt.ts";
+import type { ServerTiming } from "./server-timing.ts";
 
 export type Sql = postgres.Sql;
 export type Tx = postgres.TransactionSql;
@@ -65,7 +66,15 @@ function quoteIdent(name: string): string {
 export async function withCallerContext<T>(
   claims: Claims,
   fn: (tx: Tx) => Promise<T>,
-  options: { connection?: Connection; freshSession?: boolean; statementTimeout?: string } = {},
+  options: {
+    connection?: Connection;
+    freshSession?: boolean;
+    statementTimeout?: string;
+    /** further settings for the transaction, e.g. { timezone: "UTC" } */
+    settings?: Readonly<Record<string, string>>;
+    /** phases marked: begin (a connection and BEGIN), context, query, commit */
+    timing?: ServerTiming;
+  } = {},
 ): Promise<T> {
   const role = callerRole(claims.role);
   // A fresh session for statements that change the catalog of a whole partition tree: a pooled
@@ -74,7 +83,9 @@ export async function withCallerContext<T>(
   // pooler hands out a server session it already has.
   const sql = options.freshSession ? postgres(dbUrl("direct"), { max: 1, prepare: false }) : getSql(options.connection);
   try {
+    const timing = options.timing;
     const result = await sql.begin(async (tx) => {
+      timing?.mark("begin");
       await tx`select set_config('request.jwt.claims', ${JSON.stringify(claims.raw)}, true)`;
       // the role's settings for this database win over its settings for every database
       await tx`
@@ -91,8 +102,15 @@ export async function withCallerContext<T>(
         await tx`select set_config('statement_timeout', ${options.statementTimeout}, true)`;
       }
       await tx.unsafe(`set local role ${quoteIdent(role)}`);
-      return await fn(tx);
+      for (const [name, value] of Object.entries(options.settings ?? {})) {
+        await tx`select set_config(${name}, ${value}, true)`;
+      }
+      timing?.mark("context");
+      const out = await fn(tx);
+      timing?.mark("query");
+      return out;
     });
+    timing?.mark("commit");
     // postgres.js widens the result type for array results; fn's own type is exact.
     return result as T;
   } finally {

@@ -3,6 +3,7 @@
  * always with CORS headers so browsers can read the failure.
  */
 import { corsHeaders } from "./cors.ts";
+import type { ServerTiming } from "./server-timing.ts";
 import { describeFieldIssues, type FieldIssue, fieldIssues, type IssueLike } from "./validation.ts";
 
 export class HttpError extends Error {
@@ -65,14 +66,23 @@ export function validationFailed(issues: readonly FieldIssue[]): HttpError {
   });
 }
 
+/** timing: the request's phases so far, sent as Server-Timing with the serialization as "json". */
 export function jsonResponse(
   body: unknown,
   status = 200,
   headers: Record<string, string> = {},
+  timing?: ServerTiming,
 ): Response {
-  return new Response(JSON.stringify(body), {
+  const text = JSON.stringify(body);
+  timing?.mark("json");
+  return new Response(text, {
     status,
-    headers: { ...corsHeaders, "Content-Type": "application/json; charset=utf-8", ...headers },
+    headers: {
+      ...corsHeaders,
+      "Content-Type": "application/json; charset=utf-8",
+      ...(timing ? { "Server-Timing": timing.header() } : {}),
+      ...headers,
+    },
   });
 }
 

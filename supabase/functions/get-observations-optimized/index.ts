@@ -8,17 +8,20 @@ import { handlePreflight } from "../_shared/cors.ts";
 import { errorResponse, jsonResponse } from "../_shared/errors.ts";
 import { readClaims, requireUserOrService } from "../_shared/jwt.ts";
 import { requireMethod } from "../_shared/request.ts";
+import { ServerTiming } from "../_shared/server-timing.ts";
 import { readObservations, readObservationsRequest } from "./observations.ts";
 
 Deno.serve(async (req) => {
   const preflight = handlePreflight(req);
   if (preflight) return preflight;
-  const startedAt = performance.now();
+  const timing = new ServerTiming();
   try {
     requireMethod(req, ["GET", "POST"]);
     const caller = requireUserOrService(await readClaims(req));
+    timing.mark("jwt");
     const params = await readObservationsRequest(req);
-    return jsonResponse(await readObservations(caller, params, startedAt));
+    timing.mark("validate");
+    return jsonResponse(await readObservations(caller, params, timing), 200, {}, timing);
   } catch (err) {
     return errorResponse(err);
   }

@@ -1,0 +1,239 @@
+// `npm run bench:edge -- [--iterations N] [--publish]`
+// What get-observations-optimized costs over the same read sent as direct SQL (issue 22: at most
+// +3 ms). On a cluster of its own (Micro unless SUPABASE_COMPUTE names another size) with the demo
+// app, the bundle and the demo data, its transaction pooler, and two local functions servers: one
+// whose functions reach the database through the pooler (DB_POOLER_URL), one directly. Request by
+// request, in alternating order, it sends (a) the function through the gateway with a signed-in
+// user's JWT and (b) the function's own statements (./supabase/functions/get-observations-optimized/
+// reads.ts) from a postgres.js client over the same URL, in one transaction with the same claims,
+// role and settings set by one statement, as PostgREST does: for a 100-row page and a per-day
+// aggregate, through the pooler and direct. Prints p50/p95 of each and their difference, and where
+// the function's time went from the Server-Timing header the function and the gateway send.
+// --publish writes docs/benchmarks/edge.{md,json}. Measured figures only.
+import { mkdirSync, writeFileSync } from "node:fs";
+import { loadavg } from "node:os";
+import { join } from "node:path";
+import postgres, { type Sql } from "postgres";
+import { commandLine, integerOption, usageExit } from "./lib/cli.ts";
+import { destroyCluster, ensureCluster, REPO_ROOT } from "./lib/cluster.ts";
+import { serverLimits } from "./lib/compute-profiles.ts";
+import { deployOntoDemoApp } from "./lib/deploy.ts";
+import { DEFAULT_DEMO, generateDemoData } from "./lib/demo-data.ts";
+import { startFunctionsServer, type FunctionsServer } from "./lib/functions-server.ts";
+import { makeApiKeys, signUserToken } from "./lib/jwt-keys.ts";
+import { startPooler, stopPooler } from "./lib/pooler.ts";
+import { LOCAL_JWT_SECRET } from "./lib/stack.ts";
+import { evaluate, type Goal } from "./lib/bench/goal-table.ts";
+import { mark } from "./lib/bench/report.ts";
+import { percentile } from "./lib/bench/stats.ts";
+import { readAggregate, readPage, READ_SETTINGS, type AggregateRequest, type PageRequest } from "../supabase/functions/get-observations-optimized/reads.ts";
+
+const NAME = "npm run bench:edge";
+const USAGE = `usage: npm run bench:edge -- [options]
+
+The read function's overhead over the same read as direct SQL, interleaved request by request:
+a 100-row page and a per-day aggregate, through the transaction pooler and direct, on a cluster of
+its own (Micro unless SUPABASE_COMPUTE names another size).
+
+options:
+  --iterations <n>  measured rounds, each one request of every kind, at least 10 (default 300)
+  --warmup <n>      rounds before them, not counted (default 30)
+  --port <n>        the cluster's port (default 54480; its pooler listens on port + 3)
+  --publish         also write docs/benchmarks/edge.{md,json}
+  --keep            leave the cluster running afterwards
+  -h, --help        this help`;
+const { values } = commandLine({
+  name: NAME,
+  usage: USAGE,
+  options: {
+    iterations: { type: "string", default: "300" }, warmup: { type: "string", default: "30" }, port: { type: "string", default: "54480" },
+    publish: { type: "boolean", default: false }, keep: { type: "boolean", default: false },
+  },
+});
+let iterations: number;
+let warmup: number;
+let port: number;
+try {
+  iterations = integerOption("--iterations", values.iterations, 10)!;
+  warmup = integerOption("--warmup", values.warmup, 0)!;
+  port = integerOption("--port", values.port, 1024, 65532)!;
+} catch (e) {
+  usageExit(NAME, USAGE, (e as Error).message);
+}
+const log = (s: string) => console.log(`[bench:edge ${new Date().toISOString().slice(11, 19)}] ${s}`);
+
+type Read = { name: "page"; params: PageRequest } | { name: "aggregate"; params: AggregateRequest };
+type Path = "pooler" | "direct";
+interface Series { read: Read["name"]; path: Path; edge: number[]; sql: number[]; phases: Map<string, number[]> }
+
+/** name;dur=ms pairs of a Server-Timing header. */
+function serverTimings(header: string | null): [string, number][] {
+  if (!header) return [];
+  return header.split(",").flatMap((entry) => {
+    const [name, ...params] = entry.trim().split(";");
+    const dur = params.map((p) => /^\s*dur=([\d.]+)\s*$/.exec(p)?.[1]).find((d) => d !== undefined);
+    return name && dur !== undefined ? [[name, Number(dur)] as [string, number]] : [];
+  });
+}
+
+/** The read through the gateway, as a frontend sends it; its time to the parsed body, and the phases. */
+async function viaFunction(functionsUrl: string, token: string, read: Read): Promise<{ ms: number; timings: [string, number][] }> {
+  const t0 = performance.now();
+  const res = await fetch(`${functionsUrl}/functions/v1/get-observations-optimized`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+    body: JSON.stringify(read.params),
+  });
+  const body = (await res.json()) as { rows?: unknown[] };
+  const ms = performance.now() - t0;
+  if (res.status !== 200 || !Array.isArray(body.rows)) throw new Error(`the function answered ${res.status}: ${JSON.stringify(body).slice(0, 300)}`);
+  return { ms, timings: serverTimings(res.headers.get("server-timing")) };
+}
+
+/**
+ * The function's statement for the read as direct SQL: one transaction, the caller's claims,
+ * role and the read's settings set by one statement (as PostgREST sets them), the statement.
+ */
+async function viaSql(sql: Sql, claims: string, read: Read): Promise<number> {
+  const t0 = performance.now();
+  const [timezone] = Object.entries(READ_SETTINGS);
+  await sql.begin(async (tx) => {
+    await tx`select set_config('request.jwt.claims', ${claims}, true), set_config('role', 'authenticated', true),
+                    set_config(${timezone![0]}, ${timezone![1]}, true)`;
+    return read.name === "page" ? readPage(tx, read.params) : readAggregate(tx, read.params);
+  });
+  return performance.now() - t0;
+}
+
+const p50 = (xs: number[]) => percentile(xs, 50);
+const p95 = (xs: number[]) => percentile(xs, 95);
+const f1 = (x: number) => x.toFixed(1);
+const f2 = (x: number) => x.toFixed(2);
+
+const EDGE_GOALS: Goal<{ overheadMs: number }>[] = [{
+  id: "edge_overhead", goal: "The function adds at most 3 ms (p50) over the same read as direct SQL",
+  targets: [{ figure: "overheadMs", atMost: 3 }],
+  figures: (m) => m, measured: (_m, f) => `+${f.overheadMs!.toFixed(1)} ms`, missed: (_m, f) => `the function adds ${f.overheadMs!.toFixed(1)} ms`,
+}];
+
+const limits = serverLimits();
+const cluster = ensureCluster({ name: `bench-edge-${port}`, port, throwaway: false, fresh: true, limits });
+const pooler = startPooler(cluster, port + 3);
+const admin = postgres(cluster.url(), { max: 1, onnotice: () => {} });
+const servers: FunctionsServer[] = [];
+const clients: Sql[] = [];
+try {
+  log(`cluster on ${port}, pooler on ${port + 3}, compute profile ${limits.profile.name}`);
+  await deployOntoDemoApp(cluster.url());
+  const counts = await generateDemoData(admin, DEFAULT_DEMO);
+  log(`demo data: ${counts.petri} petri observations`);
+  // a signed-in user of the company with the most rows, in its largest program
+  const [target] = await admin<{ user_id: string; company_id: string; program_id: string; rows: number }[]>`
+    select u.id as user_id, p.company_id, p.program_id, count(*)::int as rows
+    from public.petri_observations o join public.pilot_programs p using (program_id) join public.users u on u.company_id = p.company_id
+    group by 1, 2, 3 order by 4 desc, 1 limit 1`;
+  if (!target) throw new Error("no observations to read");
+  const token = await signUserToken(LOCAL_JWT_SECRET, { sub: target.user_id, email: "bench@demo.local" });
+  // the token's own claims, as the function sets them
+  const claims = Buffer.from(token.split(".")[1] ?? "", "base64url").toString("utf8");
+  const reads: Read[] = [
+    { name: "page", params: { company_id: target.company_id, program_id: target.program_id, limit: 100 } as PageRequest },
+    { name: "aggregate", params: { mode: "aggregate", group_by: "day", company_id: target.company_id, program_id: target.program_id } as AggregateRequest },
+  ];
+  const urls: Record<Path, string> = { pooler: pooler.url(), direct: cluster.url() };
+  const { anonKey, serviceRoleKey } = await makeApiKeys(LOCAL_JWT_SECRET);
+  const functionsUrl = {} as Record<Path, string>;
+  const sqlClients = {} as Record<Path, Sql>;
+  for (const path of ["pooler", "direct"] as const) {
+    const server = await startFunctionsServer({
+      port: 0,
+      functionsDir: join(REPO_ROOT, "supabase", "functions"),
+      configTomlPath: join(REPO_ROOT, "supabase", "config.toml"),
+      env: {
+        SUPABASE_URL: "http://127.0.0.1:0", SUPABASE_DB_URL: cluster.url(), SUPABASE_ANON_KEY: anonKey, SUPABASE_SERVICE_ROLE_KEY: serviceRoleKey,
+        ...(path === "pooler" ? { DB_POOLER_URL: pooler.url() } : {}),
+      },
+      jwtSecret: LOCAL_JWT_SECRET,
+      log: () => undefined,
+    });
+    servers.push(server);
+    functionsUrl[path] = server.url;
+    // the function's own client settings (supabase/functions/_shared/db.ts)
+    const client = postgres(urls[path], { max: 1, prepare: false, onnotice: () => {} });
+    clients.push(client);
+    sqlClients[path] = client;
+  }
+  const series: Series[] = (["pooler", "direct"] as const).flatMap((path) =>
+    reads.map((read) => ({ read: read.name, path, edge: [], sql: [], phases: new Map<string, number[]>() })));
+  log(`${warmup} warm-up rounds, then ${iterations} measured, each: ${series.map((s) => `${s.read}/${s.path}`).join(", ")}, by the function and as SQL`);
+  const t0 = performance.now();
+  for (let i = 0; i < warmup + iterations; i++) {
+    for (const s of series) {
+      const read = reads.find((r) => r.name === s.read)!;
+      const edgeFirst = i % 2 === 0;
+      let edge: Awaited<ReturnType<typeof viaFunction>> | undefined;
+      let direct = 0;
+      if (edgeFirst) edge = await viaFunction(functionsUrl[s.path], token, read);
+      direct = await viaSql(sqlClients[s.path], claims, read);
+      if (!edgeFirst) edge = await viaFunction(functionsUrl[s.path], token, read);
+      if (i < warmup || !edge) continue;
+      s.edge.push(edge.ms);
+      s.sql.push(direct);
+      for (const [name, ms] of edge.timings) s.phases.set(name, [...(s.phases.get(name) ?? []), ms]);
+    }
+    if ((i + 1) % 100 === 0) log(`  ${i + 1} rounds`);
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  const [version] = await admin<{ v: string }[]>`select split_part(version(), ' on ', 1) as v`;
+  const load = loadavg().map((x) => x.toFixed(2)).join(", ");
+  const results = series.map((s) => {
+    const phases = Object.fromEntries([...s.phases].map(([name, xs]) => [name, p50(xs)]));
+    const fnTotal = phases.total ?? 0;
+    return {
+      read: s.read, path: s.path, n: s.edge.length,
+      edge: { p50: p50(s.edge), p95: p95(s.edge) }, sql: { p50: p50(s.sql), p95: p95(s.sql) },
+      overhead: { p50: p50(s.edge) - p50(s.sql), p95: p95(s.edge) - p95(s.sql) },
+      phases_p50: phases,
+      // the hops: gateway → worker (its TCP connection, Deno's HTTP) and client → gateway → client
+      hops_p50: { gateway_to_function: (phases["gw-forward"] ?? 0) - fnTotal, client_to_gateway: p50(s.edge) - (phases["gw-forward"] ?? 0) - (phases["gw-verify"] ?? 0) },
+    };
+  });
+  const worst = Math.max(...results.map((r) => r.overhead.p50));
+  const [verdict] = evaluate(EDGE_GOALS, { overheadMs: worst });
+  const result = {
+    measured_at: new Date().toISOString(), seconds, server: version?.v ?? "", profile: limits.profile.name, load_average: load,
+    iterations, warmup, petri_rows: counts.petri, program_rows: target.rows, results, goal: verdict,
+  };
+  const lines: string[] = [];
+  lines.push(`# Benchmark: the read function's overhead over direct SQL`, "");
+  lines.push(`Measured ${result.measured_at.replace("T", " ").slice(0, 19)} UTC with \`npm run bench:edge${values.publish ? " -- --publish" : ""}\` (scripts/bench-edge.ts) in ${seconds.toFixed(0)} s; load average before the report ${load} (2 shared cores).`, "");
+  lines.push(`- **Server**: ${result.server}, compute profile ${limits.profile.name}, on a cluster of the bench's own with its PgBouncer in transaction mode (the stand-in for Supavisor); the demo app with the bundle pushed and ${counts.petri.toLocaleString("en-US")} petri observations (the user's program: ${target.rows.toLocaleString("en-US")}).`);
+  lines.push(`- **The function**: get-observations-optimized on the local functions server (gateway with verify_jwt, one Deno worker), called with a signed-in user's HS256 JWT, POST, body read and parsed by the client; once with DB_POOLER_URL set (pooler), once without (direct).`);
+  lines.push(`- **Direct SQL**: the function's own statement (get-observations-optimized/reads.ts) from postgres.js (prepare: false, as the function) over the same URL: begin; one statement setting request.jwt.claims, role and TimeZone; the statement; commit.`);
+  lines.push(`- **Interleaved**: ${iterations} rounds after ${warmup} of warm-up; each round sends every kind once by the function and once as SQL, in alternating order.`, "");
+  lines.push(`| Read | Path | Function p50 / p95 ms | Direct SQL p50 / p95 ms | Overhead p50 / p95 ms |`, `| --- | --- | ---: | ---: | ---: |`);
+  for (const r of results) lines.push(`| ${r.read} | ${r.path} | ${f1(r.edge.p50)} / ${f1(r.edge.p95)} | ${f1(r.sql.p50)} / ${f1(r.sql.p95)} | **+${f1(r.overhead.p50)}** / +${f1(r.overhead.p95)} |`);
+  lines.push("", `Largest p50 overhead: **+${f1(worst)} ms** (goal ≤ +3 ms: ${mark(verdict!.status)}).`, "");
+  const names = [...new Set(results.flatMap((r) => Object.keys(r.phases_p50)))];
+  lines.push(`## Where the function's time goes (p50 of each Server-Timing phase, ms)`, "");
+  lines.push(`| Phase | ${results.map((r) => `${r.read}/${r.path}`).join(" | ")} |`, `| --- | ${results.map(() => "---:").join(" | ")} |`);
+  for (const name of names) lines.push(`| ${name} | ${results.map((r) => f2(r.phases_p50[name] ?? Number.NaN)).join(" | ")} |`);
+  lines.push(`| gateway → worker hop (gw-forward − total) | ${results.map((r) => f2(r.hops_p50.gateway_to_function)).join(" | ")} |`);
+  lines.push(`| client ↔ gateway (client time − gw-verify − gw-forward) | ${results.map((r) => f2(r.hops_p50.client_to_gateway)).join(" | ")} |`, "");
+  lines.push(`Phases: gw-verify the gateway's verify_jwt; gw-forward from the gateway's request to the worker until its answer's headers; in the function jwt (its own token check), validate (body and zod), begin (a pooled connection and BEGIN), context (claims, role, the role's settings), query (the read), commit, json (serialising the body), total (the function's whole time). Medians of phases do not add up to the median of a whole.`, "");
+  const md = lines.join("\n");
+  console.log(`\n${md}`);
+  if (values.publish) {
+    const dir = join(REPO_ROOT, "docs", "benchmarks");
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, "edge.md"), md);
+    writeFileSync(join(dir, "edge.json"), `${JSON.stringify(result, null, 2)}\n`);
+    log(`wrote docs/benchmarks/edge.md and edge.json`);
+  }
+} finally {
+  await Promise.all(servers.map((s) => s.stop()));
+  await Promise.all(clients.map((c) => c.end({ timeout: 5 })));
+  await admin.end({ timeout: 5 });
+  stopPooler(pooler);
+  if (!values.keep) destroyCluster(cluster);
+}
