@@ -5,8 +5,8 @@
 // whose functions reach the database through the pooler (DB_POOLER_URL), one directly. Request by
 // request, in alternating order, it sends (a) the function through the gateway with a signed-in
 // user's JWT and (b) the function's own statements (./supabase/functions/get-observations-optimized/
-// reads.ts) from a postgres.js client over the same URL, in one transaction with the same claims,
-// role and settings set by one statement, as PostgREST does: for a 100-row page and a per-day
+// reads.ts, after the same context statement, _shared/caller-context.ts) from a postgres.js client
+// over the same URL, in one transaction: for a 100-row page and a per-day
 // aggregate, through the pooler and direct. Prints p50/p95 of each and their difference, and where
 // the function's time went from the Server-Timing header the function and the gateway send.
 // --publish writes docs/benchmarks/edge.{md,json}. Measured figures only.
@@ -26,6 +26,7 @@ import { LOCAL_JWT_SECRET } from "./lib/stack.ts";
 import { evaluate, type Goal } from "./lib/bench/goal-table.ts";
 import { mark } from "./lib/bench/report.ts";
 import { percentile } from "./lib/bench/stats.ts";
+import { callerContextStatement } from "../supabase/functions/_shared/caller-context.ts";
 import { readAggregate, readPage, READ_SETTINGS, type AggregateRequest, type PageRequest } from "../supabase/functions/get-observations-optimized/reads.ts";
 
 const NAME = "npm run bench:edge";
@@ -91,16 +92,16 @@ async function viaFunction(functionsUrl: string, token: string, read: Read): Pro
 }
 
 /**
- * The function's statement for the read as direct SQL: one transaction, the caller's claims,
- * role and the read's settings set by one statement (as PostgREST sets them), the statement.
+ * The read as direct SQL, statement for statement what the function sends: BEGIN; the caller's
+ * context (claims, the role's settings, the read's settings, the role; ../supabase/functions/
+ * _shared/caller-context.ts) pipelined with the read's statement; COMMIT.
  */
 async function viaSql(sql: Sql, claims: string, read: Read): Promise<number> {
   const t0 = performance.now();
-  const [timezone] = Object.entries(READ_SETTINGS);
+  const context = callerContextStatement("authenticated", claims, READ_SETTINGS);
   await sql.begin(async (tx) => {
-    await tx`select set_config('request.jwt.claims', ${claims}, true), set_config('role', 'authenticated', true),
-                    set_config(${timezone![0]}, ${timezone![1]}, true)`;
-    return read.name === "page" ? readPage(tx, read.params) : readAggregate(tx, read.params);
+    const ready = tx.unsafe(context).execute();
+    return Promise.all([ready, read.name === "page" ? readPage(tx, read.params) : readAggregate(tx, read.params)]);
   });
   return performance.now() - t0;
 }
@@ -209,7 +210,7 @@ try {
   lines.push(`Measured ${result.measured_at.replace("T", " ").slice(0, 19)} UTC with \`npm run bench:edge${values.publish ? " -- --publish" : ""}\` (scripts/bench-edge.ts) in ${seconds.toFixed(0)} s; load average before the report ${load} (2 shared cores).`, "");
   lines.push(`- **Server**: ${result.server}, compute profile ${limits.profile.name}, on a cluster of the bench's own with its PgBouncer in transaction mode (the stand-in for Supavisor); the demo app with the bundle pushed and ${counts.petri.toLocaleString("en-US")} petri observations (the user's program: ${target.rows.toLocaleString("en-US")}).`);
   lines.push(`- **The function**: get-observations-optimized on the local functions server (gateway with verify_jwt, one Deno worker), called with a signed-in user's HS256 JWT, POST, body read and parsed by the client; once with DB_POOLER_URL set (pooler), once without (direct).`);
-  lines.push(`- **Direct SQL**: the function's own statement (get-observations-optimized/reads.ts) from postgres.js (prepare: false, as the function) over the same URL: begin; one statement setting request.jwt.claims, role and TimeZone; the statement; commit.`);
+  lines.push(`- **Direct SQL**: statement for statement what the function sends (supabase/functions/_shared/caller-context.ts, get-observations-optimized/reads.ts), from postgres.js with the function's settings (prepare: false) over the same URL: BEGIN; the caller's context (claims, the role's settings, TimeZone, the role) pipelined with the read; COMMIT.`);
   lines.push(`- **Interleaved**: ${iterations} rounds after ${warmup} of warm-up; each round sends every kind once by the function and once as SQL, in alternating order.`, "");
   lines.push(`| Read | Path | Function p50 / p95 ms | Direct SQL p50 / p95 ms | Overhead p50 / p95 ms |`, `| --- | --- | ---: | ---: | ---: |`);
   for (const r of results) lines.push(`| ${r.read} | ${r.path} | ${f1(r.edge.p50)} / ${f1(r.edge.p95)} | ${f1(r.sql.p50)} / ${f1(r.sql.p95)} | **+${f1(r.overhead.p50)}** / +${f1(r.overhead.p95)} |`);
@@ -220,7 +221,7 @@ try {
   for (const name of names) lines.push(`| ${name} | ${results.map((r) => f2(r.phases_p50[name] ?? Number.NaN)).join(" | ")} |`);
   lines.push(`| gateway → worker hop (gw-forward − total) | ${results.map((r) => f2(r.hops_p50.gateway_to_function)).join(" | ")} |`);
   lines.push(`| client ↔ gateway (client time − gw-verify − gw-forward) | ${results.map((r) => f2(r.hops_p50.client_to_gateway)).join(" | ")} |`, "");
-  lines.push(`Phases: gw-verify the gateway's verify_jwt; gw-forward from the gateway's request to the worker until its answer's headers; in the function jwt (its own token check), validate (body and zod), begin (a pooled connection and BEGIN), context (claims, role, the role's settings), query (the read), commit, json (serialising the body), total (the function's whole time). Medians of phases do not add up to the median of a whole.`, "");
+  lines.push(`Phases: gw-verify the gateway's verify_jwt; gw-forward from the gateway's request to the worker until its answer's headers; in the function jwt (its own token check), validate (body and zod), begin (a pooled connection and BEGIN), context (its answer: claims, role, the role's settings, sent together with the read), query (the rest of the read), commit, json (serialising the body), total (the function's whole time). Medians of phases do not add up to the median of a whole.`, "");
   const md = lines.join("\n");
   console.log(`\n${md}`);
   if (values.publish) {

@@ -2,7 +2,9 @@
 // authenticated 8 s statement_timeout): `set local role` alone would not, and a heavy request would
 // run unbounded. Here, in a database of its own, the authenticated role's statement_timeout is 1 s
 // (`alter role … in database … set`) and a restrictive RLS policy makes every row cost 20 ms: a
-// request for 200 rows must answer 503 query_timeout after about a second, not after four.
+// request for 200 rows must answer 503 query_timeout after about a second, not after four; both
+// with the function on the direct connection and through the transaction pooler (DB_POOLER_URL),
+// where nothing but the request's own transaction can carry the setting.
 // partition-admin runs as the service role, which has no timeout of its own on hosted Supabase: it
 // bounds every action by PARTITION_ADMIN_STATEMENT_TIMEOUT (under the platform's 150 s request
 // limit), answers 503 retry_later with what to do instead, and audits the call.
@@ -11,11 +13,12 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startFunctionsServer, type FunctionsServer } from "../../scripts/lib/functions-server.ts";
 import { signUserToken } from "../../scripts/lib/jwt-keys.ts";
-import { connect, freshDatabase, type FreshDb } from "../helpers/db.ts";
-import { testEnv } from "../helpers/env.ts";
+import { connect, freshDatabase, withDatabase, type FreshDb } from "../helpers/db.ts";
+import { requireEnv, testEnv } from "../helpers/env.ts";
+import { poolerAdminConsole } from "../helpers/pooler.ts";
 import { REPO_ROOT } from "../../scripts/lib/cluster.ts";
 
-describe("statement timeouts like PostgREST", () => {
+describe.each(["direct", "pooler"] as const)("statement timeouts like PostgREST (%s)", (connection) => {
   let db: FreshDb;
   let server: FunctionsServer;
   const company = randomUUID();
@@ -47,7 +50,10 @@ describe("statement timeouts like PostgREST", () => {
       port: 0,
       functionsDir: path.join(REPO_ROOT, "supabase", "functions"),
       configTomlPath: path.join(REPO_ROOT, "supabase", "config.toml"),
-      env: { SUPABASE_URL: testEnv.supabaseUrl, SUPABASE_DB_URL: db.url, SUPABASE_ANON_KEY: testEnv.anonKey, SUPABASE_SERVICE_ROLE_KEY: testEnv.serviceRoleKey },
+      env: {
+        SUPABASE_URL: testEnv.supabaseUrl, SUPABASE_DB_URL: db.url, SUPABASE_ANON_KEY: testEnv.anonKey, SUPABASE_SERVICE_ROLE_KEY: testEnv.serviceRoleKey,
+        ...(connection === "pooler" ? { DB_POOLER_URL: withDatabase(requireEnv("TEST_DB_POOLER_URL"), db.name) } : {}),
+      },
       jwtSecret: testEnv.jwtSecret,
       log: () => undefined,
     });
@@ -71,6 +77,9 @@ describe("statement timeouts like PostgREST", () => {
     expect({ status: res.status, code: body.error?.code }).toEqual({ status: 503, code: "query_timeout" });
     // 200 rows at 20 ms would take 4 s: the 1 s timeout ended it
     expect(elapsed).toBeLessThan(3_000);
+    // the function's connection went where this case says (the pooler lists its clients by database)
+    const onPooler = poolerAdminConsole("show clients").filter((c) => c.database === db.name).length;
+    expect(onPooler > 0).toBe(connection === "pooler");
   });
 
   it("a request within it answers normally", async () => {

@@ -3,6 +3,7 @@
  * that Row Level Security applies exactly as it would through PostgREST.
  */
 import postgres from "postgres";
+import { CALLER_ROLES, type CallerRole, callerContextStatement } from "./caller-context.ts";
 import { forbidden } from "./errors.ts";
 import type { Claims } from "./jwt.ts";
 import type { ServerTiming } from "./server-timing.ts";
@@ -10,10 +11,7 @@ import type { ServerTiming } from "./server-timing.ts";
 export type Sql = postgres.Sql;
 export type Tx = postgres.TransactionSql;
 
-// Roles a JWT may map to. Anything else (e.g. a forged "postgres") must never
-// reach SET ROLE.
-const CALLER_ROLES = ["anon", "authenticated", "service_role"] as const;
-export type CallerRole = (typeof CALLER_ROLES)[number];
+export type { CallerRole } from "./caller-context.ts";
 
 /**
  * Which connection a piece of work needs. "pooled": short per-request transactions that set
@@ -51,17 +49,15 @@ function callerRole(role: string): CallerRole {
   return match;
 }
 
-function quoteIdent(name: string): string {
-  return `"${name.replaceAll('"', '""')}"`;
-}
-
 /**
  * Runs fn in one transaction with request.jwt.claims and the role set locally
  * (everything transaction-scoped, so it works through a transaction pooler),
  * mirroring what PostgREST does, so auth.uid()/auth.jwt() and RLS work. Like
  * PostgREST, it also applies the role's own settings (`alter role … set`): SET
  * ROLE alone does not, and hosted Supabase bounds anon at 3 s and authenticated
- * at 8 s with statement_timeout there.
+ * at 8 s with statement_timeout there. All of it is one statement without
+ * parameters (./caller-context.ts), pipelined with fn's first statement: BEGIN,
+ * then the context and fn's statement together, then COMMIT.
  */
 export async function withCallerContext<T>(
   claims: Claims,
@@ -69,44 +65,32 @@ export async function withCallerContext<T>(
   options: {
     connection?: Connection;
     freshSession?: boolean;
+    /** a bound of the caller's own, over the role's (the service role has none on hosted Supabase) */
     statementTimeout?: string;
-    /** further settings for the transaction, e.g. { timezone: "UTC" } */
+    /** further settings for the transaction, over the role's, e.g. { timezone: "UTC" } */
     settings?: Readonly<Record<string, string>>;
     /** phases marked: begin (a connection and BEGIN), context, query, commit */
     timing?: ServerTiming;
   } = {},
 ): Promise<T> {
   const role = callerRole(claims.role);
+  const settings = options.statementTimeout === undefined
+    ? { ...options.settings }
+    : { ...options.settings, statement_timeout: options.statementTimeout };
+  const context = callerContextStatement(role, JSON.stringify(claims.raw), settings);
   // A fresh session for statements that change the catalog of a whole partition tree: a pooled
   // session that has touched every leaf (a backfill) processes each catalog change slowly, and
   // the swap does that while it holds ACCESS EXCLUSIVE. Only a direct connection gives one: a
   // pooler hands out a server session it already has.
   const sql = options.freshSession ? postgres(dbUrl("direct"), { max: 1, prepare: false }) : getSql(options.connection);
+  const timing = options.timing;
   try {
-    const timing = options.timing;
     const result = await sql.begin(async (tx) => {
       timing?.mark("begin");
-      await tx`select set_config('request.jwt.claims', ${JSON.stringify(claims.raw)}, true)`;
-      // the role's settings for this database win over its settings for every database
-      await tx`
-        select set_config(x.name, x.value, true) from (
-          select distinct on (split_part(c, '=', 1)) split_part(c, '=', 1) as name, substr(c, strpos(c, '=') + 1) as value
-          from pg_catalog.pg_db_role_setting s
-          cross join lateral unnest(s.setconfig) c
-          join pg_catalog.pg_settings g on g.name = split_part(c, '=', 1) and g.context = 'user'
-          where s.setrole = (select r.oid from pg_catalog.pg_roles r where r.rolname = ${role})
-            and s.setdatabase in (0, (select d.oid from pg_catalog.pg_database d where d.datname = current_database()))
-          order by split_part(c, '=', 1), s.setdatabase desc) x`;
-      // a bound of the caller's own, over the role's (the service role has none on hosted Supabase)
-      if (options.statementTimeout !== undefined) {
-        await tx`select set_config('statement_timeout', ${options.statementTimeout}, true)`;
-      }
-      await tx.unsafe(`set local role ${quoteIdent(role)}`);
-      for (const [name, value] of Object.entries(options.settings ?? {})) {
-        await tx`select set_config(${name}, ${value}, true)`;
-      }
-      timing?.mark("context");
-      const out = await fn(tx);
+      // sent now, not awaited: fn's first statement follows it on the wire. Should it fail, the
+      // transaction is aborted and fn's statements fail too; its own error is the one thrown.
+      const ready = tx.unsafe(context).execute().then(() => timing?.mark("context"));
+      const [, out] = await Promise.all([ready, fn(tx)]);
       timing?.mark("query");
       return out;
     });
