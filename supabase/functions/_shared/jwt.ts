@@ -56,6 +56,17 @@ function jwtSecret(): string | undefined {
   return Deno.env.get("SB_LOCAL_JWT_SECRET") || Deno.env.get("SUPABASE_JWT_SECRET") || undefined;
 }
 
+let hmacKey: { secret: string; key: Promise<CryptoKey> } | null = null;
+
+/** The HS256 secret as a key imported once per isolate (jose would import raw bytes on every call). */
+function hmacKeyOf(secret: string): Promise<CryptoKey> {
+  if (hmacKey?.secret !== secret) {
+    const key = crypto.subtle.importKey("raw", new TextEncoder().encode(secret), { name: "HMAC", hash: "SHA-256" }, false, ["verify"]);
+    hmacKey = { secret, key };
+  }
+  return hmacKey.key;
+}
+
 /** The project's secret API keys: SUPABASE_SECRET_KEYS is a JSON object of name -> key. */
 function secretKeys(): Map<string, string> {
   const raw = Deno.env.get("SUPABASE_SECRET_KEYS");
@@ -139,7 +150,7 @@ function tokenAlgorithm(token: string): string {
 
 async function verifiedPayload(
   token: string,
-  key: Uint8Array | JWTVerifyGetKey,
+  key: CryptoKey | JWTVerifyGetKey,
   algorithms: string[],
 ): Promise<JWTPayload> {
   try {
@@ -193,7 +204,7 @@ export async function readClaims(req: Request): Promise<Claims> {
   const secret = jwtSecret();
   let payload: JWTPayload;
   if (alg === "HS256" && secret) {
-    payload = await verifiedPayload(token, new TextEncoder().encode(secret), ["HS256"]);
+    payload = await verifiedPayload(token, await hmacKeyOf(secret), ["HS256"]);
   } else if (alg !== "HS256") {
     const jwks = signingKeys() ?? remoteSigningKeys();
     if (!jwks) throw unauthorized("Cannot verify the JWT: no signing keys (SUPABASE_JWKS or SUPABASE_URL) are configured");
