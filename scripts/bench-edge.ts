@@ -65,7 +65,22 @@ const log = (s: string) => console.log(`[bench:edge ${new Date().toISOString().s
 
 type Read = { name: "page"; params: PageRequest } | { name: "aggregate"; params: AggregateRequest };
 type Path = "pooler" | "direct";
-interface Series { read: Read["name"]; path: Path; edge: number[]; sql: number[]; phases: Map<string, number[]> }
+interface Series { read: Read["name"]; path: Path; edge: number[]; sql: number[]; phases: Map<string, number[]>; parts: Map<Part, number[]> }
+
+/** The overhead's parts, each computed within one request (so its median means something). */
+type Part = "gateway_verify_jwt" | "client_to_gateway" | "gateway_to_function" | "function_jwt_validate_json" | "function_between_phases" | "function_database";
+
+function overheadParts(clientMs: number, timings: [string, number][]): Record<Part, number> {
+  const t = (name: string) => timings.find(([n]) => n === name)?.[1] ?? 0;
+  return {
+    gateway_verify_jwt: t("gw-verify"),
+    client_to_gateway: clientMs - t("gw-verify") - t("gw-forward"),
+    gateway_to_function: t("gw-forward") - t("total"),
+    function_jwt_validate_json: t("jwt") + t("validate") + t("json"),
+    function_between_phases: t("total") - ["jwt", "validate", "json", "begin", "context", "query", "commit"].reduce((sum, name) => sum + t(name), 0),
+    function_database: t("begin") + t("context") + t("query") + t("commit"),
+  };
+}
 
 /** name;dur=ms pairs of a Server-Timing header. */
 function serverTimings(header: string | null): [string, number][] {
@@ -108,6 +123,7 @@ async function viaSql(sql: Sql, claims: string, read: Read): Promise<number> {
 
 const p50 = (xs: number[]) => percentile(xs, 50);
 const p95 = (xs: number[]) => percentile(xs, 95);
+const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(xs.length, 1);
 const f1 = (x: number) => x.toFixed(1);
 const f2 = (x: number) => x.toFixed(2);
 
@@ -165,7 +181,7 @@ try {
     sqlClients[path] = client;
   }
   const series: Series[] = (["pooler", "direct"] as const).flatMap((path) =>
-    reads.map((read) => ({ read: read.name, path, edge: [], sql: [], phases: new Map<string, number[]>() })));
+    reads.map((read) => ({ read: read.name, path, edge: [], sql: [], phases: new Map<string, number[]>(), parts: new Map<Part, number[]>() })));
   log(`${warmup} warm-up rounds, then ${iterations} measured, each: ${series.map((s) => `${s.read}/${s.path}`).join(", ")}, by the function and as SQL`);
   const t0 = performance.now();
   for (let i = 0; i < warmup + iterations; i++) {
@@ -181,6 +197,7 @@ try {
       s.edge.push(edge.ms);
       s.sql.push(direct);
       for (const [name, ms] of edge.timings) s.phases.set(name, [...(s.phases.get(name) ?? []), ms]);
+      for (const [part, ms] of Object.entries(overheadParts(edge.ms, edge.timings)) as [Part, number][]) s.parts.set(part, [...(s.parts.get(part) ?? []), ms]);
     }
     if ((i + 1) % 100 === 0) log(`  ${i + 1} rounds`);
   }
@@ -189,14 +206,20 @@ try {
   const load = loadavg().map((x) => x.toFixed(2)).join(", ");
   const results = series.map((s) => {
     const phases = Object.fromEntries([...s.phases].map(([name, xs]) => [name, p50(xs)]));
-    const fnTotal = phases.total ?? 0;
     return {
       read: s.read, path: s.path, n: s.edge.length,
       edge: { p50: p50(s.edge), p95: p95(s.edge) }, sql: { p50: p50(s.sql), p95: p95(s.sql) },
       overhead: { p50: p50(s.edge) - p50(s.sql), p95: p95(s.edge) - p95(s.sql) },
       phases_p50: phases,
-      // the hops: gateway → worker (its TCP connection, Deno's HTTP) and client → gateway → client
-      hops_p50: { gateway_to_function: (phases["gw-forward"] ?? 0) - fnTotal, client_to_gateway: p50(s.edge) - (phases["gw-forward"] ?? 0) - (phases["gw-verify"] ?? 0) },
+      // the overhead, part by part, as means: they add up to the mean overhead exactly (medians
+      // of parts do not add up under this machine's long tails). The gateway's check, the hops
+      // client ↔ gateway and gateway → worker, the function's own work, and its database phases
+      // against the same SQL sent directly.
+      overhead_parts_mean: {
+        ...Object.fromEntries([...s.parts].filter(([part]) => part !== "function_database").map(([part, xs]) => [part, mean(xs)])),
+        function_database_minus_sql: mean(s.parts.get("function_database") ?? []) - mean(s.sql),
+      } as Record<Exclude<Part, "function_database"> | "function_database_minus_sql", number>,
+      overhead_mean: mean(s.edge) - mean(s.sql),
     };
   });
   const worst = Math.max(...results.map((r) => r.overhead.p50));
@@ -219,9 +242,19 @@ try {
   lines.push(`## Where the function's time goes (p50 of each Server-Timing phase, ms)`, "");
   lines.push(`| Phase | ${results.map((r) => `${r.read}/${r.path}`).join(" | ")} |`, `| --- | ${results.map(() => "---:").join(" | ")} |`);
   for (const name of names) lines.push(`| ${name} | ${results.map((r) => f2(r.phases_p50[name] ?? Number.NaN)).join(" | ")} |`);
-  lines.push(`| gateway → worker hop (gw-forward − total) | ${results.map((r) => f2(r.hops_p50.gateway_to_function)).join(" | ")} |`);
-  lines.push(`| client ↔ gateway (client time − gw-verify − gw-forward) | ${results.map((r) => f2(r.hops_p50.client_to_gateway)).join(" | ")} |`, "");
-  lines.push(`Phases: gw-verify the gateway's verify_jwt; gw-forward from the gateway's request to the worker until its answer's headers; in the function jwt (its own token check), validate (body and zod), begin (a pooled connection and BEGIN), context (its answer: claims, role, the role's settings, sent together with the read), query (the rest of the read), commit, json (serialising the body), total (the function's whole time). Medians of phases do not add up to the median of a whole.`, "");
+  lines.push("", `Phases: gw-verify the gateway's verify_jwt; gw-forward from the gateway's request to the worker until its answer's headers; in the function jwt (its own token check), validate (body and zod), begin (a pooled connection and BEGIN), context (its answer: claims, role, the role's settings, sent together with the read), query (the rest of the read), commit, json (serialising the body), total (the function's whole time). Medians of phases do not add up to the median of a whole.`);
+  lines.push("", `## What the overhead is (means, ms: unlike medians they add up)`, "");
+  lines.push(`| Part | ${results.map((r) => `${r.read}/${r.path}`).join(" | ")} |`, `| --- | ${results.map(() => "---:").join(" | ")} |`);
+  const parts: [string, keyof (typeof results)[number]["overhead_parts_mean"]][] = [
+    ["gateway: verify_jwt (gw-verify)", "gateway_verify_jwt"],
+    ["client ↔ gateway: HTTP both ways, the body piped through and parsed (client time − gw-verify − gw-forward)", "client_to_gateway"],
+    ["gateway → worker: a TCP connection per request, Deno's HTTP (gw-forward − total)", "gateway_to_function"],
+    ["function: its own token check, validation, JSON (jwt + validate + json)", "function_jwt_validate_json"],
+    ["function: between its phases (total − the phases: awaits, the Response)", "function_between_phases"],
+    ["function: connection and SQL against the same SQL sent directly (begin + context + query + commit − direct SQL)", "function_database_minus_sql"],
+  ];
+  for (const [label, key] of parts) lines.push(`| ${label} | ${results.map((r) => f2(r.overhead_parts_mean[key])).join(" | ")} |`);
+  lines.push(`| **mean overhead** (function − direct SQL) | ${results.map((r) => `**${f2(r.overhead_mean)}**`).join(" | ")} |`, "");
   const md = lines.join("\n");
   console.log(`\n${md}`);
   if (values.publish) {
