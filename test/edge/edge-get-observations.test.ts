@@ -13,7 +13,8 @@
 //  - isolation: a user of company A gets 403 or zero rows for company B on every combination of
 //    company, program, site, submission and mode (and the other way round); a user without a
 //    company gets 403;
-//  - CORS: the preflight, and CORS headers on answers and errors.
+//  - CORS: the preflight, and CORS headers on answers and errors;
+//  - Server-Timing: the function's phases and the gateway's on an answer.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createObservationsClient, type ObservationRow, type ObservationsPage } from "../../client/observations-client.ts";
 import type { DailyAggregateRow, SiteAggregateRow } from "../../supabase/functions/_shared/observations-contract.ts";
@@ -443,5 +444,22 @@ describe("CORS", () => {
     const foreign = await invoke(fx.a.token, base(fx.b));
     expect(foreign.status).toBe(403);
     expect(foreign.headers.get("access-control-allow-origin")).toBe("*");
+  });
+});
+
+describe("Server-Timing", () => {
+  it("an answer says where its time went: the function's phases, then the gateway's", async () => {
+    const ok = await invoke(fx.a.token, { ...base(fx.a), limit: 5 });
+    expect(ok.status).toBe(200);
+    const phases = (ok.headers.get("server-timing") ?? "").split(",").map((entry) => {
+      const [name, dur] = entry.trim().split(";dur=");
+      return [name, Number(dur)] as const;
+    });
+    expect(phases.map(([name]) => name)).toEqual(["jwt", "validate", "begin", "context", "query", "commit", "json", "total", "gw-verify", "gw-forward"]);
+    for (const [, ms] of phases) expect(ms).toBeGreaterThanOrEqual(0);
+    const ms = Object.fromEntries(phases);
+    // the whole holds its parts: the function's total its phases, the gateway's forward the function
+    expect(ms.total).toBeGreaterThanOrEqual(ms.query ?? Number.NaN);
+    expect(ms["gw-forward"]).toBeGreaterThanOrEqual(ms.total ?? Number.NaN);
   });
 });
