@@ -696,6 +696,13 @@ $$;
 -- partition_mgmt.carried_references) tell a move from a delete. The AFTER DELETE then only
 -- deletes a key row that still carries the deleted row's keys, and the AFTER INSERT accepts an
 -- existing key row that already carries the inserted row's keys (the move's second half).
+--
+-- The same row triggers record the daily metrics' groups of the rows a statement inserts or
+-- deletes while the partitioned table is the live public.petri_observations (looked up by name
+-- per row, as analytics.mark_metrics_changed does: the swap and the swap back rename the tables),
+-- in place of statement triggers with transition tables on it, which cost a single-row insert
+-- more than the rest of this trigger. Updates are recorded by the statement trigger
+-- metrics_changed_update (04_analytics.sql).
 create or replace function partition_mgmt.install_key_trigger(p_table_key text)
 returns void
 language plpgsql
@@ -705,7 +712,16 @@ declare
   c partition_mgmt.managed_tables := partition_mgmt.config(p_table_key);
   v_fn text := format('%s_maintain_keys', c.table_key);
   v_move_fn text := format('%s_move_keys', c.table_key);
+  v_mark text := '';
 begin
+  if (c.source_schema, c.source_table) = ('public', 'petri_observations') then
+    v_mark := format($m$
+      if pg_catalog.pg_partition_root(pg_catalog.to_regclass('public.petri_observations')) is not null then
+        insert into analytics.metrics_dirty (program_id, site_id, day)
+        values (%%1$s.%1$I, %%1$s.%2$I, (%%1$s.%3$I at time zone 'UTC')::date)
+        on conflict do nothing;
+      end if;$m$, c.program_column, c.site_column, c.time_column);
+  end if;
   execute format($f$
     create or replace function partition_mgmt.%1$I() returns trigger
     language plpgsql security definer set search_path = ''
@@ -721,7 +737,7 @@ begin
             and program_id = old.%4$I and site_id = old.%5$I and created_at = old.%6$I;
           if found then   -- the observation is gone (a move keeps its key row)
             delete from partition_mgmt.rows_without_program where table_key = %2$L and observation_id = old.%3$I;
-          end if;
+          end if;%8$s
         end if;
         return old;
       end if;
@@ -743,11 +759,12 @@ begin
         if (v_k.program_id, v_k.site_id, v_k.created_at) is distinct from (new.%4$I, new.%5$I, new.%6$I) then
           perform partition_mgmt.raise_duplicate_id(%3$L, new.%3$I, %7$L);
         end if;
-      end if;
+      end if;%9$s
       return new;
     end
     $body$
-    $f$, v_fn, c.table_key, c.id_column, c.program_column, c.site_column, c.time_column, c.partitioned_table);
+    $f$, v_fn, c.table_key, c.id_column, c.program_column, c.site_column, c.time_column, c.partitioned_table,
+    format(v_mark, 'old'), format(v_mark, 'new'));
   execute format('revoke all on function partition_mgmt.%I() from public', v_fn);
 
   execute format($f$
@@ -1141,14 +1158,16 @@ begin
   -- it the legacy table's grants.
   execute format('revoke all on table %s from public, anon, authenticated, service_role', v_parent);
 
-  -- The legacy table's triggers that keep company_id filled and record which daily metrics a
-  -- write changed come along (same functions; the metrics' statement triggers record only while
-  -- the table is the live one, see analytics.mark_metrics_changed).
+  -- The legacy table's triggers that keep company_id filled and record which daily metrics an
+  -- update changed come along (same functions; the metrics' statement triggers record only while
+  -- the table is the live one, see analytics.mark_metrics_changed). Inserts and deletes are
+  -- recorded by the key table's row trigger instead (install_key_trigger).
   for v_trg in
     select t.tgname, pg_catalog.pg_get_triggerdef(t.oid) as def
     from pg_catalog.pg_trigger t
     where t.tgrelid = v_source and not t.tgisinternal
-      and t.tgfoid in (to_regprocedure('private.set_company_id_from_program()'), to_regprocedure('analytics.mark_metrics_changed()'))
+      and (t.tgfoid = to_regprocedure('private.set_company_id_from_program()')
+           or (t.tgfoid = to_regprocedure('analytics.mark_metrics_changed()') and t.tgname not in ('metrics_changed_insert', 'metrics_changed_delete')))
   loop
     execute replace(v_trg.def, format(' ON %s ', v_source), format(' ON %s ', v_parent));
   end loop;

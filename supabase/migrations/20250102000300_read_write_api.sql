@@ -32,7 +32,9 @@ set plan_cache_mode = force_generic_plan
 as $$
 begin
   -- (PL/pgSQL, not SQL: a SQL function that cannot be inlined plans its statement on every call;
-  -- this one plans it once per session, generic: a primary key probe whatever the id)
+  -- this one plans it once per session, generic: a primary key probe whatever the id. The
+  -- setting is needed: its callers force custom plans for their keyed statements, and a custom
+  -- plan of this statement on every call costs more than the rest of the call.)
   select k.program_id, k.site_id, k.created_at into program_id, site_id, created_at
   from partition_mgmt.observation_keys k
   where k.table_key = p_table_key and k.observation_id = p_observation_id
@@ -86,60 +88,62 @@ end
 $$;
 
 -- public API -------------------------------------------------------------------
--- Each resolves the table, checks the arguments and calls the table's generated function (one
--- small dynamic call; the statements inside have static text, so their plans are cached).
-create or replace function public.get_observation_by_id(p_table text, p_observation_id uuid)
-returns jsonb
-language plpgsql stable
-set search_path = ''
-as $$
-declare
-  v_fn text := partition_mgmt.routed_function(partition_mgmt.resolve_table_key(p_table), 'fetch');
-  v_row jsonb;
-begin
-  if p_observation_id is null then
-    raise exception 'observation_id must not be null' using hint = 'Pass the id of the observation.';
-  end if;
-  execute format('select %s($1)', v_fn) into v_row using p_observation_id;
-  return v_row;
-end
-$$;
-create or replace function public.update_observation_by_id(p_table text, p_observation_id uuid, p_changes jsonb)
-returns jsonb
+-- Generated over every managed table by install_routed_dispatch() (install_read_api calls it):
+-- the table's names as literals pick its generated function in a static call, whose plan
+-- PL/pgSQL keeps for the session (no table resolution by query, no dynamic statement per call).
+-- An unknown name gets resolve_table_key's error, which lists the managed tables.
+create or replace function partition_mgmt.install_routed_dispatch()
+returns void
 language plpgsql
 set search_path = ''
-as $$
+as $install$
 declare
-  v_fn text := partition_mgmt.routed_function(partition_mgmt.resolve_table_key(p_table), 'update');
-  v_row jsonb;
+  v_action text;
+  v_branches text;
+  c partition_mgmt.managed_tables;
 begin
-  if p_changes is null or jsonb_typeof(p_changes) <> 'object' or p_changes = '{}'::jsonb then
-    raise exception 'p_changes must be a non-empty JSON object of column -> new value, got %', coalesce(p_changes::text, 'null');
-  end if;
-  if p_observation_id is null then
-    raise exception 'observation_id must not be null' using hint = 'Pass the id of the observation.';
-  end if;
-  execute format('select %s($1, $2)', v_fn) into v_row using p_observation_id, p_changes;
-  return v_row;
+  foreach v_action in array array['fetch', 'update', 'delete'] loop
+    v_branches := '';
+    for c in select * from partition_mgmt.managed_tables order by table_key loop
+      -- every name resolve_table_key accepts for the table
+      v_branches := v_branches || format($b$
+      when %L, %L, %L, %L, %L then
+        if p_observation_id is null then
+          raise exception 'observation_id must not be null' using hint = 'Pass the id of the observation.';
+        end if;
+        return %s(p_observation_id%s);$b$,
+        c.table_key, c.source_table, c.source_schema || '.' || c.source_table, c.partitioned_table, c.source_schema || '.' || c.partitioned_table,
+        partition_mgmt.routed_function(c.table_key, v_action), case v_action when 'update' then ', p_changes' else '' end);
+    end loop;
+    execute format($f$
+    create or replace function public.%1$s
+    returns %2$s
+    language plpgsql%3$s
+    set search_path = ''
+    as $fn$
+    begin%4$s
+      case p_table%5$s
+      else
+        perform partition_mgmt.resolve_table_key(p_table);
+      end case;
+      raise exception 'table "%%" has no routed functions', p_table using hint = 'Run select partition_mgmt.install_read_api(<table_key>).';
+    end
+    $fn$$f$,
+      case v_action when 'fetch' then 'get_observation_by_id(p_table text, p_observation_id uuid)'
+                    when 'update' then 'update_observation_by_id(p_table text, p_observation_id uuid, p_changes jsonb)'
+                    else 'delete_observation_by_id(p_table text, p_observation_id uuid)' end,
+      case v_action when 'delete' then 'boolean' else 'jsonb' end,
+      case v_action when 'fetch' then ' stable' else '' end,
+      case v_action when 'update' then $p$
+      if p_changes is null or jsonb_typeof(p_changes) <> 'object' or p_changes = '{}'::jsonb then
+        perform partition_mgmt.resolve_table_key(p_table);
+        raise exception 'p_changes must be a non-empty JSON object of column -> new value, got %', coalesce(p_changes::text, 'null');
+      end if;$p$ else '' end,
+      v_branches);
+  end loop;
 end
-$$;
-create or replace function public.delete_observation_by_id(p_table text, p_observation_id uuid)
-returns boolean
-language plpgsql
-set search_path = ''
-as $$
-declare
-  v_fn text := partition_mgmt.routed_function(partition_mgmt.resolve_table_key(p_table), 'delete');
-  v_deleted boolean;
-begin
-  if p_observation_id is null then
-    raise exception 'observation_id must not be null' using hint = 'Pass the id of the observation.';
-  end if;
-  execute format('select %s($1)', v_fn) into v_deleted using p_observation_id;
-  return v_deleted;
-end
-$$;
-
+$install$;
+select partition_mgmt.install_routed_dispatch();
 comment on function public.update_observation_by_id(text, uuid, jsonb) is
   'Routed update by id: looks up the row''s partition keys and updates with them, so only one leaf is planned. Use instead of .update().eq(''observation_id'', …) on a partitioned table. RLS applies.';
 comment on function public.delete_observation_by_id(text, uuid) is
@@ -433,7 +437,9 @@ begin
   -- unpartitioned one the primary key finds the id. The swap and the swap back run this again.
   -- ---------------------------------------------------------------------------
   v_partitioned := (select relkind from pg_catalog.pg_class where oid = v_live) = 'p';
-  v_route := case when v_partitioned then format('select * into k from partition_mgmt.route(%L, p_observation_id);', c.table_key) else '' end;
+  -- an assignment, not SELECT … INTO: PL/pgSQL evaluates it as an expression, without starting a
+  -- query for it
+  v_route := case when v_partitioned then format('k := partition_mgmt.route(%L, p_observation_id);', c.table_key) else '' end;
   -- PL/pgSQL keeps a static statement prepared and, after five custom plans, may switch to a
   -- generic one: on a partitioned table that plan prunes only at run time, after locking every
   -- leaf (PostgreSQL 15 and 17), which a small tree's cost estimate can make look cheaper. So the
@@ -573,6 +579,9 @@ begin
     format('Submission-level access to %s: filter with .eq(''submission_id'', …); reads only the submission''s site partitions. RLS applies (security_invoker).', c.source_table));
   execute format('revoke all on public.%I from public, anon', v_view);
   execute format('grant select on public.%I to authenticated, service_role', v_view);
+
+  -- the public functions, which name every managed table's generated ones
+  perform partition_mgmt.install_routed_dispatch();
 end
 $install$;
 

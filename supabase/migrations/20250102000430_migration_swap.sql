@@ -150,10 +150,13 @@ declare
 begin
   -- row level security (enabled and forced, never weakened), policies and grants
   perform partition_mgmt.apply_table_security(p_to, partition_mgmt.table_security(p_from), false);
-  -- triggers the app has on the table (ours and the ones already there excepted)
+  -- triggers the app has on the table (ours and the ones already there excepted; of the daily
+  -- metrics' statement triggers the partitioned table has the update's, and its key trigger
+  -- records inserts and deletes: see install_key_trigger)
   if p_copy_triggers then
     for r in select t.tgname, pg_catalog.pg_get_triggerdef(t.oid) as def from pg_catalog.pg_trigger t
              where t.tgrelid = p_from and not t.tgisinternal and t.tgname not like 'partition\_mgmt\_sync\_%'
+               and t.tgfoid is distinct from to_regprocedure('analytics.mark_metrics_changed()')
                and not exists (select from pg_catalog.pg_trigger x where x.tgrelid = p_to and x.tgname = t.tgname) loop
       execute replace(r.def, format(' ON %s ', p_from), format(' ON %s ', p_to));
       v_carried := v_carried || r.tgname;

@@ -115,7 +115,9 @@ comment on view analytics.mv_daily_metrics is
 -- Statement-level AFTER triggers with transition tables (on a partitioned table they are allowed
 -- on the root, and see the rows of every leaf): one INSERT per statement, whatever its row count.
 -- On the legacy table (the push adds them) and on the partitioned copy (created with the tree, from
--- the legacy table's), so they hold across the swap and a rollback. Only the table the app calls
+-- the legacy table's), so they hold across the swap and a rollback; the partitioned copy takes the
+-- update's only, its key table's row trigger records inserts and deletes for less per single-row
+-- insert (partition_mgmt.install_key_trigger, same rule: only while it is live). Only the table the app calls
 -- public.petri_observations counts: the copy filled by the backfill and the sync before the swap,
 -- and the legacy table the reverse sync keeps after it, hold the same rows as the live table, so
 -- their writes change no metric (and the backfill pays nothing for them).

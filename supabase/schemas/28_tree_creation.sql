@@ -484,14 +484,16 @@ begin
   -- it the legacy table's grants.
   execute format('revoke all on table %s from public, anon, authenticated, service_role', v_parent);
 
-  -- The legacy table's triggers that keep company_id filled and record which daily metrics a
-  -- write changed come along (same functions; the metrics' statement triggers record only while
-  -- the table is the live one, see analytics.mark_metrics_changed).
+  -- The legacy table's triggers that keep company_id filled and record which daily metrics an
+  -- update changed come along (same functions; the metrics' statement triggers record only while
+  -- the table is the live one, see analytics.mark_metrics_changed). Inserts and deletes are
+  -- recorded by the key table's row trigger instead (install_key_trigger).
   for v_trg in
     select t.tgname, pg_catalog.pg_get_triggerdef(t.oid) as def
     from pg_catalog.pg_trigger t
     where t.tgrelid = v_source and not t.tgisinternal
-      and t.tgfoid in (to_regprocedure('private.set_company_id_from_program()'), to_regprocedure('analytics.mark_metrics_changed()'))
+      and (t.tgfoid = to_regprocedure('private.set_company_id_from_program()')
+           or (t.tgfoid = to_regprocedure('analytics.mark_metrics_changed()') and t.tgname not in ('metrics_changed_insert', 'metrics_changed_delete')))
   loop
     execute replace(v_trg.def, format(' ON %s ', v_source), format(' ON %s ', v_parent));
   end loop;

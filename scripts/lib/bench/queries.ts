@@ -169,6 +169,9 @@ export function queryClasses(p: QueryParams): ClassDef[] {
           sql: (r) => `select * from ${TABLES.partitioned} where program_id = ${lit(subOf(r).programId)} and site_id = ${lit(subOf(r).siteId)} and submission_id = ${sub(r)}` },
         { id: "partitioned_unrouted", label: "partitioned, unrouted (submission_id only)", table: "partitioned", role: "extra", explain: true,
           sql: (r) => `select * from ${TABLES.partitioned} where submission_id = ${sub(r)}` },
+        // the parts of the routed call, each as a statement of its own (goals.ts: what each microsecond is)
+        { id: "part_function", label: "part: the view's function alone (partition_mgmt.petri_rows_for_submission)", table: "partitioned", role: "extra", explain: false,
+          sql: (r) => `select * from partition_mgmt.petri_rows_for_submission(${lit(subOf(r).programId)}, ${lit(subOf(r).siteId)}, ${sub(r)})` },
       ],
     },
     {
@@ -184,6 +187,12 @@ export function queryClasses(p: QueryParams): ClassDef[] {
           sql: (r) => `select * from ${TABLES.partitioned} where observation_id = ${lit(ob(r).id)} and program_id = ${lit(ob(r).programId)} and site_id = ${lit(ob(r).siteId)} and created_at = ${lit(ob(r).createdAt)}` },
         { id: "partitioned_unrouted", label: "partitioned, unrouted (id only)", table: "partitioned", role: "extra", explain: true,
           sql: (r) => `select * from ${TABLES.partitioned} where observation_id = ${lit(ob(r).id)}` },
+        { id: "part_json", label: "part: the keyed statement as the function runs it (to_jsonb, keys in the statement)", table: "partitioned", role: "extra", explain: true,
+          sql: (r) => `select to_jsonb(t) from ${TABLES.partitioned} t where observation_id = ${lit(ob(r).id)} and program_id = ${lit(ob(r).programId)} and site_id = ${lit(ob(r).siteId)} and created_at = ${lit(ob(r).createdAt)}` },
+        { id: "part_route", label: "part: the key lookup alone (partition_mgmt.route)", table: "partitioned", role: "extra", explain: false,
+          sql: (r) => `select * from partition_mgmt.route('petri', ${lit(ob(r).id)})` },
+        { id: "part_function", label: "part: the generated function alone (partition_mgmt.petri_fetch_by_id)", table: "partitioned", role: "extra", explain: false,
+          sql: (r) => `select partition_mgmt.petri_fetch_by_id(${lit(ob(r).id)})` },
       ],
     },
     {
@@ -201,6 +210,10 @@ export function queryClasses(p: QueryParams): ClassDef[] {
           sql: (r) => `update ${TABLES.partitioned} set growth_index = ${growth(r)} where observation_id = ${lit(ob(r).id)} and program_id = ${lit(ob(r).programId)} and site_id = ${lit(ob(r).siteId)} and created_at = ${lit(ob(r).createdAt)}` },
         { id: "partitioned_unrouted", label: "partitioned, unrouted (id only)", table: "partitioned", role: "extra", explain: true,
           sql: (r) => `update ${TABLES.partitioned} set growth_index = ${growth(r)} where observation_id = ${lit(ob(r).id)}` },
+        { id: "part_route", label: "part: the key lookup alone (partition_mgmt.route)", table: "partitioned", role: "extra", explain: false,
+          sql: (r) => `select * from partition_mgmt.route('petri', ${lit(ob(r).id)})` },
+        { id: "part_function", label: "part: the generated function alone (partition_mgmt.petri_update_by_id)", table: "partitioned", role: "extra", explain: false,
+          sql: (r) => `select partition_mgmt.petri_update_by_id(${lit(ob(r).id)}, '{"growth_index": ${growth(r)}}'::jsonb)` },
       ],
     },
   ];

@@ -11,9 +11,11 @@
 -- update and delete are generated for the partitioned table with its keys from the key table and
 -- static statements (the locks they take, one leaf, are checked in
 -- test/migration/app-calls-after-swap.test.ts), while the unrouted `where observation_id = …`
--- plans every leaf.
+-- plans every leaf; get/update/delete_observation_by_id reach each managed table's generated
+-- function by every name the table has, in a static call, with the errors of an unknown table, a
+-- NULL id and empty changes.
 begin;
-select plan(39);
+select plan(47);
 -- the plan's literal tree (every program, site and period, created on insert); 08 covers the sized tree
 update partition_mgmt.managed_tables set tree_shape = 'literal';
 -- the whole file is one transaction: let its partition DDL use most of the lock table
@@ -194,6 +196,37 @@ select results_eq(
 select is(pg_temp.keys_of('6e000004-0000-4000-8000-000000000001'), null, 'its keys are gone');
 select is(public.delete_observation_by_id('petri', '6e000004-0000-4000-8000-000000000001'), false,
   'deleting it again reports false');
+
+-- ---------------------------------------------------------------------------
+-- The public functions: a static call of the named table's generated function
+-- ---------------------------------------------------------------------------
+select is(
+  (select count(*)::int from pg_catalog.pg_proc
+   where oid in ('public.get_observation_by_id(text, uuid)'::regprocedure, 'public.update_observation_by_id(text, uuid, jsonb)'::regprocedure,
+                 'public.delete_observation_by_id(text, uuid)'::regprocedure)
+     and prosrc !~* '\mexecute\M' and prosrc ~ 'partition_mgmt\.petri_[a-z]+_by_id\(p_observation_id' and prosrc ~ 'partition_mgmt\.gasifier_[a-z]+_by_id\(p_observation_id'),
+  3, 'get/update/delete_observation_by_id call every managed table''s generated function by name (no EXECUTE per call)');
+select results_eq(
+  $$select n, public.get_observation_by_id(n, '6e000003-0000-4000-8000-000000000001') ->> 'petri_code'
+    from unnest(array['petri', 'petri_observations', 'public.petri_observations', 'petri_observations_partitioned',
+                      'public.petri_observations_partitioned', 'gasifier', 'gasifier_observations', 'public.gasifier_observations']) with ordinality u(n, i)
+    order by i$$,
+  $$values ('petri', 'three v2'), ('petri_observations', 'three v2'), ('public.petri_observations', 'three v2'),
+           ('petri_observations_partitioned', 'three v2'), ('public.petri_observations_partitioned', 'three v2'),
+           ('gasifier', null), ('gasifier_observations', null), ('public.gasifier_observations', null)$$,
+  'every name of the petri table reaches the petri row; the gasifier table''s names look in the gasifier table');
+select is(public.update_observation_by_id('public.petri_observations', '6e000003-0000-4000-8000-000000000001', '{"petri_code": "three v3"}') ->> 'petri_code',
+  'three v3', 'update_observation_by_id by the schema-qualified name updates the row');
+select is(public.delete_observation_by_id('gasifier_observations', '6e000003-0000-4000-8000-000000000001'), false,
+  'delete_observation_by_id of a petri id through the gasifier table deletes nothing');
+select throws_ok($$select public.get_observation_by_id('no_such_table', null)$$, 'P0001',
+  'table "no_such_table" is not managed by partition_mgmt', 'an unknown table is refused first, naming it');
+select throws_ok($$select public.delete_observation_by_id('petri', null)$$, 'P0001',
+  'observation_id must not be null', 'a NULL id is refused');
+select throws_ok($$select public.update_observation_by_id('petri_observations', '6e000003-0000-4000-8000-000000000001', '{}')$$, 'P0001',
+  'p_changes must be a non-empty JSON object of column -> new value, got {}', 'empty changes are refused');
+select throws_ok($$select public.update_observation_by_id('no_such_table', null, null)$$, 'P0001',
+  'table "no_such_table" is not managed by partition_mgmt', 'an unknown table is refused before the changes');
 
 select * from finish();
 rollback;
