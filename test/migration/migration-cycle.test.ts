@@ -16,10 +16,11 @@
 //    with no options takes partition_mgmt.step_defaults() (the most rows per batch, no swap).
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { backfill, migrateOnline, monitor, nextStep, rollback, startMigration, step } from "../../scripts/lib/migration-driver.ts";
+import type { Sql } from "postgres";
 import { connect, freshDatabase, type FreshDb } from "../helpers/db.ts";
 import { compareTables, leftovers, loadSmallDemo, phaseOf } from "../helpers/migration.ts";
 
-import { sleep } from "../helpers/time.ts";
+import { sleep, waitFor } from "../helpers/time.ts";
 
 describe("migration phases and catalog", () => {
   let db: FreshDb;
@@ -192,6 +193,26 @@ describe("migration phases and catalog", () => {
   });
 });
 
+
+/**
+ * A reader that holds ACCESS SHARE on public.petri_observations for ms after its first statement;
+ * resolves `held` once the lock is granted (a fixed pause let a loaded machine start the swap first).
+ */
+async function holdPetri(reader: Sql, observer: Sql, ms: number): Promise<{ held: Promise<void>; done: Promise<unknown> }> {
+  const [me] = await reader<{ pid: number }[]>`select pg_backend_pid() as pid`;
+  const done = reader.begin(async (tx) => {
+    await tx`select count(*) from public.petri_observations`;
+    await sleep(ms);
+  });
+  const held = waitFor("the reader holds public.petri_observations", async () => {
+    const [row] = await observer<{ n: number }[]>`
+      select count(*)::int as n from pg_locks
+      where pid = ${me!.pid} and granted and relation = 'public.petri_observations'::regclass`;
+    return (row?.n ?? 0) > 0;
+  }, 10_000, 10);
+  return { held, done };
+}
+
 describe("swap against a long-running reader", () => {
   let db: FreshDb;
   beforeAll(async () => {
@@ -207,11 +228,8 @@ describe("swap against a long-running reader", () => {
   it("gives up within lock_timeout and changes nothing when the reader outlasts every attempt", async () => {
     const reader = connect(db.url);
     try {
-      const holding = reader.begin(async (tx) => {
-        await tx`select count(*) from public.petri_observations`;
-        await sleep(2500);
-      });
-      await sleep(200);
+      const { held, done: holding } = await holdPetri(reader, db.sql, 2500);
+      await held;
       const t0 = performance.now();
       await expect(db.sql`select * from partition_mgmt.swap_tables('petri', '100ms', 3)`).rejects.toMatchObject({ code: "55P03" });
       expect(performance.now() - t0).toBeLessThan(2000);
@@ -230,11 +248,8 @@ describe("swap against a long-running reader", () => {
     const waits: number[] = [];
     let probing = true;
     try {
-      const holding = reader.begin(async (tx) => {
-        await tx`select count(*) from public.petri_observations`;
-        await sleep(2000);
-      });
-      await sleep(200);
+      const { held, done: holding } = await holdPetri(reader, db.sql, 2000);
+      await held;
       const probe = (async () => {
         while (probing) {
           const t = performance.now();
