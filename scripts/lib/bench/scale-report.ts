@@ -11,7 +11,7 @@
 // scale the newest measurement is shown. Nothing is extrapolated: a scale without a measurement
 // is listed as not measured.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { basename, join, relative } from "node:path";
+import { basename, dirname, join, relative } from "node:path";
 import { REPO_ROOT } from "../cluster.ts";
 import { esc } from "./chart.ts";
 import { fmtInt } from "./stats.ts";
@@ -69,7 +69,7 @@ export interface ScaleReport {
   version: 1;
   writtenAt: string;
   margin: number;
-  inputs: { source: string; kind: "bench" | "push" | "curve"; measuredAt: string; scale: number; mode: string; what: string; tree?: string }[];
+  inputs: { source: string; kind: "bench" | "push" | "curve"; measuredAt: string; scale: number; mode: string; what: string; tree?: string; load?: string }[];
   costs: CostCurve[];
   maintenance: { points: CostPoint[]; spread: number | null; withinSpread: boolean | null; at5m: number | null; at5mMet: boolean | null };
   notMeasured: string[];
@@ -133,7 +133,8 @@ function benchSamples(r: BenchResult, source: string): Sample[] {
     out.push({ id: "maintenance.run", group: "maintenance", label: "Maintenance run (maintenance_runner(), the nightly job)", unit: "s", touches: 0,
       touchesWhat: `the day of writes (${fmtInt(mt.dayWrites.rows)} rows)`, rowsOf: "petri",
       point: point(scale, mt.seconds, `${fmtInt(mt.dayWrites.rows)} rows written in ${fmtInt(mt.dayWrites.statements)} statements, ${fmtInt(mt.dayWrites.dirtyGroups)} changed groups; ` +
-        `${mt.steps.length} steps, slowest ${slow ? `${slow.table ?? "–"} ${slow.action} ${slow.seconds.toFixed(2)} s` : "–"}${mt.unfinished ? `; unfinished: ${mt.unfinished}` : ""}`) });
+        `${mt.steps.length} steps, slowest ${slow ? `${slow.table ?? "–"} ${slow.action} ${slow.seconds.toFixed(2)} s` : "–"}${mt.unfinished ? `; unfinished: ${mt.unfinished}` : ""}` +
+        (mt.settleSeconds === undefined && (r.queries.length > 0 || r.inserts) ? "; also what the sections before it wrote (a run without the untimed first run)" : "")) });
   }
   const m = r.migration;
   if (m.status === "measured" && m.rows && m.online && !("error" in m.online)) {
@@ -182,14 +183,16 @@ type Loaded = { kind: "bench" | "push" | "curve"; samples: Sample[]; input: Scal
 /** One input file: its kind told by its shape. */
 export function loadInput(file: string): Loaded {
   const j = JSON.parse(readFileSync(file, "utf8")) as Record<string, unknown>;
-  const source = relative(REPO_ROOT, file).startsWith("..") ? basename(file) : relative(REPO_ROOT, file);
+  // a file outside the repository by its folder and name (results/…/bench-1000000/result.json)
+  const source = relative(REPO_ROOT, file).startsWith("..") ? join(basename(dirname(file)), basename(file)) : relative(REPO_ROOT, file);
   if (j.version === 2 && j.build) {
     const r = j as unknown as BenchResult;
     const what = [r.queries.length ? "queries" : "", r.inserts ? "inserts" : "", r.maintenance ? (r.maintenance.dayWrites ? "maintenance" : "maintenance (without a day of writes: not used)") : "",
       r.migration.status === "measured" ? "migration" : ""].filter(Boolean).join(", ");
     const t = r.build.tree;
     const tree = `${t.shape}: ${fmtInt(t.leaves)} petri leaves (${fmtInt(t.defaults)} DEFAULT), ${fmtInt(t.allTablesLeaves)} in all; target ${fmtInt(t.targetRowsPerLeaf)} rows per leaf`;
-    return { kind: "bench", samples: benchSamples(r, source), input: [{ source, kind: "bench", measuredAt: r.finishedAt, scale: r.build.rows.legacy, mode: r.mode, what, tree }] };
+    const load = `${r.machine.loadAverage.join(" / ")}${r.machine.loadAverageEnd ? ` → ${r.machine.loadAverageEnd.join(" / ")}` : ""}`;
+    return { kind: "bench", samples: benchSamples(r, source), input: [{ source, kind: "bench", measuredAt: r.finishedAt, scale: r.build.rows.legacy, mode: r.mode, what, tree, load }] };
   }
   if (typeof j.measured_at === "string" && j.push && j.setup) {
     const r = j as unknown as AdoptionResult;
@@ -257,8 +260,9 @@ function dedupeInputs(xs: ScaleReport["inputs"]): ScaleReport["inputs"] {
   return [...seen.values()].sort((a, b) => a.scale - b.scale || a.measuredAt.localeCompare(b.measuredAt));
 }
 
+/** 4,999,200 -> "5M", 249,600 -> "250k", 4,800 -> "4.8k": the scale a run was asked for, roughly */
 export const scaleName = (n: number): string =>
-  n >= 1_000_000 && n % 100_000 === 0 ? `${n / 1_000_000}M` : n >= 1_000 && n % 100 === 0 ? `${n / 1_000}k` : fmtInt(n);
+  n >= 1_000_000 ? `${Number((n / 1_000_000).toFixed(1))}M` : n >= 10_000 ? `${Math.round(n / 1_000)}k` : n >= 1_000 ? `${Number((n / 1_000).toFixed(1))}k` : fmtInt(n);
 const day = (iso: string) => iso.slice(0, 10);
 const fmtValue = (v: number, unit: string) => `${v >= 100 ? fmtInt(v) : v >= 10 ? v.toFixed(1) : v >= 1 ? v.toFixed(2) : v.toFixed(3)} ${unit}`;
 const fmtExp = (e: number | null | undefined) => (e === null || e === undefined || !Number.isFinite(e) ? "–" : e.toFixed(2));
@@ -302,7 +306,7 @@ export function scaleMarkdown(r: ScaleReport, chartFile: string): string {
   out.push("");
   out.push(`Written ${r.writtenAt.replace("T", " ").replace(/\.\d+Z$/, " UTC")} by \`npm run bench:scale\` (scripts/bench-scale.ts) from the runs listed under "Runs": every figure is one measured in the run named on its row, on its date; nothing is extrapolated. A scale without a measurement is listed under "Not measured yet".`);
   out.push("");
-  out.push(`Growth exponent between two scales: log(cost ratio) ÷ log(rows ratio). 0: the cost does not grow with the table; 1: it grows as the table does. Each cost says how the rows it must touch grow (0: a row, a page, a submission or a day of writes; 1: a share of the table); a cost whose exponent, from the smallest to the largest scale or over the last step, passes that by more than ${r.margin} grows faster than the rows it touches and is named under "Costs that grow faster than the rows they touch" with its cause. The margin allows for this shared machine's noise (a cost 1.4× slower at 5× the rows is an exponent of 0.21).`);
+  out.push(`Growth exponent between two scales: log(cost ratio) ÷ log(rows ratio). 0: the cost does not grow with the table; 1: it grows as the table does. Each cost says how the rows it must touch grow (0: a row, a page, a submission or a day of writes; 1: a share of the table); a cost whose exponent, from the smallest to the largest scale or over the last step, passes that by more than ${r.margin} grows faster than the rows it touches and is named under "Costs that grow faster than the rows they touch" with its cause. The margin allows for this shared machine's noise (a cost 1.4× slower at 5× the rows is an exponent of 0.21). Two scales measured in different runs also differ by those runs' code and machine load (the Runs table gives each run's date and load average): such an exponent is a lead to follow, not a verdict, until one run's day measures both scales.`);
   out.push("");
   out.push(`![Growth exponents](${chartFile})`);
   out.push("");
@@ -369,9 +373,9 @@ export function scaleMarkdown(r: ScaleReport, chartFile: string): string {
   out.push("");
   out.push("The partitioned table's tree is the one `prepare_migration` sizes by the data, so it changes shape with the scale: a cost of the partitioned table between two scales compares two trees.");
   out.push("");
-  out.push("| Source | Kind | Mode | Scale (petri rows) | Tree | What it measured | Finished |");
-  out.push("| --- | --- | --- | ---: | --- | --- | --- |");
-  for (const i of r.inputs) out.push(`| ${i.source} | ${i.kind} | ${i.mode} | ${fmtInt(i.scale)} | ${i.tree ?? "–"} | ${i.what} | ${i.measuredAt.replace("T", " ").replace(/\.\d+Z$/, " UTC")} |`);
+  out.push("| Source | Kind | Mode | Scale (petri rows) | Tree | What it measured | Load average 1 / 5 / 15 min, start → end | Finished |");
+  out.push("| --- | --- | --- | ---: | --- | --- | --- | --- |");
+  for (const i of r.inputs) out.push(`| ${i.source} | ${i.kind} | ${i.mode} | ${fmtInt(i.scale)} | ${i.tree ?? "–"} | ${i.what} | ${i.load ?? "not recorded"} | ${i.measuredAt.replace("T", " ").replace(/\.\d+Z$/, " UTC")} |`);
   out.push("");
   return out.join("\n");
 }

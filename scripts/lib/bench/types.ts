@@ -210,6 +210,8 @@ export interface MaintenanceResult {
   seconds: number;
   /** the day of writes made just before the run (absent in results older than the scale curve) */
   dayWrites?: DayWrites;
+  /** the untimed run before the day of writes, for what the sections before wrote (absent in older results) */
+  settleSeconds?: number;
   /** the run stopped at its time budget (the log's reason); the next run goes on */
   unfinished?: string;
   steps: { table: string | null; action: string; status: string; seconds: number; partitions: number; rows: number; error: string | null }[];
