@@ -1,14 +1,14 @@
 /**
  * Serves supabase/functions locally until SIGTERM/SIGINT.
  *
- *   tsx scripts/serve-functions.ts --env-file .env.local [--workers N]
+ *   tsx scripts/serve-functions.ts --env-file .env.local [--workers N] [--workers <name>=N ...]
  *
  * The env file holds KEY=VALUE lines: SUPABASE_DB_URL, SUPABASE_ANON_KEY,
  * SUPABASE_SERVICE_ROLE_KEY and JWT_SECRET are required; FUNCTIONS_PORT
  * defaults to 54321 and SUPABASE_URL to this server's own URL; DB_POOLER_URL, when
  * present, is handed to the functions (the read function's transaction pooler).
- * --workers (else FUNCTIONS_WORKERS from the environment or the env file, else 1): Deno
- * processes per function, as the platform's isolates under load.
+ * --workers N (else FUNCTIONS_WORKERS from the environment or the env file, else 1): Deno
+ * processes per function, as the platform's isolates under load; --workers <name>=N for one function.
  */
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -20,8 +20,8 @@ const REPO_ROOT = fileURLToPath(new URL("..", import.meta.url));
 const REQUIRED = ["SUPABASE_DB_URL", "SUPABASE_ANON_KEY", "SUPABASE_SERVICE_ROLE_KEY", "JWT_SECRET"] as const;
 const DEFAULT_PORT = 54321;
 const MAX_WORKERS = 64;
-const NAME = "npx tsx scripts/serve-functions.ts";
-const USAGE = `usage: ${NAME} --env-file <path> [--workers <n>]
+const NAME = "scripts/serve-functions.ts";
+const USAGE = `usage: npx tsx ${NAME} --env-file <path> [--workers <n>] [--workers <function>=<n> ...]
 
 Serves supabase/functions on FUNCTIONS_PORT (default 54321) until SIGTERM or SIGINT; npm start and
 npm test run it in the background (scripts/lib/stack.ts).
@@ -31,16 +31,22 @@ options:
                      JWT_SECRET; optional FUNCTIONS_PORT, SUPABASE_URL, DB_POOLER_URL
   --workers <n>      Deno processes per function, 1 to 64, each with its own module state (its own
                      database pool), as the platform's isolates under load; requests go to the
-                     least busy (default FUNCTIONS_WORKERS from the environment or the env file, else 1)
+                     least busy (default FUNCTIONS_WORKERS from the environment or the env file, else 1);
+                     <function>=<n> for one function, over the number for all
   -h, --help         this help`;
 const { values } = commandLine({
   name: NAME,
   usage: USAGE,
-  options: { "env-file": { type: "string" }, workers: { type: "string" } },
+  options: { "env-file": { type: "string" }, workers: { type: "string", multiple: true } },
 });
 let workersFlag: number | undefined;
+const workersByFunction: Record<string, number> = {};
 try {
-  workersFlag = integerOption("--workers", values.workers, 1, MAX_WORKERS);
+  for (const value of values.workers ?? []) {
+    const named = /^([^=]+)=(.*)$/.exec(value);
+    if (named) workersByFunction[named[1]!] = integerOption(`--workers ${named[1]}`, named[2], 1, MAX_WORKERS)!;
+    else workersFlag = integerOption("--workers", value, 1, MAX_WORKERS);
+  }
 } catch (e) {
   usageExit(NAME, USAGE, (e as Error).message);
 }
@@ -77,6 +83,7 @@ async function main(): Promise<void> {
   const port = parsePort(fileEnv.FUNCTIONS_PORT);
   const server = await startFunctionsServer({
     workersPerFunction,
+    workersByFunction,
     port,
     functionsDir: path.join(REPO_ROOT, "supabase", "functions"),
     configTomlPath: path.join(REPO_ROOT, "supabase", "config.toml"),
@@ -91,8 +98,8 @@ async function main(): Promise<void> {
     jwtSecret: required.JWT_SECRET,
     log: (line) => console.log(line),
   });
-  console.log(`Serving functions on ${server.url}/functions/v1/<name>, ${workersPerFunction} worker(s) each`);
-  for (const name of server.functions) console.log(`  - ${server.url}/functions/v1/${name}`);
+  console.log(`Serving functions on ${server.url}/functions/v1/<name>`);
+  for (const name of server.functions) console.log(`  - ${server.url}/functions/v1/${name} (${server.workers[name]} worker${server.workers[name] === 1 ? "" : "s"})`);
 
   const shutdown = (signal: NodeJS.Signals): void => {
     console.log(`${signal}: stopping functions`);

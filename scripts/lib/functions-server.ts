@@ -31,15 +31,15 @@ export interface FunctionsServerOptions {
   log?: (line: string) => void;
   /**
    * Workers (Deno processes) per function, as the platform runs a function in several isolates
-   * under load: a number for every function, or a number per function name (1 for the others).
-   * Default 1.
+   * under load. Default 1.
    */
-  workersPerFunction?: number | Readonly<Record<string, number>>;
+  workersPerFunction?: number;
+  /** Workers of named functions, over workersPerFunction. */
+  workersByFunction?: Readonly<Record<string, number>>;
 }
 
-function workersFor(name: string, setting: FunctionsServerOptions["workersPerFunction"]): number {
-  if (setting === undefined) return 1;
-  return typeof setting === "number" ? setting : (setting[name] ?? 1);
+function workersFor(name: string, opts: FunctionsServerOptions): number {
+  return opts.workersByFunction?.[name] ?? opts.workersPerFunction ?? 1;
 }
 
 export interface FunctionsServer {
@@ -59,7 +59,7 @@ export async function startFunctionsServer(opts: FunctionsServerOptions): Promis
     log,
     cwd: path.dirname(path.dirname(path.resolve(opts.configTomlPath))),
   };
-  const workers = new Map(specs.map((spec) => [spec.name, new FunctionPool(spec, ctx, workersFor(spec.name, opts.workersPerFunction))] as const));
+  const workers = new Map(specs.map((spec) => [spec.name, new FunctionPool(spec, ctx, workersFor(spec.name, opts))] as const));
   const gateway = createGateway(workers, opts.jwtSecret, log);
   const killAll = (): void => workers.forEach((w) => w.killNow());
   process.once("exit", killAll);
@@ -80,7 +80,7 @@ export async function startFunctionsServer(opts: FunctionsServerOptions): Promis
     return {
       url: `http://127.0.0.1:${port}`,
       functions: specs.map((s) => s.name),
-      workers: Object.fromEntries(specs.map((s) => [s.name, workersFor(s.name, opts.workersPerFunction)])),
+      workers: Object.fromEntries(specs.map((s) => [s.name, workersFor(s.name, opts)])),
       stop,
     };
   } catch (err) {

@@ -139,7 +139,7 @@ async function startHealth(env: { direct: string; pooled?: string }): Promise<Fu
       SUPABASE_SERVICE_ROLE_KEY: serviceRoleKey,
     },
     jwtSecret: SECRET,
-    workersPerFunction: { health: WORKERS },
+    workersByFunction: { health: WORKERS },
     log: () => undefined,
   });
 }

@@ -8,6 +8,8 @@ import http from "node:http";
 import { decodeProtectedHeader, errors as joseErrors, jwtVerify } from "jose";
 import type { FunctionPool } from "./supervisor.ts";
 
+const KEEP_ALIVE_TIMEOUT_MS = 65_000;
+
 // Lets browser callers read gateway errors, as they can on the platform.
 const GATEWAY_CORS = { "Access-Control-Allow-Origin": "*" };
 
@@ -284,7 +286,13 @@ export function createGateway(
     agent: new http.Agent({ keepAlive: false }),
     log,
   };
-  const server = http.createServer((req, res) => {
+  const server = http.createServer({
+    // Node's 5 s default closes an idle keep-alive socket while a busy caller is already sending its
+    // next request on it (the caller sees "other side closed"); platform front ends keep idle
+    // sockets for about a minute. headersTimeout must exceed it (Node's rule).
+    keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
+    headersTimeout: KEEP_ALIVE_TIMEOUT_MS + 1_000,
+  }, (req, res) => {
     handleRequest(gw, req, res).catch((err: unknown) => {
       log(`gateway error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
       sendError(res, 500, "internal_error", "Internal gateway error");
