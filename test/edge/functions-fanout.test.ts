@@ -10,7 +10,6 @@
 //    pooled URL (DB_POOLER_URL) none on the direct URL, while the server sessions it uses stay
 //    within the pooler's pool.
 import { randomUUID } from "node:crypto";
-import { mkdir, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { REPO_ROOT } from "../../scripts/lib/cluster.ts";
@@ -20,7 +19,7 @@ import { connect } from "../helpers/db.ts";
 import { requireEnv, testEnv } from "../helpers/env.ts";
 import { poolerAdminConsole } from "../helpers/pooler.ts";
 import { processRunning } from "../../scripts/lib/pooler.ts";
-import { tempDir } from "../helpers/processes.ts";
+import { serveFunctionsProject, type FunctionsProject } from "../helpers/functions-project.ts";
 
 const SECRET = "test-jwt-secret-with-at-least-32-characters!!";
 // Several Deno processes boot at once on a shared machine; the first may fill Deno's npm cache.
@@ -46,28 +45,16 @@ async function whoami(server: FunctionsServer): Promise<WhoAmI> {
 }
 
 describe("N workers per function", () => {
-  let root: string;
+  let project: FunctionsProject;
   let server: FunctionsServer;
 
   beforeAll(async () => {
-    root = tempDir("functions-fanout-test-");
-    await mkdir(path.join(root, "supabase", "functions", "whoami"), { recursive: true });
-    await writeFile(path.join(root, "supabase", "functions", "whoami", "index.ts"), WHOAMI);
-    await writeFile(path.join(root, "supabase", "config.toml"), "[functions.whoami]\nverify_jwt = false\n");
-    server = await startFunctionsServer({
-      port: 0,
-      functionsDir: path.join(root, "supabase", "functions"),
-      configTomlPath: path.join(root, "supabase", "config.toml"),
-      env: { SUPABASE_URL: "http://127.0.0.1:1", SUPABASE_DB_URL: "postgres://nobody@127.0.0.1:1/unused", SUPABASE_ANON_KEY: "anon", SUPABASE_SERVICE_ROLE_KEY: "service" },
-      jwtSecret: SECRET,
-      workersPerFunction: WORKERS,
-      log: () => undefined,
-    });
+    project = await serveFunctionsProject({ whoami: WHOAMI }, { workersPerFunction: WORKERS });
+    server = project.server;
   }, BOOT_TIMEOUT_MS);
 
   afterAll(async () => {
-    await server?.stop();
-    if (root) await rm(root, { recursive: true, force: true });
+    await project?.remove();
   });
 
   it("spreads concurrent and sequential requests over every worker, each with its own module state", async () => {

@@ -3,12 +3,10 @@
 // later, as a busy client's does, must get an answer, not "other side closed" (npm run bench:load
 // saw 53 such failures in 20 s with 200 clients before this). Covers: a second request sent 6 s
 // after the first on the same TCP connection is answered, and the answer announces the timeout.
-import { mkdir, rm, writeFile } from "node:fs/promises";
 import net from "node:net";
-import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startFunctionsServer, type FunctionsServer } from "../../scripts/lib/functions-server.ts";
-import { tempDir } from "../helpers/processes.ts";
+import type { FunctionsServer } from "../../scripts/lib/functions-server.ts";
+import { serveFunctionsProject, type FunctionsProject } from "../helpers/functions-project.ts";
 
 const BOOT_TIMEOUT_MS = 120_000;
 const IDLE_MS = 6_000;
@@ -46,27 +44,16 @@ class RawConnection {
 }
 
 describe("functions gateway keep-alive", () => {
-  let root: string;
+  let project: FunctionsProject;
   let server: FunctionsServer;
 
   beforeAll(async () => {
-    root = tempDir("functions-keepalive-test-");
-    await mkdir(path.join(root, "supabase", "functions", "hello"), { recursive: true });
-    await writeFile(path.join(root, "supabase", "functions", "hello", "index.ts"), `Deno.serve(() => new Response("hi"));`);
-    await writeFile(path.join(root, "supabase", "config.toml"), "[functions.hello]\nverify_jwt = false\n");
-    server = await startFunctionsServer({
-      port: 0,
-      functionsDir: path.join(root, "supabase", "functions"),
-      configTomlPath: path.join(root, "supabase", "config.toml"),
-      env: { SUPABASE_URL: "http://127.0.0.1:1", SUPABASE_DB_URL: "postgres://nobody@127.0.0.1:1/unused", SUPABASE_ANON_KEY: "anon", SUPABASE_SERVICE_ROLE_KEY: "service" },
-      jwtSecret: "test-jwt-secret-with-at-least-32-characters!!",
-      log: () => undefined,
-    });
+    project = await serveFunctionsProject({ hello: `Deno.serve(() => new Response("hi"));` });
+    server = project.server;
   }, BOOT_TIMEOUT_MS);
 
   afterAll(async () => {
-    await server?.stop();
-    if (root) await rm(root, { recursive: true, force: true });
+    await project?.remove();
   });
 
   it("answers a request sent on a kept socket after a few idle seconds", async () => {
