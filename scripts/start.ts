@@ -84,7 +84,7 @@ step("supabase db push (as postgres, the way users deploy) and the setup steps i
 const env = await stackEnv(DEV_STACK, cluster.url(), pooler ? pooler.url() : cluster.url(), cluster.adminUrl());
 writeEnvFile(DEV_STACK.envFile, env);
 
-step(`edge functions on http://127.0.0.1:${DEV_STACK.functionsPort}/functions/v1/<name>`);
+step(`edge functions on http://127.0.0.1:${DEV_STACK.functionsPort}/functions/v1/<name>, ${DEV_STACK.workersPerFunction} workers each (FUNCTIONS_WORKERS)`);
 const fn = await startFunctionsDaemon(DEV_STACK);
 console.log(fn.started ? `    started (pid ${fn.pid}, log ${functionsLogFile(DEV_STACK)})` : `    already running (pid ${fn.pid})`);
 

@@ -13,7 +13,16 @@ export interface StackProfile {
   /** the transaction pooler in front of the database (scripts/lib/pooler.ts) */
   poolerPort: number;
   envFile: string;
+  /**
+   * Deno workers per function (scripts/serve-functions.ts --workers), as the platform's isolates:
+   * 2 on both stacks, so that neither the suites nor a developer's session can come to rely on one
+   * isolate's module state, at the cost of one more Deno process per function; FUNCTIONS_WORKERS=N
+   * picks another number.
+   */
+  workersPerFunction: number;
 }
+
+const workersFromEnv = (): number => Number(process.env.FUNCTIONS_WORKERS ?? 2);
 
 /** `npm start`: the Supabase CLI's local defaults (API 54321, DB 54322). */
 export const DEV_STACK: StackProfile = {
@@ -22,6 +31,7 @@ export const DEV_STACK: StackProfile = {
   functionsPort: 54321,
   poolerPort: poolerSettings().port,
   envFile: join(REPO_ROOT, ".env.local"),
+  workersPerFunction: workersFromEnv(),
 };
 
 /**
@@ -36,6 +46,7 @@ export const TEST_STACK: StackProfile = {
   functionsPort: testBase + 1,
   poolerPort: testBase + 3,
   envFile: join(REPO_ROOT, ".local", testBase === 54330 ? "test.env" : `test-${testBase}.env`),
+  workersPerFunction: workersFromEnv(),
 };
 
 // Same value as the Supabase CLI's local stack: local development only, never a hosted secret.
@@ -122,7 +133,7 @@ export async function startFunctionsDaemon(p: StackProfile): Promise<{ pid: numb
   const log = openSync(functionsLogFile(p), "a");
   const child = spawn(
     join(REPO_ROOT, "node_modules", ".bin", "tsx"),
-    [join(REPO_ROOT, "scripts", "serve-functions.ts"), "--env-file", p.envFile],
+    [join(REPO_ROOT, "scripts", "serve-functions.ts"), "--env-file", p.envFile, "--workers", String(p.workersPerFunction)],
     { cwd: REPO_ROOT, detached: true, stdio: ["ignore", log, log] },
   );
   child.unref();
