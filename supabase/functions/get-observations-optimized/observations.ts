@@ -24,6 +24,7 @@ import {
   type SiteAggregateRow,
 } from "../_shared/observations-contract.ts";
 import { queryObject, readJsonObject } from "../_shared/request.ts";
+import { retryRecoveryConflicts } from "../_shared/retry.ts";
 import { fieldIssues } from "../_shared/validation.ts";
 
 type PageRequest = Extract<ParsedObservationsRequest, { limit: number }>;
@@ -167,7 +168,7 @@ export async function readObservations(
   startedAt: number,
 ): Promise<ObservationsResponse> {
   if (params.mode === "aggregate") {
-    const { rows, truncated } = await withCallerContext(caller, (tx) => readAggregate(tx, params));
+    const { rows, truncated } = await retryRecoveryConflicts(() => withCallerContext(caller, (tx) => readAggregate(tx, params)));
     const meta = { mode: "aggregate" as const, count: rows.length, truncated, duration_ms: elapsedMs(startedAt) };
     // The statement's grouping column decides the row shape.
     return params.group_by === "day"
@@ -175,7 +176,7 @@ export async function readObservations(
       : { rows: rows as SiteAggregateRow[], next_cursor: null, meta: { ...meta, group_by: "site" } };
   }
 
-  const page = await withCallerContext(caller, (tx) => readPage(tx, params));
+  const page = await retryRecoveryConflicts(() => withCallerContext(caller, (tx) => readPage(tx, params)));
   return {
     ...page,
     meta: { mode: "rows", count: page.rows.length, limit: params.limit, duration_ms: elapsedMs(startedAt) },
