@@ -20,15 +20,21 @@ export type CallerRole = (typeof CALLER_ROLES)[number];
  * project sets DB_POOLER_URL (its Supavisor transaction-mode URL, port 6543; the local stack sets
  * it to its PgBouncer), else SUPABASE_DB_URL. "direct": SUPABASE_DB_URL, the direct connection
  * hosted functions get, for what needs a session of its own (partition-admin: a fresh session
- * for the swap, statements outside a transaction, long actions).
+ * for the swap, statements outside a transaction, long actions). "replica": DB_REPLICA_URL, a read
+ * replica's connection string, for reads only; ./replica.ts decides when to use it.
  */
-export type Connection = "pooled" | "direct";
+export type Connection = "pooled" | "direct" | "replica";
 
 // Module scope so that one isolate reuses its connections across requests;
 // created lazily so importing this file never needs the env var.
 const pools: Partial<Record<Connection, Sql>> = {};
 
 export function dbUrl(connection: Connection = "direct"): string {
+  if (connection === "replica") {
+    const replica = Deno.env.get("DB_REPLICA_URL");
+    if (!replica) throw new Error("DB_REPLICA_URL is not set");
+    return replica;
+  }
   if (connection === "pooled") {
     const pooled = Deno.env.get("DB_POOLER_URL");
     if (pooled) return pooled;
@@ -41,7 +47,10 @@ export function dbUrl(connection: Connection = "direct"): string {
 export function getSql(connection: Connection = "pooled"): Sql {
   // prepare: false: behind a transaction pooler consecutive statements may run on different
   // server sessions, so no named prepared statement may be assumed to exist
-  return pools[connection] ??= postgres(dbUrl(connection), { max: 3, prepare: false, idle_timeout: 20 });
+  // (a replica that is down is found in 2 s, and the read goes to the primary: ./replica.ts)
+  return pools[connection] ??= postgres(dbUrl(connection), {
+    max: 3, prepare: false, idle_timeout: 20, ...(connection === "replica" ? { connect_timeout: 2 } : {}),
+  });
 }
 
 function callerRole(role: string): CallerRole {

@@ -18,7 +18,9 @@ Deno.serve(async (req) => {
     requireMethod(req, ["GET", "POST"]);
     const caller = requireUserOrService(await readClaims(req));
     const params = await readObservationsRequest(req);
-    return jsonResponse(await readObservations(caller, params, startedAt));
+    const body = await readObservations(caller, params, startedAt);
+    // which database answered, for logs and curl (browsers read meta.served_by)
+    return jsonResponse(body, 200, { "X-Served-By": body.meta.served_by });
   } catch (err) {
     return errorResponse(err);
   }

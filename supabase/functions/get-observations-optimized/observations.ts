@@ -2,14 +2,16 @@
  * get-observations-optimized: its parameters and the two reads behind it.
  *
  *   parameters (JSON body or query string) → zod
- *   → one transaction as the caller (role + request.jwt.claims, like PostgREST)
+ *   → one transaction as the caller (role + request.jwt.claims, like PostgREST), on the read
+ *     replica when one is configured and fresh enough, else on the primary (../_shared/replica.ts)
  *   → rows:      public.get_observations_optimized (the SQL read API), keyset-paginated
  *     aggregate: counts and growth_index statistics per UTC day or per site,
  *                over the live table under RLS
  *
  * index.ts checks the method and the caller, then calls readObservationsRequest and readObservations.
  */
-import { type Tx, withCallerContext } from "../_shared/db.ts";
+import type { Tx } from "../_shared/db.ts";
+import { readAsCaller } from "../_shared/replica.ts";
 import { validationFailed } from "../_shared/errors.ts";
 import type { ServiceClaims, UserClaims } from "../_shared/jwt.ts";
 import {
@@ -168,17 +170,17 @@ export async function readObservations(
   startedAt: number,
 ): Promise<ObservationsResponse> {
   if (params.mode === "aggregate") {
-    const { rows, truncated } = await retryRecoveryConflicts(() => withCallerContext(caller, (tx) => readAggregate(tx, params)));
-    const meta = { mode: "aggregate" as const, count: rows.length, truncated, duration_ms: elapsedMs(startedAt) };
+    const { result: { rows, truncated }, routing } = await retryRecoveryConflicts(() => readAsCaller(caller, (tx) => readAggregate(tx, params)));
+    const meta = { mode: "aggregate" as const, count: rows.length, truncated, duration_ms: elapsedMs(startedAt), ...routing };
     // The statement's grouping column decides the row shape.
     return params.group_by === "day"
       ? { rows: rows as DailyAggregateRow[], next_cursor: null, meta: { ...meta, group_by: "day" } }
       : { rows: rows as SiteAggregateRow[], next_cursor: null, meta: { ...meta, group_by: "site" } };
   }
 
-  const page = await retryRecoveryConflicts(() => withCallerContext(caller, (tx) => readPage(tx, params)));
+  const { result: page, routing } = await retryRecoveryConflicts(() => readAsCaller(caller, (tx) => readPage(tx, params)));
   return {
     ...page,
-    meta: { mode: "rows", count: page.rows.length, limit: params.limit, duration_ms: elapsedMs(startedAt) },
+    meta: { mode: "rows", count: page.rows.length, limit: params.limit, duration_ms: elapsedMs(startedAt), ...routing },
   };
 }
