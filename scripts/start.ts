@@ -18,7 +18,8 @@ import { ensureReplica, waitForReplay } from "./lib/replica.ts";
 
 const { values } = commandLine({
   name: "npm start",
-  usage: `usage: npm start [-- --replica]
+  usage: `usage: npm start
+       npm start -- --replica
 
 Installs what is missing (Debian's PostgreSQL 15, pg_cron, pgTAP, PgBouncer as root; npm ci), starts
 the local stack (PostgreSQL on ${DEV_STACK.dbPort}, its transaction pooler on ${DEV_STACK.poolerPort}, edge functions

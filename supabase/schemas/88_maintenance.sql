@@ -1024,18 +1024,21 @@ begin
         and j.jobname like 'partition-%%'$q$, 'cron') using s.stale_after;
   end if;
 
-  -- read replicas: always said, like the lock budget; a warning when one lags, stopped, or its
-  -- readers were cancelled or sent to the primary since the last run
+  -- read replicas: always said, like the lock budget; a warning when one stopped, lags (its replay
+  -- more than max_standby_streaming_delay's default behind, or a WAL segment of 16 MB: a replay
+  -- paused or blocked shows in bytes, not in replay_lag), or its readers were cancelled or sent to
+  -- the primary since the last run
   return query
-    select case when l.state = 'streaming' and coalesce(l.replay_lag, '0') < interval '30 seconds' then 'info' else 'warning' end,
+    select case when l.lagging or l.state <> 'streaming' then 'warning' else 'info' end,
            case when l.state <> 'streaming' then 'replica not streaming'
-                when coalesce(l.replay_lag, '0') >= interval '30 seconds' then 'replica lagging' else 'replica' end,
+                when l.lagging then 'replica lagging' else 'replica' end,
            null::text,
            format('%s: %s, write/flush/replay lag %s/%s/%s, %s behind%s', l.replica, l.state,
                   coalesce(l.write_lag::text, '-'), coalesce(l.flush_lag::text, '-'), coalesce(l.replay_lag::text, '-'),
                   pg_catalog.pg_size_pretty(l.bytes_behind),
                   case when l.state = 'stopped' then format(' (its slot %s keeps that WAL on the primary: start it, or drop the slot if it is gone for good)', l.slot_name) else '' end)
-    from partition_mgmt.replica_lag() l;
+    from (select x.*, coalesce(x.replay_lag, '0') >= interval '30 seconds' or coalesce(x.bytes_behind, 0) >= 16 * 1024 * 1024 as lagging
+          from partition_mgmt.replica_lag() x) l;
   return query
     select 'warning', 'replica reads cancelled', null::text,
            format('%s: %s read(s) cancelled by recovery conflicts since %s (%s)', r.replica, r.conflicts_since_last_run,

@@ -197,39 +197,46 @@ describe("fallback to the primary", () => {
   it("when the replica is down: the primary answers, said in meta and health(); the replica again once started", async () => {
     await until("replica", fx.a.token, { ...base(fx.a), limit: 1 });
     expect(stopTestReplica()).toBe(true);
-    const down = await until("primary", fx.a.token, { ...base(fx.a), mode: "aggregate", group_by: "site" });
-    expect(down.status).toBe(200);
-    expect(down.body.meta).toMatchObject({ served_by: "primary", fallback: "replica_unreachable" });
-    expect(comparable(down)).toEqual(comparable(await viaPrimary(fx.a.token, { ...base(fx.a), mode: "aggregate", group_by: "site" })));
-
-    const admin = connect(testEnv.adminUrl);
     try {
-      const [lag] = await admin<{ state: string }[]>`select state from partition_mgmt.replica_lag() where replica = ${testReplica().slot}`;
-      expect(lag?.state).toBe("stopped");
-      // the function reports every ten lag checks: keep reading until its fallbacks are there
-      let routing: { fallbacks_since_last_run: string; last_fallback_reason: string }[] = [];
-      for (let i = 0; i < 100 && !routing.some((r) => Number(r.fallbacks_since_last_run) > 0); i++) {
-        await viaReplica(fx.a.token, { ...base(fx.a), limit: 1 });
-        await sleep(replicaEnv.checkMs);
-        routing = await admin`select fallbacks_since_last_run::text, last_fallback_reason from partition_mgmt.replica_routing`;
-      }
-      expect(routing).toHaveLength(1);
-      expect(Number(routing[0]?.fallbacks_since_last_run)).toBeGreaterThan(0);
-      expect(routing[0]?.last_fallback_reason).toBe("replica_unreachable");
-      const findings = await admin<{ severity: string; finding: string; detail: string }[]>`
-        select severity, finding, detail from partition_mgmt.health() where finding like 'replica%'`;
-      expect(findings.map((f) => [f.severity, f.finding])).toEqual(expect.arrayContaining([
-        ["warning", "replica not streaming"], ["warning", "replica reads fell back"]]));
-      expect(findings.find((f) => f.finding === "replica not streaming")?.detail).toMatch(/stopped, .* behind \(its slot/);
+      await readsWhileDown();
     } finally {
-      await admin.end();
+      startTestReplica();
     }
-
-    startTestReplica();
     await waitForReplica();
     expect((await until("replica", fx.a.token, { ...base(fx.a), limit: 1 })).body.meta?.served_by).toBe("replica");
   });
 });
+
+/** With the replica stopped: the primary answers, and the primary's health() says why. */
+async function readsWhileDown(): Promise<void> {
+  const down = await until("primary", fx.a.token, { ...base(fx.a), mode: "aggregate", group_by: "site" });
+  expect(down.status).toBe(200);
+  expect(down.body.meta).toMatchObject({ served_by: "primary", fallback: "replica_unreachable" });
+  expect(comparable(down)).toEqual(comparable(await viaPrimary(fx.a.token, { ...base(fx.a), mode: "aggregate", group_by: "site" })));
+
+  const admin = connect(testEnv.adminUrl);
+  try {
+    const [lag] = await admin<{ state: string }[]>`select state from partition_mgmt.replica_lag() where replica = ${testReplica().slot}`;
+    expect(lag?.state).toBe("stopped");
+    // the function reports every ten lag checks: keep reading until this fallback is there
+    let routing: { fallbacks_since_last_run: string; last_fallback_reason: string }[] = [];
+    for (let i = 0; i < 100 && routing[0]?.last_fallback_reason !== "replica_unreachable"; i++) {
+      await viaReplica(fx.a.token, { ...base(fx.a), limit: 1 });
+      await sleep(replicaEnv.checkMs);
+      routing = await admin`select fallbacks_since_last_run::text, last_fallback_reason from partition_mgmt.replica_routing`;
+    }
+    expect(routing).toHaveLength(1);
+    expect(Number(routing[0]?.fallbacks_since_last_run)).toBeGreaterThan(0);
+    expect(routing[0]?.last_fallback_reason).toBe("replica_unreachable");
+    const findings = await admin<{ severity: string; finding: string; detail: string }[]>`
+      select severity, finding, detail from partition_mgmt.health() where finding like 'replica%'`;
+    expect(findings.map((f) => [f.severity, f.finding])).toEqual(expect.arrayContaining([
+      ["warning", "replica not streaming"], ["warning", "replica reads fell back"]]));
+    expect(findings.find((f) => f.finding === "replica not streaming")?.detail).toMatch(/stopped, .* behind \(its slot/);
+  } finally {
+    await admin.end();
+  }
+}
 
 describe("recovery conflicts on the replica, as health() sees them", () => {
   it("a replica reader cancelled by the primary's DDL is counted and reported", async () => {
