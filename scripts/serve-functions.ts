@@ -15,6 +15,7 @@ import { fileURLToPath } from "node:url";
 import { commandLine, integerOption, usageExit } from "./lib/cli.ts";
 import { readEnvFile } from "./lib/env-file.ts";
 import { startFunctionsServer } from "./lib/functions-server.ts";
+import { REPLICA_ENV_KEYS } from "./lib/stack.ts";
 
 const REPO_ROOT = fileURLToPath(new URL("..", import.meta.url));
 const REQUIRED = ["SUPABASE_DB_URL", "SUPABASE_ANON_KEY", "SUPABASE_SERVICE_ROLE_KEY", "JWT_SECRET"] as const;
@@ -92,6 +93,8 @@ async function main(): Promise<void> {
       SUPABASE_DB_URL: required.SUPABASE_DB_URL,
       // the stack's transaction pooler: the read function's connection (_shared/db.ts)
       ...(fileEnv.DB_POOLER_URL ? { DB_POOLER_URL: fileEnv.DB_POOLER_URL } : {}),
+      // a read replica for the read function (_shared/replica.ts), when the stack has one
+      ...Object.fromEntries(REPLICA_ENV_KEYS.flatMap((k) => (fileEnv[k] ? [[k, fileEnv[k]]] : []))),
       SUPABASE_ANON_KEY: required.SUPABASE_ANON_KEY,
       SUPABASE_SERVICE_ROLE_KEY: required.SUPABASE_SERVICE_ROLE_KEY,
     },

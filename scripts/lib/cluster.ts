@@ -42,9 +42,9 @@ export interface Cluster {
   adminUrl: (database?: string) => string;
 }
 
-const isRoot = (): boolean => typeof process.getuid === "function" && process.getuid() === 0;
+export const isRoot = (): boolean => typeof process.getuid === "function" && process.getuid() === 0;
 
-function run(cmd: string, args: string[], opts: SpawnSyncOptions & { asPostgres?: boolean; allowFail?: boolean } = {}) {
+export function run(cmd: string, args: string[], opts: SpawnSyncOptions & { asPostgres?: boolean; allowFail?: boolean } = {}) {
   const [file, argv] = opts.asPostgres && isRoot() ? ["runuser", ["-u", "postgres", "--", cmd, ...args]] : [cmd, args];
   const res = spawnSync(file, argv, { encoding: "utf8", ...opts });
   if (res.error) throw res.error;
@@ -77,7 +77,7 @@ export function clusterFor(opts: ClusterOptions): Cluster {
   };
 }
 
-function isRunning(c: Cluster): boolean {
+export function isRunning(c: Cluster): boolean {
   if (!existsSync(join(c.dataDir, "PG_VERSION"))) return false;
   return run(join(c.pgBin, "pg_ctl"), ["status", "-D", c.dataDir], { asPostgres: true, allowFail: true }).status === 0;
 }
@@ -130,6 +130,8 @@ function initCluster(c: Cluster, opts: ClusterOptions): void {
   writeFileSync(join(c.dataDir, "pg_hba.conf"), [
     "host all all 127.0.0.1/32 scram-sha-256",
     "host all all ::1/128 scram-sha-256",
+    // read replicas (scripts/lib/replica.ts) stream with pg_basebackup -R as supabase_admin
+    "host replication all 127.0.0.1/32 scram-sha-256",
     "",
   ].join("\n"));
   if (isRoot()) run("chown", ["postgres:postgres", join(c.dataDir, "postgresql.conf"), join(c.dataDir, "pg_hba.conf")]);
