@@ -139,10 +139,14 @@ function initCluster(c: Cluster, opts: ClusterOptions): void {
 
 const PROFILE_FILE = "compute-profile.conf";
 
-/** Writes the profile's settings; true when they changed (a running cluster must restart). */
+/**
+ * Writes the profile's settings and the port asked for (a folder made earlier for another port
+ * would otherwise start on that one, and the caller would find nothing on its own); true when they
+ * changed (a running cluster must restart).
+ */
 function writeProfile(c: Cluster, limits: ServerLimits): boolean {
   const file = join(c.dataDir, PROFILE_FILE);
-  const text = profileSettings(limits).join("\n");
+  const text = [`port = ${c.port}`, ...profileSettings(limits)].join("\n");
   if (existsSync(file) && readFileSync(file, "utf8") === text) return false;
   writeFileSync(file, text);
   if (isRoot()) run("chown", ["postgres:postgres", file]);
