@@ -38,13 +38,13 @@ options:
 const step = (msg: string) => console.log(`\n==> ${msg}`);
 
 step(`PostgreSQL 15 on 127.0.0.1:${DEV_STACK.dbPort}`);
-const cluster = ensureCluster({ name: DEV_STACK.name, port: DEV_STACK.dbPort });
+const cluster = await ensureCluster({ name: DEV_STACK.name, port: DEV_STACK.dbPort });
 console.log(cluster.wasRunning ? "    already running" : cluster.created ? "    created and started" : "    started");
 console.log(`    data: ${cluster.dataDir}`);
 
 const poolerConfig = poolerSettings();
 step(`transaction pooler (PgBouncer, config.toml [db.pooler]) on 127.0.0.1:${DEV_STACK.poolerPort}`);
-const pooler = poolerConfig.enabled ? startPooler(cluster, DEV_STACK.poolerPort, poolerConfig) : null;
+const pooler = poolerConfig.enabled ? await startPooler(cluster, DEV_STACK.poolerPort, poolerConfig) : null;
 console.log(pooler
   ? `    ${poolerConfig.poolMode} mode, ${poolerConfig.defaultPoolSize} server connections per database and role, ${poolerConfig.maxClientConn} clients`
   : "    disabled in supabase/config.toml: DB_POOLER_URL is the direct URL");

@@ -114,7 +114,7 @@ const poolers: Pooler[] = [];
 try {
   let ok = true;
   // PostgreSQL 15 (Debian bookworm): every suite
-  const cluster = ensureCluster({ name: TEST_STACK.name, port: TEST_STACK.dbPort, throwaway: true, fresh: true });
+  const cluster = await ensureCluster({ name: TEST_STACK.name, port: TEST_STACK.dbPort, throwaway: true, fresh: true });
   clusters.push(cluster);
   log(`PostgreSQL 15: cluster ${cluster.dataDir} on ${cluster.port}`);
   await migrate(cluster, "PostgreSQL 15");
@@ -122,7 +122,7 @@ try {
   add(tap15);
 
   // the transaction pooler (Supavisor's stand-in) with config.toml's [db.pooler] settings
-  const pooler = startPooler(cluster, TEST_STACK.poolerPort);
+  const pooler = await startPooler(cluster, TEST_STACK.poolerPort);
   poolers.push(pooler);
   log(`transaction pooler on ${pooler.port}`);
   const env = await stackEnv(TEST_STACK, cluster.url(), pooler.url(), cluster.adminUrl());
@@ -138,8 +138,8 @@ try {
   }, process.argv.slice(2));
   add(vt15);
   stopFunctionsDaemon(TEST_STACK);
-  if (process.env.KEEP_TEST_STACK !== "1") stopPooler(pooler);
-  if (process.env.KEEP_TEST_STACK !== "1") destroyCluster(cluster);
+  if (process.env.KEEP_TEST_STACK !== "1") await stopPooler(pooler);
+  if (process.env.KEEP_TEST_STACK !== "1") await destroyCluster(cluster);
   ok &&= tap15.ok && vt15.ok;
 
   // PostgreSQL 17 (Debian trixie, pg_cron 1.6): every pgTAP file, the database suites
@@ -147,7 +147,7 @@ try {
     log("PostgreSQL 17 leg skipped (TEST_PG15_ONLY=1): not a full run");
   } else {
     const leg17 = performance.now();
-    const c17 = ensureCluster({ name: `${TEST_STACK.name}-pg17`, port: TEST_STACK.dbPort + 2, throwaway: true, fresh: true, pgBin: PG17_BIN });
+    const c17 = await ensureCluster({ name: `${TEST_STACK.name}-pg17`, port: TEST_STACK.dbPort + 2, throwaway: true, fresh: true, pgBin: PG17_BIN });
     clusters.push(c17);
     log(`PostgreSQL 17: cluster ${c17.dataDir} on ${c17.port}`);
     await migrate(c17, "PostgreSQL 17");
@@ -166,8 +166,8 @@ try {
 } finally {
   stopFunctionsDaemon(TEST_STACK);
   if (process.env.KEEP_TEST_STACK !== "1") {
-    for (const p of poolers) stopPooler(p);
-    for (const c of clusters) destroyCluster(c);
+    for (const p of poolers) await stopPooler(p);
+    for (const c of clusters) await destroyCluster(c);
   }
 }
 console.log(`\n${total.passed} passed, ${total.failed + (exitCode !== 0 && total.failed === 0 ? 1 : 0)} failed`);
