@@ -10,7 +10,7 @@
 // observation tables' scans and written rows across the push (pg_stat_user_tables), the setup
 // steps' times and the company_id batches' rate. Measured figures only.
 import { mkdirSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { commandLine, integerOption, usageExit } from "./lib/cli.ts";
 import postgres, { type Sql } from "postgres";
 import { startLegacyAppLoad, percentile, type AppLoadStats } from "./lib/app-load.ts";
@@ -36,6 +36,7 @@ options:
   --sessions <n>   app sessions writing meanwhile, at least 1 (default 4)
   --port <n>       the cluster's port (default 54470)
   --publish        also write docs/benchmarks/adoption.{md,json}
+  --out <file>     also write the result JSON to this file (npm run bench:scale reads it)
   --keep           leave the cluster running afterwards
   -h, --help       this help`;
 const { values } = commandLine({
@@ -43,7 +44,7 @@ const { values } = commandLine({
   usage: USAGE,
   options: {
     rows: { type: "string", default: "4999200" }, sessions: { type: "string", default: "4" }, port: { type: "string", default: "54470" },
-    publish: { type: "boolean", default: false }, keep: { type: "boolean", default: false },
+    publish: { type: "boolean", default: false }, out: { type: "string" }, keep: { type: "boolean", default: false },
   },
 });
 let rows: number;
@@ -247,6 +248,11 @@ try {
   }
   const md = lines.join("\n");
   console.log(`\n${md}`);
+  if (values.out) {
+    mkdirSync(dirname(values.out), { recursive: true });
+    writeFileSync(values.out, `${JSON.stringify(result, null, 2)}\n`);
+    log(`wrote ${values.out}`);
+  }
   if (values.publish) {
     const dir = join(REPO_ROOT, "docs", "benchmarks");
     mkdirSync(dir, { recursive: true });

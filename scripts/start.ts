@@ -14,10 +14,12 @@ import { runSetupAt } from "./lib/deploy.ts";
 import { startLegacyAppLoad, summarize } from "./lib/app-load.ts";
 import { DEV_STACK, functionsLogFile, stackEnv, startFunctionsDaemon, writeEnvFile } from "./lib/stack.ts";
 import { commandLine } from "./lib/cli.ts";
+import { ensureReplica, waitForReplay } from "./lib/replica.ts";
 
-commandLine({
+const { values } = commandLine({
   name: "npm start",
   usage: `usage: npm start
+       npm start -- --replica
 
 Installs what is missing (Debian's PostgreSQL 15, pg_cron, pgTAP, PgBouncer as root; npm ci), starts
 the local stack (PostgreSQL on ${DEV_STACK.dbPort}, its transaction pooler on ${DEV_STACK.poolerPort}, edge functions
@@ -31,9 +33,12 @@ environment:
   SUPABASE_MAX_LOCKS_PER_TRANSACTION=<n>  raise the lock setting, as supabase postgres-config does
 
 options:
+  --replica    also a read replica (a streaming standby on ${DEV_STACK.replicaPort}, docs/replicas.md): its URL goes
+               to .env.local as DB_REPLICA_URL and the read function serves reads from it
   -h, --help   this help`,
-  options: {},
+  options: { replica: { type: "boolean" } },
 });
+const withReplica = values.replica === true;
 
 const step = (msg: string) => console.log(`\n==> ${msg}`);
 
@@ -81,12 +86,23 @@ step("supabase db push (as postgres, the way users deploy) and the setup steps i
   console.log(`    the app meanwhile: ${summarize(stats)}`);
 }
 
-const env = await stackEnv(DEV_STACK, cluster.url(), pooler ? pooler.url() : cluster.url(), cluster.adminUrl());
+let replicaUrl: string | undefined;
+if (withReplica) {
+  step(`read replica (pg_basebackup -R, a hot standby with the same compute profile) on 127.0.0.1:${DEV_STACK.replicaPort}`);
+  const replica = await ensureReplica(cluster, { port: DEV_STACK.replicaPort });
+  console.log(replica.wasRunning ? "    already running" : replica.created ? "    created and started" : "    started");
+  const caughtUp = await waitForReplay(replica, { timeoutMs: 120_000 });
+  console.log(`    data: ${replica.dataDir}; replayed up to ${caughtUp.replayLsn} (waited ${Math.round(caughtUp.waitedMs)} ms)`);
+  replicaUrl = replica.url();
+}
+const env = await stackEnv(DEV_STACK, cluster.url(), pooler ? pooler.url() : cluster.url(), cluster.adminUrl(),
+  replicaUrl ? { DB_REPLICA_URL: replicaUrl } : {});
 writeEnvFile(DEV_STACK.envFile, env);
 
-step(`edge functions on http://127.0.0.1:${DEV_STACK.functionsPort}/functions/v1/<name>`);
+step(`edge functions on http://127.0.0.1:${DEV_STACK.functionsPort}/functions/v1/<name>, ${DEV_STACK.workersPerFunction} workers each (FUNCTIONS_WORKERS)`);
 const fn = await startFunctionsDaemon(DEV_STACK);
-console.log(fn.started ? `    started (pid ${fn.pid}, log ${functionsLogFile(DEV_STACK)})` : `    already running (pid ${fn.pid})`);
+console.log(fn.started ? `    started (pid ${fn.pid}, log ${functionsLogFile(DEV_STACK)})`
+  : `    already running (pid ${fn.pid}); it read .env.local when it started: npm run stop, then npm start, to serve a changed DB_REPLICA_URL`);
 
 console.log(`
 Local stack is running. Connection details are in ${DEV_STACK.envFile}:
@@ -94,6 +110,7 @@ Local stack is running. Connection details are in ${DEV_STACK.envFile}:
   SUPABASE_FUNCTIONS_URL    ${env.SUPABASE_FUNCTIONS_URL}
   SUPABASE_DB_URL           ${env.SUPABASE_DB_URL}  (direct)
   DB_POOLER_URL             ${env.DB_POOLER_URL}  (transaction pooler)
+  DB_REPLICA_URL            ${env.DB_REPLICA_URL ?? "(none: npm start -- --replica)"}
   SUPABASE_ANON_KEY         ${env.SUPABASE_ANON_KEY}
   SUPABASE_SERVICE_ROLE_KEY ${env.SUPABASE_SERVICE_ROLE_KEY}
 

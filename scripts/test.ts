@@ -13,7 +13,8 @@ import postgres from "postgres";
 import { destroyCluster, ensureCluster, PG17_BIN, REPO_ROOT, type Cluster } from "./lib/cluster.ts";
 import { deployOntoDemoApp } from "./lib/deploy.ts";
 import { poolerSettings, startPooler, stopPooler, type Pooler } from "./lib/pooler.ts";
-import { stackEnv, startFunctionsDaemon, stopFunctionsDaemon, TEST_STACK, writeEnvFile } from "./lib/stack.ts";
+import { destroyReplica, ensureReplica, type Replica } from "./lib/replica.ts";
+import { stackEnv, startFunctionsDaemon, stopFunctionsDaemon, TEST_REPLICA_STACK, TEST_STACK, writeEnvFile } from "./lib/stack.ts";
 
 export const TEMPLATE_DB = "app_template";
 /**
@@ -111,12 +112,20 @@ const dbEnv = (c: Cluster) => ({
 
 const clusters: Cluster[] = [];
 const poolers: Pooler[] = [];
+const replicas: Replica[] = [];
+/** The replica function server's lag bound and check interval: short, so the suites see a fallback quickly. */
+const TEST_REPLICA_MAX_LAG_MS = "1000";
+const TEST_REPLICA_CHECK_MS = "100";
 try {
   let ok = true;
   // PostgreSQL 15 (Debian bookworm): every suite
   const cluster = await ensureCluster({ name: TEST_STACK.name, port: TEST_STACK.dbPort, throwaway: true, fresh: true });
   clusters.push(cluster);
   log(`PostgreSQL 15: cluster ${cluster.dataDir} on ${cluster.port}`);
+  // the read replica (test/helpers/replica.ts), made while the cluster is small: the migrations stream to it
+  const replica = await ensureReplica(cluster, { port: TEST_STACK.replicaPort, fresh: true });
+  replicas.push(replica);
+  log(`PostgreSQL 15: read replica ${replica.dataDir} on ${replica.port}`);
   await migrate(cluster, "PostgreSQL 15");
   const tap15 = pgTap(cluster, "PostgreSQL 15");
   add(tap15);
@@ -129,15 +138,28 @@ try {
   writeEnvFile(TEST_STACK.envFile, env);
   stopFunctionsDaemon(TEST_STACK);
   await startFunctionsDaemon(TEST_STACK);
+  // the same functions with the replica as the read function's DB_REPLICA_URL
+  writeEnvFile(TEST_REPLICA_STACK.envFile, await stackEnv(TEST_REPLICA_STACK, cluster.url(), pooler.url(), cluster.adminUrl(), {
+    DB_REPLICA_URL: replica.url(), DB_REPLICA_MAX_LAG_MS: TEST_REPLICA_MAX_LAG_MS, DB_REPLICA_CHECK_MS: TEST_REPLICA_CHECK_MS,
+  }));
+  stopFunctionsDaemon(TEST_REPLICA_STACK);
+  await startFunctionsDaemon(TEST_REPLICA_STACK);
   log("functions served");
   const vt15 = vitest("PostgreSQL 15", TEST_STACK.name, {
     ...env, ...dbEnv(cluster),
     TEST_DB_POOLER_URL: pooler.url(),
     TEST_POOLER_ADMIN_URL: pooler.adminConsoleUrl,
     TEST_POOLER_POOL_SIZE: String(poolerSettings().defaultPoolSize),
+    TEST_CLUSTER_NAME: cluster.name,
+    TEST_REPLICA_PORT: String(replica.port),
+    TEST_REPLICA_FUNCTIONS_URL: `http://127.0.0.1:${TEST_REPLICA_STACK.functionsPort}/functions/v1`,
+    TEST_REPLICA_MAX_LAG_MS,
+    TEST_REPLICA_CHECK_MS,
   }, process.argv.slice(2));
   add(vt15);
   stopFunctionsDaemon(TEST_STACK);
+  stopFunctionsDaemon(TEST_REPLICA_STACK);
+  if (process.env.KEEP_TEST_STACK !== "1") await destroyReplica(replica);
   if (process.env.KEEP_TEST_STACK !== "1") await stopPooler(pooler);
   if (process.env.KEEP_TEST_STACK !== "1") await destroyCluster(cluster);
   ok &&= tap15.ok && vt15.ok;
@@ -165,7 +187,9 @@ try {
   exitCode = 1;
 } finally {
   stopFunctionsDaemon(TEST_STACK);
+  stopFunctionsDaemon(TEST_REPLICA_STACK);
   if (process.env.KEEP_TEST_STACK !== "1") {
+    for (const r of replicas) await destroyReplica(r);
     for (const p of poolers) await stopPooler(p);
     for (const c of clusters) await destroyCluster(c);
   }

@@ -43,9 +43,9 @@ export interface Cluster {
   adminUrl: (database?: string) => string;
 }
 
-const isRoot = (): boolean => typeof process.getuid === "function" && process.getuid() === 0;
+export const isRoot = (): boolean => typeof process.getuid === "function" && process.getuid() === 0;
 
-async function run(cmd: string, args: string[], opts: ProgramOptions & { asPostgres?: boolean; allowFail?: boolean } = {}): Promise<ProgramRun> {
+export async function run(cmd: string, args: string[], opts: ProgramOptions & { asPostgres?: boolean; allowFail?: boolean } = {}): Promise<ProgramRun> {
   const [file, argv] = opts.asPostgres && isRoot() ? ["runuser", ["-u", "postgres", "--", cmd, ...args]] : [cmd, args];
   const res = await runProgram(file, argv, opts);
   if (res.status !== 0 && !opts.allowFail) {
@@ -79,7 +79,7 @@ export function clusterFor(opts: ClusterOptions): Cluster {
   };
 }
 
-async function isRunning(c: Cluster): Promise<boolean> {
+export async function isRunning(c: Cluster): Promise<boolean> {
   if (!existsSync(join(c.dataDir, "PG_VERSION"))) return false;
   return (await run(join(c.pgBin, "pg_ctl"), ["status", "-D", c.dataDir], { asPostgres: true, allowFail: true })).status === 0;
 }
@@ -132,6 +132,8 @@ async function initCluster(c: Cluster, opts: ClusterOptions): Promise<void> {
   writeFileSync(join(c.dataDir, "pg_hba.conf"), [
     "host all all 127.0.0.1/32 scram-sha-256",
     "host all all ::1/128 scram-sha-256",
+    // read replicas (scripts/lib/replica.ts) stream with pg_basebackup -R as supabase_admin
+    "host replication all 127.0.0.1/32 scram-sha-256",
     "",
   ].join("\n"));
   if (isRoot()) await run("chown", ["postgres:postgres", join(c.dataDir, "postgresql.conf"), join(c.dataDir, "pg_hba.conf")]);
@@ -139,10 +141,14 @@ async function initCluster(c: Cluster, opts: ClusterOptions): Promise<void> {
 
 const PROFILE_FILE = "compute-profile.conf";
 
-/** Writes the profile's settings; true when they changed (a running cluster must restart). */
+/**
+ * Writes the profile's settings and the port asked for (a folder made earlier for another port
+ * would otherwise start on that one, and the caller would find nothing on its own); true when they
+ * changed (a running cluster must restart).
+ */
 async function writeProfile(c: Cluster, limits: ServerLimits): Promise<boolean> {
   const file = join(c.dataDir, PROFILE_FILE);
-  const text = profileSettings(limits).join("\n");
+  const text = [`port = ${c.port}`, ...profileSettings(limits)].join("\n");
   if (existsSync(file) && readFileSync(file, "utf8") === text) return false;
   writeFileSync(file, text);
   if (isRoot()) await run("chown", ["postgres:postgres", file]);

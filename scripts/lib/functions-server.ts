@@ -2,14 +2,15 @@
  * A local stand-in for `supabase functions serve` that needs no Docker.
  *
  *   functions-server/discovery.ts   which functions there are (folders, config.toml) and how their imports resolve
- *   functions-server/supervisor.ts  one Deno process per function (functions-server/deno-worker.ts), restarted after a crash
+ *   functions-server/supervisor.ts  N Deno processes per function (functions-server/deno-worker.ts), each with its own
+ *                                   module state as the platform's isolates, restarted after a crash
  *   functions-server/gateway.ts     what the platform does in front: routes /functions/v1/<name>/..., enforces
  *                                   verify_jwt, reports missing or crashed functions as JSON errors
  */
 import path from "node:path";
 import { discoverFunctions } from "./functions-server/discovery.ts";
 import { createGateway } from "./functions-server/gateway.ts";
-import { FunctionWorker, type FunctionsServerEnv, type WorkerContext } from "./functions-server/supervisor.ts";
+import { FunctionPool, type FunctionsServerEnv, type WorkerContext } from "./functions-server/supervisor.ts";
 
 export { discoverFunctions, type FunctionSpec } from "./functions-server/discovery.ts";
 export type { FunctionsServerEnv } from "./functions-server/supervisor.ts";
@@ -28,11 +29,24 @@ export interface FunctionsServerOptions {
    */
   secretForFunctions?: boolean;
   log?: (line: string) => void;
+  /**
+   * Workers (Deno processes) per function, as the platform runs a function in several isolates
+   * under load. Default 1.
+   */
+  workersPerFunction?: number;
+  /** Workers of named functions, over workersPerFunction. */
+  workersByFunction?: Readonly<Record<string, number>>;
+}
+
+function workersFor(name: string, opts: FunctionsServerOptions): number {
+  return opts.workersByFunction?.[name] ?? opts.workersPerFunction ?? 1;
 }
 
 export interface FunctionsServer {
   url: string;
   functions: string[];
+  /** workers per function */
+  workers: Record<string, number>;
   stop(): Promise<void>;
 }
 
@@ -45,7 +59,7 @@ export async function startFunctionsServer(opts: FunctionsServerOptions): Promis
     log,
     cwd: path.dirname(path.dirname(path.resolve(opts.configTomlPath))),
   };
-  const workers = new Map(specs.map((spec) => [spec.name, new FunctionWorker(spec, ctx)] as const));
+  const workers = new Map(specs.map((spec) => [spec.name, new FunctionPool(spec, ctx, workersFor(spec.name, opts))] as const));
   const gateway = createGateway(workers, opts.jwtSecret, log);
   const killAll = (): void => workers.forEach((w) => w.killNow());
   process.once("exit", killAll);
@@ -63,7 +77,12 @@ export async function startFunctionsServer(opts: FunctionsServerOptions): Promis
   try {
     const port = await gateway.listen(opts.port);
     await Promise.all([...workers.values()].map((w) => w.ensureRunning()));
-    return { url: `http://127.0.0.1:${port}`, functions: specs.map((s) => s.name), stop };
+    return {
+      url: `http://127.0.0.1:${port}`,
+      functions: specs.map((s) => s.name),
+      workers: Object.fromEntries(specs.map((s) => [s.name, workersFor(s.name, opts)])),
+      stop,
+    };
   } catch (err) {
     await stop();
     throw err;

@@ -12,8 +12,19 @@ export interface StackProfile {
   functionsPort: number;
   /** the transaction pooler in front of the database (scripts/lib/pooler.ts) */
   poolerPort: number;
+  /** the read replica, when one is asked for (scripts/lib/replica.ts) */
+  replicaPort: number;
   envFile: string;
+  /**
+   * Deno workers per function (scripts/serve-functions.ts --workers), as the platform's isolates:
+   * 2 on both stacks, so that neither the suites nor a developer's session can come to rely on one
+   * isolate's module state, at the cost of one more Deno process per function; FUNCTIONS_WORKERS=N
+   * picks another number.
+   */
+  workersPerFunction: number;
 }
+
+const workersFromEnv = (): number => Number(process.env.FUNCTIONS_WORKERS ?? 2);
 
 /** `npm start`: the Supabase CLI's local defaults (API 54321, DB 54322). */
 export const DEV_STACK: StackProfile = {
@@ -21,13 +32,16 @@ export const DEV_STACK: StackProfile = {
   dbPort: 54322,
   functionsPort: 54321,
   poolerPort: poolerSettings().port,
+  replicaPort: 54328,
   envFile: join(REPO_ROOT, ".env.local"),
+  workersPerFunction: workersFromEnv(),
 };
 
 /**
  * `npm test`: its own throwaway cluster on other ports, so both can run at once.
- * TEST_PORT_BASE=N moves it to N (database), N+1 (functions) and N+3 (pooler; N+2 is the PostgreSQL 17
- * leg's database) so several runs can coexist.
+ * TEST_PORT_BASE=N moves it to N (database), N+1 (functions), N+3 (pooler; N+2 is the PostgreSQL 17
+ * leg's database), N+4 (the read replica) and N+5 (TEST_REPLICA_STACK's functions) so several runs
+ * can coexist.
  */
 const testBase = Number(process.env.TEST_PORT_BASE ?? 54330);
 export const TEST_STACK: StackProfile = {
@@ -35,7 +49,21 @@ export const TEST_STACK: StackProfile = {
   dbPort: testBase,
   functionsPort: testBase + 1,
   poolerPort: testBase + 3,
+  replicaPort: testBase + 4,
   envFile: join(REPO_ROOT, ".local", testBase === 54330 ? "test.env" : `test-${testBase}.env`),
+  workersPerFunction: workersFromEnv(),
+};
+
+/**
+ * The test stack's second functions server, the one whose read function has a replica
+ * (DB_REPLICA_URL): the replica suites call it; the other suites keep reading the primary, so a
+ * read right after a write never waits for replay.
+ */
+export const TEST_REPLICA_STACK: StackProfile = {
+  ...TEST_STACK,
+  name: `${TEST_STACK.name}-replica`,
+  functionsPort: testBase + 5,
+  envFile: TEST_STACK.envFile.replace(/\.env$/, "-replica.env"),
 };
 
 // Same value as the Supabase CLI's local stack: local development only, never a hosted secret.
@@ -52,10 +80,23 @@ export type StackEnv = Record<
   | "FUNCTIONS_PORT"
   | "DB_ADMIN_URL",
   string
->;
+> & Partial<Record<ReplicaEnvKey, string>>;
+
+/**
+ * The read function's replica secrets (supabase/functions/_shared/replica.ts): its URL, the lag
+ * bound in ms past which reads go to the primary, how often (ms) an isolate checks the lag.
+ */
+export const REPLICA_ENV_KEYS = ["DB_REPLICA_URL", "DB_REPLICA_MAX_LAG_MS", "DB_REPLICA_CHECK_MS"] as const;
+export type ReplicaEnvKey = (typeof REPLICA_ENV_KEYS)[number];
 
 /** dbUrl is the direct connection, poolerUrl the same database through the transaction pooler. */
-export async function stackEnv(profile: StackProfile, dbUrl: string, poolerUrl: string, adminUrl: string): Promise<StackEnv> {
+export async function stackEnv(
+  profile: StackProfile,
+  dbUrl: string,
+  poolerUrl: string,
+  adminUrl: string,
+  replica: Partial<Record<ReplicaEnvKey, string>> = {},
+): Promise<StackEnv> {
   const { anonKey, serviceRoleKey } = await makeApiKeys(LOCAL_JWT_SECRET);
   const apiUrl = `http://127.0.0.1:${profile.functionsPort}`;
   return {
@@ -68,6 +109,7 @@ export async function stackEnv(profile: StackProfile, dbUrl: string, poolerUrl: 
     JWT_SECRET: LOCAL_JWT_SECRET,
     FUNCTIONS_PORT: String(profile.functionsPort),
     DB_ADMIN_URL: adminUrl,
+    ...replica,
   };
 }
 
@@ -122,7 +164,7 @@ export async function startFunctionsDaemon(p: StackProfile): Promise<{ pid: numb
   const log = openSync(functionsLogFile(p), "a");
   const child = spawn(
     join(REPO_ROOT, "node_modules", ".bin", "tsx"),
-    [join(REPO_ROOT, "scripts", "serve-functions.ts"), "--env-file", p.envFile],
+    [join(REPO_ROOT, "scripts", "serve-functions.ts"), "--env-file", p.envFile, "--workers", String(p.workersPerFunction)],
     { cwd: REPO_ROOT, detached: true, stdio: ["ignore", log, log] },
   );
   child.unref();

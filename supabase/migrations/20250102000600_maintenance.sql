@@ -814,6 +814,118 @@ end
 $$;
 
 -- -----------------------------------------------------------------------------
+-- Read replicas: their lag as the primary sees it, and what the read function saw on them
+-- -----------------------------------------------------------------------------
+-- pg_stat_database_conflicts counts only on the standby, and only the edge functions know a
+-- replica's URL (the secret DB_REPLICA_URL), so the read function (functions/_shared/replica.ts)
+-- reports what it measured there: its replay position and lag, the standby's conflict counters,
+-- how many reads it served and how many fell back to the primary. health() reads this beside
+-- pg_stat_replication and the physical slots; "since the last run" counts from the last
+-- maintenance run that finished ok.
+
+create table if not exists partition_mgmt.replica_status (
+  replica               text primary key,
+  observed_at           timestamptz not null default now(),
+  replay_lsn            pg_lsn,
+  replay_lag_ms         bigint,
+  conflicts             jsonb not null default '{}',
+  conflicts_total       bigint not null default 0,
+  replica_reads         bigint not null default 0,
+  fallbacks             bigint not null default 0,
+  last_fallback_at      timestamptz,
+  last_fallback_reason  text,
+  conflicts_at_run      bigint not null default 0,
+  fallbacks_at_run      bigint not null default 0,
+  run_at                timestamptz
+);
+comment on table partition_mgmt.replica_status is
+  'One row per read replica the read function routes to (named host:port/database of DB_REPLICA_URL): what it last measured there (replay position, lag, the standby''s pg_stat_database_conflicts), reads served and fallbacks to the primary; *_at_run: the counters when the last maintenance run finished.';
+
+-- Called by the read function on the primary, at most every few seconds per isolate: the lag and
+-- conflict counters as measured now, the reads and fallbacks since its previous call.
+create or replace function partition_mgmt.record_replica_routing(
+  p_replica text, p_replay_lsn pg_lsn, p_replay_lag_ms bigint, p_conflicts jsonb,
+  p_replica_reads bigint, p_fallbacks bigint, p_last_fallback_reason text)
+returns void
+language sql
+set search_path = ''
+as $$
+  insert into partition_mgmt.replica_status as s (replica, observed_at, replay_lsn, replay_lag_ms, conflicts, conflicts_total,
+                                                  replica_reads, fallbacks, last_fallback_at, last_fallback_reason)
+  values (p_replica, now(), p_replay_lsn, p_replay_lag_ms, coalesce(p_conflicts, '{}'),
+          (select coalesce(sum(c.value::bigint), 0) from jsonb_each_text(coalesce(p_conflicts, '{}')) c where c.key like 'confl\_%'),
+          greatest(p_replica_reads, 0), greatest(p_fallbacks, 0),
+          case when p_fallbacks > 0 then now() end, case when p_fallbacks > 0 then p_last_fallback_reason end)
+  on conflict (replica) do update set
+    observed_at = excluded.observed_at,
+    replay_lsn = coalesce(excluded.replay_lsn, s.replay_lsn),
+    replay_lag_ms = excluded.replay_lag_ms,
+    -- a replica that could not be reached reports no counters: keep the last ones
+    conflicts = case when p_conflicts is null then s.conflicts else excluded.conflicts end,
+    conflicts_total = case when p_conflicts is null then s.conflicts_total else excluded.conflicts_total end,
+    replica_reads = s.replica_reads + excluded.replica_reads,
+    fallbacks = s.fallbacks + excluded.fallbacks,
+    last_fallback_at = coalesce(excluded.last_fallback_at, s.last_fallback_at),
+    last_fallback_reason = coalesce(excluded.last_fallback_reason, s.last_fallback_reason)
+$$;
+
+-- A maintenance run that finished ok starts the next "since the last run" count.
+create or replace function partition_mgmt.replica_status_mark_run()
+returns trigger
+language plpgsql
+set search_path = ''
+as $$
+begin
+  update partition_mgmt.replica_status
+     set conflicts_at_run = conflicts_total, fallbacks_at_run = fallbacks, run_at = new.finished_at;
+  return null;
+end
+$$;
+
+drop trigger if exists replica_status_mark_run on partition_mgmt.maintenance_log;
+create trigger replica_status_mark_run
+  after update of status on partition_mgmt.maintenance_log
+  for each row when (new.action = 'run' and new.status = 'ok' and old.status is distinct from 'ok')
+  execute function partition_mgmt.replica_status_mark_run();
+
+-- Every physical standby of this primary: the streaming ones from pg_stat_replication (write,
+-- flush and replay lag), a stopped one from its slot (how much WAL it has yet to replay).
+-- Logical walsenders (Realtime) and base backups in progress are not replicas.
+create or replace function partition_mgmt.replica_lag()
+returns table (replica text, state text, write_lag interval, flush_lag interval, replay_lag interval,
+               bytes_behind bigint, slot_name text)
+language sql stable
+-- pg_stat_replication shows the lag columns only to pg_read_all_stats, which postgres is and
+-- service_role (health() through the admin function) is not
+security definer
+set search_path = ''
+as $$
+  select coalesce(r.application_name, sl.slot_name::text),
+         coalesce(r.state, case when sl.active then 'connected' else 'stopped' end),
+         r.write_lag, r.flush_lag, r.replay_lag,
+         pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), coalesce(r.replay_lsn, sl.restart_lsn))::bigint,
+         sl.slot_name::text
+  from (select * from pg_catalog.pg_stat_replication x
+        where x.state is distinct from 'backup'
+          and not exists (select from pg_catalog.pg_replication_slots l where l.slot_type = 'logical' and l.active_pid = x.pid)) r
+  full join (select * from pg_catalog.pg_replication_slots p where p.slot_type = 'physical') sl on sl.active_pid = r.pid
+  order by 1
+$$;
+comment on function partition_mgmt.replica_lag() is
+  'Each physical standby: its state, write/flush/replay lag (pg_stat_replication) and the WAL bytes it has yet to replay; a stopped one by its slot.';
+
+-- What the read function saw on each replica, with the counts since the last maintenance run.
+create or replace view partition_mgmt.replica_routing with (security_invoker = true) as
+  select s.replica, s.observed_at, s.replay_lsn, s.replay_lag_ms, s.conflicts,
+         -- a standby that restarted counts from zero again
+         case when s.conflicts_total >= s.conflicts_at_run then s.conflicts_total - s.conflicts_at_run else s.conflicts_total end as conflicts_since_last_run,
+         s.replica_reads, s.fallbacks, s.fallbacks - s.fallbacks_at_run as fallbacks_since_last_run,
+         s.last_fallback_at, s.last_fallback_reason, s.run_at as last_run_at
+  from partition_mgmt.replica_status s;
+comment on view partition_mgmt.replica_routing is
+  'Per read replica: the read function''s last measurement, recovery conflicts and fallbacks to the primary since the last maintenance run.';
+
+-- -----------------------------------------------------------------------------
 -- Health: one row per finding, nothing on a healthy tree
 -- -----------------------------------------------------------------------------
 create or replace function partition_mgmt.health()
@@ -937,6 +1049,32 @@ begin
       where d.status = 'failed' and d.start_time > now() - $1
         and j.jobname like 'partition-%%'$q$, 'cron') using s.stale_after;
   end if;
+
+  -- read replicas: always said, like the lock budget; a warning when one stopped, lags (its replay
+  -- more than max_standby_streaming_delay's default behind, or a WAL segment of 16 MB: a replay
+  -- paused or blocked shows in bytes, not in replay_lag), or its readers were cancelled or sent to
+  -- the primary since the last run
+  return query
+    select case when l.lagging or l.state <> 'streaming' then 'warning' else 'info' end,
+           case when l.state <> 'streaming' then 'replica not streaming'
+                when l.lagging then 'replica lagging' else 'replica' end,
+           null::text,
+           format('%s: %s, write/flush/replay lag %s/%s/%s, %s behind%s', l.replica, l.state,
+                  coalesce(l.write_lag::text, '-'), coalesce(l.flush_lag::text, '-'), coalesce(l.replay_lag::text, '-'),
+                  pg_catalog.pg_size_pretty(l.bytes_behind),
+                  case when l.state = 'stopped' then format(' (its slot %s keeps that WAL on the primary: start it, or drop the slot if it is gone for good)', l.slot_name) else '' end)
+    from (select x.*, coalesce(x.replay_lag, '0') >= interval '30 seconds' or coalesce(x.bytes_behind, 0) >= 16 * 1024 * 1024 as lagging
+          from partition_mgmt.replica_lag() x) l;
+  return query
+    select 'warning', 'replica reads cancelled', null::text,
+           format('%s: %s read(s) cancelled by recovery conflicts since %s (%s)', r.replica, r.conflicts_since_last_run,
+                  coalesce(r.last_run_at::text, 'the read function first reported'), r.conflicts)
+    from partition_mgmt.replica_routing r where r.conflicts_since_last_run > 0;
+  return query
+    select 'warning', 'replica reads fell back', null::text,
+           format('%s: %s read(s) served by the primary instead since %s; the last at %s: %s', r.replica, r.fallbacks_since_last_run,
+                  coalesce(r.last_run_at::text, 'the read function first reported'), r.last_fallback_at, r.last_fallback_reason)
+    from partition_mgmt.replica_routing r where r.fallbacks_since_last_run > 0;
 end
 $$;
 
@@ -1044,6 +1182,7 @@ revoke all on all tables in schema partition_mgmt from anon, authenticated;
 grant select on partition_mgmt.managed_tables to authenticated;
 grant select on all tables in schema partition_mgmt to service_role;
 revoke execute on all functions in schema partition_mgmt from public, anon;
+grant execute on function partition_mgmt.replica_lag() to service_role;
 grant execute on function partition_mgmt.health(), partition_mgmt.schedule_maintenance(text),
   partition_mgmt.cleanup_empty_partitions(integer), partition_mgmt.analyze_all_partitions(boolean, text),
   partition_mgmt.validate_partitions(), partition_mgmt.leaf_budget_report(), partition_mgmt.lock_budget(), partition_mgmt.lock_capacity(),

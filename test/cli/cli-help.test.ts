@@ -1,6 +1,6 @@
 // Every script a user runs answers --help with its usage (exit 0) and a bad command line with one
 // line saying what was wrong, then the usage (exit 2), never a stack trace: start, stop, admin,
-// generate, bench, bench:adoption, bench:edge, gen:types, db:diff, backup and install-bundle, each run as the README
+// generate, bench, bench:adoption, bench:edge, bench:load, bench:scale, gen:types, db:diff, backup, serve-functions and install-bundle, each run as the README
 // says (npm run …; the backup through tsx). `npm start` is run as its second half, scripts/start.ts:
 // its first half, scripts/ensure-deps.sh, takes no arguments and may run npm ci, which must not
 // replace node_modules under a running test.
@@ -49,6 +49,19 @@ const SCRIPTS: Script[] = [
   {
     name: "npm run bench:edge", command: npmRun("bench:edge"), usage: /^usage: npm run bench:edge -- \[options\]$/m,
     bad: [[["--iterations", "3"], /^npm run bench:edge: --iterations must be an integer of at least 10, got "3"$/], [["--fast"], /^npm run bench:edge: unknown option --fast$/]],
+  },
+  {
+    name: "npm run bench:scale", command: npmRun("bench:scale"), usage: /^usage: npm run bench:scale -- \[options\]$/m,
+    bad: [[["--scales", "1m,lots"], /^npm run bench:scale: --scales: not a row count: "lots"/], [[], /^npm run bench:scale: nothing to do: give --scales \(or --quick\) to measure, or --with to report on earlier results$/],
+      [["--only", "vacuum"], /^npm run bench:scale: --only: unknown section "vacuum"/]],
+  },
+  {
+    name: "npm run bench:load", command: npmRun("bench:load"), usage: /^usage: npm run bench:load -- \[options\]$/m,
+    bad: [[["--clients", "0"], /^npm run bench:load: --clients must be an integer from 1 to 2000, got "0"$/], [["--quick", "now"], /^npm run bench:load: unexpected argument now: this command takes options only$/]],
+  },
+  {
+    name: "scripts/serve-functions.ts", command: tsx("scripts/serve-functions.ts"), usage: /^usage: npx tsx scripts\/serve-functions\.ts --env-file <path>/m,
+    bad: [[[], /^scripts\/serve-functions\.ts: --env-file is required$/], [["--workers", "0"], /^scripts\/serve-functions\.ts: --workers must be an integer from 1 to 64, got "0"$/]],
   },
   { name: "npm run gen:types", command: npmRun("gen:types"), usage: /^usage: npm run gen:types/m, bad: [[["--admin-url"], /^npm run gen:types: --admin-url needs a value$/], [["--db-url", "x"], /^npm run gen:types: unknown option --db-url$/]] },
   {

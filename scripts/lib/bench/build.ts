@@ -411,7 +411,7 @@ export async function buildData(db: BenchDatabase, o: BenchOptions, p: Progress)
     const totalRows = programs.reduce((a, r) => a + r.n, 0);
     // the copy runs in a session of its own, as an operator's would; afterwards the probe compares
     // that session (which has written into every leaf) with a fresh one
-    const copySql = benchSession(url, "bench-copy");
+    const copySql = benchSession(url, "bench-copy", { long: true });
     let sessionProbe: SessionProbe | undefined;
     let copy: BuildInfo["offlineCopy"];
     try {

@@ -10,7 +10,7 @@ export interface ChartRow {
   vsIndexed: number | null;
 }
 
-const esc = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
+export const esc = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
 
 export function chartRows(r: Pick<BenchResult, "queries" | "inserts" | "prepared">): ChartRow[] {
   const rows: ChartRow[] = r.queries.map((q) => ({ label: q.title, vsLegacy: q.speedupVsLegacy, vsIndexed: q.speedupVsIndexed }));

@@ -12,13 +12,13 @@ import { fmtInt, summarize, type Summary } from "./stats.ts";
 import type { InsertProfile, InsertResult, InsertRun, TableKind } from "./types.ts";
 import { benchSession } from "./session.ts";
 
-interface Target { siteId: string; programId: string; submissionId: string }
+export interface Target { siteId: string; programId: string; submissionId: string }
 
 const KINDS: TableKind[] = ["legacy", "indexed", "partitioned"];
 const insertSql = (table: string) =>
   `insert into ${table} (submission_id, site_id, program_id, petri_code, growth_index, created_at) values ($1, $2, $3, $4, $5, now())`;
 
-async function targets(sql: Sql): Promise<Target[]> {
+export async function targets(sql: Sql): Promise<Target[]> {
   // running programs only: their current month has a leaf (an ended program's would go to a DEFAULT)
   const rows = await sql<{ site_id: string; program_id: string; submission_id: string | null }[]>`
     select s.site_id, s.program_id,

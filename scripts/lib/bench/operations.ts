@@ -13,6 +13,7 @@ import type { Sql } from "postgres";
 import { startAppLoad } from "../app-load.ts";
 import { runMaintenance as runMaintenanceNow } from "../maintenance-runner.ts";
 import * as driver from "../migration-driver.ts";
+import { writeDay } from "./day-writes.ts";
 import type { BenchOptions } from "./options.ts";
 import type { Progress } from "./progress.ts";
 import { fmtInt, maxOf, percentile } from "./stats.ts";
@@ -21,11 +22,21 @@ import { benchSession, inSession } from "./session.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** In a session of its own with the database's statement_timeout, as pg_cron runs it. */
-export async function runMaintenance(url: string, progress: Progress): Promise<MaintenanceResult> {
+/**
+ * The day of writes (day-writes.ts, in sessions of their own, as the app's), then the run in a
+ * session of its own with the database's statement_timeout, as pg_cron runs it.
+ */
+export async function runMaintenance(url: string, progress: Progress, dayRows: number): Promise<MaintenanceResult> {
+  // what the sections before wrote is processed first, untimed: the timed run then processes the
+  // day of writes alone, the same work at every scale
+  progress.step("maintenance: a first run for what the sections before wrote (not timed)");
+  const settle = await inSession(url, "bench-maintenance-settle", (sql) => maintenance(sql, progress));
+  progress.step(`maintenance: a day of new writes first (${fmtInt(dayRows)} petri rows over the current day)`);
+  const dayWrites = await writeDay(url, dayRows);
+  progress.done(`${fmtInt(dayWrites.statements)} statements in ${dayWrites.seconds.toFixed(1)} s; ${fmtInt(dayWrites.dirtyGroups)} changed groups`);
   const sql = benchSession(url, "bench-maintenance");
   try {
-    return await maintenance(sql, progress);
+    return { ...(await maintenance(sql, progress)), dayWrites, settleSeconds: settle.seconds };
   } finally {
     await sql.end({ timeout: 5 });
   }

@@ -40,6 +40,8 @@ export interface BenchOptions {
   insertConnections: number[];
   /** seconds of app load before the online migration starts (baseline latency) */
   appBaselineSeconds: number;
+  /** petri rows written over the current day before the maintenance run (the same at every scale) */
+  dayWrites: number;
   warmup: number;
   reps: { scan: number; query: number; byId: number; planning: number };
   /** how many times the measured sections run on the same data; goals are judged on the median */
@@ -67,6 +69,7 @@ const FULL: Omit<BenchOptions, "outDir" | "sections"> = {
   insertSeconds: 8,
   insertConnections: [1, 4],
   appBaselineSeconds: 8,
+  dayWrites: 50_000,
   warmup: 3,
   reps: { scan: 7, query: 21, byId: 51, planning: 21 },
   runs: 3,
@@ -85,6 +88,7 @@ const QUICK: Partial<BenchOptions> = {
   planningShape: { sites: 10, months: 5 },
   insertSeconds: 1.5,
   appBaselineSeconds: 2,
+  dayWrites: 500,
   warmup: 1,
   reps: { scan: 3, query: 5, byId: 9, planning: 5 },
   runs: 1,
@@ -132,6 +136,8 @@ export const USAGE = `usage: npm run bench -- [options]
   --publish               also write docs/benchmarks/<tree>.md, <tree>.json and <tree>.svg
   --planning-leaves LIST  leaf counts of the planning series (default 500,2000,10000)
   --insert-seconds N      seconds per insert-throughput run (default 8)
+  --day-writes N          petri rows written over the current day before the maintenance run, the
+                          same at every scale (default 50k: 1% of the 5M table; --quick: 500)
   --runs N                measure the sections N times (odd, 1-9) on the same data and judge every
                           goal on the median, with the spread (default 3; --quick: 1)
   --only LIST             run only these sections after the build: ${SECTIONS.join(",")}
@@ -156,6 +162,7 @@ export const BENCH_FLAGS = {
   publish: { type: "boolean" },
   "planning-leaves": { type: "string" },
   "insert-seconds": { type: "string" },
+  "day-writes": { type: "string" },
   runs: { type: "string" },
   only: { type: "string" },
   skip: { type: "string", multiple: true },
@@ -201,6 +208,7 @@ export function benchOptionsFrom(flags: BenchFlags): BenchOptions {
   if (flags.publish) over.publish = true;
   if (flags["planning-leaves"] !== undefined) over.planningLeaves = wrap(() => list(flags["planning-leaves"]!).map((x) => parseCount(x)));
   if (flags["insert-seconds"] !== undefined) over.insertSeconds = num("insert-seconds", flags["insert-seconds"]);
+  if (flags["day-writes"] !== undefined) over.dayWrites = wrap(() => parseCount(flags["day-writes"]!));
   if (flags.runs !== undefined) {
     const n = num("runs", flags.runs);
     // odd: the median of each figure is one run's, so the report words it with that run's numbers

@@ -235,6 +235,8 @@ export function markdownReport(r: BenchResult, chartFile: string): string {
   else {
     out.push(`The statement \`partition_mgmt.maintenance_runner()\` returns (the nightly job's: a DO block committing after every step), on the built trees (petri and gasifier, ${fmtInt(b.tree.allTablesLeaves)} leaves in all), in a session with the database's statement_timeout: **${fmtDuration(r.maintenance.seconds)}**` +
       (r.maintenance.unfinished ? `, **unfinished**: ${r.maintenance.unfinished}.` : "."));
+    const d = r.maintenance.dayWrites;
+    if (d) out.push("", `Before it, a day of new writes, the same at every scale: ${fmtInt(d.rows)} petri rows over the current UTC day on the ${fmtInt(d.sites)} sites of running programs, ${fmtInt(d.statements)} INSERTs of a submission's rows (${d.seconds.toFixed(1)} s), leaving ${fmtInt(d.dirtyGroups)} changed (program, site, day) groups to recompute${r.maintenance.settleSeconds !== undefined ? ` (what the sections before wrote was processed first by an untimed run of ${r.maintenance.settleSeconds.toFixed(1)} s)` : " (with what the sections before it wrote)"}.`);
     out.push("");
     out.push("| Table | Step | Status | Seconds | Partitions | Rows moved | Error |");
     out.push("| --- | --- | --- | ---: | ---: | ---: | --- |");

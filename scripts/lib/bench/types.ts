@@ -194,8 +194,24 @@ export interface PlanningResult {
   error?: string;
 }
 
+/** The day of new writes made before the maintenance run (day-writes.ts). */
+export interface DayWrites {
+  rows: number;
+  statements: number;
+  /** sites of running programs the rows went to */
+  sites: number;
+  seconds: number;
+  /** analytics.metrics_dirty after the writes: distinct (program, site, day) groups and entries */
+  dirtyGroups: number;
+  dirtyEntries: number;
+}
+
 export interface MaintenanceResult {
   seconds: number;
+  /** the day of writes made just before the run (absent in results older than the scale curve) */
+  dayWrites?: DayWrites;
+  /** the untimed run before the day of writes, for what the sections before wrote (absent in older results) */
+  settleSeconds?: number;
   /** the run stopped at its time budget (the log's reason); the next run goes on */
   unfinished?: string;
   steps: { table: string | null; action: string; status: string; seconds: number; partitions: number; rows: number; error: string | null }[];

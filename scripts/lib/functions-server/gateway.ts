@@ -1,12 +1,14 @@
 /**
  * The HTTP front of the local functions server, doing what the Supabase platform does: routes
- * /functions/v1/<name>[/…] to the function's worker, enforces verify_jwt (HS256 with the local
+ * /functions/v1/<name>[/…] to the least busy of the function's workers, enforces verify_jwt (HS256 with the local
  * JWT secret) and refuses in the hosted platform's shape, streams bodies both ways and answers a
  * missing or crashed function with a JSON error.
  */
 import http from "node:http";
 import { decodeProtectedHeader, errors as joseErrors, jwtVerify } from "jose";
-import type { FunctionWorker } from "./supervisor.ts";
+import type { FunctionPool } from "./supervisor.ts";
+
+const KEEP_ALIVE_TIMEOUT_MS = 65_000;
 
 // Lets browser callers read gateway errors, as they can on the platform.
 const GATEWAY_CORS = { "Access-Control-Allow-Origin": "*" };
@@ -223,7 +225,7 @@ function forward(
 }
 
 interface Gateway {
-  workers: ReadonlyMap<string, FunctionWorker>;
+  pools: ReadonlyMap<string, FunctionPool>;
   key: Uint8Array;
   agent: http.Agent;
   log: (line: string) => void;
@@ -232,11 +234,11 @@ interface Gateway {
 async function handleRequest(gw: Gateway, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
   const route = parseRoute(req.url);
   if (!route) return sendError(res, 404, "not_found", "Not found");
-  const worker = gw.workers.get(route.name);
-  if (!worker) return sendError(res, 404, "not_found", `Function ${route.name} not found`);
+  const pool = gw.pools.get(route.name);
+  if (!pool) return sendError(res, 404, "not_found", `Function ${route.name} not found`);
   // CORS preflights carry no credentials; the CLI's edge runtime lets them through too.
   const verifyStartedAt = performance.now();
-  if (worker.spec.verifyJwt && req.method !== "OPTIONS") {
+  if (pool.spec.verifyJwt && req.method !== "OPTIONS") {
     const rejection = await jwtRejection(req, gw.key);
     if (rejection) {
       gw.log(`[${route.name}] verify_jwt: 401 ${rejection.platformCode}: ${rejection.reason}`);
@@ -244,17 +246,22 @@ async function handleRequest(gw: Gateway, req: http.IncomingMessage, res: http.S
     }
   }
   const verifyMs = performance.now() - verifyStartedAt;
-  let port: number;
+  const { worker, release } = pool.acquire();
   try {
-    port = await worker.ensureRunning();
-  } catch (err) {
-    gw.log(`[${route.name}] restart failed: ${err instanceof Error ? err.message : String(err)}`);
-    return sendError(res, 502, "worker_boot_failed", `Function ${route.name} failed to start`);
-  }
-  const outcome = await forward(req, res, port, route.forwardPath, gw.agent, verifyMs);
-  if (outcome === "unreachable") {
-    worker.markUnreachable();
-    sendError(res, 502, "worker_unavailable", `Function ${route.name} crashed or is unreachable; it restarts on the next request`);
+    let port: number;
+    try {
+      port = await worker.ensureRunning();
+    } catch (err) {
+      gw.log(`[${route.name}] restart failed: ${err instanceof Error ? err.message : String(err)}`);
+      return sendError(res, 502, "worker_boot_failed", `Function ${route.name} failed to start`);
+    }
+    const outcome = await forward(req, res, port, route.forwardPath, gw.agent, verifyMs);
+    if (outcome === "unreachable") {
+      worker.markUnreachable();
+      sendError(res, 502, "worker_unavailable", `Function ${route.name} crashed or is unreachable; it restarts on the next request`);
+    }
+  } finally {
+    release();
   }
 }
 
@@ -283,18 +290,24 @@ export interface FunctionsGateway {
 }
 
 export function createGateway(
-  workers: ReadonlyMap<string, FunctionWorker>,
+  pools: ReadonlyMap<string, FunctionPool>,
   jwtSecret: string,
   log: (line: string) => void,
 ): FunctionsGateway {
   const gw: Gateway = {
-    workers,
+    pools,
     key: new TextEncoder().encode(jwtSecret),
     // No keep-alive: reusing a socket the worker is closing would surface as a spurious 502.
     agent: new http.Agent({ keepAlive: false }),
     log,
   };
-  const server = http.createServer((req, res) => {
+  const server = http.createServer({
+    // Node's 5 s default closes an idle keep-alive socket while a busy caller is already sending its
+    // next request on it (the caller sees "other side closed"); platform front ends keep idle
+    // sockets for about a minute. headersTimeout must exceed it (Node's rule).
+    keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
+    headersTimeout: KEEP_ALIVE_TIMEOUT_MS + 1_000,
+  }, (req, res) => {
     handleRequest(gw, req, res).catch((err: unknown) => {
       log(`gateway error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
       sendError(res, 500, "internal_error", "Internal gateway error");

@@ -1,7 +1,8 @@
 /**
- * One Deno process per function (./deno-worker.ts runs the function's index.ts on a port of its
- * own), started with only the env vars hosted functions get, booted again on the next request
- * after a crash, and stopped with everything it spawned.
+ * N Deno processes per function (./deno-worker.ts runs the function's index.ts on a port of its
+ * own), as the platform runs a function in several isolates under load: each worker has its own
+ * module state (so its own postgres.js pool), is started with only the env vars hosted functions
+ * get, booted again on the next request after a crash, and stopped with everything it spawned.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import net from "node:net";
@@ -15,6 +16,10 @@ export interface FunctionsServerEnv {
   SUPABASE_DB_URL: string;
   /** the transaction pooler's URL (a secret the project sets; hosted gives none): _shared/db.ts's "pooled" connection */
   DB_POOLER_URL?: string;
+  /** a read replica's URL and its lag bound and check interval in ms: _shared/replica.ts */
+  DB_REPLICA_URL?: string;
+  DB_REPLICA_MAX_LAG_MS?: string;
+  DB_REPLICA_CHECK_MS?: string;
   SUPABASE_ANON_KEY: string;
   SUPABASE_SERVICE_ROLE_KEY: string;
   /** Supabase's newer keys: a JSON object of name -> sb_secret_… key */
@@ -105,6 +110,8 @@ export class FunctionWorker {
   constructor(
     readonly spec: FunctionSpec,
     private readonly ctx: WorkerContext,
+    /** how its log lines are prefixed: the function's name, with the worker's number in a pool of several */
+    private readonly label: string = spec.name,
   ) {}
 
   /** Port of a live worker, booting one first if there is none (lazy restart). */
@@ -242,7 +249,7 @@ export class FunctionWorker {
         this.stderrTail.push(line);
         if (this.stderrTail.length > STDERR_TAIL_LINES) this.stderrTail.shift();
       }
-      this.ctx.log(`[${this.spec.name}] ${line}`);
+      this.ctx.log(`[${this.label}] ${line}`);
     });
   }
 
@@ -250,7 +257,7 @@ export class FunctionWorker {
     if (this.proc !== proc) return;
     this.proc = null;
     if (!this.stopping) {
-      this.ctx.log(`[${this.spec.name}] worker exited (${signal ?? code}); it restarts on the next request`);
+      this.ctx.log(`[${this.label}] worker exited (${signal ?? code}); it restarts on the next request`);
     }
   }
 
@@ -265,6 +272,70 @@ export class FunctionWorker {
       `function ${this.spec.name}: worker not listening after ${WORKER_BOOT_TIMEOUT_MS / 1000}s\n` +
         this.stderrTail.join("\n"),
     );
+  }
+}
+
+/** A worker taken for one request; release() when its answer is done. */
+export interface WorkerLease {
+  worker: FunctionWorker;
+  release: () => void;
+}
+
+/**
+ * The workers of one function, as the platform's isolates of it. A request goes to the least busy
+ * worker (fewest requests in flight), ties taken in turn: requests differ in cost (a 100-row page,
+ * an aggregate over a year), and round-robin alone would queue one behind a slow request while
+ * another worker sits idle; taking ties in turn sends even sequential requests to every worker,
+ * so nothing can come to rely on one isolate's module state (hosted gives no affinity either).
+ */
+export class FunctionPool {
+  readonly workers: readonly FunctionWorker[];
+  private readonly inFlight: number[];
+  private nextTie = 0;
+
+  constructor(
+    readonly spec: FunctionSpec,
+    ctx: WorkerContext,
+    size: number,
+  ) {
+    if (!Number.isInteger(size) || size < 1) throw new Error(`function ${spec.name}: workers must be a positive integer, not ${size}`);
+    this.workers = Array.from({ length: size }, (_, i) => new FunctionWorker(spec, ctx, size === 1 ? spec.name : `${spec.name}#${i + 1}`));
+    this.inFlight = this.workers.map(() => 0);
+  }
+
+  acquire(): WorkerLease {
+    const n = this.workers.length;
+    let best = this.nextTie % n;
+    for (let k = 1; k < n; k++) {
+      const i = (this.nextTie + k) % n;
+      if (this.inFlight[i]! < this.inFlight[best]!) best = i;
+    }
+    this.nextTie = (best + 1) % n;
+    this.inFlight[best]!++;
+    let released = false;
+    return {
+      worker: this.workers[best]!,
+      release: () => {
+        if (released) return;
+        released = true;
+        this.inFlight[best]!--;
+      },
+    };
+  }
+
+  /** Boots every worker: the first alone (its boot may fill Deno's npm cache), then the others together. */
+  async ensureRunning(): Promise<void> {
+    const [first, ...rest] = this.workers;
+    await first?.ensureRunning();
+    await Promise.all(rest.map((w) => w.ensureRunning()));
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.workers.map((w) => w.stop()));
+  }
+
+  killNow(): void {
+    for (const w of this.workers) w.killNow();
   }
 }
 

@@ -19,15 +19,21 @@ export type { CallerRole } from "./caller-context.ts";
  * project sets DB_POOLER_URL (its Supavisor transaction-mode URL, port 6543; the local stack sets
  * it to its PgBouncer), else SUPABASE_DB_URL. "direct": SUPABASE_DB_URL, the direct connection
  * hosted functions get, for what needs a session of its own (partition-admin: a fresh session
- * for the swap, statements outside a transaction, long actions).
+ * for the swap, statements outside a transaction, long actions). "replica": DB_REPLICA_URL, a read
+ * replica's connection string, for reads only; ./replica.ts decides when to use it.
  */
-export type Connection = "pooled" | "direct";
+export type Connection = "pooled" | "direct" | "replica";
 
 // Module scope so that one isolate reuses its connections across requests;
 // created lazily so importing this file never needs the env var.
 const pools: Partial<Record<Connection, Sql>> = {};
 
 export function dbUrl(connection: Connection = "direct"): string {
+  if (connection === "replica") {
+    const replica = Deno.env.get("DB_REPLICA_URL");
+    if (!replica) throw new Error("DB_REPLICA_URL is not set");
+    return replica;
+  }
   if (connection === "pooled") {
     const pooled = Deno.env.get("DB_POOLER_URL");
     if (pooled) return pooled;
@@ -40,7 +46,10 @@ export function dbUrl(connection: Connection = "direct"): string {
 export function getSql(connection: Connection = "pooled"): Sql {
   // prepare: false: behind a transaction pooler consecutive statements may run on different
   // server sessions, so no named prepared statement may be assumed to exist
-  return pools[connection] ??= postgres(dbUrl(connection), { max: 3, prepare: false, idle_timeout: 20 });
+  // (a replica that is down is found in 2 s, and the read goes to the primary: ./replica.ts)
+  return pools[connection] ??= postgres(dbUrl(connection), {
+    max: 3, prepare: false, idle_timeout: 20, ...(connection === "replica" ? { connect_timeout: 2 } : {}),
+  });
 }
 
 function callerRole(role: string): CallerRole {
@@ -59,19 +68,21 @@ function callerRole(role: string): CallerRole {
  * parameters (./caller-context.ts), pipelined with fn's first statement: BEGIN,
  * then the context and fn's statement together, then COMMIT.
  */
+export interface CallerContextOptions {
+  connection?: Connection;
+  freshSession?: boolean;
+  /** a bound of the caller's own, over the role's (the service role has none on hosted Supabase) */
+  statementTimeout?: string;
+  /** further settings for the transaction, over the role's, e.g. { timezone: "UTC" } */
+  settings?: Readonly<Record<string, string>>;
+  /** phases marked: begin (a connection and BEGIN), context, query, commit */
+  timing?: ServerTiming;
+}
+
 export async function withCallerContext<T>(
   claims: Claims,
   fn: (tx: Tx) => Promise<T>,
-  options: {
-    connection?: Connection;
-    freshSession?: boolean;
-    /** a bound of the caller's own, over the role's (the service role has none on hosted Supabase) */
-    statementTimeout?: string;
-    /** further settings for the transaction, over the role's, e.g. { timezone: "UTC" } */
-    settings?: Readonly<Record<string, string>>;
-    /** phases marked: begin (a connection and BEGIN), context, query, commit */
-    timing?: ServerTiming;
-  } = {},
+  options: CallerContextOptions = {},
 ): Promise<T> {
   const role = callerRole(claims.role);
   const settings = options.statementTimeout === undefined

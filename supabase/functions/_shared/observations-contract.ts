@@ -143,6 +143,21 @@ export const ObservationRowSchema = z.looseObject({
 
 const durationMs = z.number().nonnegative();
 
+/**
+ * Which database served the read: "replica" when the function has a read replica (the secret
+ * DB_REPLICA_URL) that is up and within its lag bound, else "primary"; fallback says why a
+ * configured replica was not used (null when it was, or when there is none). docs/replicas.md.
+ */
+export const READ_SOURCES = ["primary", "replica"] as const;
+export type ReadSource = (typeof READ_SOURCES)[number];
+export const REPLICA_FALLBACK_REASONS = ["replica_unreachable", "replica_lagging", "replica_lag_unknown", "replica_not_standby"] as const;
+export type ReplicaFallbackReason = (typeof REPLICA_FALLBACK_REASONS)[number];
+const readRouting = {
+  served_by: z.enum(READ_SOURCES),
+  fallback: z.enum(REPLICA_FALLBACK_REASONS).nullable(),
+};
+export type ReadRouting = { served_by: ReadSource; fallback: ReplicaFallbackReason | null };
+
 export const ObservationsPageResponseSchema = z.object({
   rows: z.array(ObservationRowSchema),
   /** Pass as `cursor` for the next page; null when no row follows this page (a full last page says so too). */
@@ -152,6 +167,7 @@ export const ObservationsPageResponseSchema = z.object({
     count: z.int().nonnegative(),
     limit: z.int(),
     duration_ms: durationMs,
+    ...readRouting,
   }),
 });
 
@@ -179,6 +195,7 @@ const aggregateMeta = <G extends GroupBy>(groupBy: G) =>
     /** More than MAX_AGGREGATE_GROUPS groups matched: only the first ones (by day or site_id) are returned. */
     truncated: z.boolean(),
     duration_ms: durationMs,
+    ...readRouting,
   });
 
 export const DailyAggregateResponseSchema = z.object({

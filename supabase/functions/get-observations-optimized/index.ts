@@ -21,7 +21,9 @@ Deno.serve(async (req) => {
     timing.mark("jwt");
     const params = await readObservationsRequest(req);
     timing.mark("validate");
-    return jsonResponse(await readObservations(caller, params, timing), 200, {}, timing);
+    const body = await readObservations(caller, params, timing);
+    // which database answered, for logs and curl (browsers read meta.served_by)
+    return jsonResponse(body, 200, { "X-Served-By": body.meta.served_by }, timing);
   } catch (err) {
     return errorResponse(err);
   }

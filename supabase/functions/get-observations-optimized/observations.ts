@@ -2,7 +2,9 @@
  * get-observations-optimized: its parameters and the two reads behind it.
  *
  *   parameters (JSON body or query string) → zod
- *   → one transaction as the caller (role + request.jwt.claims, like PostgREST)
+ *   → one transaction as the caller (role + request.jwt.claims, like PostgREST), on the read
+ *     replica when one is configured and fresh enough, else on the primary (../_shared/replica.ts),
+ *     retried on a replica's recovery conflict (../_shared/retry.ts)
  *   → ./reads.ts:
  *     rows:      public.get_observations_optimized (the SQL read API), keyset-paginated
  *     aggregate: counts and growth_index statistics per UTC day or per site,
@@ -10,7 +12,7 @@
  *
  * index.ts checks the method and the caller, then calls readObservationsRequest and readObservations.
  */
-import { withCallerContext } from "../_shared/db.ts";
+import { readAsCaller } from "../_shared/replica.ts";
 import { validationFailed } from "../_shared/errors.ts";
 import type { ServiceClaims, UserClaims } from "../_shared/jwt.ts";
 import {
@@ -22,6 +24,7 @@ import {
   type SiteAggregateRow,
 } from "../_shared/observations-contract.ts";
 import { queryObject, readJsonObject } from "../_shared/request.ts";
+import { retryRecoveryConflicts } from "../_shared/retry.ts";
 import type { ServerTiming } from "../_shared/server-timing.ts";
 import { fieldIssues } from "../_shared/validation.ts";
 import { readAggregate, readPage, READ_SETTINGS } from "./reads.ts";
@@ -69,17 +72,17 @@ export async function readObservations(
 ): Promise<ObservationsResponse> {
   const context = { settings: READ_SETTINGS, timing };
   if (params.mode === "aggregate") {
-    const { rows, truncated } = await withCallerContext(caller, (tx) => readAggregate(tx, params), context);
-    const meta = { mode: "aggregate" as const, count: rows.length, truncated, duration_ms: timing.elapsedMs() };
+    const { result: { rows, truncated }, routing } = await retryRecoveryConflicts(() => readAsCaller(caller, (tx) => readAggregate(tx, params), context));
+    const meta = { mode: "aggregate" as const, count: rows.length, truncated, duration_ms: timing.elapsedMs(), ...routing };
     // The statement's grouping column decides the row shape.
     return params.group_by === "day"
       ? { rows: rows as DailyAggregateRow[], next_cursor: null, meta: { ...meta, group_by: "day" } }
       : { rows: rows as SiteAggregateRow[], next_cursor: null, meta: { ...meta, group_by: "site" } };
   }
 
-  const page = await withCallerContext(caller, (tx) => readPage(tx, params), context);
+  const { result: page, routing } = await retryRecoveryConflicts(() => readAsCaller(caller, (tx) => readPage(tx, params), context));
   return {
     ...page,
-    meta: { mode: "rows", count: page.rows.length, limit: params.limit, duration_ms: timing.elapsedMs() },
+    meta: { mode: "rows", count: page.rows.length, limit: params.limit, duration_ms: timing.elapsedMs(), ...routing },
   };
 }

@@ -1,0 +1,51 @@
+// The day of new writes the maintenance section processes: a fixed number of petri rows (by default
+// 50,000, 1% of the 5M table, the same at every scale) inserted into the live partitioned table
+// with created_at spread evenly from the start of the current UTC day to now, on every site of a
+// running program, as the app posts them: a submission's observations in one INSERT (statement
+// triggers record the changed (program, site, day) groups once per statement, as they would for
+// the app). Maintenance then recomputes what these writes changed, so its figure is comparable
+// across table sizes.
+import { targets } from "./inserts.ts";
+import { benchSession, inSession } from "./session.ts";
+import type { DayWrites } from "./types.ts";
+
+/** rows per statement: one submission's observations (the demo shape's observationsPerSubmission) */
+const ROWS_PER_STATEMENT = 10;
+/** app sessions writing at once (each statement commits on its own) */
+const SESSIONS = 4;
+
+export async function writeDay(url: string, rows: number): Promise<DayWrites> {
+  return inSession(url, "bench-day-writes", async (sql) => {
+    // the insert section's targets: every site of a running program (its current month has a leaf)
+    const t = await targets(sql);
+    const [day] = await sql<{ start: Date; span_ms: number }[]>`
+      select date_trunc('day', now() at time zone 'utc') at time zone 'utc' as start,
+             (extract(epoch from now() - (date_trunc('day', now() at time zone 'utc') at time zone 'utc')) * 1000)::float8 as span_ms`;
+    const start = day!.start.getTime();
+    const span = Math.max(1, day!.span_ms - 1000);
+    const sessions = Array.from({ length: SESSIONS }, (_, i) => benchSession(url, `bench-day-writes-${i + 1}`));
+    const statements = Math.ceil(rows / ROWS_PER_STATEMENT);
+    const t0 = performance.now();
+    try {
+      // session i writes statements i, i + SESSIONS, …: the day's rows in time order across them
+      await Promise.all(sessions.map(async (s, i) => {
+        for (let k = i; k < statements; k += SESSIONS) {
+          const site = t[k % t.length]!;
+          const from = k * ROWS_PER_STATEMENT;
+          const n = Math.min(ROWS_PER_STATEMENT, rows - from);
+          const at = Array.from({ length: n }, (_, j) => new Date(start + Math.floor((span * (from + j)) / rows)).toISOString());
+          await s`
+            insert into public.petri_observations (submission_id, site_id, program_id, petri_code, growth_index, created_at)
+            select ${site.submissionId}, ${site.siteId}, ${site.programId}, 'day-write', 1, a
+            from unnest(${at}::timestamptz[]) a`;
+        }
+      }));
+    } finally {
+      await Promise.all(sessions.map((s) => s.end({ timeout: 5 })));
+    }
+    const seconds = (performance.now() - t0) / 1000;
+    const [g] = await sql<{ groups: number; entries: number }[]>`
+      select count(distinct (program_id, site_id, day))::int as groups, count(*)::int as entries from analytics.metrics_dirty`;
+    return { rows, statements, sites: t.length, seconds, dirtyGroups: g?.groups ?? 0, dirtyEntries: g?.entries ?? 0 };
+  });
+}
