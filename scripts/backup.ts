@@ -31,5 +31,5 @@ await runCli(NAME, USAGE, async () => {
     throw new UsageError(`not a postgresql:// URL: "${url.replace(/:[^:@/]*@/, ":***@")}"`);
   }
   console.log(`backing up ${MIGRATION_TABLES.join(", ")} of ${host}`);
-  console.log(`backup written to ${backupTables(url)}`);
+  console.log(`backup written to ${await backupTables(url)}`);
 });

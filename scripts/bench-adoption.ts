@@ -122,7 +122,7 @@ const ADOPTION_GOALS: Goal<{ worstMs: number; errors: number }>[] = [
 ];
 
 const limits = serverLimits();
-const cluster = ensureCluster({ name: `bench-adoption-${port}`, port, throwaway: false, fresh: true, limits });
+const cluster = await ensureCluster({ name: `bench-adoption-${port}`, port, throwaway: false, fresh: true, limits });
 const url = cluster.url();
 const t0 = performance.now();
 const now = () => performance.now() - t0;
@@ -262,5 +262,5 @@ try {
   }
 } finally {
   await sql.end({ timeout: 5 });
-  if (!values.keep) destroyCluster(cluster);
+  if (!values.keep) await destroyCluster(cluster);
 }

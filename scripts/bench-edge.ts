@@ -134,8 +134,8 @@ const EDGE_GOALS: Goal<{ overheadMs: number }>[] = [{
 }];
 
 const limits = serverLimits();
-const cluster = ensureCluster({ name: `bench-edge-${port}`, port, throwaway: false, fresh: true, limits });
-const pooler = startPooler(cluster, port + 3);
+const cluster = await ensureCluster({ name: `bench-edge-${port}`, port, throwaway: false, fresh: true, limits });
+const pooler = await startPooler(cluster, port + 3);
 const admin = postgres(cluster.url(), { max: 1, onnotice: () => {} });
 const servers: FunctionsServer[] = [];
 const clients: Sql[] = [];
@@ -268,6 +268,6 @@ try {
   await Promise.all(servers.map((s) => s.stop()));
   await Promise.all(clients.map((c) => c.end({ timeout: 5 })));
   await admin.end({ timeout: 5 });
-  stopPooler(pooler);
-  if (!values.keep) destroyCluster(cluster);
+  await stopPooler(pooler);
+  if (!values.keep) await destroyCluster(cluster);
 }

@@ -402,9 +402,9 @@ function markdown(r: { measured_at: string; profile: string; max_connections: nu
 }
 
 const limits = serverLimits();
-const cluster = ensureCluster({ name: `bench-load-${port}`, port, throwaway: true, fresh: true, limits });
+const cluster = await ensureCluster({ name: `bench-load-${port}`, port, throwaway: true, fresh: true, limits });
 const pool = poolerSettings();
-let pooler: ReturnType<typeof startPooler> | null = null;
+let pooler: Awaited<ReturnType<typeof startPooler>> | null = null;
 const workDir = mkdtempSync(join(tmpdir(), "bench-load-"));
 try {
   log(`cluster on ${port}, compute profile ${limits.profile.name} (max_connections ${limits.profile.maxConnections})`);
@@ -439,12 +439,12 @@ try {
   const runs: RunResult[] = [];
   for (const [label, mode] of [["pooled (DB_POOLER_URL)", "pooled"], ["direct (no DB_POOLER_URL)", "direct"]] as const) {
     // a pooler of its own per run: no server connection of the previous run stays open in it
-    pooler = startPooler(cluster, port + 3, pool);
+    pooler = await startPooler(cluster, port + 3, pool);
     runs.push(await oneRun(label, mode, {
       directUrl: cluster.url(), pooledUrl: pooler.url(), poolerConsoleUrl: pooler.adminConsoleUrl, psql: join(cluster.pgBin, "psql"), adminUrl: cluster.adminUrl(),
       anonKey, serviceRoleKey, scopes, maxConnections: limits.profile.maxConnections, dir: workDir,
     }));
-    stopPooler(pooler);
+    await stopPooler(pooler);
     pooler = null;
   }
   const result = { measured_at: new Date().toISOString(), profile: limits.profile.name, max_connections: limits.profile.maxConnections, machine, pool,
@@ -459,7 +459,7 @@ try {
     log(`wrote ${join(dir, "load.md")} and load.json`);
   }
 } finally {
-  if (pooler) stopPooler(pooler);
+  if (pooler) await stopPooler(pooler);
   rmSync(workDir, { recursive: true, force: true });
-  if (!values.keep) destroyCluster(cluster);
+  if (!values.keep) await destroyCluster(cluster);
 }

@@ -16,7 +16,7 @@ const { values } = parseArgs({ options: {
   batch: { type: "string", default: "2000" }, seconds: { type: "string", default: "5" }, port: { type: "string", default: "54460" },
 } });
 const port = Number(values.port);
-const cluster = ensureCluster({ name: `bench-${port}`, port, throwaway: true, fresh: true });
+const cluster = await ensureCluster({ name: `bench-${port}`, port, throwaway: true, fresh: true });
 try {
   await deployOntoDemoApp(cluster.url());
   const sql = postgres(cluster.url(), { max: 2, onnotice: () => {} });
@@ -56,5 +56,5 @@ try {
     `during migration ${percentile(during.latenciesMs, 50).toFixed(1)}/${percentile(during.latenciesMs, 99).toFixed(1)} ms; errors ${b.errors.length}/${during.errors.length}`);
   await sql.end();
 } finally {
-  destroyCluster(cluster);
+  await destroyCluster(cluster);
 }

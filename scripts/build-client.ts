@@ -10,10 +10,10 @@
 // (so the function, its client and the package run the same zod), supabase-js a peer (only its
 // types are used). Each .js file names its .d.ts (`@ts-self-types`), so Deno type-checks a copied
 // folder too.
-import { spawnSync } from "node:child_process";
 import { copyFileSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { basename, join, relative, resolve } from "node:path";
 import { REPO_ROOT } from "./lib/cluster.ts";
+import { runOrThrow } from "./lib/processes.ts";
 
 export const CLIENT_PACKAGE_NAME = "supabase-observation-partitioning-client";
 const DEFAULT_OUT = join(REPO_ROOT, "dist", "observations-client");
@@ -56,15 +56,15 @@ function* files(dir: string): Generator<string> {
 }
 
 /** Builds the package into out (emptied first); returns out. */
-export function buildClientPackage(out: string = DEFAULT_OUT): string {
+export async function buildClientPackage(out: string = DEFAULT_OUT): Promise<string> {
   rmSync(out, { recursive: true, force: true });
   mkdirSync(out, { recursive: true });
-  const tsc = spawnSync(
+  await runOrThrow(
     join(REPO_ROOT, "node_modules", ".bin", "tsc"),
     ["-p", join(REPO_ROOT, "client", "tsconfig.build.json"), "--outDir", join(out, "dist")],
-    { cwd: REPO_ROOT, encoding: "utf8" },
+    { cwd: REPO_ROOT },
+    "tsc",
   );
-  if (tsc.status !== 0) throw new Error(`tsc failed (exit ${tsc.status}):\n${tsc.stdout}${tsc.stderr}`);
   for (const path of files(join(out, "dist"))) {
     if (!path.endsWith(".js")) continue;
     const types = `./${basename(path, ".js")}.d.ts`;
@@ -78,7 +78,7 @@ export function buildClientPackage(out: string = DEFAULT_OUT): string {
 
 if (resolve(process.argv[1] ?? "") === resolve(import.meta.filename)) {
   const at = process.argv.indexOf("--out");
-  const out = buildClientPackage(at === -1 ? DEFAULT_OUT : resolve(process.argv[at + 1] ?? DEFAULT_OUT));
+  const out = await buildClientPackage(at === -1 ? DEFAULT_OUT : resolve(process.argv[at + 1] ?? DEFAULT_OUT));
   const built = [...files(out)].map((f) => relative(out, f)).sort();
   console.log(`built ${relative(REPO_ROOT, out) || out}: ${built.length} files\n  ${built.join("\n  ")}`);
 }

@@ -43,7 +43,7 @@ await runCli(NAME, USAGE, async () => {
   await withScratchDatabases(admin, ["gen_types"], async ([url = ""]) => {
     console.log(`scratch database ${new URL(url).pathname.slice(1)} on ${new URL(admin).host}: the demo app, the push, the setup steps`);
     await deployOntoDemoApp(url);
-    write("before-swap", generateDatabaseTypes(url, "before-swap"));
+    write("before-swap", await generateDatabaseTypes(url, "before-swap"));
     console.log("migrating and swapping both tables, then finalize");
     const sql = postgres(url, { max: 2, onnotice: () => {} });
     try {
@@ -51,6 +51,6 @@ await runCli(NAME, USAGE, async () => {
     } finally {
       await sql.end();
     }
-    write("after-swap", generateDatabaseTypes(url, "after-swap"));
+    write("after-swap", await generateDatabaseTypes(url, "after-swap"));
   });
 });

@@ -43,13 +43,13 @@ const withReplica = values.replica === true;
 const step = (msg: string) => console.log(`\n==> ${msg}`);
 
 step(`PostgreSQL 15 on 127.0.0.1:${DEV_STACK.dbPort}`);
-const cluster = ensureCluster({ name: DEV_STACK.name, port: DEV_STACK.dbPort });
+const cluster = await ensureCluster({ name: DEV_STACK.name, port: DEV_STACK.dbPort });
 console.log(cluster.wasRunning ? "    already running" : cluster.created ? "    created and started" : "    started");
 console.log(`    data: ${cluster.dataDir}`);
 
 const poolerConfig = poolerSettings();
 step(`transaction pooler (PgBouncer, config.toml [db.pooler]) on 127.0.0.1:${DEV_STACK.poolerPort}`);
-const pooler = poolerConfig.enabled ? startPooler(cluster, DEV_STACK.poolerPort, poolerConfig) : null;
+const pooler = poolerConfig.enabled ? await startPooler(cluster, DEV_STACK.poolerPort, poolerConfig) : null;
 console.log(pooler
   ? `    ${poolerConfig.poolMode} mode, ${poolerConfig.defaultPoolSize} server connections per database and role, ${poolerConfig.maxClientConn} clients`
   : "    disabled in supabase/config.toml: DB_POOLER_URL is the direct URL");
@@ -89,7 +89,7 @@ step("supabase db push (as postgres, the way users deploy) and the setup steps i
 let replicaUrl: string | undefined;
 if (withReplica) {
   step(`read replica (pg_basebackup -R, a hot standby with the same compute profile) on 127.0.0.1:${DEV_STACK.replicaPort}`);
-  const replica = ensureReplica(cluster, { port: DEV_STACK.replicaPort });
+  const replica = await ensureReplica(cluster, { port: DEV_STACK.replicaPort });
   console.log(replica.wasRunning ? "    already running" : replica.created ? "    created and started" : "    started");
   const caughtUp = await waitForReplay(replica, { timeoutMs: 120_000 });
   console.log(`    data: ${replica.dataDir}; replayed up to ${caughtUp.replayLsn} (waited ${Math.round(caughtUp.waitedMs)} ms)`);

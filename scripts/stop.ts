@@ -20,8 +20,8 @@ options:
 
 console.log(stopFunctionsDaemon(DEV_STACK) ? "functions server stopped" : "functions server was not running");
 const cluster = clusterFor({ name: DEV_STACK.name, port: DEV_STACK.dbPort });
-const pooler = stopPooler(poolerFor(cluster, DEV_STACK.poolerPort));
+const pooler = await stopPooler(poolerFor(cluster, DEV_STACK.poolerPort));
 console.log(pooler ? `transaction pooler on ${DEV_STACK.poolerPort} stopped` : `transaction pooler on ${DEV_STACK.poolerPort} was not running`);
-if (stopReplica(replicaFor(cluster, DEV_STACK.replicaPort))) console.log(`read replica on ${DEV_STACK.replicaPort} stopped`);
-const stopped = stopCluster(cluster);
+if (await stopReplica(replicaFor(cluster, DEV_STACK.replicaPort))) console.log(`read replica on ${DEV_STACK.replicaPort} stopped`);
+const stopped = await stopCluster(cluster);
 console.log(stopped ? `PostgreSQL on ${DEV_STACK.dbPort} stopped` : `PostgreSQL on ${DEV_STACK.dbPort} was not running`);

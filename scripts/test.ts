@@ -119,11 +119,11 @@ const TEST_REPLICA_CHECK_MS = "100";
 try {
   let ok = true;
   // PostgreSQL 15 (Debian bookworm): every suite
-  const cluster = ensureCluster({ name: TEST_STACK.name, port: TEST_STACK.dbPort, throwaway: true, fresh: true });
+  const cluster = await ensureCluster({ name: TEST_STACK.name, port: TEST_STACK.dbPort, throwaway: true, fresh: true });
   clusters.push(cluster);
   log(`PostgreSQL 15: cluster ${cluster.dataDir} on ${cluster.port}`);
   // the read replica (test/helpers/replica.ts), made while the cluster is small: the migrations stream to it
-  const replica = ensureReplica(cluster, { port: TEST_STACK.replicaPort, fresh: true });
+  const replica = await ensureReplica(cluster, { port: TEST_STACK.replicaPort, fresh: true });
   replicas.push(replica);
   log(`PostgreSQL 15: read replica ${replica.dataDir} on ${replica.port}`);
   await migrate(cluster, "PostgreSQL 15");
@@ -131,7 +131,7 @@ try {
   add(tap15);
 
   // the transaction pooler (Supavisor's stand-in) with config.toml's [db.pooler] settings
-  const pooler = startPooler(cluster, TEST_STACK.poolerPort);
+  const pooler = await startPooler(cluster, TEST_STACK.poolerPort);
   poolers.push(pooler);
   log(`transaction pooler on ${pooler.port}`);
   const env = await stackEnv(TEST_STACK, cluster.url(), pooler.url(), cluster.adminUrl());
@@ -159,9 +159,9 @@ try {
   add(vt15);
   stopFunctionsDaemon(TEST_STACK);
   stopFunctionsDaemon(TEST_REPLICA_STACK);
-  if (process.env.KEEP_TEST_STACK !== "1") destroyReplica(replica);
-  if (process.env.KEEP_TEST_STACK !== "1") stopPooler(pooler);
-  if (process.env.KEEP_TEST_STACK !== "1") destroyCluster(cluster);
+  if (process.env.KEEP_TEST_STACK !== "1") await destroyReplica(replica);
+  if (process.env.KEEP_TEST_STACK !== "1") await stopPooler(pooler);
+  if (process.env.KEEP_TEST_STACK !== "1") await destroyCluster(cluster);
   ok &&= tap15.ok && vt15.ok;
 
   // PostgreSQL 17 (Debian trixie, pg_cron 1.6): every pgTAP file, the database suites
@@ -169,7 +169,7 @@ try {
     log("PostgreSQL 17 leg skipped (TEST_PG15_ONLY=1): not a full run");
   } else {
     const leg17 = performance.now();
-    const c17 = ensureCluster({ name: `${TEST_STACK.name}-pg17`, port: TEST_STACK.dbPort + 2, throwaway: true, fresh: true, pgBin: PG17_BIN });
+    const c17 = await ensureCluster({ name: `${TEST_STACK.name}-pg17`, port: TEST_STACK.dbPort + 2, throwaway: true, fresh: true, pgBin: PG17_BIN });
     clusters.push(c17);
     log(`PostgreSQL 17: cluster ${c17.dataDir} on ${c17.port}`);
     await migrate(c17, "PostgreSQL 17");
@@ -189,9 +189,9 @@ try {
   stopFunctionsDaemon(TEST_STACK);
   stopFunctionsDaemon(TEST_REPLICA_STACK);
   if (process.env.KEEP_TEST_STACK !== "1") {
-    for (const r of replicas) destroyReplica(r);
-    for (const p of poolers) stopPooler(p);
-    for (const c of clusters) destroyCluster(c);
+    for (const r of replicas) await destroyReplica(r);
+    for (const p of poolers) await stopPooler(p);
+    for (const c of clusters) await destroyCluster(c);
   }
 }
 console.log(`\n${total.passed} passed, ${total.failed + (exitCode !== 0 && total.failed === 0 ? 1 : 0)} failed`);

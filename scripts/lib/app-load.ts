@@ -79,6 +79,9 @@ interface LoadSession {
   stopping: () => boolean;
 }
 
+/** How long stop() waits for the sessions' statements in flight before it ends their connections. */
+const STOP_GRACE_MS = 5_000;
+
 /** N sessions, each on a connection of its own, running `body` until stopped; a session that dies is an error. */
 function runSessions(url: string, sessions: number, body: (s: LoadSession) => Promise<void>,
   connection: { prepare?: boolean } = {}): { stop: () => Promise<AppLoadStats>; stats: AppLoadStats } {
@@ -98,8 +101,15 @@ function runSessions(url: string, sessions: number, body: (s: LoadSession) => Pr
     stats,
     stop: async () => {
       stopping = true;
-      await Promise.all(running);
+      // Each session ends after its statement in flight. A statement that never settles (its
+      // server went away while the session was reconnecting) is ended with its connection after
+      // a grace, so that it cannot hold stop() up: end() rejects it, and endedByStop ignores that.
+      const finished = Promise.all(running);
+      let grace: NodeJS.Timeout | undefined;
+      await Promise.race([finished, new Promise((r) => { grace = setTimeout(r, STOP_GRACE_MS); })]);
+      clearTimeout(grace);
       await Promise.all(conns.map((c) => c.end({ timeout: 5 })));
+      await finished;
       stats.seconds = (performance.now() - t0) / 1000;
       return stats;
     },

@@ -2,13 +2,14 @@
 // unless told otherwise (`pgBin`; the test suite's PostgreSQL 17 leg uses PG17_BIN).
 // `supabase start` needs Docker; this runs the Debian server binaries directly, as the
 // `postgres` OS user when we are root (PostgreSQL refuses to run as root).
-import { spawnSync, type SpawnSyncOptions } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { createServer } from "node:net";
 import { createHash } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { profileSettings, serverLimits, type ServerLimits } from "./compute-profiles.ts";
+import { runProgram, type ProgramOptions, type ProgramRun } from "./processes.ts";
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 export const PG_BIN = process.env.PG_BIN ?? "/usr/lib/postgresql/15/bin";
@@ -44,12 +45,11 @@ export interface Cluster {
 
 export const isRoot = (): boolean => typeof process.getuid === "function" && process.getuid() === 0;
 
-export function run(cmd: string, args: string[], opts: SpawnSyncOptions & { asPostgres?: boolean; allowFail?: boolean } = {}) {
+export async function run(cmd: string, args: string[], opts: ProgramOptions & { asPostgres?: boolean; allowFail?: boolean } = {}): Promise<ProgramRun> {
   const [file, argv] = opts.asPostgres && isRoot() ? ["runuser", ["-u", "postgres", "--", cmd, ...args]] : [cmd, args];
-  const res = spawnSync(file, argv, { encoding: "utf8", ...opts });
-  if (res.error) throw res.error;
+  const res = await runProgram(file, argv, opts);
   if (res.status !== 0 && !opts.allowFail) {
-    throw new Error(`${cmd} ${args.join(" ")} failed (exit ${res.status}):\n${res.stderr ?? ""}${res.stdout ?? ""}`);
+    throw new Error(`${cmd} ${args.join(" ")} failed (exit ${res.status}):\n${res.stderr}${res.stdout}`);
   }
   return res;
 }
@@ -58,7 +58,9 @@ export function run(cmd: string, args: string[], opts: SpawnSyncOptions & { asPo
 function dataDirFor(name: string): string {
   const inRepo = join(REPO_ROOT, ".local", "db", name);
   if (!isRoot()) return inRepo;
-  const reachable = run("runuser", ["-u", "postgres", "--", "test", "-x", REPO_ROOT], { allowFail: true }).status === 0;
+  // Synchronous so that clusterFor stays a plain function: `test -x` does one access(2) and exits
+  // (milliseconds even on a loaded machine), far from the 60 s a blocked test worker may take.
+  const reachable = spawnSync("runuser", ["-u", "postgres", "--", "test", "-x", REPO_ROOT]).status === 0;
   if (reachable) return inRepo;
   const key = createHash("sha1").update(REPO_ROOT).digest("hex").slice(0, 12);
   return join("/var/lib/postgresql/supabase-partitioning", key, name);
@@ -77,12 +79,12 @@ export function clusterFor(opts: ClusterOptions): Cluster {
   };
 }
 
-export function isRunning(c: Cluster): boolean {
+export async function isRunning(c: Cluster): Promise<boolean> {
   if (!existsSync(join(c.dataDir, "PG_VERSION"))) return false;
-  return run(join(c.pgBin, "pg_ctl"), ["status", "-D", c.dataDir], { asPostgres: true, allowFail: true }).status === 0;
+  return (await run(join(c.pgBin, "pg_ctl"), ["status", "-D", c.dataDir], { asPostgres: true, allowFail: true })).status === 0;
 }
 
-function initCluster(c: Cluster, opts: ClusterOptions): void {
+async function initCluster(c: Cluster, opts: ClusterOptions): Promise<void> {
   mkdirSync(c.dataDir, { recursive: true });
   if (isRoot()) {
     // Every folder from .local (or the fallback root) down to the new, empty data directory must
@@ -91,13 +93,13 @@ function initCluster(c: Cluster, opts: ClusterOptions): void {
     const top = c.dataDir.startsWith(REPO_ROOT) ? join(REPO_ROOT, ".local") : "/var/lib/postgresql/supabase-partitioning";
     const chain: string[] = [];
     for (let d = c.dataDir; d.length >= top.length; d = dirname(d)) chain.unshift(d);
-    run("chown", ["postgres:postgres", ...chain]);
+    await run("chown", ["postgres:postgres", ...chain]);
   }
   chmodSync(c.dataDir, 0o700);
   const pwfile = join(c.dataDir, "..", `.${opts.name}.pw`);
   writeFileSync(pwfile, `${LOCAL_PASSWORD}\n`, { mode: 0o644 });
   try {
-    run(join(c.pgBin, "initdb"), [
+    await run(join(c.pgBin, "initdb"), [
       "-D", c.dataDir, "-U", "supabase_admin", "--pwfile", pwfile,
       "--auth-host=scram-sha-256", "--auth-local=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8",
     ], { asPostgres: true });
@@ -107,7 +109,7 @@ function initCluster(c: Cluster, opts: ClusterOptions): void {
   // Since the minor releases that added output_plugin_libraries (Debian's 17.12 and 15.20 have it,
   // 15.18 has not), a logical decoding plugin must be listed there to be loaded; Realtime decodes
   // with wal2json. A server without the setting refuses the line, so ask the server first.
-  const pluginList = run(join(c.pgBin, "postgres"), ["-C", "output_plugin_libraries", "-D", c.dataDir], { asPostgres: true, allowFail: true });
+  const pluginList = await run(join(c.pgBin, "postgres"), ["-C", "output_plugin_libraries", "-D", c.dataDir], { asPostgres: true, allowFail: true });
   const conf = [
     "",
     "# --- supabase-partitioning local stack ---",
@@ -134,7 +136,7 @@ function initCluster(c: Cluster, opts: ClusterOptions): void {
     "host replication all 127.0.0.1/32 scram-sha-256",
     "",
   ].join("\n"));
-  if (isRoot()) run("chown", ["postgres:postgres", join(c.dataDir, "postgresql.conf"), join(c.dataDir, "pg_hba.conf")]);
+  if (isRoot()) await run("chown", ["postgres:postgres", join(c.dataDir, "postgresql.conf"), join(c.dataDir, "pg_hba.conf")]);
 }
 
 const PROFILE_FILE = "compute-profile.conf";
@@ -144,80 +146,80 @@ const PROFILE_FILE = "compute-profile.conf";
  * would otherwise start on that one, and the caller would find nothing on its own); true when they
  * changed (a running cluster must restart).
  */
-function writeProfile(c: Cluster, limits: ServerLimits): boolean {
+async function writeProfile(c: Cluster, limits: ServerLimits): Promise<boolean> {
   const file = join(c.dataDir, PROFILE_FILE);
   const text = [`port = ${c.port}`, ...profileSettings(limits)].join("\n");
   if (existsSync(file) && readFileSync(file, "utf8") === text) return false;
   writeFileSync(file, text);
-  if (isRoot()) run("chown", ["postgres:postgres", file]);
+  if (isRoot()) await run("chown", ["postgres:postgres", file]);
   return true;
 }
 
 /** psql as the bootstrap superuser against one database, with ON_ERROR_STOP. */
-export function psqlAdmin(c: Cluster, database: string, args: string[], input?: string): string {
-  const res = run(join(c.pgBin, "psql"), [c.adminUrl(database), "-X", "-q", "-v", "ON_ERROR_STOP=1", ...args], {
+export async function psqlAdmin(c: Cluster, database: string, args: string[], input?: string): Promise<string> {
+  const res = await run(join(c.pgBin, "psql"), [c.adminUrl(database), "-X", "-q", "-v", "ON_ERROR_STOP=1", ...args], {
     input,
     env: { ...process.env, PGCONNECT_TIMEOUT: "10" },
   });
-  return res.stdout?.toString() ?? "";
+  return res.stdout;
 }
 
-function bootstrap(c: Cluster): void {
-  psqlAdmin(c, "postgres", ["-f", join(SQL_DIR, "bootstrap-cluster.sql")]);
+async function bootstrap(c: Cluster): Promise<void> {
+  await psqlAdmin(c, "postgres", ["-f", join(SQL_DIR, "bootstrap-cluster.sql")]);
   for (const db of ["template1", "postgres"]) {
-    psqlAdmin(c, db, ["-v", `DBNAME=${db}`, "-f", join(SQL_DIR, "bootstrap-database.sql")]);
+    await psqlAdmin(c, db, ["-v", `DBNAME=${db}`, "-f", join(SQL_DIR, "bootstrap-database.sql")]);
   }
-  psqlAdmin(c, "postgres", ["-f", join(SQL_DIR, "bootstrap-cron.sql")]);
+  await psqlAdmin(c, "postgres", ["-f", join(SQL_DIR, "bootstrap-cron.sql")]);
 }
 
 /**
  * Start (creating and bootstrapping it first if needed) a cluster. Idempotent: a second call
  * finds it running and only re-applies the idempotent bootstrap.
  */
-export function ensureCluster(opts: ClusterOptions & { fresh?: boolean }): Cluster & { created: boolean; wasRunning: boolean } {
+export async function ensureCluster(opts: ClusterOptions & { fresh?: boolean }): Promise<Cluster & { created: boolean; wasRunning: boolean }> {
   const c = clusterFor(opts);
-  if (opts.fresh) destroyCluster(c);
+  if (opts.fresh) await destroyCluster(c);
   let created = false;
   if (!existsSync(join(c.dataDir, "PG_VERSION"))) {
-    initCluster(c, opts);
+    await initCluster(c, opts);
     created = true;
   }
-  const wasRunning = isRunning(c);
-  const changed = writeProfile(c, opts.limits ?? serverLimits());
+  const wasRunning = await isRunning(c);
+  const changed = await writeProfile(c, opts.limits ?? serverLimits());
   const logFile = join(c.dataDir, "..", `${opts.name}.log`);
   if (isRoot()) {
     writeFileSync(logFile, "", { flag: "a" });
-    run("chown", ["postgres:postgres", logFile]);
+    await run("chown", ["postgres:postgres", logFile]);
   }
   if (wasRunning && changed) {
     // max_connections, max_locks_per_transaction and shared_buffers take a restart
-    pgCtlStart(c, "restart", logFile);
+    await pgCtlStart(c, "restart", logFile);
   } else if (!wasRunning) {
-    pgCtlStart(c, "start", logFile);
+    await pgCtlStart(c, "start", logFile);
   }
-  bootstrap(c);
+  await bootstrap(c);
   return { ...c, created, wasRunning };
 }
 
-export function stopCluster(c: Cluster, mode: "fast" | "immediate" = "fast"): boolean {
-  if (!isRunning(c)) return false;
-  run(join(c.pgBin, "pg_ctl"), ["stop", "-D", c.dataDir, "-m", mode, "-w", "-t", "60"], { asPostgres: true });
+export async function stopCluster(c: Cluster, mode: "fast" | "immediate" = "fast"): Promise<boolean> {
+  if (!(await isRunning(c))) return false;
+  await run(join(c.pgBin, "pg_ctl"), ["stop", "-D", c.dataDir, "-m", mode, "-w", "-t", "60"], { asPostgres: true });
   return true;
 }
 
-export function startStoppedCluster(c: Cluster): void {
-  if (isRunning(c)) return;
-  pgCtlStart(c, "start", join(c.dataDir, "..", `${c.name}.log`));
+export async function startStoppedCluster(c: Cluster): Promise<void> {
+  if (await isRunning(c)) return;
+  await pgCtlStart(c, "start", join(c.dataDir, "..", `${c.name}.log`));
 }
 
 /** pg_ctl start or restart; when the server does not come up, the error carries its log's last lines. */
-function pgCtlStart(c: Cluster, action: "start" | "restart", logFile: string): void {
+async function pgCtlStart(c: Cluster, action: "start" | "restart", logFile: string): Promise<void> {
   const args = [action, "-D", c.dataDir, "-l", logFile, ...(action === "restart" ? ["-m", "fast"] : []), "-w", "-t", "60"];
-  const res = run(join(c.pgBin, "pg_ctl"), args, { asPostgres: true, allowFail: true });
+  const res = await run(join(c.pgBin, "pg_ctl"), args, { asPostgres: true, allowFail: true });
   if (res.status === 0) return;
   const log = existsSync(logFile) ? readFileSync(logFile, "utf8").trimEnd().split("\n").slice(-15).join("\n") : "(no log file)";
   throw new Error(`pg_ctl ${action} of cluster ${c.name} (port ${c.port}, ${c.dataDir}) failed (exit ${res.status}):\n` +
-    `${res.stderr ?? ""}${res.stdout ?? ""}\nlast lines of ${logFile}:\n${log}`);
+    `${res.stderr}${res.stdout}\nlast lines of ${logFile}:\n${log}`);
 }
 
 /**
@@ -238,7 +240,7 @@ export async function freeLocalPort(from: number, tries = 100): Promise<number> 
   throw new Error(`no free port on 127.0.0.1 in ${from}..${from + tries - 1}: stop what listens there or pass another base`);
 }
 
-export function destroyCluster(c: Cluster): void {
-  stopCluster(c, "immediate");
+export async function destroyCluster(c: Cluster): Promise<void> {
+  await stopCluster(c, "immediate");
   rmSync(c.dataDir, { recursive: true, force: true });
 }

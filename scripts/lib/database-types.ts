@@ -6,12 +6,12 @@
 //                    the partitioned tables under the legacy names (NOT NULL partition keys)
 // Partitions live in the unexposed schema `partitions`, so they never appear. Used by
 // `npm run gen:types` and by the test that keeps the committed files fresh.
-import { spawnSync } from "node:child_process";
 import { join } from "node:path";
 import type { Sql } from "postgres";
 import { REPO_ROOT } from "./cluster.ts";
 import { DEFAULT_DEMO, generateDemoData } from "./demo-data.ts";
 import { finalize, migrateOnline } from "./migration-driver.ts";
+import { runProgram } from "./processes.ts";
 import { SUPABASE_BIN } from "./push-migrations.ts";
 
 export type DatabaseTypesState = "before-swap" | "after-swap";
@@ -44,17 +44,12 @@ function withLocalSslMode(dbUrl: string): string {
 }
 
 /** The CLI's types of dbUrl as they are, with the header of the state they describe. */
-export function generateDatabaseTypes(dbUrl: string, state: DatabaseTypesState = "before-swap"): string {
-  const res = spawnSync(
+export async function generateDatabaseTypes(dbUrl: string, state: DatabaseTypesState = "before-swap"): Promise<string> {
+  const res = await runProgram(
     SUPABASE_BIN,
     ["gen", "types", "--lang", "typescript", "--schema", "public", `--remote=${withLocalSslMode(dbUrl)}`, "--workdir", REPO_ROOT],
-    {
-      encoding: "utf8",
-      env: { ...process.env, SUPABASE_TELEMETRY_DISABLED: "1", DO_NOT_TRACK: "1" },
-      maxBuffer: 64 * 1024 * 1024,
-    },
+    { env: { ...process.env, SUPABASE_TELEMETRY_DISABLED: "1", DO_NOT_TRACK: "1" } },
   );
-  if (res.error) throw res.error;
   if (res.status !== 0) throw new Error(`supabase gen types failed (exit ${res.status}):\n${res.stderr}${res.stdout}`);
   // Anything the CLI prints before the types (notices) is not TypeScript.
   const start = res.stdout.indexOf("export type Json");

@@ -20,6 +20,6 @@ export async function runSetupAt(dbUrl: string): Promise<SetupRun> {
 
 export async function deployOntoDemoApp(dbUrl: string): Promise<Deployed> {
   const app = await applyDemoApp(dbUrl);
-  const { applied } = pushMigrations(dbUrl);
+  const { applied } = await pushMigrations(dbUrl);
   return { app, applied, setup: await runSetupAt(dbUrl) };
 }

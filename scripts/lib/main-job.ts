@@ -61,7 +61,7 @@ export async function runOnlineMigrationDemo(sql: Sql, dbUrl: string, log: (s: s
     update partition_mgmt.managed_tables set target_rows_per_leaf = ${DEMO_TARGET_ROWS_PER_LEAF}
     where tree_shape = 'sized' returning target_rows_per_leaf::int as target`;
   if (target) log(`    target_rows_per_leaf = ${target} for the demo's scale (default: 100000)`);
-  const backup = backupTables(dbUrl);
+  const backup = await backupTables(dbUrl);
   log(`    backup: ${backup}`);
   for (const c of await preMigrationCheck(sql)) if (c.status !== "ok") log(`    check ${c.table_key} ${c.check_name}: ${c.status}: ${c.detail}`);
   const before = await timeQueryClasses(sql);

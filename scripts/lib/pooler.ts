@@ -5,11 +5,12 @@
 // max_client_conn). Clients authenticate as on the Supabase image: PgBouncer looks every role's
 // SCRAM secret up in the database with auth_query, so postgres, authenticator and any role with
 // the local password log in through it, and it logs in to the server with the client's SCRAM keys.
-import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { parse as parseToml } from "smol-toml";
 import { LOCAL_PASSWORD, REPO_ROOT, type Cluster } from "./cluster.ts";
+import { runProgram, type ProgramRun } from "./processes.ts";
 
 export const PGBOUNCER_BIN = process.env.PGBOUNCER_BIN ?? "/usr/sbin/pgbouncer";
 
@@ -55,10 +56,9 @@ export interface Pooler {
 
 const isRoot = (): boolean => typeof process.getuid === "function" && process.getuid() === 0;
 
-function run(cmd: string, args: string[], allowFail = false) {
+async function run(cmd: string, args: string[], allowFail = false): Promise<ProgramRun> {
   const [file, argv] = isRoot() ? ["runuser", ["-u", "postgres", "--", cmd, ...args]] : [cmd, args];
-  const res = spawnSync(file, argv, { encoding: "utf8" });
-  if (res.error) throw res.error;
+  const res = await runProgram(file, argv);
   if (res.status !== 0 && !allowFail) throw new Error(`${cmd} ${args.join(" ")} failed (exit ${res.status}):\n${res.stderr}${res.stdout}`);
   return res;
 }
@@ -124,21 +124,21 @@ function iniText(cluster: Cluster, p: Pooler, s: PoolerSettings): string {
 }
 
 /** Starts (or restarts, with the current settings) PgBouncer in front of the cluster. */
-export function startPooler(cluster: Cluster, port: number, settings: PoolerSettings = poolerSettings()): Pooler {
+export async function startPooler(cluster: Cluster, port: number, settings: PoolerSettings = poolerSettings()): Promise<Pooler> {
   if (!existsSync(PGBOUNCER_BIN)) {
     throw new Error(`${PGBOUNCER_BIN} not found: install Debian's pgbouncer (scripts/ensure-deps.sh does it as root: apt-get install -y pgbouncer)`);
   }
   const p = poolerFor(cluster, port);
-  stopPooler(p);
+  await stopPooler(p);
   mkdirSync(p.dir, { recursive: true });
   writeFileSync(join(p.dir, "pgbouncer.ini"), iniText(cluster, p, settings));
   writeFileSync(join(p.dir, "userlist.txt"), `"supabase_admin" "${LOCAL_PASSWORD}"\n`, { mode: 0o600 });
   if (isRoot()) {
-    spawnSync("chown", ["-R", "postgres:postgres", p.dir]);
+    await runProgram("chown", ["-R", "postgres:postgres", p.dir]);
   }
-  const res = run(PGBOUNCER_BIN, ["-d", "-q", join(p.dir, "pgbouncer.ini")], true);
+  const res = await run(PGBOUNCER_BIN, ["-d", "-q", join(p.dir, "pgbouncer.ini")], true);
   const deadline = Date.now() + 10_000;
-  while (poolerPid(p) === null && Date.now() < deadline) spawnSync("sleep", ["0.1"]);
+  while (poolerPid(p) === null && Date.now() < deadline) await sleep(100);
   if (poolerPid(p) === null) {
     const logFile = join(p.dir, "pgbouncer.log");
     const log = existsSync(logFile) ? readFileSync(logFile, "utf8").trimEnd().split("\n").slice(-15).join("\n") : "(no log file)";
@@ -158,13 +158,13 @@ export function processRunning(pid: number): boolean {
 }
 
 /** Stops the pooler and waits until its process is gone; false when it was not running. */
-export function stopPooler(p: Pooler): boolean {
+export async function stopPooler(p: Pooler): Promise<boolean> {
   const pid = poolerPid(p);
   if (pid === null) return false;
   process.kill(pid, "SIGTERM"); // immediate shutdown: the clients are ours and are going too
   // PgBouncer removes its pid file before it exits: wait for the process itself
   const deadline = Date.now() + 10_000;
-  while (processRunning(pid) && Date.now() < deadline) spawnSync("sleep", ["0.05"]);
+  while (processRunning(pid) && Date.now() < deadline) await sleep(50);
   if (processRunning(pid)) process.kill(pid, "SIGKILL");
   rmSync(pidFile(p), { force: true });
   return true;

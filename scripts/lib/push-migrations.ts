@@ -1,8 +1,8 @@
 // Applies supabase/migrations with the real Supabase CLI, as the non-superuser `postgres`,
 // exactly the way users deploy (`supabase db push`). A second push applies nothing.
-import { spawn, spawnSync } from "node:child_process";
 import { join } from "node:path";
 import { REPO_ROOT } from "./cluster.ts";
+import { runProgram } from "./processes.ts";
 
 export const SUPABASE_BIN = join(REPO_ROOT, "node_modules", ".bin", "supabase");
 
@@ -30,26 +30,18 @@ const resultOf = (output: string): PushResult => ({
   output,
 });
 
-export function pushMigrations(dbUrl: string, options: PushOptions = {}): PushResult {
-  const res = spawnSync(SUPABASE_BIN, pushArgs(dbUrl, options), { encoding: "utf8", env: pushEnv(), maxBuffer: 64 * 1024 * 1024 });
-  const output = `${res.stdout ?? ""}${res.stderr ?? ""}`;
-  if (res.error) throw res.error;
-  if (res.status !== 0) throw new Error(`supabase db push${options.dryRun ? " --dry-run" : ""} failed (exit ${res.status}):\n${output}`);
-  return resultOf(output);
+/** `supabase db push`; throws with what the CLI printed when it fails. */
+export async function pushMigrations(dbUrl: string, options: PushOptions = {}): Promise<PushResult> {
+  const { status, ...result } = await pushMigrationsAsync(dbUrl, options);
+  if (status !== 0) throw new Error(`supabase db push${options.dryRun ? " --dry-run" : ""} failed (exit ${status}):\n${result.output}`);
+  return result;
 }
 
 /**
- * The same push without blocking this process (a simulated app in the same process keeps running
- * while the CLI works). Resolves with the exit code instead of throwing, so a test can read what a
- * failed push printed.
+ * The push, resolving with the exit code instead of throwing, so a test can read what a failed push
+ * printed.
  */
-export function pushMigrationsAsync(dbUrl: string, options: PushOptions = {}): Promise<PushResult & { status: number }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(SUPABASE_BIN, pushArgs(dbUrl, options), { env: pushEnv() });
-    let output = "";
-    child.stdout.on("data", (d: Buffer) => { output += d.toString(); });
-    child.stderr.on("data", (d: Buffer) => { output += d.toString(); });
-    child.on("error", reject);
-    child.on("close", (code) => resolve({ ...resultOf(output), status: code ?? 1 }));
-  });
+export async function pushMigrationsAsync(dbUrl: string, options: PushOptions = {}): Promise<PushResult & { status: number }> {
+  const res = await runProgram(SUPABASE_BIN, pushArgs(dbUrl, options), { env: pushEnv() });
+  return { ...resultOf(`${res.stdout}${res.stderr}`), status: res.status ?? 1 };
 }

@@ -12,6 +12,7 @@
 // read-replica guide (docs/guides/platform/read-replicas) documents no other value.
 import { appendFileSync, existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import postgres from "postgres";
 import { clusterFor, isRunning, LOCAL_PASSWORD, psqlAdmin, run, startStoppedCluster, stopCluster, type Cluster } from "./cluster.ts";
 
@@ -36,18 +37,18 @@ export function replicaFor(primary: Cluster, port: number, name = `${primary.nam
 }
 
 /** Clusters made before replicas existed have no `replication` line in pg_hba.conf. */
-function allowReplicationConnections(primary: Cluster): void {
+async function allowReplicationConnections(primary: Cluster): Promise<void> {
   const hba = join(primary.dataDir, "pg_hba.conf");
   const text = readFileSync(hba, "utf8");
   if (/^host\s+replication\s/m.test(text)) return;
   writeFileSync(hba, `${text}host replication all 127.0.0.1/32 scram-sha-256\n`);
-  psqlAdmin(primary, "postgres", ["-c", "select pg_reload_conf()"]);
-  run("sleep", ["0.5"]); // the postmaster rereads pg_hba.conf on SIGHUP, asynchronously
+  await psqlAdmin(primary, "postgres", ["-c", "select pg_reload_conf()"]);
+  await sleep(500); // the postmaster rereads pg_hba.conf on SIGHUP, asynchronously
 }
 
-function dropSlot(r: Replica): void {
-  if (!isRunning(r.primary)) return;
-  psqlAdmin(r.primary, "postgres", ["-c",
+async function dropSlot(r: Replica): Promise<void> {
+  if (!(await isRunning(r.primary))) return;
+  await psqlAdmin(r.primary, "postgres", ["-c",
     `select pg_drop_replication_slot(slot_name) from pg_replication_slots where slot_name = '${r.slot}' and not active`]);
 }
 
@@ -55,19 +56,19 @@ function dropSlot(r: Replica): void {
  * Start the replica, making it first (pg_basebackup of the running primary) if its data directory
  * does not exist. Idempotent. `fresh`: throw away an existing one (and its slot) first.
  */
-export function ensureReplica(
+export async function ensureReplica(
   primary: Cluster,
   opts: { port: number; name?: string; fresh?: boolean },
-): Replica & { created: boolean; wasRunning: boolean } {
+): Promise<Replica & { created: boolean; wasRunning: boolean }> {
   const r = replicaFor(primary, opts.port, opts.name);
-  if (opts.fresh) destroyReplica(r);
+  if (opts.fresh) await destroyReplica(r);
   let created = false;
   if (!existsSync(join(r.dataDir, "PG_VERSION"))) {
-    if (!isRunning(primary)) throw new Error(`the primary ${primary.name} (port ${primary.port}) is not running: start it before its replica`);
-    allowReplicationConnections(primary);
-    dropSlot(r); // one an earlier replica of this name left would hold WAL for nobody
+    if (!(await isRunning(primary))) throw new Error(`the primary ${primary.name} (port ${primary.port}) is not running: start it before its replica`);
+    await allowReplicationConnections(primary);
+    await dropSlot(r); // one an earlier replica of this name left would hold WAL for nobody
     const conninfo = `host=127.0.0.1 port=${primary.port} user=supabase_admin password=${LOCAL_PASSWORD} application_name=${r.slot}`;
-    run(join(r.pgBin, "pg_basebackup"), ["-d", conninfo, "-D", r.dataDir, "-X", "stream", "-C", "-S", r.slot, "-R", "-c", "fast"], { asPostgres: true });
+    await run(join(r.pgBin, "pg_basebackup"), ["-d", conninfo, "-D", r.dataDir, "-X", "stream", "-C", "-S", r.slot, "-R", "-c", "fast"], { asPostgres: true });
     appendFileSync(join(r.dataDir, "postgresql.conf"), [
       "",
       `# --- read replica of ${primary.name} (scripts/lib/replica.ts) ---`,
@@ -77,25 +78,25 @@ export function ensureReplica(
     ].join("\n"));
     created = true;
   }
-  const wasRunning = isRunning(r);
-  if (!wasRunning) startStoppedCluster(r);
+  const wasRunning = await isRunning(r);
+  if (!wasRunning) await startStoppedCluster(r);
   return { ...r, created, wasRunning };
 }
 
 /** Stops the replica (its slot keeps WAL on the primary); true if it was running. */
-export function stopReplica(r: Replica, mode: "fast" | "immediate" = "fast"): boolean {
+export function stopReplica(r: Replica, mode: "fast" | "immediate" = "fast"): Promise<boolean> {
   return stopCluster(r, mode);
 }
 
 /** Starts a stopped replica again; it catches up from its slot. */
-export function startReplica(r: Replica): void {
-  startStoppedCluster(r);
+export async function startReplica(r: Replica): Promise<void> {
+  await startStoppedCluster(r);
 }
 
 /** Stops it, drops its slot on the primary and deletes its data. */
-export function destroyReplica(r: Replica): void {
-  stopCluster(r, "immediate");
-  dropSlot(r);
+export async function destroyReplica(r: Replica): Promise<void> {
+  await stopCluster(r, "immediate");
+  await dropSlot(r);
   rmSync(r.dataDir, { recursive: true, force: true });
 }
 

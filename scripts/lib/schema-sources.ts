@@ -67,7 +67,7 @@ export async function applySchemaSources(dbUrl: string, dir = SCHEMAS_DIR): Prom
 /** The demo app, then the bundle from its migrations (the real CLI's push), as users get it. */
 export async function buildFromMigrations(dbUrl: string, push: PushOptions = {}): Promise<void> {
   await applyDemoApp(dbUrl);
-  pushMigrations(dbUrl, push);
+  await pushMigrations(dbUrl, push);
 }
 
 /** The demo app, then the bundle from its sources. */

@@ -15,7 +15,6 @@
 //    changed (unless its release was withdrawn); the command line: --help, a bad flag, a path that
 //    is not a Supabase project, a relative path through `npm run install-bundle`;
 //  - the dates: after the repo's latest migration, before now, and after a latest dated in the future.
-import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { basename, dirname, join, relative } from "node:path";
@@ -29,6 +28,7 @@ import { mergeFunctionSections } from "../../scripts/lib/install/config-toml.ts"
 import { planInstall } from "../../scripts/lib/install/install.ts";
 import { InstallRefusal } from "../../scripts/lib/install/refusal.ts";
 import { allocateVersions } from "../../scripts/lib/install/timestamps.ts";
+import { runProgram } from "../../scripts/lib/processes.ts";
 import { pushMigrations } from "../../scripts/lib/push-migrations.ts";
 import { migrationFiles } from "../../scripts/lib/released-migrations.ts";
 import { DEMO_APP_MIGRATIONS_DIR, demoAppMigrations } from "../../scripts/lib/demo-app.ts";
@@ -107,10 +107,7 @@ function withContent<T extends { content: Buffer; sha256: string }>(file: T, con
 }
 
 /** The package's bin, as `npx` runs it. */
-function cli(...args: string[]): Run {
-  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: "utf8" });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+const cli = (...args: string[]): Promise<Run> => runProgram(process.execPath, [BIN, ...args]);
 
 /** The installer with another bundle (an older release), in process. */
 function installWith(b: Bundle, repo: string, now?: Date): Run {
@@ -131,7 +128,7 @@ async function databaseWithTheirHistory(repo: string, label: string): Promise<st
   const name = `t_install_${label}_${process.pid}`;
   const { url } = await emptyDatabase(name);
   databases.push(name);
-  expect(pushMigrations(url, { workdir: repo }).applied).toEqual(THEIR_MIGRATIONS);
+  expect((await pushMigrations(url, { workdir: repo })).applied).toEqual(THEIR_MIGRATIONS);
   return url;
 }
 
@@ -151,12 +148,12 @@ describe("installing into an existing repo, pushed with the real CLI", () => {
 
   it("copies exactly the bundle's migrations after the repo's latest, which db push lists and applies", async () => {
     const before = snapshot(repo);
-    const dry = cli("install", "--dry-run", repo);
+    const dry = await cli("install", "--dry-run", repo);
     expect(dry.status, dry.stderr).toBe(0);
     expect(snapshot(repo)).toEqual(before);
     expect(dry.stdout.match(/^ {2}\+ supabase\/migrations\//gm)?.length).toBe(bundle.migrations.length);
 
-    const run = cli("install", repo);
+    const run = await cli("install", repo);
     expect(run.status, run.stderr).toBe(0);
     const installed = ourMigrations(repo);
     expect(installed.length).toBe(bundle.migrations.length);
@@ -183,10 +180,10 @@ describe("installing into an existing repo, pushed with the real CLI", () => {
     expect(record.migrations).toEqual(bundle.migrations.map((m, i) => ({ source: m.source, installed: installed[i], sha256: m.sha256, release: bundle.version })));
 
     // the CLI sees exactly our files as pending, in order, without --include-all, and applies them
-    const dryPush = pushMigrations(url, { workdir: repo, dryRun: true });
+    const dryPush = await pushMigrations(url, { workdir: repo, dryRun: true });
     expect(dryPush.wouldApply).toEqual(installed);
     expect(dryPush.output).not.toMatch(/include-all/);
-    expect(pushMigrations(url, { workdir: repo }).applied).toEqual(installed);
+    expect((await pushMigrations(url, { workdir: repo })).applied).toEqual(installed);
     const sql = connect(url);
     try {
       const rows = await sql<{ v: string }[]>`select version || '_' || name || '.sql' as v from supabase_migrations.schema_migrations order by version`;
@@ -208,21 +205,21 @@ describe("installing into an existing repo, pushed with the real CLI", () => {
     for (const s of specs) {
       expect(s.resolution, s.name).toEqual({ kind: "config", path: s.name === "hello" ? join(functionsDir, "deno.json") : ourMap });
     }
-    const check = spawnSync(join(REPO_ROOT, "node_modules", ".bin", "deno"), [
+    const check = await runProgram(join(REPO_ROOT, "node_modules", ".bin", "deno"), [
       "check", "--quiet", "--config", ourMap, "--node-modules-dir=none",
       ...bundle.functions.map((f) => join(functionsDir, f.name, "index.ts")),
-    ], { encoding: "utf8", cwd: repo, env: { ...process.env, DENO_TLS_CA_STORE: "mozilla,system" } });
+    ], { cwd: repo, env: { ...process.env, DENO_TLS_CA_STORE: "mozilla,system" } });
     expect(check.status, `${check.stdout}${check.stderr}`).toBe(0);
   });
 
-  it("a second install and push change nothing", () => {
+  it("a second install and push change nothing", async () => {
     const before = snapshot(repo);
-    const again = cli("install", repo);
+    const again = await cli("install", repo);
     expect(again.status, again.stderr).toBe(0);
     expect(again.stdout).toBe(`up to date: ${bundle.name} ${bundle.version} is installed in ${repo} `
       + `(${bundle.migrations.length} migrations, ${bundle.functions.length} functions); nothing to do\n`);
     expect(snapshot(repo)).toEqual(before);
-    const push = pushMigrations(url, { workdir: repo });
+    const push = await pushMigrations(url, { workdir: repo });
     expect(push.applied).toEqual([]);
     expect(push.output).toMatch(/up to date/i);
   });
@@ -248,10 +245,10 @@ describe("upgrading a repo that installed an older release", () => {
     expect(first.status, first.stderr).toBe(0);
     const olderInstalled = ourMigrations(repo);
     expect(olderInstalled.length).toBe(bundle.migrations.length - 1);
-    expect(pushMigrations(url, { workdir: repo }).applied).toEqual(olderInstalled);
+    expect((await pushMigrations(url, { workdir: repo })).applied).toEqual(olderInstalled);
 
     const before = snapshot(repo);
-    const up = cli("install", repo);
+    const up = await cli("install", repo);
     expect(up.status, up.stderr).toBe(0);
     expect(up.stdout).toMatch(/upgrade from 0\.1\.9/);
     const now = ourMigrations(repo);
@@ -270,8 +267,8 @@ describe("upgrading a repo that installed an older release", () => {
     expect(record.version).toBe(bundle.version);
     expect(record.migrations.map((m: { release: string }) => m.release)).toEqual([...olderInstalled.map(() => "0.1.9"), bundle.version]);
 
-    expect(pushMigrations(url, { workdir: repo, dryRun: true }).wouldApply).toEqual(added);
-    expect(pushMigrations(url, { workdir: repo }).applied).toEqual(added);
+    expect((await pushMigrations(url, { workdir: repo, dryRun: true })).wouldApply).toEqual(added);
+    expect((await pushMigrations(url, { workdir: repo })).applied).toEqual(added);
   });
 });
 
@@ -283,31 +280,31 @@ describe("refusals: the repo stays as it was", () => {
     expect(snapshot(repo)).toEqual(before);
   }
 
-  it("when their config.toml defines one of our functions differently", () => {
+  it("when their config.toml defines one of our functions differently", async () => {
     const repo = sampleRepo();
     repos.push(repo);
     writeFileSync(join(repo, "supabase", "config.toml"), `${THEIR_CONFIG}\n[functions.health]\nverify_jwt = false\n`);
-    refused(repo, cli("install", repo), /already has \[functions\.health\] \(verify_jwt = false\), which is not the bundle's/, snapshot(repo));
+    refused(repo, await cli("install", repo), /already has \[functions\.health\] \(verify_jwt = false\), which is not the bundle's/, snapshot(repo));
   });
 
-  it("when they have a function folder of our name", () => {
+  it("when they have a function folder of our name", async () => {
     const repo = sampleRepo();
     repos.push(repo);
     mkdirSync(join(repo, "supabase", "functions", "health"));
     writeFileSync(join(repo, "supabase", "functions", "health", "index.ts"), "Deno.serve(() => new Response('ok'));\n");
-    refused(repo, cli("install", repo), /supabase\/functions\/health\/ already exists and is not the bundle's/, snapshot(repo));
+    refused(repo, await cli("install", repo), /supabase\/functions\/health\/ already exists and is not the bundle's/, snapshot(repo));
   });
 
-  it("when they edited an installed function file, and the release would replace it", () => {
+  it("when they edited an installed function file, and the release would replace it", async () => {
     const repo = sampleRepo();
     repos.push(repo);
     const older: Bundle = { ...bundle, version: "0.1.9", files: bundle.files.map((f) => (f.path === "functions/health/index.ts" ? withContent(f, "// old\n") : f)) };
     expect(installWith(older, repo).status).toBe(0);
     writeFileSync(join(repo, "supabase", "functions", "health", "index.ts"), "// old, and theirs now\n");
-    refused(repo, cli("install", repo), /supabase\/functions\/health\/index\.ts changed since it was installed/, snapshot(repo));
+    refused(repo, await cli("install", repo), /supabase\/functions\/health\/index\.ts changed since it was installed/, snapshot(repo));
   });
 
-  it("when a released migration changed, naming it; not when its release was withdrawn", () => {
+  it("when a released migration changed, naming it; not when its release was withdrawn", async () => {
     const repo = sampleRepo();
     repos.push(repo);
     const changed = bundle.migrations[3]!;
@@ -318,7 +315,7 @@ describe("refusals: the repo stays as it was", () => {
     };
     expect(installWith(older, repo).status).toBe(0);
     const before = snapshot(repo);
-    refused(repo, cli("install", repo), new RegExp(`migration ${changed.source} of release 0\\.1\\.9 \\(installed as supabase/migrations/\\d{14}_partitioning_${changed.name}\\.sql\\) differs in this bundle`), before);
+    refused(repo, await cli("install", repo), new RegExp(`migration ${changed.source} of release 0\\.1\\.9 \\(installed as supabase/migrations/\\d{14}_partitioning_${changed.name}\\.sql\\) differs in this bundle`), before);
 
     const withdrawn: Bundle = { ...bundle, withdrawnReleases: new Map([["0.1.9", "never installed"]]) };
     const recut = installWith(withdrawn, repo);
@@ -329,24 +326,24 @@ describe("refusals: the repo stays as it was", () => {
     expect(readFileSync(join(repo, "supabase", "migrations", file)).equals(changed.content)).toBe(true);
   });
 
-  it("when the record is newer than the bundle", () => {
+  it("when the record is newer than the bundle", async () => {
     const repo = sampleRepo();
     repos.push(repo);
     expect(installWith({ ...bundle, version: "9.0.0" }, repo).status).toBe(0);
-    refused(repo, cli("install", repo), /records release 9\.0\.0, newer than this bundle/, snapshot(repo));
+    refused(repo, await cli("install", repo), /records release 9\.0\.0, newer than this bundle/, snapshot(repo));
   });
 });
 
 describe("the command line", () => {
-  it("--help prints the usage and exits 0", () => {
+  it("--help prints the usage and exits 0", async () => {
     for (const args of [["--help"], ["install", "-h"]]) {
-      const r = cli(...args);
+      const r = await cli(...args);
       expect(r.status).toBe(0);
       expect(r.stdout).toMatch(/^usage: supabase-partitioning install \[--dry-run\] <repo>/);
     }
   });
 
-  it("a bad flag, a missing or wrong path: one line saying what, the usage, exit 2", () => {
+  it("a bad flag, a missing or wrong path: one line saying what, the usage, exit 2", async () => {
     const notSupabase = tempDir("not-supabase-");
     const noConfig = tempDir("no-config-");
     mkdirSync(join(noConfig, "supabase"));
@@ -360,7 +357,7 @@ describe("the command line", () => {
       [["install", noConfig], /^supabase-partitioning: .* is not a Supabase project: it has no supabase\/config\.toml/],
     ];
     for (const [args, line] of cases) {
-      const r = cli(...args);
+      const r = await cli(...args);
       expect(r.status, args.join(" ")).toBe(2);
       const lines = r.stderr.split("\n");
       expect(lines[0]).toMatch(line);
@@ -371,12 +368,12 @@ describe("the command line", () => {
     }
   });
 
-  it("npm run install-bundle takes a path relative to where npm was run", () => {
+  it("npm run install-bundle takes a path relative to where npm was run", async () => {
     const repo = sampleRepo();
     repos.push(repo);
     const before = snapshot(repo);
-    const r = spawnSync("npm", ["--prefix", REPO_ROOT, "run", "--silent", "install-bundle", "--", "--dry-run", basename(repo)], {
-      cwd: dirname(repo), encoding: "utf8",
+    const r = await runProgram("npm", ["--prefix", REPO_ROOT, "run", "--silent", "install-bundle", "--", "--dry-run", basename(repo)], {
+      cwd: dirname(repo),
     });
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toContain(`-> ${repo} (first install): dry run, nothing is written`);

@@ -4,11 +4,11 @@
 // everywhere, this machine included. Checked with npm's own validation: `npm ci --dry-run
 // --offline` on a copy of package.json and package-lock.json, once per platform (npm's --os, --cpu
 // and --libc), each of which must plan its own CLI binary. No network, nothing installed.
-import { spawnSync } from "node:child_process";
 import { copyFileSync, readFileSync, rmSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { REPO_ROOT } from "../../scripts/lib/cluster.ts";
+import { runProgram } from "../../scripts/lib/processes.ts";
 import { tempDir } from "../helpers/processes.ts";
 
 interface LockEntry { version?: string; os?: string[]; cpu?: string[]; libc?: string[]; optionalDependencies?: Record<string, string> }
@@ -55,9 +55,9 @@ describe("package-lock.json", () => {
 
   for (const p of PLATFORMS) {
     const label = `${p.os}-${p.cpu}${"libc" in p ? `-${p.libc}` : ""}`;
-    it(`npm ci accepts it on ${label} and installs that platform's Supabase CLI and Deno`, () => {
+    it(`npm ci accepts it on ${label} and installs that platform's Supabase CLI and Deno`, async () => {
       const args = ["ci", "--dry-run", "--offline", "--ignore-scripts", "--no-audit", "--no-fund", "--os", p.os, "--cpu", p.cpu, ...("libc" in p ? ["--libc", p.libc] : [])];
-      const r = spawnSync("npm", args, { cwd: dir, encoding: "utf8", timeout: 120_000 });
+      const r = await runProgram("npm", args, { cwd: dir, timeout: 120_000 });
       expect(r.status, `npm ${args.join(" ")}\n${r.stdout}\n${r.stderr}`).toBe(0);
       const cli = binaryFor("supabase", p);
       const deno = binaryFor("deno", p);

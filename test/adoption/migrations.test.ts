@@ -20,10 +20,10 @@ describe("supabase db push", () => {
     const files = migrationFiles();
     expect(files.length).toBeGreaterThan(0);
 
-    const first = pushMigrations(url);
+    const first = await pushMigrations(url);
     expect(first.applied).toEqual(files);
 
-    const second = pushMigrations(url);
+    const second = await pushMigrations(url);
     expect(second.applied).toEqual([]);
     expect(second.output).toMatch(/up to date/i);
 
@@ -52,7 +52,7 @@ describe("supabase db push onto a project that has a policy of the same name", (
       await app.unsafe(`alter table public.petri_observations add column company_id uuid`);
       await app.unsafe(`create policy company_isolation_petri on public.petri_observations for all to authenticated
                         using (company_id in (select company_id from public.users where id = auth.uid()))`);
-      pushMigrations(url);
+      await pushMigrations(url);
       await runSetupAt(url);
       const [policy] = await app<{ qual: string }[]>`
         select pg_get_expr(polqual, polrelid) as qual from pg_policy where polname = 'company_isolation_petri'`;
@@ -85,7 +85,7 @@ describe("supabase db push onto a database that has the withdrawn release 0.1.0"
     try {
       // what 0.1.0's first migration left (its company_id back-fill function)
       await app.unsafe(`create schema private; create function private.backfill_company_id() returns void language sql as 'select'`);
-      expect(() => pushMigrations(url)).toThrow(/release 0\.1\.0 of the partitioning bundle .* cannot upgrade in place; nothing was changed/s);
+      await expect(pushMigrations(url)).rejects.toThrow(/release 0\.1\.0 of the partitioning bundle .* cannot upgrade in place; nothing was changed/s);
       const [r] = await app<{ column: boolean; history: string | null }[]>`
         select exists (select from pg_attribute where attrelid = 'public.petri_observations'::regclass and attname = 'company_id') as column,
                to_regclass('supabase_migrations.schema_migrations')::text as history`;

@@ -45,21 +45,21 @@ describe("the hosted runbook, step by step, on a local project", () => {
 
   beforeAll(async () => {
     const port = await freeLocalPort(PORT_FROM, 10);
-    cluster = ensureCluster({ name: `runbook-${port}`, port, throwaway: true, fresh: true, pgBin: process.env.TEST_PG_BIN || undefined });
+    cluster = await ensureCluster({ name: `runbook-${port}`, port, throwaway: true, fresh: true, pgBin: process.env.TEST_PG_BIN || undefined });
     // the user's repo: the demo app's history, their own config.toml and function
     repo = tempDir("runbook-app-");
     cpSync(join(DEMO_APP_DIR, "supabase", "migrations"), join(repo, "supabase", "migrations"), { recursive: true });
     writeFileSync(join(repo, "supabase", "config.toml"), `project_id = "field-app"\n\n[db]\nmajor_version = 15\n`);
     mkdirSync(join(repo, "supabase", "functions", "hello"), { recursive: true });
     writeFileSync(join(repo, "supabase", "functions", "hello", "index.ts"), `Deno.serve(() => new Response("hello"));\n`);
-    expect(pushMigrations(cluster.url(), { workdir: repo }).applied).toHaveLength(3);
+    expect((await pushMigrations(cluster.url(), { workdir: repo })).applied).toHaveLength(3);
     sql = connect(cluster.url(), 2);
     await loadSmallDemo(sql);
   }, 240_000);
   afterAll(async () => {
     await fn?.stop();
     await sql?.end({ timeout: 5 }).catch(() => {});
-    if (cluster) destroyCluster(clusterFor({ name: cluster.name, port: cluster.port, pgBin: cluster.pgBin }));
+    if (cluster) await destroyCluster(clusterFor({ name: cluster.name, port: cluster.port, pgBin: cluster.pgBin }));
     if (repo) rmSync(repo, { recursive: true, force: true });
   });
 
@@ -80,8 +80,8 @@ describe("the hosted runbook, step by step, on a local project", () => {
     const record = JSON.parse(readFileSync(join(repo, "supabase", "partitioning-bundle.json"), "utf8")) as { migrations: { installed: string }[] };
     const installed = record.migrations.map((m) => m.installed).sort();
     expect(installed.length).toBeGreaterThan(15);
-    expect(pushMigrations(cluster.url(), { workdir: repo, dryRun: true }).wouldApply).toEqual(installed);
-    expect(pushMigrations(cluster.url(), { workdir: repo }).applied).toEqual(installed);
+    expect((await pushMigrations(cluster.url(), { workdir: repo, dryRun: true })).wouldApply).toEqual(installed);
+    expect((await pushMigrations(cluster.url(), { workdir: repo })).applied).toEqual(installed);
 
     // 4. the functions, served from the user's repo as deployed (hosted: supabase functions deploy)
     const keys = await makeApiKeys(LOCAL_JWT_SECRET);
@@ -131,7 +131,7 @@ describe("the hosted runbook, step by step, on a local project", () => {
     expect(after).toEqual([{ relname: "gasifier_observations", relkind: "r" }, { relname: "petri_observations", relkind: "p" }]);
 
     // 11. the app's types (hosted: supabase gen types typescript --linked)
-    const types = generateDatabaseTypes(cluster.url());
+    const types = await generateDatabaseTypes(cluster.url());
     expect(types).toContain('"petri_observations": {');
     expect(types).not.toMatch(/"partitions"|petri_p_/);
   }, 600_000);

@@ -11,7 +11,7 @@
 // resolve, TLS (a self-signed certificate), a gateway's 404 with the platform's own message, a
 // proxy's HTML 502, the function's 401 for a key that is not the project's, the function's 409
 // with the database's message and hint; --json carries the same.
-import { spawn, spawnSync } from "node:child_process";
+import { spawn } from "node:child_process";
 import { readFileSync, rmSync } from "node:fs";
 import http from "node:http";
 import https from "node:https";
@@ -20,6 +20,7 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { REPO_ROOT } from "../../scripts/lib/cluster.ts";
 import { startFunctionsServer, type FunctionsServer } from "../../scripts/lib/functions-server.ts";
+import { runProgram } from "../../scripts/lib/processes.ts";
 import { CONFIRMED_ACTIONS } from "../../supabase/functions/_shared/admin-contract.ts";
 import { freshDatabase, type FreshDb } from "../helpers/db.ts";
 import { testEnv } from "../helpers/env.ts";
@@ -201,8 +202,8 @@ describe("npm run admin: the project it acts on, confirmation, failures", () => 
   it("TLS: a certificate Node does not trust", async () => {
     const dir = tempDir("admin-cli-tls-");
     try {
-      const made = spawnSync("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", path.join(dir, "key.pem"), "-out", path.join(dir, "cert.pem"),
-        "-days", "1", "-subj", "/CN=127.0.0.1"], { encoding: "utf8" });
+      const made = await runProgram("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", path.join(dir, "key.pem"), "-out", path.join(dir, "cert.pem"),
+        "-days", "1", "-subj", "/CN=127.0.0.1"]);
       expect(made.status, made.stderr).toBe(0);
       const server = await answering(200, {}, "{}", { key: readFileSync(path.join(dir, "key.pem"), "utf8"), cert: readFileSync(path.join(dir, "cert.pem"), "utf8") });
       try {

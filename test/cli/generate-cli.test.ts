@@ -17,7 +17,7 @@ import { capture, type Captured, STACK_LINE } from "../helpers/processes.ts";
 async function generate(args: string[]): Promise<Captured> {
   const env = { ...process.env };
   delete env.SUPABASE_DB_URL;
-  return capture("npm", ["run", "--silent", "generate", "--", ...args], { cwd: REPO_ROOT, env, maxBuffer: 16 * 1024 * 1024 });
+  return capture("npm", ["run", "--silent", "generate", "--", ...args], { cwd: REPO_ROOT, env });
 }
 
 /** The flags of a demo shape. */

@@ -11,13 +11,13 @@
 //    (under 150 KB minified: the contract's `import * as z`);
 //  - the bundle, run, reads pages from the real served function and maps a gateway 401;
 //  - Deno type-checks an app that copied the package folder (import map, no npm install).
-import { spawnSync } from "node:child_process";
 import { cpSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { dirname, join, relative } from "node:path";
 import { pathToFileURL } from "node:url";
 import * as esbuild from "esbuild";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { REPO_ROOT } from "../../scripts/lib/cluster.ts";
+import { runProgram } from "../../scripts/lib/processes.ts";
 import { buildClientPackage, CLIENT_PACKAGE_NAME } from "../../scripts/build-client.ts";
 import { testEnv } from "../helpers/env.ts";
 import { createObservationsFixture, type ObservationsFixture } from "../helpers/observations-fixture.ts";
@@ -146,16 +146,16 @@ const VITE_TSCONFIG = {
   include: ["src/**/*.ts"],
 };
 
-function tsc(project: string): { status: number | null; output: string } {
-  const r = spawnSync(TSC, ["-p", project], { cwd: app, encoding: "utf8" });
+async function tsc(project: string): Promise<{ status: number | null; output: string }> {
+  const r = await runProgram(TSC, ["-p", project], { cwd: app });
   return { status: r.status, output: `${r.stdout}${r.stderr}` };
 }
 
-beforeAll(() => {
+beforeAll(async () => {
   tmp = tempDir("client-package-");
   app = join(tmp, "app");
   // installed as npm installs a tarball: a folder of its own in the app's node_modules
-  pkg = buildClientPackage(join(app, "node_modules", CLIENT_PACKAGE_NAME));
+  pkg = await buildClientPackage(join(app, "node_modules", CLIENT_PACKAGE_NAME));
   // the app's other dependencies: the versions this repository installs
   symlinkSync(join(REPO_ROOT, "node_modules", "zod"), join(app, "node_modules", "zod"));
   symlinkSync(join(REPO_ROOT, "node_modules", "@supabase"), join(app, "node_modules", "@supabase"));
@@ -215,14 +215,14 @@ describe("the package", () => {
 });
 
 describe("a sample app", () => {
-  it("type-checks in a Next.js-style tsconfig (bundler resolution, no allowImportingTsExtensions)", () => {
-    const r = tsc("tsconfig.next.json");
+  it("type-checks in a Next.js-style tsconfig (bundler resolution, no allowImportingTsExtensions)", async () => {
+    const r = await tsc("tsconfig.next.json");
     expect(r.output).toBe("");
     expect(r.status).toBe(0);
   });
 
-  it("type-checks in a Vite-style tsconfig (verbatimModuleSyntax, noUnusedLocals)", () => {
-    const r = tsc("tsconfig.vite.json");
+  it("type-checks in a Vite-style tsconfig (verbatimModuleSyntax, noUnusedLocals)", async () => {
+    const r = await tsc("tsconfig.vite.json");
     expect(r.output).toBe("");
     expect(r.status).toBe(0);
   });
@@ -298,7 +298,7 @@ describe("a sample app", () => {
 });
 
 describe("a Deno app that copied the package folder", () => {
-  it("type-checks with an import map, without npm install", () => {
+  it("type-checks with an import map, without npm install", async () => {
     const denoApp = join(tmp, "deno-app");
     cpSync(pkg, join(denoApp, "vendor", "observations-client"), { recursive: true });
     write(join(denoApp, "deno.json"), JSON.stringify({
@@ -310,8 +310,8 @@ describe("a Deno app that copied the package folder", () => {
       compilerOptions: { strict: true },
     }));
     write(join(denoApp, "main.ts"), TYPES_SOURCE);
-    const r = spawnSync(DENO, ["check", "--quiet", "--config", "deno.json", "main.ts"], {
-      cwd: denoApp, encoding: "utf8", env: { ...process.env, DENO_TLS_CA_STORE: "mozilla,system", NO_COLOR: "1" },
+    const r = await runProgram(DENO, ["check", "--quiet", "--config", "deno.json", "main.ts"], {
+      cwd: denoApp, env: { ...process.env, DENO_TLS_CA_STORE: "mozilla,system", NO_COLOR: "1" },
     });
     expect(`${r.stdout}${r.stderr}`).toBe("");
     expect(r.status).toBe(0);

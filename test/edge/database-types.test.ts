@@ -52,11 +52,11 @@ describe("generated database types", () => {
       insert into public.pilot_programs (program_id, name, start_date, end_date, company_id)
       values (${program}, 'Types program', (now() - interval '2 months')::date, (now() + interval '1 month')::date, ${company})`;
     await db.sql`insert into public.sites (program_id, name) values (${program}, 'Types site')`;
-    before = generateDatabaseTypes(db.url, "before-swap");
+    before = await generateDatabaseTypes(db.url, "before-swap");
     await swapForTypes(db.sql);
     const rows = await db.sql<{ partition_name: string }[]>`select partition_name from partition_mgmt.partition_registry`;
     partitionNames = rows.map((r) => r.partition_name);
-    after = generateDatabaseTypes(db.url, "after-swap");
+    after = await generateDatabaseTypes(db.url, "after-swap");
   }, 600_000);
 
   afterAll(async () => {

@@ -14,8 +14,8 @@ import { poolerAdminConsole } from "../helpers/pooler.ts";
 import { supabaseAs } from "../helpers/supabase.ts";
 
 /** Clients of the pooler connected to the database `postgres` as `postgres` (the functions' pool). */
-function functionClientsOnPooler(): number {
-  return poolerAdminConsole("show clients").filter((c) => c.user === "postgres" && c.database === "postgres").length;
+async function functionClientsOnPooler(): Promise<number> {
+  return (await poolerAdminConsole("show clients")).filter((c) => c.user === "postgres" && c.database === "postgres").length;
 }
 
 async function invoke(name: string, token: string, body: Record<string, unknown>): Promise<number> {
@@ -38,7 +38,7 @@ describe("edge functions and the transaction pooler", () => {
     }
     expect(await invoke("get-observations-optimized", testEnv.serviceRoleKey, { company_id: companyId, program_id: programId, limit: 5 })).toBe(200);
     expect(await invoke("health", testEnv.anonKey, {})).toBe(200);
-    expect(functionClientsOnPooler()).toBeGreaterThanOrEqual(1);
+    expect(await functionClientsOnPooler()).toBeGreaterThanOrEqual(1);
 
     // the next client of the pool gets the server session the functions just used
     const next = connect(requireEnv("TEST_DB_POOLER_URL"), 1);
@@ -54,8 +54,8 @@ describe("edge functions and the transaction pooler", () => {
   });
 
   it("partition-admin keeps to the direct connection", async () => {
-    const before = functionClientsOnPooler();
+    const before = await functionClientsOnPooler();
     expect(await invoke("partition-admin", testEnv.serviceRoleKey, { action: "status", table: "petri_observations" })).toBe(200);
-    expect(functionClientsOnPooler()).toBeLessThanOrEqual(before);
+    expect(await functionClientsOnPooler()).toBeLessThanOrEqual(before);
   });
 });

@@ -78,7 +78,7 @@ describe.each(["direct", "pooler"] as const)("statement timeouts like PostgREST 
     // 200 rows at 20 ms would take 4 s: the 1 s timeout ended it
     expect(elapsed).toBeLessThan(3_000);
     // the function's connection went where this case says (the pooler lists its clients by database)
-    const onPooler = poolerAdminConsole("show clients").filter((c) => c.database === db.name).length;
+    const onPooler = (await poolerAdminConsole("show clients")).filter((c) => c.database === db.name).length;
     expect(onPooler > 0).toBe(connection === "pooler");
   });
 

@@ -169,7 +169,7 @@ describe("fan-out and database connections", () => {
     const server = await startHealth({ direct: withAppName(testEnv.dbUrl, direct), pooled: withAppName(poolerUrl.toString(), pooled) });
     try {
       await loadHealth(server);
-      const clients = poolerAdminConsole("show clients").filter((c) => c.application_name === pooled).length;
+      const clients = (await poolerAdminConsole("show clients")).filter((c) => c.application_name === pooled).length;
       expect(clients).toBeGreaterThan(ONE_ISOLATE_MAX);
       expect(await backendsNamed(direct)).toBe(0);
       expect(await backendsNamed(pooled)).toBeLessThanOrEqual(Number(requireEnv("TEST_POOLER_POOL_SIZE")));

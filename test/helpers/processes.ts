@@ -1,10 +1,12 @@
 // Running the repository's scripts and other programs from the suites, and their scratch folders.
-import { execFile, type ExecFileOptions } from "node:child_process";
+// Never synchronously (spawnSync, execFileSync): see scripts/lib/processes.ts.
+import { execFile } from "node:child_process";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { REPO_ROOT } from "../../scripts/lib/cluster.ts";
+import { type ProgramOptions, runProgram } from "../../scripts/lib/processes.ts";
 
 /** execFile as a promise: resolves with stdout and stderr, rejects when the program fails. */
 export const run = promisify(execFile);
@@ -15,13 +17,12 @@ export const TSX = join(REPO_ROOT, "node_modules", "tsx", "dist", "cli.mjs");
 export interface Captured { code: number; stdout: string; stderr: string }
 
 /** Runs a program to its end and returns its exit code and output, never throwing for a failed run. */
-export async function capture(command: string, args: string[], options: ExecFileOptions = {}): Promise<Captured> {
+export async function capture(command: string, args: string[], options: ProgramOptions = {}): Promise<Captured> {
   try {
-    const r = await run(command, args, { ...options, encoding: "utf8" });
-    return { code: 0, stdout: r.stdout, stderr: r.stderr };
+    const r = await runProgram(command, args, options);
+    return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
   } catch (err) {
-    const e = err as { code?: number | string; stdout?: string; stderr?: string };
-    return { code: typeof e.code === "number" ? e.code : -1, stdout: e.stdout ?? "", stderr: e.stderr ?? "" };
+    return { code: -1, stdout: "", stderr: String(err) };
   }
 }
 

@@ -47,6 +47,6 @@ export function waitForReplica(timeoutMs = 30_000): Promise<{ lsn: string; repla
 
 export const pauseReplicaReplay = (): Promise<void> => setReplayPaused(testReplica(), true);
 export const resumeReplicaReplay = (): Promise<void> => setReplayPaused(testReplica(), false);
-export const stopTestReplica = (): boolean => stopReplica(testReplica());
-export const startTestReplica = (): void => startReplica(testReplica());
+export const stopTestReplica = (): Promise<boolean> => stopReplica(testReplica());
+export const startTestReplica = (): Promise<void> => startReplica(testReplica());
 export const primaryWalLsn = (): Promise<string> => primaryLsn(testReplica().primary);

@@ -24,12 +24,12 @@ describe("backup before the migration", () => {
 
   it("restores exactly the rows it saved", async () => {
     const before = await fingerprint();
-    const file = backupTables(db.url);
+    const file = await backupTables(db.url);
     try {
       await db.sql`delete from public.petri_observations`;
       await db.sql`delete from public.gasifier_observations`;
       expect((await fingerprint())?.p).toMatch(/^0:/);
-      restoreTableData(db.url, file);
+      await restoreTableData(db.url, file);
       expect(await fingerprint()).toEqual(before);
     } finally {
       rmSync(file, { force: true });

@@ -29,7 +29,7 @@ describe("interrupted backfill", () => {
   beforeAll(async () => {
     // the binaries of the suite's own cluster (npm test's PostgreSQL 17 leg passes TEST_PG_BIN)
     const port = await freeLocalPort(PORT_FROM, 10);
-    cluster = ensureCluster({ name: `crash-test-${port}`, port, throwaway: true, fresh: true, pgBin: process.env.TEST_PG_BIN || undefined });
+    cluster = await ensureCluster({ name: `crash-test-${port}`, port, throwaway: true, fresh: true, pgBin: process.env.TEST_PG_BIN || undefined });
     await deployOntoDemoApp(cluster.url());
     sql = connect(cluster.url(), 2);
     // a tree with programs, sites and periods (the demo's few hundred rows per program would all
@@ -39,7 +39,7 @@ describe("interrupted backfill", () => {
   }, 240_000);
   afterAll(async () => {
     await sql?.end({ timeout: 5 }).catch(() => {});
-    if (cluster) destroyCluster(clusterFor({ name: cluster.name, port: cluster.port, pgBin: cluster.pgBin }));
+    if (cluster) await destroyCluster(clusterFor({ name: cluster.name, port: cluster.port, pgBin: cluster.pgBin }));
   });
 
   it("resumes after the backfill backend is terminated mid-batch", async () => {
@@ -77,11 +77,11 @@ describe("interrupted backfill", () => {
     const mark = await monitor(sql, "gasifier");
     const driver = backfill(sql, "gasifier", { batchSize: 10, throttleMs: 5 }).catch((e: Error) => e);
     await sleep(400);
-    stopCluster(clusterFor({ name: cluster.name, port: cluster.port, pgBin: cluster.pgBin }), "immediate");
+    await stopCluster(clusterFor({ name: cluster.name, port: cluster.port, pgBin: cluster.pgBin }), "immediate");
     await driver;
     await load.stop();
     await sql.end({ timeout: 1 }).catch(() => {});
-    startStoppedCluster(clusterFor({ name: cluster.name, port: cluster.port, pgBin: cluster.pgBin }));
+    await startStoppedCluster(clusterFor({ name: cluster.name, port: cluster.port, pgBin: cluster.pgBin }));
     sql = connect(cluster.url(), 2);
 
     const resumed = await monitor(sql, "gasifier");

@@ -26,7 +26,6 @@
 //    rows, moved to the program's partitions, and a new row without program_id for it lands;
 //  - after a rollback the legacy table holds exactly what the legacy database holds, the NULLs the
 //    app wrote included (the whole table compared), generate's rows too.
-import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import type { Sql } from "postgres";
@@ -34,6 +33,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generateDemoData } from "../../scripts/lib/demo-data.ts";
 import { runMaintenance } from "../../scripts/lib/maintenance-runner.ts";
 import { migrateOnline, rollback } from "../../scripts/lib/migration-driver.ts";
+import { runProgram } from "../../scripts/lib/processes.ts";
 import { freshDatabase, type FreshDb } from "../helpers/db.ts";
 import { loadSmallDemo, SMALL_DEMO } from "../helpers/migration.ts";
 import {
@@ -125,15 +125,15 @@ const asMe = { insert: (c: Ctx, rows: Row[], on?: readonly string[]) => insert(m
  * COPY into the table with psql (which prints COPY's row count), in a transaction as `caller` with
  * PostgREST's settings. Returns the count, or the SQLSTATE of the refusal.
  */
-function copyRows(c: Ctx, caller: Caller, rows: Row[]): Outcome {
+async function copyRows(c: Ctx, caller: Caller, rows: Row[]): Promise<Outcome> {
   const cols = ["observation_id", "submission_id", "site_id", "gasifier_code", "created_at", "updated_at"];
   const tsv = rows.map((r) => `${cols.map((k) => String(r[k])).join("\t")}\n`).join("");
   const psql = process.env.TEST_PG_BIN ? join(process.env.TEST_PG_BIN, "psql") : "psql";
-  const res = spawnSync(psql, [c.url, "-X", "-v", "ON_ERROR_STOP=1", "-v", "VERBOSITY=sqlstate",
+  const res = await runProgram(psql, [c.url, "-X", "-v", "ON_ERROR_STOP=1", "-v", "VERBOSITY=sqlstate",
     "-c", "begin",
     "-c", `select set_config('role', '${caller.role}', true), set_config('request.jwt.claims', '${JSON.stringify(caller.claims)}', true)`,
     "-c", `copy public.gasifier_observations (${cols.join(", ")}) from stdin`,
-    "-c", "commit"], { input: tsv, encoding: "utf8" });
+    "-c", "commit"], { input: tsv });
   if (res.status !== 0) return { error: /ERROR:\s+(\w{5})/.exec(res.stderr)?.[1] ?? `psql: ${res.stderr}`, returned: null };
   const n = /COPY (\d+)/.exec(res.stdout);
   if (!n) throw new Error(`psql printed no COPY count: ${res.stdout} ${res.stderr}`);
@@ -204,9 +204,9 @@ function writeCases(): WriteCase[] {
           return { error: r.error?.code ?? null, returned: withoutUpdatedAt(r.data) };
         } },
       { name: `${where}: COPY as service_role without program_id`, ids: [k("copy")], as: "service",
-        act: async (c) => copyRows(c, service, [gasRow(k("copy"), site(c.f))]), ...notReturned([k("copy")]) },
+        act: (c) => copyRows(c, service, [gasRow(k("copy"), site(c.f))]), ...notReturned([k("copy")]) },
       { name: `${where}: COPY as a user (refused: RLS)`, ids: [k("copy user")],
-        act: async (c) => copyRows(c, me, [gasRow(k("copy user"), site(c.f))]) },
+        act: (c) => copyRows(c, me, [gasRow(k("copy user"), site(c.f))]) },
     );
   }
   cases.push(

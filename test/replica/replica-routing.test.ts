@@ -79,7 +79,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  startTestReplica();
+  await startTestReplica();
   await resumeReplicaReplay().catch(() => {});
   await fx?.remove();
 });
@@ -196,11 +196,11 @@ describe("fallback to the primary", () => {
 
   it("when the replica is down: the primary answers, said in meta and health(); the replica again once started", async () => {
     await until("replica", fx.a.token, { ...base(fx.a), limit: 1 });
-    expect(stopTestReplica()).toBe(true);
+    expect(await stopTestReplica()).toBe(true);
     try {
       await readsWhileDown();
     } finally {
-      startTestReplica();
+      await startTestReplica();
     }
     await waitForReplica();
     expect((await until("replica", fx.a.token, { ...base(fx.a), limit: 1 })).body.meta?.served_by).toBe("replica");

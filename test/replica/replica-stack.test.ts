@@ -17,7 +17,7 @@ describe("the test stack's read replica", () => {
     await db.sql`create table public.replica_probe (id int primary key, note text)`;
   });
   afterAll(async () => {
-    startTestReplica();
+    await startTestReplica();
     await db.drop();
   });
 
@@ -52,7 +52,7 @@ describe("the test stack's read replica", () => {
 
       await db.sql`insert into public.replica_probe values (1, 'before the stop')`;
       await waitForReplica();
-      expect(stopTestReplica()).toBe(true);
+      expect(await stopTestReplica()).toBe(true);
       await db.sql`insert into public.replica_probe select g, repeat('x', 200) from generate_series(2, 5001) g`;
       await admin`select pg_switch_wal()`; // the throwaway cluster commits asynchronously: make the WAL written
       const [slot] = await admin<{ active: boolean; behind: string }[]>`
@@ -62,7 +62,7 @@ describe("the test stack's read replica", () => {
       expect(Number(slot?.behind)).toBeGreaterThan(1_000_000);
       expect(await admin`select from pg_stat_replication where application_name = ${r.slot}`).toHaveLength(0);
 
-      startTestReplica();
+      await startTestReplica();
       await waitForReplica();
       const replica = connectReplica(db.name, 1);
       try {

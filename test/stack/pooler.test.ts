@@ -1,11 +1,11 @@
 // The transaction pooler of the local stack (scripts/lib/pooler.ts): up, in transaction mode, 200
 // clients on at most its pool size of server connections, nothing left running once stopped.
-import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { clusterFor, freeLocalPort } from "../../scripts/lib/cluster.ts";
 import { poolerPid, poolerSettings, startPooler, stopPooler } from "../../scripts/lib/pooler.ts";
+import { runProgram } from "../../scripts/lib/processes.ts";
 import { TEST_STACK } from "../../scripts/lib/stack.ts";
 import { asSuperuser, connect, emptyDatabase, withDatabase } from "../helpers/db.ts";
 import { requireEnv } from "../helpers/env.ts";
@@ -23,8 +23,8 @@ describe("the local transaction pooler", () => {
     await db?.drop();
   });
 
-  it("is up with config.toml's [db.pooler] settings, in transaction mode", () => {
-    const config = Object.fromEntries(poolerAdminConsole("show config").map((r) => [r.key, r.value]));
+  it("is up with config.toml's [db.pooler] settings, in transaction mode", async () => {
+    const config = Object.fromEntries((await poolerAdminConsole("show config")).map((r) => [r.key, r.value]));
     const declared = poolerSettings();
     expect(config.pool_mode).toBe("transaction");
     expect(declared.poolMode).toBe("transaction");
@@ -68,7 +68,7 @@ describe("the local transaction pooler", () => {
       const results = await Promise.allSettled(clients.map((c) => c`select pg_sleep(0.05), 1 as ok`));
       const failed = results.filter((r) => r.status === "rejected").map((r) => String((r as PromiseRejectedResult).reason));
       expect(failed).toEqual([]);
-      const pools = poolerAdminConsole("show pools").filter((p) => p.database === db.name && p.user === "postgres");
+      const pools = (await poolerAdminConsole("show pools")).filter((p) => p.database === db.name && p.user === "postgres");
       expect(pools).toHaveLength(1);
       expect(pools[0]!.sv_active).toBeDefined();
     } finally {
@@ -85,18 +85,18 @@ describe("the local transaction pooler", () => {
   it("leaves no pgbouncer process once stopped", async () => {
     const cluster = clusterFor({ name: TEST_STACK.name, port: Number(requireEnv("TEST_DB_PORT")) });
     const port = await freeLocalPort(TEST_STACK.poolerPort + 10);
-    const pooler = startPooler({ ...cluster, name: `${cluster.name}-extra` }, port);
+    const pooler = await startPooler({ ...cluster, name: `${cluster.name}-extra` }, port);
     const pid = poolerPid(pooler);
     expect(pid).not.toBeNull();
     const through = connect(pooler.url(db.name), 1);
     expect((await through<{ one: number }[]>`select 1 as one`)[0]!.one).toBe(1);
     await through.end();
-    expect(stopPooler(pooler)).toBe(true);
+    expect(await stopPooler(pooler)).toBe(true);
     // gone, or exited and waiting to be reaped by whoever adopted the daemon
     const stat = existsSync(`/proc/${pid}/stat`) ? readFileSync(`/proc/${pid}/stat`, "utf8") : "";
     expect(stat === "" || / Z /.test(stat.slice(stat.lastIndexOf(")")))).toBe(true);
     const ini = join(pooler.dir, "pgbouncer.ini");
-    const left = spawnSync("pgrep", ["-f", ini], { encoding: "utf8" });
+    const left = await runProgram("pgrep", ["-f", ini]);
     expect(left.stdout.trim()).toBe("");
     expect(readFileSync(ini, "utf8")).toContain(`listen_port = ${port}`);
   });

@@ -41,9 +41,9 @@ export interface BenchDatabase {
   label: string;
   cluster?: Cluster;
   /** own cluster only: restarts it with this max_locks_per_transaction (the compute profile otherwise unchanged) */
-  setMaxLocks?: (n: number) => void;
+  setMaxLocks?: (n: number) => Promise<void>;
   /** stops the own cluster unless asked to keep it */
-  close: () => void;
+  close: () => Promise<void>;
 }
 
 const q = (s: string) => `'${s.replace(/'/g, "''")}'`;
@@ -56,12 +56,12 @@ const q = (s: string) => `'${s.replace(/'/g, "''")}'`;
 export async function openBenchDatabase(o: BenchOptions, p: Progress): Promise<BenchDatabase> {
   if (o.dbUrl) {
     await assertEmptyMigrated(o.dbUrl);
-    return { url: o.dbUrl, label: `--db-url ${new URL(o.dbUrl).host}${new URL(o.dbUrl).pathname} (its server's settings as they are)`, close: () => {} };
+    return { url: o.dbUrl, label: `--db-url ${new URL(o.dbUrl).host}${new URL(o.dbUrl).pathname} (its server's settings as they are)`, close: async () => {} };
   }
   const limits = serverLimits();
   p.step(`cluster "bench" on port ${o.port} (compute profile ${limits.profile.name}, max_locks_per_transaction ${limits.maxLocksPerTransaction})`);
   // a cluster left by a run of the other tree restarts with the profile's own setting
-  const cluster = ensureCluster({ name: "bench", port: o.port, limits });
+  const cluster = await ensureCluster({ name: "bench", port: o.port, limits });
   const admin = postgres(cluster.adminUrl(), { max: 1, onnotice: () => {} });
   try {
     await admin.unsafe(`drop database if exists ${BENCH_DATABASE} with (force)`);
@@ -81,11 +81,11 @@ export async function openBenchDatabase(o: BenchOptions, p: Progress): Promise<B
     url: cluster.url(BENCH_DATABASE),
     label: `own cluster ${cluster.dataDir} (port ${o.port}), database ${BENCH_DATABASE}, Supabase compute profile ${limits.profile.name}`,
     cluster,
-    setMaxLocks: (n) => {
-      ensureCluster({ name: "bench", port: o.port, limits: serverLimits({ ...process.env, SUPABASE_MAX_LOCKS_PER_TRANSACTION: String(n) }) });
+    setMaxLocks: async (n) => {
+      await ensureCluster({ name: "bench", port: o.port, limits: serverLimits({ ...process.env, SUPABASE_MAX_LOCKS_PER_TRANSACTION: String(n) }) });
     },
-    close: () => {
-      if (!o.keepCluster) stopCluster(cluster);
+    close: async () => {
+      if (!o.keepCluster) await stopCluster(cluster);
     },
   };
 }
@@ -214,7 +214,7 @@ async function fitLockTable(db: BenchDatabase, o: BenchOptions, p: Progress): Pr
       throw new Error(`--db-url: the server's max_locks_per_transaction (${before.locks}) is too small for the literal tree; start it with max_locks_per_transaction=${named} or more, or omit --db-url (the bench's own cluster is restarted with it). ${why}`);
     }
     p.update(`restarting the cluster with max_locks_per_transaction = ${named}`);
-    db.setMaxLocks(named);
+    await db.setMaxLocks(named);
     rows = await check();
     const still = budgetRows(rows).filter((r) => r.status !== "ok");
     if (still.length > 0) throw new Error(`still over the lock budget at max_locks_per_transaction=${named}: ${still.map((r) => r.detail).join("; ")}`);
@@ -254,7 +254,7 @@ async function fitBuiltTree(db: BenchDatabase, o: BenchOptions, p: Progress, loc
   const why = `the tree as built takes ${fmtInt(b.keyless_locks)} locks per statement without the partition keys, so only ${fmtInt(Math.floor(b.lock_capacity / b.keyless_locks))} fit at max_locks_per_transaction ${b.locks} (lock_budget() ${b.status})`;
   if (o.tree !== "literal" || !db.setMaxLocks) throw new Error(`the ${o.tree} tree is over the lock budget: ${why}${db.setMaxLocks ? "" : `; start the server with max_locks_per_transaction=${n} or omit --db-url`}`);
   p.update(`restarting the cluster with max_locks_per_transaction = ${n}`);
-  db.setMaxLocks(n);
+  await db.setMaxLocks(n);
   const after = await budget();
   if (after.status !== "ok") throw new Error(`still over the lock budget at max_locks_per_transaction=${n}: ${fmtInt(after.keyless_locks)} locks per statement, ${fmtInt(after.lock_capacity)} slots`);
   return {

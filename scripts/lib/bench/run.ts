@@ -95,6 +95,6 @@ export async function runBench(o: BenchOptions): Promise<{ result: BenchResult; 
   } finally {
     progress.close();
     await sql?.end({ timeout: 5 });
-    db.close();
+    await db.close();
   }
 }
