@@ -56,15 +56,17 @@ describe("the local transaction pooler", () => {
   it("serves 200 clients at once on at most its pool size of server connections", { timeout: 60_000 }, async () => {
     // a pooler of its own with the stack's settings: the shared one also holds the functions
     // workers' pooled connections, which would count against max_client_conn (200) here
+    // and a database of its own, so that only this pooler's server connections are counted
     const settings = poolerSettings();
     const cluster = clusterFor({ name: TEST_STACK.name, port: Number(requireEnv("TEST_DB_PORT")) });
+    const own = await emptyDatabase(`pooler_clients_${process.pid}`);
     const pooler = await startPooler({ ...cluster, name: `${cluster.name}-clients` }, await freeLocalPort(TEST_STACK.poolerPort + 20), settings);
-    const clients = Array.from({ length: settings.maxClientConn }, () => connect(pooler.url(db.name), 1, { fetch_types: false }));
+    const clients = Array.from({ length: settings.maxClientConn }, () => connect(pooler.url(own.name), 1, { fetch_types: false }));
     const serverConnections: number[] = [];
     let sampling = true;
     const sampler = asSuperuser(async (admin) => {
       while (sampling) {
-        const rows = await admin<{ n: number }[]>`select count(*)::int as n from pg_stat_activity where datname = ${db.name} and usename = 'postgres'`;
+        const rows = await admin<{ n: number }[]>`select count(*)::int as n from pg_stat_activity where datname = ${own.name} and usename = 'postgres'`;
         serverConnections.push(rows[0]!.n);
         await new Promise((r) => setTimeout(r, 20));
       }
@@ -79,6 +81,7 @@ describe("the local transaction pooler", () => {
       await sampler;
       await Promise.all(clients.map((c) => c.end()));
       await stopPooler(pooler);
+      await own.drop();
     }
     const peak = Math.max(...serverConnections);
     expect(peak).toBeLessThanOrEqual(settings.defaultPoolSize);
