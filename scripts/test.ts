@@ -12,6 +12,7 @@ import { join } from "node:path";
 import postgres from "postgres";
 import { destroyCluster, ensureCluster, PG17_BIN, REPO_ROOT, type Cluster } from "./lib/cluster.ts";
 import { deployOntoDemoApp } from "./lib/deploy.ts";
+import { pgTapFailures, vitestFailures, type VitestReport } from "./lib/test-failures.ts";
 import { poolerSettings, startPooler, stopPooler, type Pooler } from "./lib/pooler.ts";
 import { destroyReplica, ensureReplica, type Replica } from "./lib/replica.ts";
 import { stackEnv, startFunctionsDaemon, stopFunctionsDaemon, TEST_REPLICA_STACK, TEST_STACK, writeEnvFile } from "./lib/stack.ts";
@@ -47,6 +48,8 @@ const log = (msg: string) => console.log(`[test ${((performance.now() - t0) / 10
 
 interface Tally { passed: number; failed: number }
 const total: Tally = { passed: 0, failed: 0 };
+/** Every failed test by name, printed again after the total: a CI log is often read from its tail only. */
+const failures: string[] = [];
 let exitCode = 1;
 
 /** Both migrated databases: `postgres` (pgTAP, pg_cron) and the template every vitest file clones. */
@@ -74,6 +77,8 @@ function pgTap(cluster: Cluster, label: string): Tally & { ok: boolean } {
   const failedMatch = [...(prove.stdout ?? "").matchAll(/Failed (\d+)\/\d+ subtests/g)];
   const failed = failedMatch.reduce((n, m) => n + Number(m[1]), 0) + (prove.status !== 0 && failedMatch.length === 0 ? 1 : 0);
   const passed = Math.max(0, tests - failed);
+  failures.push(...pgTapFailures(prove.stdout ?? "").map((f) => `${label} pgTAP ${f}`));
+  if (prove.status !== 0 && failedMatch.length === 0) failures.push(`${label} pgTAP: pg_prove exited ${prove.status}`);
   log(`${label}: pgTAP: ${passed} passed, ${failed} failed`);
   return { passed, failed, ok: prove.status === 0 };
 }
@@ -90,10 +95,12 @@ function vitest(label: string, reportName: string, env: Record<string, string>, 
   let passed = 0;
   let failed = 1;
   if (existsSync(report)) {
-    const r = JSON.parse(readFileSync(report, "utf8")) as { numPassedTests: number; numFailedTests: number };
+    const r = JSON.parse(readFileSync(report, "utf8")) as VitestReport;
+    failures.push(...vitestFailures(r, REPO_ROOT).map((f) => `${label} vitest ${f}`));
     passed = r.numPassedTests;
     failed = r.numFailedTests + (vt.status !== 0 && r.numFailedTests === 0 ? 1 : 0);
   }
+  if (!existsSync(report)) failures.push(`${label} vitest: no report (vitest exited ${vt.status})`);
   log(`${label}: vitest: ${passed} passed, ${failed} failed`);
   return { passed, failed, ok: vt.status === 0 };
 }
@@ -194,5 +201,6 @@ try {
     for (const c of clusters) await destroyCluster(c);
   }
 }
+if (failures.length > 0) console.log(`\nFailed:\n${failures.map((f) => `  ${f}`).join("\n")}`);
 console.log(`\n${total.passed} passed, ${total.failed + (exitCode !== 0 && total.failed === 0 ? 1 : 0)} failed`);
 process.exit(exitCode);
