@@ -248,7 +248,7 @@ try {
   const parts: [string, keyof (typeof results)[number]["overhead_parts_mean"]][] = [
     ["gateway: verify_jwt (gw-verify)", "gateway_verify_jwt"],
     ["client ↔ gateway: HTTP both ways, the body piped through and parsed (client time − gw-verify − gw-forward)", "client_to_gateway"],
-    ["gateway → worker: a TCP connection per request, Deno's HTTP (gw-forward − total)", "gateway_to_function"],
+    ["gateway → worker: a kept-alive connection, Deno's HTTP (gw-forward − total)", "gateway_to_function"],
     ["function: its own token check, validation, JSON (jwt + validate + json)", "function_jwt_validate_json"],
     ["function: between its phases (total − the phases: awaits, the Response)", "function_between_phases"],
     ["function: connection and SQL against the same SQL sent directly (begin + context + query + commit − direct SQL)", "function_database_minus_sql"],

@@ -1,17 +1,17 @@
 // The end of `npm test` names what failed (scripts/lib/test-failures.ts): from pg_prove's real output
 // on a file that fails, and from vitest's JSON report.
-import { spawnSync } from "node:child_process";
 import { mkdtempSync, writeFileSync, mkdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { runProgram } from "../../scripts/lib/processes.ts";
 import { pgTapFailures, vitestFailures } from "../../scripts/lib/test-failures.ts";
 import { testEnv } from "../helpers/env.ts";
 
 const url = new URL(testEnv.adminUrl);
 
 describe("the failures npm test prints last", () => {
-  it("names each failed pgTAP assertion with its file, from pg_prove", () => {
+  it("names each failed pgTAP assertion with its file, from pg_prove", async () => {
     const dir = mkdtempSync(join(tmpdir(), "pgtap-failures-"));
     mkdirSync(join(dir, "t"));
     const file = (name: string, body: string) => writeFileSync(join(dir, "t", name),
@@ -19,9 +19,9 @@ describe("the failures npm test prints last", () => {
     file("01_fails.sql", "select plan(3); select ok(true, 'passes'); select ok(false, 'second fails'); select is(1, 2, 'third fails');");
     file("02_passes.sql", "select plan(1); select ok(true, 'fine');");
     file("03_errors.sql", "select plan(2); select ok(true, 'one'); select no_such_function();");
-    const prove = spawnSync("pg_prove", ["--ext", ".sql", "-r", "t", "--host", url.hostname, "--port", url.port,
+    const prove = await runProgram("pg_prove", ["--ext", ".sql", "-r", "t", "--host", url.hostname, "--port", url.port,
       "--username", decodeURIComponent(url.username), "--dbname", "postgres"], {
-      cwd: dir, encoding: "utf8", env: { ...process.env, PGPASSWORD: decodeURIComponent(url.password) },
+      cwd: dir, env: { ...process.env, PGPASSWORD: decodeURIComponent(url.password) },
     });
     expect(prove.status, `${prove.stdout}\n${prove.stderr}`).toBe(1);
     expect(pgTapFailures(prove.stdout)).toEqual([

@@ -4,6 +4,7 @@
  * JWT secret) and refuses in the hosted platform's shape, streams bodies both ways and answers a
  * missing or crashed function with a JSON error.
  */
+import { createSecretKey, type KeyObject } from "node:crypto";
 import http from "node:http";
 import { decodeProtectedHeader, errors as joseErrors, jwtVerify } from "jose";
 import type { FunctionPool } from "./supervisor.ts";
@@ -84,7 +85,7 @@ function algorithmOf(token: string): string | null | undefined {
 }
 
 /** Returns null when the request may pass, else why it may not. */
-async function jwtRejection(req: http.IncomingMessage, key: Uint8Array): Promise<JwtRejection | null> {
+async function jwtRejection(req: http.IncomingMessage, key: KeyObject): Promise<JwtRejection | null> {
   const header = req.headers.authorization;
   if (!header) return { platformCode: "UNAUTHORIZED_NO_AUTH_HEADER", message: "Missing authorization header", reason: "no Authorization header" };
   const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
@@ -140,7 +141,7 @@ function endToEndHeaders(headers: http.IncomingHttpHeaders): http.OutgoingHttpHe
  * How a forward ended: "unreachable" means the worker reset or refused the
  * connection before answering (a crash), "client-gone" that the caller left.
  */
-type ForwardOutcome = "answered" | "unreachable" | "client-gone";
+export type ForwardOutcome = "answered" | "unreachable" | "client-gone";
 
 /**
  * After a complete answer, discard what is left of the caller's body (a
@@ -167,8 +168,39 @@ function withGatewayTiming(headers: http.OutgoingHttpHeaders, verifyMs: number, 
   return { ...headers, "server-timing": fromFunction ? `${String(fromFunction)}, ${own}` : own };
 }
 
-/** Streams req to the worker and the worker's answer back to res; verifyMs: the verify_jwt check's time. */
-function forward(
+/**
+ * How long the gateway keeps an idle connection to a worker for the next request. Reusing it saves
+ * a TCP connection and Deno's accept per request (about a millisecond here); it is kept well under
+ * any idle limit of the worker's HTTP server (Deno's kept an idle connection open for more than 130 s
+ * here), so the worker is not the side that closes it.
+ */
+export const WORKER_IDLE_SOCKET_MS = 2_000;
+
+/** The gateway's connections to its workers: kept alive between requests, closed after WORKER_IDLE_SOCKET_MS idle. */
+export function workerAgent(): http.Agent {
+  return new http.Agent({ keepAlive: true, timeout: WORKER_IDLE_SOCKET_MS });
+}
+
+/**
+ * The request body kept to send again when a kept-alive connection turns out closed (up to this
+ * many bytes; a larger body is not sent again: the caller gets the 502).
+ */
+const REPLAY_LIMIT_BYTES = 1 << 20;
+
+/**
+ * A reused connection that the worker had closed as the request went out: no byte of an answer,
+ * the socket reset or ended. The worker never read the request, so it is sent again on a new connection.
+ */
+function closedUnderUs(upstream: http.ClientRequest, err: NodeJS.ErrnoException, answerStarted: boolean): boolean {
+  return upstream.reusedSocket && !answerStarted && (err.code === "ECONNRESET" || err.code === "EPIPE" || err.code === "ECONNABORTED");
+}
+
+/**
+ * Streams req to the worker and the worker's answer back to res; verifyMs: the verify_jwt check's
+ * time. On a kept-alive connection the worker closed under us (closedUnderUs) the request is sent
+ * once more on a new connection, its body replayed from what was already piped.
+ */
+export function forward(
   req: http.IncomingMessage,
   res: http.ServerResponse,
   port: number,
@@ -181,52 +213,84 @@ function forward(
     let clientGone = false;
     // The worker's whole answer has been read (it may still be flushing to the caller).
     let answered = false;
-    const upstream = http.request({
-      host: "127.0.0.1",
-      port,
-      method: req.method,
-      path: forwardPath,
-      headers: endToEndHeaders(req.headers),
-      agent,
-    });
-    upstream.on("response", (answer) => {
-      res.writeHead(answer.statusCode ?? 502, answer.statusMessage, withGatewayTiming(endToEndHeaders(answer.headers), verifyMs, startedAt));
-      answer.pipe(res);
-      answer.on("end", () => {
-        answered = true;
-        discardRestOfBody(req, upstream);
-        resolve("answered");
+    // What the caller's body has sent so far, while it is small enough to send again.
+    let sent: Buffer[] | null = [];
+    let sentBytes = 0;
+    const keep = (chunk: Buffer) => {
+      if (!sent) return;
+      sentBytes += chunk.length;
+      if (sentBytes > REPLAY_LIMIT_BYTES) sent = null;
+      else sent.push(chunk);
+    };
+    req.on("data", keep);
+    let upstream: http.ClientRequest;
+    const attempt = (retry: boolean) => {
+      let answerStarted = false;
+      const current = http.request({
+        host: "127.0.0.1",
+        port,
+        method: req.method,
+        path: forwardPath,
+        headers: endToEndHeaders(req.headers),
+        // the retry on a connection of its own: another idle one of the agent may be as stale
+        agent: retry ? false : agent,
       });
-      answer.on("error", () => {
+      upstream = current;
+      current.on("response", (answer) => {
+        answerStarted = true;
+        req.off("data", keep);
+        sent = null;
+        res.writeHead(answer.statusCode ?? 502, answer.statusMessage, withGatewayTiming(endToEndHeaders(answer.headers), verifyMs, startedAt));
+        answer.pipe(res);
+        answer.on("end", () => {
+          answered = true;
+          discardRestOfBody(req, current);
+          resolve("answered");
+        });
+        answer.on("error", () => {
+          if (answered) return;
+          res.destroy();
+          resolve("answered");
+        });
+      });
+      current.on("error", (err: NodeJS.ErrnoException) => {
+        // A worker that answered and then stopped reading the body (or was
+        // disconnected by discardRestOfBody) is done: the answer stands.
         if (answered) return;
-        res.destroy();
-        resolve("answered");
+        if (clientGone) return resolve("client-gone");
+        if (!retry && sent && closedUnderUs(current, err, answerStarted)) {
+          req.unpipe(current);
+          attempt(true);
+          return;
+        }
+        // After headers all we can do is cut the stream; before, the worker is down.
+        if (res.headersSent) {
+          res.destroy();
+          return resolve("answered");
+        }
+        resolve("unreachable");
       });
-    });
-    upstream.on("error", () => {
-      // A worker that answered and then stopped reading the body (or was
-      // disconnected by discardRestOfBody) is done: the answer stands.
-      if (answered) return;
-      if (clientGone) return resolve("client-gone");
-      // After headers all we can do is cut the stream; before, the worker is down.
-      if (res.headersSent) {
-        res.destroy();
-        return resolve("answered");
+      if (!retry) {
+        req.pipe(current);
+        return;
       }
-      resolve("unreachable");
-    });
+      for (const chunk of sent ?? []) current.write(chunk);
+      if (req.readableEnded) current.end();
+      else req.pipe(current);
+    };
     res.on("close", () => {
       if (res.writableFinished) return;
       clientGone = true;
       upstream.destroy();
     });
-    req.pipe(upstream);
+    attempt(false);
   });
 }
 
 interface Gateway {
   pools: ReadonlyMap<string, FunctionPool>;
-  key: Uint8Array;
+  /** The JWT secret as a key object made once: jose imports a byte array again on every verify. */
+  key: KeyObject;
   agent: http.Agent;
   log: (line: string) => void;
 }
@@ -296,9 +360,8 @@ export function createGateway(
 ): FunctionsGateway {
   const gw: Gateway = {
     pools,
-    key: new TextEncoder().encode(jwtSecret),
-    // No keep-alive: reusing a socket the worker is closing would surface as a spurious 502.
-    agent: new http.Agent({ keepAlive: false }),
+    key: createSecretKey(Buffer.from(jwtSecret, "utf8")),
+    agent: workerAgent(),
     log,
   };
   const server = http.createServer({
