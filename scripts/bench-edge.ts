@@ -1,8 +1,9 @@
 // `npm run bench:edge -- [--iterations N] [--publish]`
 // What get-observations-optimized costs over the same read sent as direct SQL (issue 22: at most
 // +3 ms). On a cluster of its own (Micro unless SUPABASE_COMPUTE names another size) with the demo
-// app, the bundle and the demo data, its transaction pooler, and two local functions servers: one
-// whose functions reach the database through the pooler (DB_POOLER_URL), one directly. Request by
+// app, the bundle and the demo data, its transaction pooler, and two local functions servers (each
+// a process of its own, as npm start runs it): one whose functions reach the database through the
+// pooler (DB_POOLER_URL), one directly. Request by
 // request, in alternating order, it sends (a) the function through the gateway with a signed-in
 // user's JWT and (b) the function's own statements (./supabase/functions/get-observations-optimized/
 // reads.ts, after the same context statement, _shared/caller-context.ts) from a postgres.js client
@@ -19,10 +20,9 @@ import { destroyCluster, ensureCluster, REPO_ROOT } from "./lib/cluster.ts";
 import { serverLimits } from "./lib/compute-profiles.ts";
 import { deployOntoDemoApp } from "./lib/deploy.ts";
 import { DEFAULT_DEMO, generateDemoData } from "./lib/demo-data.ts";
-import { startFunctionsServer, type FunctionsServer } from "./lib/functions-server.ts";
-import { makeApiKeys, signUserToken } from "./lib/jwt-keys.ts";
+import { signUserToken } from "./lib/jwt-keys.ts";
 import { startPooler, stopPooler } from "./lib/pooler.ts";
-import { LOCAL_JWT_SECRET } from "./lib/stack.ts";
+import { LOCAL_JWT_SECRET, stackEnv, startFunctionsDaemon, stopFunctionsDaemon, writeEnvFile, type StackProfile } from "./lib/stack.ts";
 import { evaluate, type Goal } from "./lib/bench/goal-table.ts";
 import { mark } from "./lib/bench/report.ts";
 import { percentile } from "./lib/bench/stats.ts";
@@ -114,10 +114,12 @@ async function viaFunction(functionsUrl: string, token: string, read: Read): Pro
 async function viaSql(sql: Sql, claims: string, read: Read): Promise<number> {
   const t0 = performance.now();
   const context = callerContextStatement("authenticated", claims, READ_SETTINGS);
-  await sql.begin(async (tx) => {
+  const [, rows] = await sql.begin(async (tx) => {
     const ready = tx.unsafe(context).execute();
     return Promise.all([ready, read.name === "page" ? readPage(tx, read.params) : readAggregate(tx, read.params)]);
   });
+  // the rows as a client of direct SQL has them: parsed (the function passes the text through to its caller, who parses it)
+  if (!Array.isArray(JSON.parse(rows.rowsJson))) throw new Error("the read returned no array of rows");
   return performance.now() - t0;
 }
 
@@ -137,7 +139,8 @@ const limits = serverLimits();
 const cluster = await ensureCluster({ name: `bench-edge-${port}`, port, throwaway: false, fresh: true, limits });
 const pooler = await startPooler(cluster, port + 3);
 const admin = postgres(cluster.url(), { max: 1, onnotice: () => {} });
-const servers: FunctionsServer[] = [];
+/** The two functions servers, each a process of its own as `npm start` runs it (scripts/serve-functions.ts). */
+const servers: StackProfile[] = [];
 const clients: Sql[] = [];
 try {
   log(`cluster on ${port}, pooler on ${port + 3}, compute profile ${limits.profile.name}`);
@@ -158,22 +161,20 @@ try {
     { name: "aggregate", params: { mode: "aggregate", group_by: "day", company_id: target.company_id, program_id: target.program_id } as AggregateRequest },
   ];
   const urls: Record<Path, string> = { pooler: pooler.url(), direct: cluster.url() };
-  const { anonKey, serviceRoleKey } = await makeApiKeys(LOCAL_JWT_SECRET);
   const functionsUrl = {} as Record<Path, string>;
   const sqlClients = {} as Record<Path, Sql>;
   for (const path of ["pooler", "direct"] as const) {
-    const server = await startFunctionsServer({
-      port: 0,
-      functionsDir: join(REPO_ROOT, "supabase", "functions"),
-      configTomlPath: join(REPO_ROOT, "supabase", "config.toml"),
-      env: {
-        SUPABASE_URL: "http://127.0.0.1:0", SUPABASE_DB_URL: cluster.url(), SUPABASE_ANON_KEY: anonKey, SUPABASE_SERVICE_ROLE_KEY: serviceRoleKey,
-        ...(path === "pooler" ? { DB_POOLER_URL: pooler.url() } : {}),
-      },
-      jwtSecret: LOCAL_JWT_SECRET,
-      log: () => undefined,
-    });
-    servers.push(server);
+    const profile: StackProfile = {
+      name: `bench-edge-${port}-${path}`, dbPort: port, poolerPort: port + 3, replicaPort: port + 4,
+      functionsPort: port + (path === "pooler" ? 5 : 6),
+      envFile: join(REPO_ROOT, ".local", `bench-edge-${port}-${path}.env`), workersPerFunction: 1,
+    };
+    // without DB_POOLER_URL the function connects to SUPABASE_DB_URL
+    writeEnvFile(profile.envFile, await stackEnv(profile, cluster.url(), path === "pooler" ? pooler.url() : "", cluster.adminUrl()));
+    stopFunctionsDaemon(profile);
+    servers.push(profile);
+    await startFunctionsDaemon(profile);
+    const server = { url: `http://127.0.0.1:${profile.functionsPort}` };
     functionsUrl[path] = server.url;
     // the function's own client settings (supabase/functions/_shared/db.ts)
     const client = postgres(urls[path], { max: 1, prepare: false, onnotice: () => {} });
@@ -232,8 +233,8 @@ try {
   lines.push(`# Benchmark: the read function's overhead over direct SQL`, "");
   lines.push(`Measured ${result.measured_at.replace("T", " ").slice(0, 19)} UTC with \`npm run bench:edge${values.publish ? " -- --publish" : ""}\` (scripts/bench-edge.ts) in ${seconds.toFixed(0)} s; load average before the report ${load} (2 shared cores).`, "");
   lines.push(`- **Server**: ${result.server}, compute profile ${limits.profile.name}, on a cluster of the bench's own with its PgBouncer in transaction mode (the stand-in for Supavisor); the demo app with the bundle pushed and ${counts.petri.toLocaleString("en-US")} petri observations (the user's program: ${target.rows.toLocaleString("en-US")}).`);
-  lines.push(`- **The function**: get-observations-optimized on the local functions server (gateway with verify_jwt, one Deno worker), called with a signed-in user's HS256 JWT, POST, body read and parsed by the client; once with DB_POOLER_URL set (pooler), once without (direct).`);
-  lines.push(`- **Direct SQL**: statement for statement what the function sends (supabase/functions/_shared/caller-context.ts, get-observations-optimized/reads.ts), from postgres.js with the function's settings (prepare: false) over the same URL: BEGIN; the caller's context (claims, the role's settings, TimeZone, the role) pipelined with the read; COMMIT.`);
+  lines.push(`- **The function**: get-observations-optimized on the local functions server, a process of its own as npm start runs it (gateway with verify_jwt, one Deno worker), called with a signed-in user's HS256 JWT, POST, body read and parsed by the client; once with DB_POOLER_URL set (pooler), once without (direct).`);
+  lines.push(`- **Direct SQL**: statement for statement what the function sends (supabase/functions/_shared/caller-context.ts, get-observations-optimized/reads.ts), from postgres.js with the function's settings (prepare: false) over the same URL: BEGIN; the caller's context (claims, the role's settings, TimeZone, the role) pipelined with the read; COMMIT; then the rows parsed from the JSON the database wrote, as a client has them (the function passes that text through unparsed, its caller parses it).`);
   lines.push(`- **Interleaved**: ${iterations} rounds after ${warmup} of warm-up; each round sends every kind once by the function and once as SQL, in alternating order.`, "");
   lines.push(`| Read | Path | Function p50 / p95 ms | Direct SQL p50 / p95 ms | Overhead p50 / p95 ms |`, `| --- | --- | ---: | ---: | ---: |`);
   for (const r of results) lines.push(`| ${r.read} | ${r.path} | ${f1(r.edge.p50)} / ${f1(r.edge.p95)} | ${f1(r.sql.p50)} / ${f1(r.sql.p95)} | **+${f1(r.overhead.p50)}** / +${f1(r.overhead.p95)} |`);
@@ -265,7 +266,7 @@ try {
     log(`wrote docs/benchmarks/edge.md and edge.json`);
   }
 } finally {
-  await Promise.all(servers.map((s) => s.stop()));
+  for (const profile of servers) stopFunctionsDaemon(profile);
   await Promise.all(clients.map((c) => c.end({ timeout: 5 })));
   await admin.end({ timeout: 5 });
   await stopPooler(pooler);

@@ -7,7 +7,8 @@
 //  - keyset pagination to the end: every row once, in order, across timestamp ties; a full last
 //    page says it is the last (next_cursor null), with no empty page after it;
 //  - aggregate mode per UTC day and per site: counts and growth_index statistics equal those
-//    computed from the fixture, with and without filters;
+//    computed from the fixture, with and without filters; past MAX_AGGREGATE_GROUPS days, the
+//    first ones and meta.truncated;
 //  - the typed client (client/observations-client.ts): pages(), aggregate(), its pre-flight
 //    validation and its typed server errors;
 //  - isolation: a user of company A gets 403 or zero rows for company B on every combination of
@@ -17,7 +18,8 @@
 //  - Server-Timing: the function's phases and the gateway's on an answer.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createObservationsClient, type ObservationRow, type ObservationsPage } from "../../client/observations-client.ts";
-import type { DailyAggregateRow, SiteAggregateRow } from "../../supabase/functions/_shared/observations-contract.ts";
+import { randomUUID } from "node:crypto";
+import { type DailyAggregateRow, MAX_AGGREGATE_GROUPS, type SiteAggregateRow } from "../../supabase/functions/_shared/observations-contract.ts";
 import { testEnv } from "../helpers/env.ts";
 import { supabaseAs } from "../helpers/supabase.ts";
 import {
@@ -297,6 +299,30 @@ describe("aggregate mode", () => {
     const byDay = groupBy(inRange, utcDay);
     expect(filtered.body.rows.map((r) => r.day)).toEqual([...byDay.keys()].sort());
     for (const row of filtered.body.rows) expectStats(row, stats(byDay.get(row.day)!));
+  });
+});
+
+describe("aggregate mode past MAX_AGGREGATE_GROUPS", () => {
+  it("returns the first MAX_AGGREGATE_GROUPS days in order and says it is truncated", async () => {
+    // one observation a day on MAX_AGGREGATE_GROUPS + 5 days long before the fixture's, removed after
+    const extra = MAX_AGGREGATE_GROUPS + 5;
+    const ids = Array.from({ length: extra }, () => randomUUID());
+    const firstDay = Date.UTC(2010, 0, 1);
+    const days = ids.map((_, i) => new Date(firstDay + i * 86_400_000).toISOString().slice(0, 10));
+    await fx.sql`
+      insert into public.petri_observations (observation_id, submission_id, site_id, program_id, petri_code, growth_index, created_at)
+      select o.id, ${fx.a.submissionIds[0]}::uuid, ${fx.a.siteIds[0]}::uuid, ${fx.a.programId}::uuid, 'truncation-' || o.n, 1, (o.day || 'T12:00:00Z')::timestamptz
+      from unnest(${ids}::text[]::uuid[], ${days}::text[]) with ordinality as o(id, day, n)`;
+    try {
+      const res = await invoke<{ rows: DailyAggregateRow[]; next_cursor: null; meta: Record<string, unknown> }>(
+        fx.a.token, { ...base(fx.a), mode: "aggregate", group_by: "day" });
+      expect(res.status).toBe(200);
+      expect(res.body.rows.map((r) => r.day)).toEqual(days.slice(0, MAX_AGGREGATE_GROUPS));
+      expect(res.body.rows.every((r) => r.observation_count === 1)).toBe(true);
+      expect(res.body.meta).toMatchObject({ mode: "aggregate", group_by: "day", count: MAX_AGGREGATE_GROUPS, truncated: true });
+    } finally {
+      await fx.sql`delete from public.petri_observations where observation_id = any(${ids}::text[]::uuid[])`;
+    }
   });
 });
 

@@ -6,7 +6,8 @@
  */
 import { createSecretKey, type KeyObject } from "node:crypto";
 import http from "node:http";
-import { decodeProtectedHeader, errors as joseErrors, jwtVerify } from "jose";
+import { decodeProtectedHeader } from "jose";
+import jwt from "jsonwebtoken";
 import type { FunctionPool } from "./supervisor.ts";
 
 const KEEP_ALIVE_TIMEOUT_MS = 65_000;
@@ -84,8 +85,12 @@ function algorithmOf(token: string): string | null | undefined {
   }
 }
 
-/** Returns null when the request may pass, else why it may not. */
-async function jwtRejection(req: http.IncomingMessage, key: KeyObject): Promise<JwtRejection | null> {
+/**
+ * Returns null when the request may pass, else why it may not. The HS256 check is synchronous
+ * (jsonwebtoken, node:crypto): jose's goes through WebCrypto, a thread-pool hop per request that
+ * npm run bench:edge measured at 0.4–0.5 ms a request here, against about 10 µs.
+ */
+function jwtRejection(req: http.IncomingMessage, key: KeyObject): JwtRejection | null {
   const header = req.headers.authorization;
   if (!header) return { platformCode: "UNAUTHORIZED_NO_AUTH_HEADER", message: "Missing authorization header", reason: "no Authorization header" };
   const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
@@ -105,12 +110,12 @@ async function jwtRejection(req: http.IncomingMessage, key: KeyObject): Promise<
     return { platformCode: "UNAUTHORIZED_UNSUPPORTED_TOKEN_ALGORITHM", message: "Invalid JWT", reason: `not a JWT of ES256, RS256 or HS256 (alg ${alg ?? "missing"})` };
   }
   try {
-    await jwtVerify(token, key, { algorithms: ["HS256"] });
+    jwt.verify(token, key, { algorithms: ["HS256"] });
     return null;
   } catch (err) {
-    const reason = err instanceof joseErrors.JWTExpired
+    const reason = err instanceof jwt.TokenExpiredError
       ? "JWT expired"
-      : err instanceof joseErrors.JWSSignatureVerificationFailed
+      : err instanceof jwt.JsonWebTokenError && err.message === "invalid signature"
         ? "invalid JWT signature"
         : `invalid JWT (${err instanceof Error ? err.message : String(err)})`;
     return { platformCode: "UNAUTHORIZED_LEGACY_JWT", message: "Invalid JWT", reason };
@@ -289,7 +294,7 @@ export function forward(
 
 interface Gateway {
   pools: ReadonlyMap<string, FunctionPool>;
-  /** The JWT secret as a key object made once: jose imports a byte array again on every verify. */
+  /** The JWT secret as a key object, made once. */
   key: KeyObject;
   agent: http.Agent;
   log: (line: string) => void;
@@ -303,7 +308,7 @@ async function handleRequest(gw: Gateway, req: http.IncomingMessage, res: http.S
   // CORS preflights carry no credentials; the CLI's edge runtime lets them through too.
   const verifyStartedAt = performance.now();
   if (pool.spec.verifyJwt && req.method !== "OPTIONS") {
-    const rejection = await jwtRejection(req, gw.key);
+    const rejection = jwtRejection(req, gw.key);
     if (rejection) {
       gw.log(`[${route.name}] verify_jwt: 401 ${rejection.platformCode}: ${rejection.reason}`);
       return sendJwtRejection(res, rejection);

@@ -73,7 +73,16 @@ export function jsonResponse(
   headers: Record<string, string> = {},
   timing?: ServerTiming,
 ): Response {
-  const text = JSON.stringify(body);
+  return jsonTextResponse(JSON.stringify(body), status, headers, timing);
+}
+
+/** jsonResponse for a body that is JSON text already. */
+export function jsonTextResponse(
+  text: string,
+  status = 200,
+  headers: Record<string, string> = {},
+  timing?: ServerTiming,
+): Response {
   timing?.mark("json");
   return new Response(text, {
     status,

@@ -5,7 +5,7 @@
  * the reads: ./observations.ts.
  */
 import { handlePreflight } from "../_shared/cors.ts";
-import { errorResponse, jsonResponse } from "../_shared/errors.ts";
+import { errorResponse, jsonTextResponse } from "../_shared/errors.ts";
 import { readClaims, requireUserOrService } from "../_shared/jwt.ts";
 import { requireMethod } from "../_shared/request.ts";
 import { ServerTiming } from "../_shared/server-timing.ts";
@@ -23,7 +23,7 @@ Deno.serve(async (req) => {
     timing.mark("validate");
     const body = await readObservations(caller, params, timing);
     // which database answered, for logs and curl (browsers read meta.served_by)
-    return jsonResponse(body, 200, { "X-Served-By": body.meta.served_by }, timing);
+    return jsonTextResponse(body.json, 200, { "X-Served-By": body.servedBy }, timing);
   } catch (err) {
     return errorResponse(err);
   }

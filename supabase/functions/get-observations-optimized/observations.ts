@@ -16,18 +16,17 @@ import { readAsCaller } from "../_shared/replica.ts";
 import { validationFailed } from "../_shared/errors.ts";
 import type { ServiceClaims, UserClaims } from "../_shared/jwt.ts";
 import {
-  type DailyAggregateRow,
   MAX_BODY_BYTES,
   ObservationsRequestSchema,
   type ObservationsResponse,
   type ParsedObservationsRequest,
-  type SiteAggregateRow,
+  type ReadSource,
 } from "../_shared/observations-contract.ts";
 import { queryObject, readJsonObject } from "../_shared/request.ts";
 import { retryRecoveryConflicts } from "../_shared/retry.ts";
 import type { ServerTiming } from "../_shared/server-timing.ts";
 import { fieldIssues } from "../_shared/validation.ts";
-import { readAggregate, readPage, READ_SETTINGS } from "./reads.ts";
+import { readAggregate, readPage, READ_SETTINGS, type RowsJson } from "./reads.ts";
 
 // supabase-js adds this when a region is forced; it is not a parameter of ours.
 const PLATFORM_QUERY_PARAMETERS = ["forceFunctionRegion"];
@@ -64,25 +63,45 @@ function parseObservationsRequest(raw: unknown): ParsedObservationsRequest {
 // The response
 // ---------------------------------------------------------------------------
 
+/** A response body as JSON text, and which database answered (for the X-Served-By header). */
+export interface ObservationsBody {
+  json: string;
+  servedBy: ReadSource;
+}
+
+/**
+ * ObservationsResponse as text, its rows the database's JSON as it was written: parsing them and
+ * serialising them again would cost the function a JSON pass each way for nothing (`npm run
+ * bench:edge` measured 0.24 ms for the serialising alone on a 100-row page). The key order is the
+ * contract's: rows, next_cursor, meta.
+ */
+function jsonBody(rows: RowsJson, rest: Omit<ObservationsResponse, "rows">): string {
+  return `{"rows":${rows.rowsJson},${JSON.stringify(rest).slice(1)}`;
+}
+
 /** The response body for validated parameters, read as the caller; timing started when the request arrived. */
 export async function readObservations(
   caller: UserClaims | ServiceClaims,
   params: ParsedObservationsRequest,
   timing: ServerTiming,
-): Promise<ObservationsResponse> {
+): Promise<ObservationsBody> {
   const context = { settings: READ_SETTINGS, timing };
   if (params.mode === "aggregate") {
-    const { result: { rows, truncated }, routing } = await retryRecoveryConflicts(() => readAsCaller(caller, (tx) => readAggregate(tx, params), context));
-    const meta = { mode: "aggregate" as const, count: rows.length, truncated, duration_ms: timing.elapsedMs(), ...routing };
+    const { result, routing } = await retryRecoveryConflicts(() => readAsCaller(caller, (tx) => readAggregate(tx, params), context));
+    const meta = { mode: "aggregate" as const, count: result.count, truncated: result.truncated, duration_ms: timing.elapsedMs(), ...routing };
     // The statement's grouping column decides the row shape.
-    return params.group_by === "day"
-      ? { rows: rows as DailyAggregateRow[], next_cursor: null, meta: { ...meta, group_by: "day" } }
-      : { rows: rows as SiteAggregateRow[], next_cursor: null, meta: { ...meta, group_by: "site" } };
+    return {
+      json: jsonBody(result, { next_cursor: null, meta: { ...meta, group_by: params.group_by } }),
+      servedBy: routing.served_by,
+    };
   }
 
   const { result: page, routing } = await retryRecoveryConflicts(() => readAsCaller(caller, (tx) => readPage(tx, params), context));
   return {
-    ...page,
-    meta: { mode: "rows", count: page.rows.length, limit: params.limit, duration_ms: timing.elapsedMs(), ...routing },
+    json: jsonBody(page, {
+      next_cursor: page.next_cursor,
+      meta: { mode: "rows", count: page.count, limit: params.limit, duration_ms: timing.elapsedMs(), ...routing },
+    }),
+    servedBy: routing.served_by,
   };
 }
