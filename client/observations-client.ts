@@ -109,7 +109,8 @@ export type AggregateResponse<G extends GroupBy> = G extends "site" ? SiteAggreg
 /**
  * Every code a failure can carry:
  *  - the function's own (docs/read-api.md, "Errors": validation_failed, bad_request, unauthorized, forbidden,
- *    method_not_allowed, payload_too_large, unsupported_media_type, query_timeout, internal_error);
+ *    method_not_allowed, payload_too_large, unsupported_media_type, query_timeout, database_unavailable,
+ *    internal_error);
  *  - by HTTP status, for what the platform answers before or instead of the function (a 401 of the
  *    verify_jwt check is `unauthorized`; not_found, rate_limited, function_unavailable,
  *    function_timeout, resource_limit; http_error for a status without a code);

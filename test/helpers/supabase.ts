@@ -11,8 +11,9 @@ class NoRealtime {
 }
 
 /** o.fetch: the fetch supabase-js sends every request with (to count or watch them). */
-export function supabaseAs(token: string, o: { fetch?: typeof fetch } = {}): SupabaseClient {
-  return createClient(testEnv.supabaseUrl, testEnv.anonKey, {
+/** o.url / o.anonKey: another API than the test stack's (a functions server of a suite's own). */
+export function supabaseAs(token: string, o: { fetch?: typeof fetch; url?: string; anonKey?: string } = {}): SupabaseClient {
+  return createClient(o.url ?? testEnv.supabaseUrl, o.anonKey ?? testEnv.anonKey, {
     auth: { persistSession: false, autoRefreshToken: false, detectSessionInUrl: false },
     global: { headers: { Authorization: `Bearer ${token}` }, ...(o.fetch ? { fetch: o.fetch } : {}) },
     realtime: { transport: NoRealtime as unknown as WebSocketLikeConstructor },

@@ -150,6 +150,28 @@ export function httpErrorFromPostgres(err: unknown): HttpError | null {
   return null;
 }
 
+/**
+ * The database refused or dropped the connection rather than the statement: too many connections
+ * (53300, also "remaining connection slots are reserved"), a server shutting down, restarting or in
+ * recovery (57P01–57P03), a connection exception (class 08), or no connection at all (the socket's
+ * and postgres.js' own codes). Not the request's fault: 503 with Retry-After, so that a frontend or
+ * a proxy tries again.
+ */
+export const CONNECTION_FAILURE_CODES: readonly string[] = [
+  "53300", "57P01", "57P02", "57P03",
+  "ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EHOSTUNREACH", "ENOTFOUND", "EPIPE",
+  "CONNECT_TIMEOUT", "CONNECTION_CLOSED", "CONNECTION_ENDED", "CONNECTION_DESTROYED",
+];
+
+export function connectionFailure(err: unknown): string | null {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code !== "string") return null;
+  return code.startsWith("08") || CONNECTION_FAILURE_CODES.includes(code) ? code : null;
+}
+
+/** Seconds a caller should wait before retrying a request the database could not take. */
+export const DATABASE_RETRY_AFTER_SECONDS = 1;
+
 function errorBody(code: string, message: string, details?: unknown): unknown {
   return { error: { code, message, details } };
 }
@@ -163,6 +185,14 @@ export function errorResponse(err: unknown): Response {
   if (isValidationError(err)) return errorResponse(validationFailed(fieldIssues(err.issues)));
   const fromPostgres = httpErrorFromPostgres(err);
   if (fromPostgres) return errorResponse(fromPostgres);
+  const refused = connectionFailure(err);
+  if (refused) {
+    // the operator's signal: connections exhausted or the database away (the pooler URL avoids the first)
+    console.error(`database unavailable (${refused}):`, err instanceof Error ? err.message : err);
+    return errorResponse(new HttpError(503, "database_unavailable",
+      "The database cannot take this request right now (too many connections, or restarting); retry shortly",
+      { code: refused }, { "Retry-After": String(DATABASE_RETRY_AFTER_SECONDS) }));
+  }
   // Internals (SQL text, stack) stay in the logs, never in the response.
   console.error("unhandled error:", err);
   return jsonResponse(errorBody("internal_error", "Internal server error"), 500);

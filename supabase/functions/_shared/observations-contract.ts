@@ -224,6 +224,7 @@ export const OBSERVATIONS_ERROR_CODES = [
   "payload_too_large",
   "unsupported_media_type",
   "query_timeout",
+  "database_unavailable",
   "internal_error",
 ] as const;
 export type ObservationsErrorCodeOfFunction = (typeof OBSERVATIONS_ERROR_CODES)[number];

@@ -20,6 +20,7 @@
 import { type CallerContextOptions, type Connection, dbUrl, getSql, type Tx, withCallerContext } from "./db.ts";
 import type { Claims } from "./jwt.ts";
 import type { ReadRouting, ReplicaFallbackReason } from "./observations-contract.ts";
+import { connectionFailure } from "./errors.ts";
 
 const DEFAULT_MAX_LAG_MS = 5000;
 const DEFAULT_CHECK_MS = 500;
@@ -77,13 +78,12 @@ const state = {
   lastFallback: null as ReplicaFallbackReason | null,
 };
 
-/** Connection errors (not SQL errors: those are the read's answer, the same as the primary's). */
+/**
+ * Connection errors (not SQL errors: those are the read's answer, the same as the primary's),
+ * too many connections on the replica included.
+ */
 export function replicaUnavailable(err: unknown): boolean {
-  const code = (err as { code?: unknown } | null)?.code;
-  if (typeof code !== "string") return false;
-  return code.startsWith("08") || ["57P01", "57P02", "57P03"].includes(code) ||
-    ["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EHOSTUNREACH", "ENOTFOUND", "EPIPE", "CONNECT_TIMEOUT", "CONNECTION_CLOSED",
-      "CONNECTION_ENDED", "CONNECTION_DESTROYED"].includes(code);
+  return connectionFailure(err) !== null;
 }
 
 async function check(s: ReplicaSettings): Promise<Verdict> {
