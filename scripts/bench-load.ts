@@ -93,7 +93,7 @@ interface RunResult {
   function_errors_by_message: Record<string, number>;
   connections: { samples: Sample[]; peak_client_backends: number; peak_by: Record<Category, number>; max_connections: number };
   cron: { runs: number; statuses: string[] };
-  /** the database's refusals of a connection, from the functions' logs (their answer is a bare 500) */
+  /** the database's refusals of a connection, from the functions' logs (the answer, 503 database_unavailable, says 53300 for both kinds) */
   database_refusals: Refusals;
   /** the functions' pool in the pooler (SHOW POOLS), peaks over the window */
   pooler: { samples: PoolerSample[]; peak_clients: number; peak_waiting: number; peak_servers: number; peak_maxwait_s: number };
@@ -376,7 +376,7 @@ function markdown(r: { measured_at: string; profile: string; max_connections: nu
       L.push(`| ${run.label} | ${k.kind} | ${k.requests} | ${errorTotal(k.errors)} | ${k.errors.too_many_connections} | ${k.errors.reserved_slots} | ${k.errors.other} | ${k.p50.toFixed(1)} | ${k.p95.toFixed(1)} | ${k.p99.toFixed(1)} | ${k.max.toFixed(0)} |`);
     }
   }
-  L.push("", "A function whose connection the database refuses answers a bare 500 (its error helper hides the cause); the refusals themselves are counted from the functions' logs, where each is one line:", "");
+  L.push("", "A function whose connection the database refuses answers 503 database_unavailable with details.code 53300 for both kinds; which kind each was is counted from the functions' logs, where each is one line:", "");
   L.push("| Run | Function requests/s | Function errors | of which refused: too many connections | remaining connection slots are reserved | App errors | pg_cron maintenance runs in the window |", "| --- | ---: | ---: | ---: | ---: | ---: | --- |");
   for (const run of r.runs) {
     const fnErrors = run.kinds.reduce((n, k) => n + errorTotal(k.errors), 0);
