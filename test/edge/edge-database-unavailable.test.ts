@@ -2,7 +2,7 @@
 // (SQLSTATE 53300, what the direct URL meets under load on Micro: npm run bench:load) or no database
 // listening. The function answers 503 database_unavailable with Retry-After, in its error shape,
 // so that a frontend retries; not a bare 500 internal_error. Covers: a role at its connection limit
-// (53300), a refused connection (ECONNREFUSED), and the typed client's code for it.
+// (53300), a refused connection (ECONNREFUSED), the typed client's code for it, and partition-admin.
 import { randomUUID } from "node:crypto";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -76,6 +76,20 @@ describe("the read function when the database cannot take the request", () => {
     const { data, error } = await createObservationsClient(supabaseAs(token, { url: limited.url, anonKey })).aggregate({ company_id: randomUUID(), program_id: randomUUID() });
     expect(data).toBeNull();
     expect({ status: error?.status, code: error?.code }).toEqual({ status: 503, code: "database_unavailable" });
+  });
+
+  it("partition-admin answers the same (a service-role health call)", async () => {
+    const { serviceRoleKey } = await makeApiKeys(SECRET);
+    for (const server of [limited, refused]) {
+      const res = await fetch(`${server.url}/functions/v1/partition-admin`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${serviceRoleKey}`, "content-type": "application/json" },
+        body: JSON.stringify({ action: "health" }),
+      });
+      const body = (await res.json()) as { error?: { code: string } };
+      expect({ status: res.status, code: body.error?.code, retryAfter: res.headers.get("retry-after") })
+        .toEqual({ status: 503, code: "database_unavailable", retryAfter: "1" });
+    }
   });
 
   it("answers 503 database_unavailable when no database listens", async () => {
