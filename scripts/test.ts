@@ -99,8 +99,9 @@ function vitest(label: string, reportName: string, env: Record<string, string>, 
     failures.push(...vitestFailures(r, REPO_ROOT).map((f) => `${label} vitest ${f}`));
     passed = r.numPassedTests;
     failed = r.numFailedTests + (vt.status !== 0 && r.numFailedTests === 0 ? 1 : 0);
+  } else {
+    failures.push(`${label} vitest: no report (vitest exited ${vt.status})`);
   }
-  if (!existsSync(report)) failures.push(`${label} vitest: no report (vitest exited ${vt.status})`);
   log(`${label}: vitest: ${passed} passed, ${failed} failed`);
   return { passed, failed, ok: vt.status === 0 };
 }

@@ -89,7 +89,6 @@ export async function readObservations(
   if (params.mode === "aggregate") {
     const { result, routing } = await retryRecoveryConflicts(() => readAsCaller(caller, (tx) => readAggregate(tx, params), context));
     const meta = { mode: "aggregate" as const, count: result.count, truncated: result.truncated, duration_ms: timing.elapsedMs(), ...routing };
-    // The statement's grouping column decides the row shape.
     return {
       json: jsonBody(result, { next_cursor: null, meta: { ...meta, group_by: params.group_by } }),
       servedBy: routing.served_by,
