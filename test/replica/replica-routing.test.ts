@@ -251,12 +251,17 @@ describe("recovery conflicts on the replica, as health() sees them", () => {
       await replicaAdmin`select pg_reload_conf()`;
       const before = await until("replica", fx.a.token, { ...base(fx.a), limit: 1 });
       expect(before.body.meta?.served_by).toBe("replica");
-      // a reader holding the table while the primary drops it
+      // a reader holding the table while the primary drops it: the drop waits until the reader has
+      // read the table (a fixed pause was not enough on a loaded machine: the reader then came
+      // after the drop's replay and found no table)
+      let reading: () => void = () => {};
+      const holding = new Promise<void>((resolve) => { reading = resolve; });
       const held = reader.begin(async (tx) => {
         await tx`select count(*) from public.replica_conflict_probe`;
+        reading();
         await tx`select pg_sleep(10)`;
       }).then(() => null, (e: unknown) => e);
-      await sleep(300);
+      await Promise.race([holding, held]);
       await admin`drop table public.replica_conflict_probe`;
       const err = await held;
       expect(String((err as Error | null)?.message)).toMatch(/conflict with recovery/);
