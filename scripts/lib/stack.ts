@@ -86,7 +86,7 @@ export type StackEnv = Record<
  * The read function's replica secrets (supabase/functions/_shared/replica.ts): its URL, the lag
  * bound in ms past which reads go to the primary, how often (ms) an isolate checks the lag.
  */
-export const REPLICA_ENV_KEYS = ["DB_REPLICA_URL", "DB_REPLICA_MAX_LAG_MS", "DB_REPLICA_CHECK_MS"] as const;
+export const REPLICA_ENV_KEYS = ["DB_REPLICA_URL", "DB_REPLICA_MAX_LAG_MS", "DB_REPLICA_CHECK_MS", "DB_REPLICA_LOCK_TIMEOUT_MS"] as const;
 export type ReplicaEnvKey = (typeof REPLICA_ENV_KEYS)[number];
 
 /** dbUrl is the direct connection, poolerUrl the same database through the transaction pooler. */

@@ -6,6 +6,10 @@
 //    retry of recovery conflicts, supabase/functions/_shared/retry.ts), see no error while the
 //    primary runs the online migration, the swap, a rollback, the migration and swap again, then
 //    maintenance on the live tree (premake, promotion, metrics, retention drop and detach);
+//  - the readers wait for a lock at most the function's lock timeout on the replica (1 s), then read
+//    on the primary, as the function does (_shared/replica.ts): replay can hold a replayed lock
+//    while it waits for the very readers queued behind it (a cleanup record between the lock and
+//    the commit), which without that bound ends only at the readers' 8 s statement_timeout;
 //  - the standby's replay lag in each phase, sampled every 50 ms (primary's WAL position against
 //    the standby's replayed position), stays under the readers' statement_timeout: replay waits
 //    for a reader only as long as that reader runs, never for max_standby_streaming_delay;
@@ -25,16 +29,25 @@ import { sleep, waitFor } from "../helpers/time.ts";
 /** Longer than any read may run (the role's statement_timeout and the retry's back-off). */
 const HUNG_READ_MS = 20_000;
 
-interface ReaderStats { reads: number; retried: number; errors: string[]; longestMs: number }
+/** The read function's lock timeout on the replica (DB_REPLICA_LOCK_TIMEOUT_MS's default). */
+const REPLICA_LOCK_TIMEOUT = "1000ms";
+
+interface ReaderStats { reads: number; retried: number; onPrimary: number; errors: string[]; longestMs: number }
 interface LagStats { maxSeconds: number; maxBytes: number; maxReportedSeconds: number; samples: number; lost: number }
 
-/** The read API as the function calls it: one transaction as `authenticated`, RLS on, the role's timeout. */
-function startReaders(sql: Sql, who: { userId: string; companyId: string; programId: string; timeout: string }, sessions: number) {
-  const stats: ReaderStats = { reads: 0, retried: 0, errors: [], longestMs: 0 };
+/**
+ * The read API as the function calls it: one transaction as `authenticated`, RLS on, the role's
+ * timeout; on the replica with the function's lock timeout, and on the primary when that ends it.
+ */
+function startReaders(
+  sql: Sql, primary: Sql, who: { userId: string; companyId: string; programId: string; timeout: string }, sessions: number,
+) {
+  const stats: ReaderStats = { reads: 0, retried: 0, onPrimary: 0, errors: [], longestMs: 0 };
   let running = true;
   const claims = JSON.stringify({ sub: who.userId, role: "authenticated" });
-  const readOnce = (kind: number) => sql.begin(async (tx) => {
-    await tx`select set_config('request.jwt.claims', ${claims}, true), set_config('statement_timeout', ${who.timeout}, true)`;
+  const readOn = (on: Sql, kind: number) => on.begin(async (tx) => {
+    await tx`select set_config('request.jwt.claims', ${claims}, true), set_config('statement_timeout', ${who.timeout}, true),
+                    set_config('lock_timeout', ${on === sql ? REPLICA_LOCK_TIMEOUT : "0"}, true)`;
     await tx`set local role authenticated`;
     if (kind % 2 === 0) {
       return tx`select count(*)::int as n from public.get_observations_optimized(
@@ -43,6 +56,15 @@ function startReaders(sql: Sql, who: { userId: string; companyId: string; progra
     return tx`select count(*)::int as n from public.get_observation_aggregates(
       p_company_id => ${who.companyId}::uuid, p_program_id => ${who.programId}::uuid, p_group_by => ${kind % 4 === 1 ? "day" : "site"})`;
   });
+  const readOnce = async (kind: number) => {
+    try {
+      return await readOn(sql, kind);
+    } catch (err) {
+      if ((err as { code?: string }).code !== "55P03") throw err;
+      stats.onPrimary++;
+      return await readOn(primary, kind);
+    }
+  };
   const loops = Array.from({ length: sessions }, async (_, i) => {
     for (let n = i; running; n++) {
       const t0 = performance.now();
@@ -68,7 +90,7 @@ function startReaders(sql: Sql, who: { userId: string; companyId: string; progra
     /** the figures since the last call, and a fresh count */
     take: (): ReaderStats => {
       const s = { ...stats, errors: [...stats.errors] };
-      Object.assign(stats, { reads: 0, retried: 0, errors: [], longestMs: 0 });
+      Object.assign(stats, { reads: 0, retried: 0, onPrimary: 0, errors: [], longestMs: 0 });
       return s;
     },
     stop: async () => {
@@ -127,6 +149,8 @@ function startLagSampler(primary: Sql, standby: Sql, slot: string, everyMs = 50)
 describe("reads on a hot standby while the primary changes the tree", () => {
   let db: FreshDb;
   let onStandby: Sql;
+  /** the readers' fallback, as the function's (its pooled connection to the primary) */
+  let onPrimary: Sql | undefined;
   let replicaOpen = false;
   let readers: ReturnType<typeof startReaders>;
   let sampler: ReturnType<typeof startLagSampler>;
@@ -171,7 +195,8 @@ describe("reads on a hot standby while the primary changes the tree", () => {
     const entry = { phase: name, readers: readers.take(), lag: sampler.take(), conflicts: delta };
     phases.push(entry);
     const r = entry.readers;
-    console.log(`[replica] ${name}: ${r.reads} reads, ${r.retried} retried, ${r.errors.length} errors, longest read ${r.longestMs.toFixed(0)} ms; ` +
+    console.log(`[replica] ${name}: ${r.reads} reads, ${r.retried} retried, ${r.onPrimary} past the lock timeout (read on the primary), ` +
+      `${r.errors.length} errors, longest read ${r.longestMs.toFixed(0)} ms; ` +
       `replay lag max ${entry.lag.maxSeconds.toFixed(2)} s / ${entry.lag.maxBytes} bytes (pg_stat_replication ${entry.lag.maxReportedSeconds.toFixed(2)} s, ${entry.lag.samples} samples, ${entry.lag.lost} lost); ` +
       `standby conflicts ${JSON.stringify(delta)}${r.errors.length ? `; first errors: ${r.errors.slice(0, 3).join(" | ")}` : ""}`);
   }
@@ -190,13 +215,15 @@ describe("reads on a hot standby while the primary changes the tree", () => {
     const [u] = await db.sql<{ id: string; company_id: string; program_id: string }[]>`
       select u.id, u.company_id, (select p.program_id from public.pilot_programs p where p.company_id = u.company_id order by p.program_id limit 1) as program_id
       from public.users u order by u.email limit 1`;
-    readers = startReaders(onStandby, { userId: u!.id, companyId: u!.company_id, programId: u!.program_id, timeout: t!.s }, 4);
+    onPrimary = connect(db.url, 4);
+    readers = startReaders(onStandby, onPrimary, { userId: u!.id, companyId: u!.company_id, programId: u!.program_id, timeout: t!.s }, 4);
     sampler = startLagSampler(db.sql, onStandby, testReplica().slot);
   });
 
   afterAll(async () => {
     await readers?.stop();
     await sampler?.stop();
+    await onPrimary?.end({ timeout: 5 });
     if (replicaOpen) {
       await setStreamingDelay(null);
       await onStandby.end({ timeout: 5 });

@@ -7,7 +7,8 @@
 //    primary, and the X-Served-By header too;
 //  - fallback to the primary, said in meta.fallback, when replay is paused past the lag bound
 //    (and the primary's answer has the row the replica has not replayed), when the replica is
-//    stopped; back to the replica once it has caught up / started;
+//    stopped, when a read and replay wait for each other (a replayed ACCESS EXCLUSIVE lock and a
+//    vacuum record: the read's lock timeout ends it); back to the replica once it has caught up / started;
 //  - what the read function reports for health(): partition_mgmt.replica_routing counts the
 //    fallbacks and the standby's recovery conflicts (a lock conflict made on purpose), health()
 //    warns about both, and replica_lag() shows the replica streaming, lagging while paused, and
@@ -30,7 +31,7 @@ import {
   waitForReplica,
 } from "../helpers/replica.ts";
 import { supabaseAs } from "../helpers/supabase.ts";
-import { sleep } from "../helpers/time.ts";
+import { sleep, waitFor } from "../helpers/time.ts";
 
 const FN = "get-observations-optimized";
 let fx: ObservationsFixture;
@@ -192,6 +193,86 @@ describe("fallback to the primary", () => {
     const back = await until("replica", fx.a.token, { ...base(fx.a), limit: 1 });
     expect(back.body.meta).toMatchObject({ served_by: "replica", fallback: null });
     expect((back.body.rows as { observation_id: string }[])[0]?.observation_id).toBe(newRow);
+  });
+
+  it("when replay and a read wait for each other (a replayed lock, then a cleanup record): the primary answers after the lock timeout", async () => {
+    // On the primary: Y updates a row and stays open; A takes ACCESS EXCLUSIVE on the observations
+    // (as the swap does) and stays open. The replica replays A's lock; a read through the function
+    // queues behind it, with a snapshot in which Y still runs. Then Y commits and a vacuum removes
+    // Y's old row version: replaying that record, the replica waits for every reader whose
+    // snapshot may still need it, the queued read included, while the read waits for A's lock,
+    // which replay holds until it reaches A's commit, behind the vacuum record. Without a bound of
+    // ours they wait for each other until the read's statement_timeout (8 s) fails it.
+    // two sessions held open (Y and A) and one for the rest
+    const admin = connect(testEnv.adminUrl, 3);
+    const replicaAdmin = connectReplica("postgres", 1, { admin: true });
+    const y = await admin.reserve();
+    const a = await admin.reserve();
+    let aOpen = false;
+    let yOpen = false;
+    try {
+      await admin`create table public.replica_deadlock_probe (id int primary key, n int) with (autovacuum_enabled = false)`;
+      await admin`insert into public.replica_deadlock_probe values (1, 0)`;
+      await waitForReplica();
+      expect((await until("replica", fx.a.token, { ...base(fx.a), limit: 1 })).body.meta?.served_by).toBe("replica");
+
+      await y`begin`;
+      yOpen = true;
+      await y`update public.replica_deadlock_probe set n = n + 1 where id = 1`;
+      await a`begin`;
+      aOpen = true;
+      await a`set local lock_timeout = '5s'`;
+      await a`lock table public.petri_observations in access exclusive mode`;
+      const [lockAt] = await a<{ lsn: string }[]>`select pg_current_wal_insert_lsn()::text as lsn`;
+      // a commit elsewhere flushes the lock's record; then the replica holds the lock
+      await admin`select txid_current()`;
+      await waitFor("the replica replays the lock", async () =>
+        (await replicaAdmin<{ ok: boolean }[]>`select pg_last_wal_replay_lsn() >= ${lockAt!.lsn}::pg_lsn as ok`)[0]!.ok, 10_000, 20);
+
+      const t0 = performance.now();
+      const answer = viaReplica(fx.a.token, { ...base(fx.a), limit: 1 });
+      await waitFor("the read queues behind the replayed lock", async () =>
+        (await replicaAdmin<{ n: number }[]>`
+          select count(*)::int as n from pg_stat_activity where backend_type = 'client backend' and wait_event_type = 'Lock'`)[0]!.n > 0, 10_000, 20);
+      await y`commit`;
+      yOpen = false;
+      // A's catalog snapshot, taken while Y ran, would keep Y's row version on the primary: a
+      // catalog change elsewhere invalidates it at A's next statement
+      await admin`comment on table public.replica_deadlock_probe is 'replica deadlock probe'`;
+      await a`select 1`;
+      await admin`vacuum public.replica_deadlock_probe`;
+      const [dead] = await admin<{ n: number }[]>`select n_dead_tup::int as n from pg_stat_user_tables where relid = 'public.replica_deadlock_probe'::regclass`;
+      expect(dead?.n, "the vacuum removed Y's row version").toBe(0);
+      await a`commit`;
+      aOpen = false;
+      // what the replica's replay waits for while the read is in the way
+      let replayWaitedForReaders = false;
+      let done = false;
+      const answered = answer.finally(() => { done = true; });
+      while (!done) {
+        const [st] = await replicaAdmin<{ w: string | null }[]>`select wait_event as w from pg_stat_activity where backend_type = 'startup'`;
+        if (st?.w === "RecoveryConflictSnapshot") replayWaitedForReaders = true;
+        await sleep(20);
+      }
+      const res = await answered;
+      const ms = performance.now() - t0;
+      expect(replayWaitedForReaders, "the replica's replay waited for the queued read (the deadlock really formed)").toBe(true);
+      expect(res.status, JSON.stringify(res.body)).toBe(200);
+      expect(res.body.meta).toMatchObject({ served_by: "primary", fallback: "replica_lock_wait" });
+      expect(res.servedBy).toBe("primary");
+      // one lock timeout (1 s by default) and the primary's read, far from the 8 s statement_timeout
+      expect(ms).toBeGreaterThanOrEqual(900);
+      expect(ms).toBeLessThan(5000);
+      await waitForReplica();
+      expect((await until("replica", fx.a.token, { ...base(fx.a), limit: 1 })).body.meta?.served_by).toBe("replica");
+    } finally {
+      if (aOpen) await a`rollback`.catch(() => {});
+      if (yOpen) await y`rollback`.catch(() => {});
+      a.release();
+      y.release();
+      await admin`drop table if exists public.replica_deadlock_probe`;
+      await Promise.all([admin.end(), replicaAdmin.end()]);
+    }
   });
 
   it("when the replica is down: the primary answers, said in meta and health(); the replica again once started", async () => {

@@ -16,10 +16,11 @@ export interface FunctionsServerEnv {
   SUPABASE_DB_URL: string;
   /** the transaction pooler's URL (a secret the project sets; hosted gives none): _shared/db.ts's "pooled" connection */
   DB_POOLER_URL?: string;
-  /** a read replica's URL and its lag bound and check interval in ms: _shared/replica.ts */
+  /** a read replica's URL, its lag bound, check interval and lock timeout in ms: _shared/replica.ts */
   DB_REPLICA_URL?: string;
   DB_REPLICA_MAX_LAG_MS?: string;
   DB_REPLICA_CHECK_MS?: string;
+  DB_REPLICA_LOCK_TIMEOUT_MS?: string;
   SUPABASE_ANON_KEY: string;
   SUPABASE_SERVICE_ROLE_KEY: string;
   /** Supabase's newer keys: a JSON object of name -> sb_secret_… key */

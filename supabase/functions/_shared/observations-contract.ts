@@ -150,7 +150,9 @@ const durationMs = z.number().nonnegative();
  */
 export const READ_SOURCES = ["primary", "replica"] as const;
 export type ReadSource = (typeof READ_SOURCES)[number];
-export const REPLICA_FALLBACK_REASONS = ["replica_unreachable", "replica_lagging", "replica_lag_unknown", "replica_not_standby"] as const;
+export const REPLICA_FALLBACK_REASONS = [
+  "replica_unreachable", "replica_lagging", "replica_lag_unknown", "replica_not_standby", "replica_lock_wait",
+] as const;
 export type ReplicaFallbackReason = (typeof REPLICA_FALLBACK_REASONS)[number];
 const readRouting = {
   served_by: z.enum(READ_SOURCES),

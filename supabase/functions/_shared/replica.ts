@@ -13,6 +13,16 @@
  * replayed it has lag 0 (now() - pg_last_xact_replay_timestamp() would grow forever there). Until a
  * kept position is replayed the lag is not known and reads stay on the primary.
  *
+ * A read on the replica waits at most DB_REPLICA_LOCK_TIMEOUT_MS (default 1000; 0: no bound of ours)
+ * for a lock, then runs on the primary (fallback "replica_lock_wait"), and so do the isolate's reads
+ * until its next check. Replaying the primary's ACCESS EXCLUSIVE locks, the replica makes readers of
+ * that relation wait until the locking transaction's commit is replayed, holding the snapshot they
+ * took; when a cleanup record (the primary's pruning or vacuum, any table of the database) lies
+ * between the lock and the commit, replay waits for those very readers: neither moves until the
+ * readers' statement_timeout (8 s for authenticated) or max_standby_streaming_delay (30 s) ends it,
+ * and the app sees an error. The lock timeout ends that wait on our side instead, and the read is
+ * answered by the primary (docs/replicas.md, "DDL and conflicts").
+ *
  * The same check reads the standby's pg_stat_database_conflicts (visible only there), and every
  * ten checks the isolate reports that, its replica reads and its fallbacks to the primary in
  * partition_mgmt.replica_status, where health() reads them.
@@ -24,6 +34,9 @@ import { connectionFailure } from "./errors.ts";
 
 const DEFAULT_MAX_LAG_MS = 5000;
 const DEFAULT_CHECK_MS = 500;
+const DEFAULT_LOCK_TIMEOUT_MS = 1000;
+/** lock_not_available: what lock_timeout raises */
+const LOCK_TIMEOUT_CODE = "55P03";
 const REPORT_EVERY_CHECKS = 10;
 /** primary positions kept (one per check): beyond them a replica counts as lagging anyway */
 const MAX_SAMPLES = 1000;
@@ -31,6 +44,7 @@ const MAX_SAMPLES = 1000;
 interface ReplicaSettings {
   maxLagMs: number;
   checkMs: number;
+  lockTimeoutMs: number;
 }
 
 function msSetting(name: string, fallback: number): number {
@@ -43,7 +57,11 @@ function msSetting(name: string, fallback: number): number {
 /** The replica's settings, or null when the project has no DB_REPLICA_URL. */
 function replicaSettings(): ReplicaSettings | null {
   if (!Deno.env.get("DB_REPLICA_URL")) return null;
-  return { maxLagMs: msSetting("DB_REPLICA_MAX_LAG_MS", DEFAULT_MAX_LAG_MS), checkMs: msSetting("DB_REPLICA_CHECK_MS", DEFAULT_CHECK_MS) };
+  return {
+    maxLagMs: msSetting("DB_REPLICA_MAX_LAG_MS", DEFAULT_MAX_LAG_MS),
+    checkMs: msSetting("DB_REPLICA_CHECK_MS", DEFAULT_CHECK_MS),
+    lockTimeoutMs: msSetting("DB_REPLICA_LOCK_TIMEOUT_MS", DEFAULT_LOCK_TIMEOUT_MS),
+  };
 }
 
 /** host:port/database of the replica's URL, never its password: its name in replica_status. */
@@ -163,10 +181,16 @@ async function onPrimary<T>(
   return { result: await withCallerContext(claims, fn, options), routing: { served_by: "primary", fallback: reason } };
 }
 
+/** True when a replica read gave up waiting for a lock (our lock_timeout there). */
+function lockWaitEnded(err: unknown): boolean {
+  return typeof err === "object" && err !== null && (err as { code?: unknown }).code === LOCK_TIMEOUT_CODE;
+}
+
 /**
  * Runs the read fn as the caller on the replica when it is configured, up and within its lag
  * bound, else on the primary's pooled connection; says which served it. A replica that fails
- * to connect during the read sends that read to the primary too.
+ * to connect during the read, or keeps it waiting for a lock past lockTimeoutMs, sends that read
+ * (and the isolate's next ones, until its next check) to the primary too.
  */
 export async function readAsCaller<T>(
   claims: Claims, fn: (tx: Tx) => Promise<T>, options: ReadOptions = {},
@@ -176,13 +200,16 @@ export async function readAsCaller<T>(
   const v = await currentVerdict(s);
   if (v.fallback) return await onPrimary(claims, fn, v.fallback, options);
   const connection: Connection = "replica";
+  const settings = s.lockTimeoutMs > 0 ? { ...options.settings, lock_timeout: `${s.lockTimeoutMs}ms` } : options.settings;
   try {
-    const result = await withCallerContext(claims, fn, { ...options, connection });
+    const result = await withCallerContext(claims, fn, { ...options, connection, ...(settings ? { settings } : {}) });
     state.replicaReads++;
     return { result, routing: { served_by: "replica", fallback: null } };
   } catch (err) {
-    if (!replicaUnavailable(err)) throw err;
-    state.verdict = { checkedAt: Date.now(), fallback: "replica_unreachable", lagMs: null, replayLsn: null, conflicts: null };
-    return await onPrimary(claims, fn, "replica_unreachable", options);
+    const reason: ReplicaFallbackReason | null = replicaUnavailable(err) ? "replica_unreachable" : lockWaitEnded(err) ? "replica_lock_wait" : null;
+    if (reason === null) throw err;
+    if (reason === "replica_lock_wait") console.warn(`read replica ${replicaName()}: a read waited ${s.lockTimeoutMs} ms for a lock; the primary answers it`);
+    state.verdict = { checkedAt: Date.now(), fallback: reason, lagMs: null, replayLsn: null, conflicts: null };
+    return await onPrimary(claims, fn, reason, options);
   }
 }
