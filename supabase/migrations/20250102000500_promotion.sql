@@ -219,6 +219,8 @@ declare
   v_prog record;
   v_range_start timestamptz;
   v_range_end timestamptz;
+  v_locks bigint;
+  v_adds bigint;
   r record;
 begin
   if exists (select from partition_mgmt.promotions p where p.table_key = p_table_key) then
@@ -345,6 +347,19 @@ begin
   perform partition_mgmt.apply_replica_identity(p_table_key, format('partitions.%I', v_new_default)::regclass);
   perform partition_mgmt.set_autovacuum(format('partitions.%I', v_child)::regclass, false);
   perform partition_mgmt.set_autovacuum(format('partitions.%I', v_new_default)::regclass, false);
+  -- the tree stays within its lock budget (lock_budget()): once attached, the new partitions add
+  -- what a statement without the partition keys locks of them; the new DEFAULT replaces the old
+  -- one lock for lock. Raised before anything is attached or triggered: the caller's transaction
+  -- (or promote_step's subtransaction) takes the standalone tables back with it.
+  v_locks := partition_mgmt.keyless_statement_locks(c.parent);
+  v_adds := partition_mgmt.keyless_statement_locks(format('partitions.%I', v_child)::regclass);
+  if v_locks + v_adds > partition_mgmt.lock_capacity() / c.min_keyless_statements then
+    raise exception 'promoting % % of "%" would take the tree over its lock budget: a statement without the partition keys would lock % slots (% now, % more), so only % such statements would fit in the lock table (% slots) at once, fewer than the minimum of %',
+      p_level, coalesce(p_site_id, p_program_id), p_table_key, v_locks + v_adds, v_locks, v_adds,
+      partition_mgmt.lock_capacity() / (v_locks + v_adds), partition_mgmt.lock_capacity(), c.min_keyless_statements
+      using errcode = '53400',
+            hint = 'Its rows stay in the shared leaf, which serves them. For partitions of its own: raise target_rows_per_leaf (fewer, larger leaves), pin the site to longer periods (partition_mgmt.set_site_granularity), archive old periods (retention), or raise max_locks_per_transaction (supabase postgres-config update); managed_tables.min_keyless_statements is the minimum.';
+  end if;
 
   insert into partition_mgmt.promotions (table_key, level, program_id, site_id, granularity, reason, parent, old_default, new_child, new_default,
                                          partitions, rows_total)
@@ -547,6 +562,12 @@ declare
   v_rows bigint := 0;
   v_ms numeric;
   cand record;
+  c partition_mgmt.managed_tables := partition_mgmt.config(p_table_key);
+  v_room bigint;
+  v_least bigint;
+  v_held text;
+  v_hint text;
+  v_tries integer := 0;
 begin
   more := false;
   if partition_mgmt.migration_busy(p_table_key) then
@@ -571,13 +592,39 @@ begin
                      p.new_child, p.parent, v_ms);
     return;
   end if;
-  select * into cand from partition_mgmt.promotion_candidates(p_table_key) limit 1;
-  if not found then
-    action := 'none'; detail := 'no program or site to promote';
-    return;
+  -- without room in the tree's lock budget for one more leaf (a site's single leaf and its
+  -- indexes), no promotion can start: nothing is counted
+  if c.tree_shape = 'sized' and c.parent is not null then
+    v_room := partition_mgmt.lock_capacity() / c.min_keyless_statements - partition_mgmt.keyless_statement_locks(c.parent);
+    v_least := 1 + (select count(*) from pg_catalog.pg_index i where i.indrelid = c.parent);
+    if v_room < v_least then
+      action := 'held';
+      detail := format('promotions of "%s" are held: the tree is at its lock budget (a statement without the partition keys locks %s slots; %s more would leave fewer than %s such statements in the lock table of %s slots at once, and one more leaf needs %s). '
+                       'Programs and sites that fill a leaf keep sharing theirs. For partitions of their own: raise target_rows_per_leaf, pin sites to longer periods (partition_mgmt.set_site_granularity), archive old periods, or raise max_locks_per_transaction.',
+                       p_table_key, partition_mgmt.keyless_statement_locks(c.parent), greatest(v_room, 0), c.min_keyless_statements,
+                       partition_mgmt.lock_capacity(), v_least);
+      return;
+    end if;
   end if;
-  action := 'start'; more := true;
-  detail := partition_mgmt.start_promotion(p_table_key, cand.level, cand.program_id, cand.site_id, cand.reason);
+  -- the first of the candidates (largest first) that fits in the lock budget: start_promotion
+  -- refuses one that does not (53400), and its subtransaction takes back what it built; five tries
+  for cand in select * from partition_mgmt.promotion_candidates(p_table_key) loop
+    exit when v_tries >= 5;
+    v_tries := v_tries + 1;
+    begin
+      detail := partition_mgmt.start_promotion(p_table_key, cand.level, cand.program_id, cand.site_id, cand.reason);
+      action := 'start'; more := true;
+      return;
+    exception when sqlstate '53400' then
+      get stacked diagnostics v_hint = pg_exception_hint;
+      v_held := coalesce(v_held, sqlerrm || '. ' || v_hint);
+    end;
+  end loop;
+  if v_held is not null then
+    action := 'held'; detail := v_held;
+  else
+    action := 'none'; detail := 'no program or site to promote';
+  end if;
 end
 $$;
 

@@ -1001,6 +1001,14 @@ begin
              format('the promotion of %s %s started %s ago (%s of about %s rows copied, phase %s): let the nightly job go on (or run select partition_mgmt.maintenance_runner() \gexec), or partition_mgmt.abort_promotion(%L)',
                     p.level, coalesce(p.site_id, p.program_id), date_trunc('second', now() - p.started_at), p.rows_copied, p.rows_total, p.phase, p.table_key)
       from partition_mgmt.promotions p where p.table_key = m.table_key and p.updated_at < now() - s.stale_after;
+
+    -- the last promote step found a program or site to promote that the lock budget does not allow
+    return query
+      select 'warning', 'promotion held', l.table_key, format('%s (maintenance at %s)', l.detail ->> 'detail', date_trunc('second', l.started_at))
+      from (select x.table_key, x.detail, x.started_at from partition_mgmt.maintenance_log x
+            where x.table_key = m.table_key and x.action = 'promote' and x.status = 'ok'
+            order by x.started_at desc, x.id desc limit 1) l
+      where l.detail ->> 'action' = 'held';
    exception when others then
     -- one broken table must not hide the findings of the others
     return query select 'error', 'health check failed', m.table_key, format('%s (%s)', sqlerrm, sqlstate);

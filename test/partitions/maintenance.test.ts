@@ -397,6 +397,45 @@ describe("maintenance reads what changed, not every row (analyze_threshold, max_
     expect(grown.candidates).toEqual([f!.a]);
     expect(grown.scans).toBeGreaterThan(0);
   });
+
+  it("holds a promotion the lock budget does not allow: nothing built, health() says why; it runs once the budget allows", async () => {
+    // the program that grew in the test above is due
+    const [due] = await db.sql<{ level: string }[]>`select level from partition_mgmt.promotion_candidates('petri')`;
+    expect(due?.level).toBe("program");
+    const registry = async () =>
+      (await db.sql<{ n: number }[]>`select count(*)::int as n from partition_mgmt.partition_registry where table_key = 'petri'`)[0]!.n;
+    const lastPromote = async () => (await db.sql<{ action: string; detail: string }[]>`
+      select detail ->> 'action' as action, detail ->> 'detail' as detail from partition_mgmt.maintenance_log
+      where table_key = 'petri' and action = 'promote' order by id desc limit 1`)[0];
+    const heldFindings = async () =>
+      db.sql<{ severity: string; detail: string }[]>`select severity, detail from partition_mgmt.health() where finding = 'promotion held' and table_key = 'petri'`;
+    const before = await registry();
+    const [{ min } = { min: 0 }] = await db.sql<{ min: number }[]>`select min_keyless_statements as min from partition_mgmt.managed_tables where table_key = 'petri'`;
+    // room in the lock table for one more leaf, not for a program's partition and its DEFAULT leaf
+    await db.sql`update partition_mgmt.managed_tables m set min_keyless_statements = partition_mgmt.lock_capacity()
+      / (partition_mgmt.keyless_statement_locks(m.parent) + 1 + (select count(*) from pg_catalog.pg_index i where i.indrelid = m.parent))
+      where m.table_key = 'petri'`;
+    try {
+      await runMaintenance(db.sql, "petri");
+      const held = await lastPromote();
+      expect(held?.action).toBe("held");
+      expect(held?.detail).toMatch(/^promoting program .* would take the tree over its lock budget: .* fewer than the minimum of \d+\. .*raise target_rows_per_leaf/);
+      expect(await registry()).toBe(before);
+      expect(await db.sql`select table_key from partition_mgmt.promotions`).toHaveLength(0);
+      const findings = await heldFindings();
+      expect(findings.map((f) => f.severity)).toEqual(["warning"]);
+      expect(findings[0]!.detail).toMatch(/would take the tree over its lock budget/);
+    } finally {
+      await db.sql`update partition_mgmt.managed_tables set min_keyless_statements = ${min} where table_key = 'petri'`;
+    }
+    // within the budget again: maintenance promotes it, and health() no longer warns
+    await runMaintenance(db.sql, "petri");
+    const [cut] = await db.sql<{ n: number }[]>`
+      select count(*)::int as n from partition_mgmt.maintenance_log where table_key = 'petri' and action = 'promote' and detail ->> 'action' = 'cutover'`;
+    expect(cut!.n).toBeGreaterThan(0);
+    expect(await registry()).toBeGreaterThan(before);
+    expect(await heldFindings()).toHaveLength(0);
+  });
 });
 
 describe("maintenance steps end within step_seconds (maintenance_settings.step_seconds)", () => {

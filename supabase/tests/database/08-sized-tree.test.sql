@@ -8,10 +8,11 @@
 -- DEFAULT leaves get their own site (and program) indexes; lock_budget() counts what one keyless
 -- statement locks; the pre-check refuses the literal tree of the same data when the minimum of
 -- keyless statements is not met; a promotion (start, copy, cutover) gives a grown site partitions of
--- its own and keeps every row; v_site_state and v_tree_summary say so; a second promotion out of
+-- its own and keeps every row, unless it would take the tree past its lock budget (then nothing is
+-- built, and the promote step holds it); v_site_state and v_tree_summary say so; a second promotion out of
 -- the DEFAULT leaf the first one left works too.
 begin;
-select plan(33);
+select plan(37);
 set local timezone = 'UTC';
 
 -- ---------------------------------------------------------------------------
@@ -138,6 +139,29 @@ delete from partition_mgmt.migration_state where table_key = 'petri';   -- (prom
 analyze partitions.petri_p_8a0000010000_default;
 select results_eq($$select level, site_id from partition_mgmt.promotion_candidates('petri')$$,
   $$values ('site'::text, '8b000002-0000-4000-8000-000000000001'::uuid)$$, 'the grown site is a candidate');
+
+-- the lock budget: a promotion that would take the tree past it is refused and nothing is built;
+-- with no room for even one more leaf the promote step counts nothing
+create temporary table before_held as
+select (select count(*) from partition_mgmt.partition_registry) as reg,
+       (select count(*) from pg_catalog.pg_class where relnamespace = 'partitions'::regnamespace) as rels;
+update partition_mgmt.managed_tables set min_keyless_statements = 100000 where table_key = 'petri';
+select throws_like($$select partition_mgmt.start_promotion('petri', 'site', '8a000001-0000-4000-8000-000000000001', '8b000002-0000-4000-8000-000000000001')$$,
+  'promoting site 8b000002-0000-4000-8000-000000000001 of "petri" would take the tree over its lock budget: % fewer than the minimum of 100000',
+  'start_promotion refuses a promotion past the lock budget, with the figures');
+select results_eq($$select action, detail ~ '^promotions of "petri" are held: the tree is at its lock budget' from partition_mgmt.promote_step('petri')$$,
+  $$values ('held'::text, true)$$, 'with no room for one more leaf the promote step holds, and says why');
+-- room for one more leaf, not for the grown site's periods: the step tries, and holds
+update partition_mgmt.managed_tables m set min_keyless_statements = partition_mgmt.lock_capacity()
+  / (partition_mgmt.keyless_statement_locks(m.parent) + 1 + (select count(*) from pg_catalog.pg_index i where i.indrelid = m.parent))
+where m.table_key = 'petri';
+select results_eq($$select action, detail ~ 'would take the tree over its lock budget.*raise target_rows_per_leaf' from partition_mgmt.promote_step('petri')$$,
+  $$values ('held'::text, true)$$, 'room for one more leaf but not for the site''s periods: held by start_promotion''s check, with the way out');
+select results_eq(
+  $$select (select count(*) from partition_mgmt.partition_registry), (select count(*) from pg_catalog.pg_class where relnamespace = 'partitions'::regnamespace),
+           (select count(*) from partition_mgmt.promotions)$$,
+  $$select reg, rels, 0::bigint from before_held$$, 'a held promotion built and registered nothing');
+update partition_mgmt.managed_tables set min_keyless_statements = 20 where table_key = 'petri';
 select lives_ok($$select partition_mgmt.start_promotion('petri', 'site', '8a000001-0000-4000-8000-000000000001', '8b000002-0000-4000-8000-000000000001')$$,
   'promotion starts');
 select lives_ok($$select partition_mgmt.promotion_copy_batch('petri', 100000); select partition_mgmt.promotion_copy_batch('petri', 100000);
