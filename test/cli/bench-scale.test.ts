@@ -10,6 +10,8 @@
 //    both scales, with the exponent log(cost ratio) / log(rows ratio) and the "faster than the
 //    rows it touches" flag following from it and the margin;
 //  - a result without a day of writes gives no maintenance point (a stale figure stays out);
+//  - the settled maintenance run: the measured one where it promoted nothing, the bench's steady
+//    run (after the nights that promoted) where it did, none for a run that stopped at its budget;
 //  - the push bench's JSON (the published adoption.json) gives the push and every setup step;
 //  - the report lists 1M, 5M and 20M as not measured (nothing extrapolated), the chart is written,
 //    and the curve's JSON, given back as an input, keeps every point.
@@ -110,6 +112,28 @@ describe("npm run bench:scale -- --quick", () => {
     const only = buildCurve([loadInput(resultFiles[0]!), loadInput(file)], {});
     expect(only.costs.find((c) => c.id === "maintenance.run")!.points.map((p) => p.scale)).toEqual([SCALES[0]]);
     expect(only.costs.find((c) => c.id === "query.fetch_by_id.partitioned")!.points.length).toBe(2);
+  });
+
+  it("has the settled maintenance run: the measured one where it promoted nothing, else the run after the nights that promoted", () => {
+    // the quick scales promote nothing: the measured run is the settled one
+    const steady = curve.costs.find((c) => c.id === "maintenance.steady")!;
+    expect(steady.points.map((p) => p.scale)).toEqual(SCALES);
+    expect(steady.points.map((p) => p.value)).toEqual(results.map((r) => r.maintenance!.seconds));
+    // a measured run that stopped at its budget is not the settled one, and nothing stands for it
+    const grown = JSON.parse(readFileSync(resultFiles[1]!, "utf8")) as BenchResult;
+    grown.maintenance!.unfinished = "the run's time budget was spent";
+    const file = join(outDir, "grown.json");
+    writeFileSync(file, JSON.stringify(grown));
+    const without = buildCurve([loadInput(resultFiles[0]!), loadInput(file)], {});
+    expect(without.costs.find((c) => c.id === "maintenance.steady")!.points.map((p) => p.scale)).toEqual([SCALES[0]]);
+    expect(without.costs.find((c) => c.id === "maintenance.run")!.points.map((p) => p.scale)).toEqual(SCALES);
+    // with the bench's steady run after it, that run is
+    grown.maintenance!.steady = { settleRuns: 3, settleSeconds: 200, settled: true, cutovers: 7, held: null, dayWrites: grown.maintenance!.dayWrites!,
+      seconds: 0.5, steps: grown.maintenance!.steps };
+    writeFileSync(file, JSON.stringify(grown));
+    const points = buildCurve([loadInput(resultFiles[0]!), loadInput(file)], {}).costs.find((c) => c.id === "maintenance.steady")!.points;
+    expect(points.map((p) => p.value)).toEqual([results[0]!.maintenance!.seconds, 0.5]);
+    expect(points[1]!.detail).toMatch(/^after 3 nightly runs \(200 s, 7 promotions cut over\)/);
   });
 
   it("takes the push and its setup steps from the push bench's result", () => {

@@ -20,7 +20,7 @@ import { ensureCluster, type Cluster, stopCluster } from "../cluster.ts";
 import { serverLimits } from "../compute-profiles.ts";
 import { expectedCounts, generateDemoData } from "../demo-data.ts";
 import { deployOntoDemoApp } from "../deploy.ts";
-import { demoShape, type BenchOptions } from "./options.ts";
+import { DEFAULT_BENCH_PORT, demoShape, type BenchOptions } from "./options.ts";
 import type { Progress } from "./progress.ts";
 import { fmtInt, summarize } from "./stats.ts";
 import type { BuildInfo, BuildStep, LeafRows, LockSetting, SessionProbe, TreeInfo } from "./types.ts";
@@ -53,15 +53,25 @@ const q = (s: string) => `'${s.replace(/'/g, "''")}'`;
  * the hosted lock setting) with a freshly migrated `bench` database, or the --db-url database
  * after checks.
  */
+/**
+ * The bench's own cluster (.local/db/<name>): `bench` on the default port, `bench-<port>` on
+ * another, so that a second bench on its own port (--port) never restarts or rebuilds a running
+ * one's cluster.
+ */
+export function benchClusterName(port: number): string {
+  return port === DEFAULT_BENCH_PORT ? "bench" : `bench-${port}`;
+}
+
 export async function openBenchDatabase(o: BenchOptions, p: Progress): Promise<BenchDatabase> {
   if (o.dbUrl) {
     await assertEmptyMigrated(o.dbUrl);
     return { url: o.dbUrl, label: `--db-url ${new URL(o.dbUrl).host}${new URL(o.dbUrl).pathname} (its server's settings as they are)`, close: async () => {} };
   }
   const limits = serverLimits();
-  p.step(`cluster "bench" on port ${o.port} (compute profile ${limits.profile.name}, max_locks_per_transaction ${limits.maxLocksPerTransaction})`);
+  const name = benchClusterName(o.port);
+  p.step(`cluster "${name}" on port ${o.port} (compute profile ${limits.profile.name}, max_locks_per_transaction ${limits.maxLocksPerTransaction})`);
   // a cluster left by a run of the other tree restarts with the profile's own setting
-  const cluster = await ensureCluster({ name: "bench", port: o.port, limits });
+  const cluster = await ensureCluster({ name, port: o.port, limits });
   const admin = postgres(cluster.adminUrl(), { max: 1, onnotice: () => {} });
   try {
     await admin.unsafe(`drop database if exists ${BENCH_DATABASE} with (force)`);
@@ -82,7 +92,7 @@ export async function openBenchDatabase(o: BenchOptions, p: Progress): Promise<B
     label: `own cluster ${cluster.dataDir} (port ${o.port}), database ${BENCH_DATABASE}, Supabase compute profile ${limits.profile.name}`,
     cluster,
     setMaxLocks: async (n) => {
-      await ensureCluster({ name: "bench", port: o.port, limits: serverLimits({ ...process.env, SUPABASE_MAX_LOCKS_PER_TRANSACTION: String(n) }) });
+      await ensureCluster({ name, port: o.port, limits: serverLimits({ ...process.env, SUPABASE_MAX_LOCKS_PER_TRANSACTION: String(n) }) });
     },
     close: async () => {
       if (!o.keepCluster) await stopCluster(cluster);

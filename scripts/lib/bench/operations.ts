@@ -17,7 +17,7 @@ import { writeDay } from "./day-writes.ts";
 import type { BenchOptions } from "./options.ts";
 import type { Progress } from "./progress.ts";
 import { fmtInt, maxOf, percentile } from "./stats.ts";
-import type { MaintenanceResult, MigrationPhase, MigrationResult } from "./types.ts";
+import type { MaintenanceResult, MigrationPhase, MigrationResult, SteadyMaintenance } from "./types.ts";
 import { benchSession, inSession } from "./session.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -35,14 +35,59 @@ export async function runMaintenance(url: string, progress: Progress, dayRows: n
   const dayWrites = await writeDay(url, dayRows);
   progress.done(`${fmtInt(dayWrites.statements)} statements in ${dayWrites.seconds.toFixed(1)} s; ${fmtInt(dayWrites.dirtyGroups)} changed groups`);
   const sql = benchSession(url, "bench-maintenance");
+  let measured: MeasuredRun;
   try {
-    return { ...(await maintenance(sql, progress)), dayWrites, settleSeconds: settle.seconds };
+    measured = { ...(await maintenance(sql, progress)), dayWrites, settleSeconds: settle.seconds };
   } finally {
     await sql.end({ timeout: 5 });
   }
+  if (measured.error || (!measured.unfinished && !measured.promotionWork)) return withoutMarks(measured);
+  return { ...withoutMarks(measured), steady: await steadyMaintenance(url, progress, dayRows) };
 }
 
-async function maintenance(sql: Sql, progress: Progress): Promise<MaintenanceResult> {
+/** MAX_SETTLE_RUNS nightly runs at most before the steady-state run (30 nights of 90 s). */
+const MAX_SETTLE_RUNS = 30;
+
+function withoutMarks(m: MeasuredRun): MaintenanceResult {
+  const { promotionWork: _p, heldReason: _h, ...rest } = m;
+  return rest;
+}
+
+/**
+ * The nightly runs after a measured run that restructured the tree, until one finishes without
+ * promotion work (a held promotion is no work: it waits for the lock budget), then a second day of
+ * writes and the run on it, timed. Exported for a kept cluster (npm run bench -- --keep).
+ */
+export async function steadyMaintenance(url: string, progress: Progress, dayRows: number, maxRuns = MAX_SETTLE_RUNS): Promise<SteadyMaintenance> {
+  let settleRuns = 0;
+  let settleSeconds = 0;
+  let cutovers = 0;
+  let held: string | null = null;
+  let settled = false;
+  await inSession(url, "bench-maintenance-nights", async (sql) => {
+    while (!settled && settleRuns < maxRuns) {
+      const r = await maintenance(sql, progress);
+      settleRuns++;
+      settleSeconds += r.seconds;
+      if (r.error) throw new Error(`maintenance run ${settleRuns} after the measured one failed: ${r.error}`);
+      cutovers += r.steps.filter((x) => x.action === "promote" && x.partitions > 0).length;
+      held = r.heldReason;
+      settled = !r.unfinished && !r.promotionWork;
+    }
+  });
+  progress.step(`maintenance: ${settleRuns} nightly runs (${settleSeconds.toFixed(0)} s, ${cutovers} promotions cut over${held ? ", one held by the lock budget" : ""}); then a second day of writes (${fmtInt(dayRows)} rows)`);
+  const dayWrites = await writeDay(url, dayRows);
+  const run = await inSession(url, "bench-maintenance-steady", (sql) => maintenance(sql, progress));
+  return {
+    settleRuns, settleSeconds, settled, cutovers, held, dayWrites, seconds: run.seconds, steps: run.steps,
+    ...(run.unfinished ? { unfinished: run.unfinished } : {}),
+  };
+}
+
+/** A run as measured, with what the bench needs to know of its promote steps. */
+type MeasuredRun = MaintenanceResult & { promotionWork: boolean; heldReason: string | null };
+
+async function maintenance(sql: Sql, progress: Progress): Promise<MeasuredRun> {
   progress.step("maintenance: the statement partition_mgmt.maintenance_runner() returns (the nightly job's)");
   const [b] = await sql<{ id: number }[]>`select coalesce(max(id), 0)::int as id from partition_mgmt.maintenance_log`;
   const t0 = performance.now();
@@ -50,7 +95,7 @@ async function maintenance(sql: Sql, progress: Progress): Promise<MaintenanceRes
     await runMaintenanceNow(sql);
   } catch (e) {
     progress.done(`failed: ${(e as Error).message}`);
-    return { seconds: (performance.now() - t0) / 1000, steps: [], error: (e as Error).message };
+    return { seconds: (performance.now() - t0) / 1000, steps: [], error: (e as Error).message, promotionWork: false, heldReason: null };
   }
   const seconds = (performance.now() - t0) / 1000;
   const steps = await sql<{ table: string | null; action: string; status: string; seconds: number; partitions: number; rows: number; error: string | null }[]>`
@@ -61,8 +106,17 @@ async function maintenance(sql: Sql, progress: Progress): Promise<MaintenanceRes
   const [run] = await sql<{ unfinished: string | null }[]>`
     select case when detail ->> 'unfinished' = 'true' then coalesce(detail ->> 'reason', 'unfinished') end as unfinished
     from partition_mgmt.maintenance_log where id > ${b?.id ?? 0} and action = 'run' order by id desc limit 1`;
-  progress.done(`${seconds.toFixed(1)} s, ${steps.length} steps${steps.some((s) => s.status === "error") ? " (with errors)" : ""}${run?.unfinished ? `; unfinished: ${run.unfinished}` : ""}`);
-  return { seconds, steps: [...steps], ...(run?.unfinished ? { unfinished: run.unfinished } : {}) };
+  // promote steps that started, copied or cut over a promotion; the last one's reason when held
+  const [promo] = await sql<{ work: number; held: string | null }[]>`
+    select count(*) filter (where detail ->> 'action' in ('start', 'copy', 'cutover'))::int as work,
+           (array_agg(detail ->> 'detail' order by id desc) filter (where detail ->> 'action' = 'held'))[1] as held
+    from partition_mgmt.maintenance_log where id > ${b?.id ?? 0} and action = 'promote'`;
+  progress.done(`${seconds.toFixed(1)} s, ${steps.length} steps${steps.some((s) => s.status === "error") ? " (with errors)" : ""}${run?.unfinished ? `; unfinished: ${run.unfinished}` : ""}` +
+    `${promo?.work ? `; ${promo.work} promote steps with work` : ""}`);
+  return {
+    seconds, steps: [...steps], ...(run?.unfinished ? { unfinished: run.unfinished } : {}),
+    promotionWork: (promo?.work ?? 0) > 0, heldReason: promo?.held ?? null,
+  };
 }
 
 type Window = { ops: number; p50: number; p99: number; max: number };

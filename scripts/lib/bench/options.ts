@@ -53,6 +53,9 @@ export interface BenchOptions {
   render?: string;
 }
 
+/** The bench's own cluster's port unless --port says otherwise. */
+export const DEFAULT_BENCH_PORT = 54460;
+
 const FULL: Omit<BenchOptions, "outDir" | "sections"> = {
   quick: false,
   rows: 5_000_000,
@@ -62,7 +65,7 @@ const FULL: Omit<BenchOptions, "outDir" | "sections"> = {
   gasifierPerSiteMonth: 400,
   seed: 7,
   tree: "sized",
-  port: 54460,
+  port: DEFAULT_BENCH_PORT,
   publish: false,
   planningLeaves: [500, 2_000, 10_000],
   planningShape: { sites: 25, months: 20 },
@@ -130,7 +133,8 @@ export const USAGE = `usage: npm run bench -- [options]
   --tree sized|literal    the tree prepare_migration builds (default sized: partitions by the data;
                           literal: every program, site and month). The own cluster runs with the
                           max_locks_per_transaction the tree needs (the pre-check's 'lock budget')
-  --port N                port of the bench's own cluster (default 54460)
+  --port N                port of the bench's own cluster (default 54460; another port gets a
+                          cluster of its own, .local/db/bench-<port>)
   --db-url URL            use this empty, freshly migrated database instead of the own cluster
   --out DIR               results folder (default results/bench-<timestamp>)
   --publish               also write docs/benchmarks/<tree>.md, <tree>.json and <tree>.svg

@@ -241,6 +241,18 @@ export function markdownReport(r: BenchResult, chartFile: string): string {
     out.push("| Table | Step | Status | Seconds | Partitions | Rows moved | Error |");
     out.push("| --- | --- | --- | ---: | ---: | ---: | --- |");
     for (const s of r.maintenance.steps) out.push(`| ${s.table ?? "–"} | ${s.action} | ${s.status} | ${s.seconds.toFixed(2)} | ${fmtInt(s.partitions)} | ${fmtInt(s.rows)} | ${s.error ?? ""} |`);
+    const st = r.maintenance.steady;
+    if (st) {
+      out.push("", `**Once the tree has settled.** The run above restructured the tree (promotions the day of writes asked for)${r.maintenance.unfinished ? " and stopped at its budget" : ""}, ` +
+        `so the nightly runs went on, untimed: ${st.settleRuns} run(s), ${fmtDuration(st.settleSeconds)} in all, ${fmtInt(st.cutovers)} promotion(s) cut over` +
+        `${st.settled ? "" : `, **not settled** after ${st.settleRuns} runs`}${st.held ? `; then a promotion was held: ${st.held}` : ""}. ` +
+        `Then a second day of writes (${fmtInt(st.dayWrites.rows)} rows, ${fmtInt(st.dayWrites.dirtyGroups)} changed groups) and the run on it: **${fmtDuration(st.seconds)}**` +
+        (st.unfinished ? `, **unfinished**: ${st.unfinished}.` : "."));
+      out.push("");
+      out.push("| Table | Step | Status | Seconds | Partitions | Rows moved | Error |");
+      out.push("| --- | --- | --- | ---: | ---: | ---: | --- |");
+      for (const s of st.steps) out.push(`| ${s.table ?? "–"} | ${s.action} | ${s.status} | ${s.seconds.toFixed(2)} | ${fmtInt(s.partitions)} | ${fmtInt(s.rows)} | ${s.error ?? ""} |`);
+    }
   }
   out.push("");
 

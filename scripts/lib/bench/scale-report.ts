@@ -136,6 +136,25 @@ function benchSamples(r: BenchResult, source: string): Sample[] {
         `${mt.steps.length} steps, slowest ${slow ? `${slow.table ?? "–"} ${slow.action} ${slow.seconds.toFixed(2)} s` : "–"}${mt.unfinished ? `; unfinished: ${mt.unfinished}` : ""}` +
         (mt.settleSeconds === undefined && (r.queries.length > 0 || r.inserts) ? "; also what the sections before it wrote (a run without the untimed first run)" : "")) });
   }
+  // the nightly cost once the tree has settled: the steady run when the measured one restructured
+  // the tree; a measured run that finished with at most one promote check per table was that already
+  if (mt?.dayWrites && !mt.error) {
+    const checks = new Map<string, number>();
+    for (const x of mt.steps) if (x.action === "promote") checks.set(x.table ?? "", (checks.get(x.table ?? "") ?? 0) + 1);
+    const settledAlready = !mt.unfinished && [...checks.values()].every((n) => n <= 1);
+    const st = mt.steady;
+    if (st && !st.unfinished) {
+      const slow = [...st.steps].sort((a, b) => b.seconds - a.seconds)[0];
+      out.push({ id: "maintenance.steady", group: "maintenance", label: "Maintenance run once the tree has settled (the day's promotions done or held)", unit: "s", touches: 0,
+        touchesWhat: `the day of writes (${fmtInt(st.dayWrites.rows)} rows)`, rowsOf: "petri",
+        point: point(scale, st.seconds, `after ${st.settleRuns} nightly runs (${Math.round(st.settleSeconds)} s, ${st.cutovers} promotions cut over${st.held ? ", then held by the lock budget" : ""}), ` +
+          `a second day of ${fmtInt(st.dayWrites.rows)} rows, ${fmtInt(st.dayWrites.dirtyGroups)} changed groups; ${st.steps.length} steps, slowest ${slow ? `${slow.table ?? "–"} ${slow.action} ${slow.seconds.toFixed(2)} s` : "–"}`) });
+    } else if (!st && settledAlready) {
+      out.push({ id: "maintenance.steady", group: "maintenance", label: "Maintenance run once the tree has settled (the day's promotions done or held)", unit: "s", touches: 0,
+        touchesWhat: `the day of writes (${fmtInt(mt.dayWrites.rows)} rows)`, rowsOf: "petri",
+        point: point(scale, mt.seconds, "the measured run promoted nothing: the tree was settled") });
+    }
+  }
   const m = r.migration;
   if (m.status === "measured" && m.rows && m.online && !("error" in m.online)) {
     const o = m.online;

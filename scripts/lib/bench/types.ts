@@ -214,8 +214,31 @@ export interface MaintenanceResult {
   settleSeconds?: number;
   /** the run stopped at its time budget (the log's reason); the next run goes on */
   unfinished?: string;
-  steps: { table: string | null; action: string; status: string; seconds: number; partitions: number; rows: number; error: string | null }[];
+  steps: MaintenanceStep[];
   error?: string;
+  /**
+   * When the measured run restructured the tree (promotions the day of writes asked for) or did not
+   * finish: the nightly runs after it until no promotion is left to start, copy or cut over, then a
+   * second day of writes and the run on it, timed: the nightly cost once the tree has settled.
+   */
+  steady?: SteadyMaintenance;
+}
+
+export interface MaintenanceStep { table: string | null; action: string; status: string; seconds: number; partitions: number; rows: number; error: string | null }
+
+export interface SteadyMaintenance {
+  /** untimed nightly runs after the measured one, until one finished without promotion work */
+  settleRuns: number;
+  settleSeconds: number;
+  /** whether the last of them finished with nothing left to promote (false: stopped at the run limit) */
+  settled: boolean;
+  /** promotions cut over by those runs, and the last promote step's reason when one is held */
+  cutovers: number;
+  held: string | null;
+  dayWrites: DayWrites;
+  seconds: number;
+  unfinished?: string;
+  steps: MaintenanceStep[];
 }
 
 /** One phase of the online migration and what the app saw meanwhile. */
