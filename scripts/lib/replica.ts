@@ -110,9 +110,31 @@ async function scalar(url: string, query: string): Promise<string> {
   }
 }
 
-/** The primary's current WAL position (pg_current_wal_lsn). */
+/**
+ * The primary's WAL position after everything inserted so far (pg_current_wal_insert_lsn): what a
+ * replica must replay to show every transaction committed before the call. Not pg_current_wal_lsn,
+ * the position written out: with synchronous_commit off (the test clusters) a commit returns before
+ * its record is written, and a replica that replayed the written position may not have it yet.
+ */
 export function primaryLsn(primary: Cluster): Promise<string> {
-  return scalar(primary.adminUrl(), "select pg_current_wal_lsn()::text as v");
+  return scalar(primary.adminUrl(), "select pg_current_wal_insert_lsn()::text as v");
+}
+
+/**
+ * Has the primary write out and flush its WAL now: a transaction with an xid that commits
+ * synchronously flushes everything before its commit record. Without it, after an asynchronous
+ * commit on an idle primary the WAL writer may hibernate for seconds before the replica gets it.
+ */
+async function flushPrimaryWal(primary: Cluster): Promise<void> {
+  const sql = postgres(primary.adminUrl(), { max: 1, onnotice: () => {}, connect_timeout: 10 });
+  try {
+    await sql.begin(async (tx) => {
+      await tx`set local synchronous_commit = on`;
+      await tx`select pg_catalog.txid_current()`;
+    });
+  } finally {
+    await sql.end({ timeout: 5 });
+  }
 }
 
 /** The replica's last replayed WAL position (pg_last_wal_replay_lsn). */
@@ -130,6 +152,7 @@ export async function waitForReplay(
   opts: { lsn?: string; timeoutMs?: number } = {},
 ): Promise<{ lsn: string; replayLsn: string; waitedMs: number }> {
   const lsn = opts.lsn ?? await primaryLsn(r.primary);
+  await flushPrimaryWal(r.primary);
   const timeoutMs = opts.timeoutMs ?? 30_000;
   const t0 = performance.now();
   const sql = postgres(r.adminUrl(), { max: 1, onnotice: () => {}, connect_timeout: 10 });

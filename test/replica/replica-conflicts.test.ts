@@ -118,7 +118,7 @@ function startLagSampler(primary: Sql, standby: Sql, slot: string, everyMs = 50)
   })();
   async function sample(): Promise<void> {
     const [p] = await primary<{ lsn: string; reported: number | null }[]>`
-      select pg_current_wal_lsn()::text as lsn,
+      select pg_current_wal_insert_lsn()::text as lsn,
              (select extract(epoch from replay_lag)::float8 from pg_stat_replication where application_name = ${slot}) as reported`;
     pending.push({ at: performance.now(), lsn: p!.lsn });
     const [s] = await standby<{ replayed: string }[]>`select pg_last_wal_replay_lsn()::text as replayed`;
@@ -186,7 +186,7 @@ describe("reads on a hot standby while the primary changes the tree", () => {
     await sleep(200);
     await work();
     // the phase is over on the standby once it has replayed the primary's position
-    const [p] = await db.sql<{ lsn: string }[]>`select pg_current_wal_lsn()::text as lsn`;
+    const [p] = await db.sql<{ lsn: string }[]>`select pg_current_wal_insert_lsn()::text as lsn`;
     await waitFor(`the standby replays ${name}`, async () =>
       (await retryRecoveryConflicts(() => onStandby<{ ok: boolean }[]>`select pg_last_wal_replay_lsn() >= ${p!.lsn}::pg_lsn as ok`))[0]!.ok, 60_000, 50);
     await sleep(200);

@@ -1,7 +1,8 @@
 // The test stack's read replica (scripts/lib/replica.ts) is what a Supabase read replica is: a hot
 // standby streaming from the primary through its own slot, with the primary's compute profile and
 // the standby settings Supabase uses; it catches up, and a stopped replica shows how far behind it
-// is on the primary and catches up once started again.
+// is on the primary and catches up once started again; waiting for it covers what was committed
+// just before, with the test clusters' asynchronous commits too.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { STANDBY_SETTINGS } from "../../scripts/lib/replica.ts";
 import { connect, freshDatabase, type FreshDb } from "../helpers/db.ts";
@@ -19,6 +20,26 @@ describe("the test stack's read replica", () => {
   afterAll(async () => {
     await startTestReplica();
     await db.drop();
+  });
+
+  it("waitForReplica returns only once the replica shows what was just committed, also with synchronous_commit off", async () => {
+    // the test clusters commit asynchronously: a commit returns before its record is written out,
+    // so waiting for the primary's written position (pg_current_wal_lsn) returned too early
+    const [sc] = await db.sql<{ s: string }[]>`select current_setting('synchronous_commit') as s`;
+    expect(sc?.s).toBe("off");
+    await db.sql`create table public.replica_commit_probe (id int primary key)`;
+    const replica = connectReplica(db.name, 1);
+    try {
+      await waitForReplica();
+      for (let i = 1; i <= 20; i++) {
+        await db.sql`insert into public.replica_commit_probe values (${i})`;
+        await waitForReplica();
+        const [r] = await replica<{ n: number }[]>`select count(*)::int as n from public.replica_commit_probe where id = ${i}`;
+        expect(r?.n, `row ${i}`).toBe(1);
+      }
+    } finally {
+      await replica.end();
+    }
   });
 
   it("is a hot standby with the primary's compute profile and Supabase's standby settings", async () => {
