@@ -37,6 +37,23 @@ comment on table partition_mgmt.promotions is
 revoke all on partition_mgmt.promotions from public, anon, authenticated;
 grant select on partition_mgmt.promotions to service_role;
 
+-- A promotion the lock budget held back, and the budget it was held at: while the tree's keyless
+-- locks, the lock table and the minimum stay as they were, a week at most, the promote step holds
+-- again without counting the shared leaves (what it counted would not fit any better).
+create table if not exists partition_mgmt.promotion_held (
+  table_key      text primary key references partition_mgmt.managed_tables (table_key) on delete cascade,
+  keyless_locks  bigint not null,
+  lock_capacity  bigint not null,
+  min_keyless    integer not null,
+  least_needed   bigint not null,      -- the fewest locks a candidate would have added
+  reason         text not null,
+  held_at        timestamptz not null default now()
+);
+comment on table partition_mgmt.promotion_held is
+  'Per table: the promotion the lock budget held back and the budget at the time; the promote step holds again without counting while they are unchanged (a week at most).';
+revoke all on partition_mgmt.promotion_held from public, anon, authenticated;
+grant select on partition_mgmt.promotion_held to service_role;
+
 -- -----------------------------------------------------------------------------
 -- What to promote
 -- -----------------------------------------------------------------------------
@@ -357,7 +374,7 @@ begin
     raise exception 'promoting % % of "%" would take the tree over its lock budget: a statement without the partition keys would lock % slots (% now, % more), so only % such statements would fit in the lock table (% slots) at once, fewer than the minimum of %',
       p_level, coalesce(p_site_id, p_program_id), p_table_key, v_locks + v_adds, v_locks, v_adds,
       partition_mgmt.lock_capacity() / (v_locks + v_adds), partition_mgmt.lock_capacity(), c.min_keyless_statements
-      using errcode = '53400',
+      using errcode = '53400', detail = format('%s more locks', v_adds),
             hint = 'Its rows stay in the shared leaf, which serves them. For partitions of its own: raise target_rows_per_leaf (fewer, larger leaves), pin the site to longer periods (partition_mgmt.set_site_granularity), archive old periods (retention), or raise max_locks_per_transaction (supabase postgres-config update); managed_tables.min_keyless_statements is the minimum.';
   end if;
 
@@ -568,6 +585,10 @@ declare
   v_held text;
   v_hint text;
   v_tries integer := 0;
+  v_detail text;
+  v_least_adds bigint;
+  v_locks bigint;
+  h partition_mgmt.promotion_held;
 begin
   more := false;
   if partition_mgmt.migration_busy(p_table_key) then
@@ -595,14 +616,25 @@ begin
   -- without room in the tree's lock budget for one more leaf (a site's single leaf and its
   -- indexes), no promotion can start: nothing is counted
   if c.tree_shape = 'sized' and c.parent is not null then
-    v_room := partition_mgmt.lock_capacity() / c.min_keyless_statements - partition_mgmt.keyless_statement_locks(c.parent);
+    v_locks := partition_mgmt.keyless_statement_locks(c.parent);
+    v_room := partition_mgmt.lock_capacity() / c.min_keyless_statements - v_locks;
+    -- held at this very budget within the week: the same answer, without counting
+    select * into h from partition_mgmt.promotion_held x where x.table_key = p_table_key;
+    if found and h.keyless_locks = v_locks and h.lock_capacity = partition_mgmt.lock_capacity() and h.min_keyless = c.min_keyless_statements
+       and h.held_at > now() - interval '7 days' and v_room < h.least_needed then
+      action := 'held';
+      detail := h.reason || format(' (held since %s; counted again when the tree, the lock table or the minimum changes, or after 7 days)', date_trunc('second', h.held_at));
+      return;
+    end if;
+    delete from partition_mgmt.promotion_held x where x.table_key = p_table_key;
     v_least := 1 + (select count(*) from pg_catalog.pg_index i where i.indrelid = c.parent);
     if v_room < v_least then
       action := 'held';
       detail := format('promotions of "%s" are held: the tree is at its lock budget (a statement without the partition keys locks %s slots; %s more would leave fewer than %s such statements in the lock table of %s slots at once, and one more leaf needs %s). '
                        'Programs and sites that fill a leaf keep sharing theirs. For partitions of their own: raise target_rows_per_leaf, pin sites to longer periods (partition_mgmt.set_site_granularity), archive old periods, or raise max_locks_per_transaction.',
-                       p_table_key, partition_mgmt.keyless_statement_locks(c.parent), greatest(v_room, 0), c.min_keyless_statements,
-                       partition_mgmt.lock_capacity(), v_least);
+                       p_table_key, v_locks, greatest(v_room, 0), c.min_keyless_statements, partition_mgmt.lock_capacity(), v_least);
+      insert into partition_mgmt.promotion_held (table_key, keyless_locks, lock_capacity, min_keyless, least_needed, reason)
+      values (p_table_key, v_locks, partition_mgmt.lock_capacity(), c.min_keyless_statements, v_least, detail);
       return;
     end if;
   end if;
@@ -616,12 +648,17 @@ begin
       action := 'start'; more := true;
       return;
     exception when sqlstate '53400' then
-      get stacked diagnostics v_hint = pg_exception_hint;
+      get stacked diagnostics v_hint = pg_exception_hint, v_detail = pg_exception_detail;
       v_held := coalesce(v_held, sqlerrm || '. ' || v_hint);
+      v_least_adds := least(v_least_adds, nullif(substring(v_detail from '^(\d+) more locks'), '')::bigint);
     end;
   end loop;
   if v_held is not null then
     action := 'held'; detail := v_held;
+    if v_least_adds is not null and c.parent is not null then
+      insert into partition_mgmt.promotion_held (table_key, keyless_locks, lock_capacity, min_keyless, least_needed, reason)
+      values (p_table_key, partition_mgmt.keyless_statement_locks(c.parent), partition_mgmt.lock_capacity(), c.min_keyless_statements, v_least_adds, v_held);
+    end if;
   else
     action := 'none'; detail := 'no program or site to promote';
   end if;

@@ -12,7 +12,7 @@
 -- built, and the promote step holds it); v_site_state and v_tree_summary say so; a second promotion out of
 -- the DEFAULT leaf the first one left works too.
 begin;
-select plan(37);
+select plan(39);
 set local timezone = 'UTC';
 
 -- ---------------------------------------------------------------------------
@@ -157,6 +157,13 @@ update partition_mgmt.managed_tables m set min_keyless_statements = partition_mg
 where m.table_key = 'petri';
 select results_eq($$select action, detail ~ 'would take the tree over its lock budget.*raise target_rows_per_leaf' from partition_mgmt.promote_step('petri')$$,
   $$values ('held'::text, true)$$, 'room for one more leaf but not for the site''s periods: held by start_promotion''s check, with the way out');
+create temporary table scans_before as select pg_stat_get_xact_numscans('partitions.petri_p_8a0000010000_default'::regclass) as n;
+select results_eq(
+  $$select action, detail ~ 'would take the tree over its lock budget.*held since .*counted again when the tree, the lock table or the minimum changes'
+    from partition_mgmt.promote_step('petri')$$,
+  $$values ('held'::text, true)$$, 'at the same budget the next step holds again');
+select is(pg_stat_get_xact_numscans('partitions.petri_p_8a0000010000_default'::regclass) - (select n from scans_before), 0::bigint,
+  '... without reading the shared leaf');
 select results_eq(
   $$select (select count(*) from partition_mgmt.partition_registry), (select count(*) from pg_catalog.pg_class where relnamespace = 'partitions'::regnamespace),
            (select count(*) from partition_mgmt.promotions)$$,
