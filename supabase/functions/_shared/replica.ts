@@ -6,8 +6,9 @@
  * served it and why. Writes never come here.
  *
  * The lag is measured without a heartbeat table: every DB_REPLICA_CHECK_MS (default 500) an isolate
- * reads the primary's WAL position (pg_current_wal_insert_lsn, kept with the time it was read: it
- * covers every commit made before, also one whose record is not written out yet) and then
+ * reads the primary's WAL position (pg_current_wal_lsn, kept with the time it was read: with
+ * synchronous commits, hosted's default, every commit made before is written out up to it; the
+ * insert position would also count records in flight, which a replica cannot have yet) and then
  * the replica's replay position. The newest kept primary position the replica has replayed says
  * everything committed on the primary before that time is visible on the replica: the lag is at
  * most now minus that time. An idle primary's position does not move, so an idle replica that has
@@ -107,7 +108,7 @@ export function replicaUnavailable(err: unknown): boolean {
 
 async function check(s: ReplicaSettings): Promise<Verdict> {
   const at = Date.now();
-  const [primary] = await getSql("pooled")<{ lsn: string }[]>`select pg_catalog.pg_current_wal_insert_lsn()::text as lsn`;
+  const [primary] = await getSql("pooled")<{ lsn: string }[]>`select pg_catalog.pg_current_wal_lsn()::text as lsn`;
   if (primary) state.samples.push({ lsn: lsnBytes(primary.lsn), at });
   if (state.samples.length > MAX_SAMPLES) state.samples.splice(0, state.samples.length - MAX_SAMPLES);
   let replica: { standby: boolean; replay: string | null; conflicts: Record<string, number> | null } | undefined;
