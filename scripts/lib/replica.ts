@@ -151,8 +151,10 @@ export async function waitForReplay(
   r: Replica,
   opts: { lsn?: string; timeoutMs?: number } = {},
 ): Promise<{ lsn: string; replayLsn: string; waitedMs: number }> {
-  const lsn = opts.lsn ?? await primaryLsn(r.primary);
+  // flushed first, then the position read: the flush's own commit is inside it, so once the
+  // replica has replayed it nothing written before the call is left to replay
   await flushPrimaryWal(r.primary);
+  const lsn = opts.lsn ?? await primaryLsn(r.primary);
   const timeoutMs = opts.timeoutMs ?? 30_000;
   const t0 = performance.now();
   const sql = postgres(r.adminUrl(), { max: 1, onnotice: () => {}, connect_timeout: 10 });
