@@ -655,9 +655,10 @@ begin
   end loop;
   if v_held is not null then
     action := 'held'; detail := v_held;
-    if v_least_adds is not null and c.parent is not null then
+    -- (what start_promotion built was taken back: the tree's locks are still v_locks)
+    if v_least_adds is not null and v_locks is not null then
       insert into partition_mgmt.promotion_held (table_key, keyless_locks, lock_capacity, min_keyless, least_needed, reason)
-      values (p_table_key, partition_mgmt.keyless_statement_locks(c.parent), partition_mgmt.lock_capacity(), c.min_keyless_statements, v_least_adds, v_held);
+      values (p_table_key, v_locks, partition_mgmt.lock_capacity(), c.min_keyless_statements, v_least_adds, v_held);
     end if;
   else
     action := 'none'; detail := 'no program or site to promote';

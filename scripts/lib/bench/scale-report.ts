@@ -143,14 +143,15 @@ function benchSamples(r: BenchResult, source: string): Sample[] {
     for (const x of mt.steps) if (x.action === "promote") checks.set(x.table ?? "", (checks.get(x.table ?? "") ?? 0) + 1);
     const settledAlready = !mt.unfinished && [...checks.values()].every((n) => n <= 1);
     const st = mt.steady;
+    const STEADY = { id: "maintenance.steady", group: "maintenance", label: "Maintenance run once the tree has settled (the day's promotions done or held)", unit: "s", touches: 0 } as const;
     if (st && !st.unfinished) {
       const slow = [...st.steps].sort((a, b) => b.seconds - a.seconds)[0];
-      out.push({ id: "maintenance.steady", group: "maintenance", label: "Maintenance run once the tree has settled (the day's promotions done or held)", unit: "s", touches: 0,
+      out.push({ ...STEADY,
         touchesWhat: `the day of writes (${fmtInt(st.dayWrites.rows)} rows)`, rowsOf: "petri",
         point: point(scale, st.seconds, `after ${st.settleRuns} nightly runs (${Math.round(st.settleSeconds)} s, ${st.cutovers} promotions cut over${st.held ? ", then held by the lock budget" : ""}), ` +
           `a second day of ${fmtInt(st.dayWrites.rows)} rows, ${fmtInt(st.dayWrites.dirtyGroups)} changed groups; ${st.steps.length} steps, slowest ${slow ? `${slow.table ?? "–"} ${slow.action} ${slow.seconds.toFixed(2)} s` : "–"}`) });
     } else if (!st && settledAlready) {
-      out.push({ id: "maintenance.steady", group: "maintenance", label: "Maintenance run once the tree has settled (the day's promotions done or held)", unit: "s", touches: 0,
+      out.push({ ...STEADY,
         touchesWhat: `the day of writes (${fmtInt(mt.dayWrites.rows)} rows)`, rowsOf: "petri",
         point: point(scale, mt.seconds, "the measured run promoted nothing: the tree was settled") });
     }
