@@ -15,7 +15,10 @@ import { deployOntoDemoApp } from "./lib/deploy.ts";
 import { pgTapFailures, vitestFailures, type VitestReport } from "./lib/test-failures.ts";
 import { poolerSettings, startPooler, stopPooler, type Pooler } from "./lib/pooler.ts";
 import { destroyReplica, ensureReplica, type Replica } from "./lib/replica.ts";
-import { stackEnv, startFunctionsDaemon, stopFunctionsDaemon, TEST_REPLICA_STACK, TEST_STACK, writeEnvFile } from "./lib/stack.ts";
+import {
+  DEFAULT_TEST_PORT_BASE, ephemeralPortRange, stackEnv, startFunctionsDaemon, stopFunctionsDaemon, TEST_REPLICA_STACK, TEST_STACK, testPort,
+  testPortBaseProblem, writeEnvFile,
+} from "./lib/stack.ts";
 
 export const TEMPLATE_DB = "app_template";
 /**
@@ -124,6 +127,11 @@ const replicas: Replica[] = [];
 /** The replica function server's lag bound and check interval: short, so the suites see a fallback quickly. */
 const TEST_REPLICA_MAX_LAG_MS = "1000";
 const TEST_REPLICA_CHECK_MS = "100";
+const portProblem = testPortBaseProblem(Number(process.env.TEST_PORT_BASE ?? DEFAULT_TEST_PORT_BASE), ephemeralPortRange());
+if (portProblem) {
+  console.error(portProblem);
+  process.exit(2);
+}
 try {
   let ok = true;
   // PostgreSQL 15 (Debian bookworm): every suite
@@ -177,7 +185,7 @@ try {
     log("PostgreSQL 17 leg skipped (TEST_PG15_ONLY=1): not a full run");
   } else {
     const leg17 = performance.now();
-    const c17 = await ensureCluster({ name: `${TEST_STACK.name}-pg17`, port: TEST_STACK.dbPort + 2, throwaway: true, fresh: true, pgBin: PG17_BIN });
+    const c17 = await ensureCluster({ name: `${TEST_STACK.name}-pg17`, port: testPort("db17"), throwaway: true, fresh: true, pgBin: PG17_BIN });
     clusters.push(c17);
     log(`PostgreSQL 17: cluster ${c17.dataDir} on ${c17.port}`);
     await migrate(c17, "PostgreSQL 17");

@@ -39,18 +39,71 @@ export const DEV_STACK: StackProfile = {
 
 /**
  * `npm test`: its own throwaway cluster on other ports, so both can run at once.
- * TEST_PORT_BASE=N moves it to N (database), N+1 (functions), N+3 (pooler; N+2 is the PostgreSQL 17
- * leg's database), N+4 (the read replica) and N+5 (TEST_REPLICA_STACK's functions) so several runs
- * can coexist.
+ * TEST_PORT_BASE=N moves every port a run binds to N + an offset of TEST_PORT_OFFSETS, so several
+ * runs can coexist. The default base lies below the ephemeral port range of Linux (32768–60999),
+ * macOS and Windows (49152–65535): the suites open thousands of client sockets, each on a port the
+ * kernel picks from that range, and a cluster or pooler started mid-run on a fixed port inside it
+ * can find the port taken by one of them ("could not bind … Address already in use").
  */
-const testBase = Number(process.env.TEST_PORT_BASE ?? 54330);
+export const DEFAULT_TEST_PORT_BASE = 24330;
+export const TEST_PORT_OFFSETS = {
+  db: 0,
+  functions: 1,
+  /** the PostgreSQL 17 leg's database */
+  db17: 2,
+  pooler: 3,
+  replica: 4,
+  /** TEST_REPLICA_STACK's functions server */
+  replicaFunctions: 5,
+  /** test/cli/bench-load-quick.test.ts: its cluster here, its pooler 3 above */
+  benchLoadQuick: 10,
+  /** the suites' own poolers and clusters: the first free port of 10 from here */
+  poolerExtra: 20,
+  poolerClients: 30,
+  migrationCrash: 40,
+  runbook: 50,
+} as const;
+/** How many ports from the base a run may bind. */
+export const TEST_PORT_SPAN = 60;
+const testBase = Number(process.env.TEST_PORT_BASE ?? DEFAULT_TEST_PORT_BASE);
+/** The port `npm test` binds for a purpose (TEST_PORT_OFFSETS), from TEST_PORT_BASE. */
+export const testPort = (purpose: keyof typeof TEST_PORT_OFFSETS): number => testBase + TEST_PORT_OFFSETS[purpose];
+
+/** The kernel's ephemeral port range, where it can tell it (Linux); null elsewhere. */
+export function ephemeralPortRange(): [number, number] | null {
+  try {
+    const [low, high] = readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/).map(Number);
+    return low !== undefined && high !== undefined && Number.isInteger(low) && Number.isInteger(high) ? [low, high] : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Why a test port base will not do, or null: its ports (base .. base + TEST_PORT_SPAN - 1) must be
+ * valid and lie outside the ephemeral range.
+ */
+export function testPortBaseProblem(base: number, range: [number, number] | null): string | null {
+  const last = base + TEST_PORT_SPAN - 1;
+  if (!Number.isInteger(base) || base < 1024 || last > 65535) {
+    return `TEST_PORT_BASE=${base}: the test ports ${base}..${last} must lie in 1024..65535`;
+  }
+  if (range && base <= range[1] && last >= range[0]) {
+    return `TEST_PORT_BASE=${base}: the test ports ${base}..${last} overlap the kernel's ephemeral port range ` +
+      `${range[0]}..${range[1]} (/proc/sys/net/ipv4/ip_local_port_range), where the suites' own client sockets ` +
+      `can take a port before a cluster binds it; pick a base below ${range[0] - TEST_PORT_SPAN + 1} or above ${range[1]} ` +
+      `(default ${DEFAULT_TEST_PORT_BASE})`;
+  }
+  return null;
+}
+
 export const TEST_STACK: StackProfile = {
-  name: testBase === 54330 ? "test" : `test-${testBase}`,
-  dbPort: testBase,
-  functionsPort: testBase + 1,
-  poolerPort: testBase + 3,
-  replicaPort: testBase + 4,
-  envFile: join(REPO_ROOT, ".local", testBase === 54330 ? "test.env" : `test-${testBase}.env`),
+  name: testBase === DEFAULT_TEST_PORT_BASE ? "test" : `test-${testBase}`,
+  dbPort: testPort("db"),
+  functionsPort: testPort("functions"),
+  poolerPort: testPort("pooler"),
+  replicaPort: testPort("replica"),
+  envFile: join(REPO_ROOT, ".local", testBase === DEFAULT_TEST_PORT_BASE ? "test.env" : `test-${testBase}.env`),
   workersPerFunction: workersFromEnv(),
 };
 
@@ -62,7 +115,7 @@ export const TEST_STACK: StackProfile = {
 export const TEST_REPLICA_STACK: StackProfile = {
   ...TEST_STACK,
   name: `${TEST_STACK.name}-replica`,
-  functionsPort: testBase + 5,
+  functionsPort: testPort("replicaFunctions"),
   envFile: TEST_STACK.envFile.replace(/\.env$/, "-replica.env"),
 };
 

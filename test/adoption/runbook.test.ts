@@ -20,12 +20,12 @@ import { generateDatabaseTypes } from "../../scripts/lib/database-types.ts";
 import { startFunctionsServer, type FunctionsServer } from "../../scripts/lib/functions-server.ts";
 import { makeApiKeys } from "../../scripts/lib/jwt-keys.ts";
 import { pushMigrations } from "../../scripts/lib/push-migrations.ts";
-import { LOCAL_JWT_SECRET } from "../../scripts/lib/stack.ts";
+import { LOCAL_JWT_SECRET, testPort } from "../../scripts/lib/stack.ts";
 import { loadSmallDemo } from "../helpers/migration.ts";
 import { run, tempDir, TSX } from "../helpers/processes.ts";
 
-// below the ephemeral range, as the crash suite's cluster (npm test's PostgreSQL 17 leg moves it)
-const PORT_FROM = 24460 + (Number(process.env.TEST_DB_PORT ?? 54330) - 54330) * 10;
+// its own test ports, outside the ephemeral range (scripts/lib/stack.ts)
+const PORT_FROM = testPort("runbook");
 
 describe("the hosted runbook, step by step, on a local project", () => {
   let cluster: Cluster;

@@ -12,6 +12,7 @@ import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { REPO_ROOT } from "../../scripts/lib/cluster.ts";
+import { testPort } from "../../scripts/lib/stack.ts";
 import { capture, tempDir, TSX } from "../helpers/processes.ts";
 
 interface Kind { kind: string; requests: number; errors: { too_many_connections: number; reserved_slots: number; other: number } }
@@ -24,8 +25,9 @@ interface Run {
   pooler: { samples: unknown[]; peak_clients: number; peak_servers: number };
 }
 
-// beside the test stack's ports (TEST_PORT_BASE .. +3)
-const PORT = Number(process.env.TEST_PORT_BASE ?? 54330) + 10;
+// its own test port, outside the ephemeral range (scripts/lib/stack.ts): the cluster and its pooler
+// start while the other suites hold many client sockets
+const PORT = testPort("benchLoadQuick");
 const errors = (k: Kind) => k.errors.too_many_connections + k.errors.reserved_slots + k.errors.other;
 
 describe("npm run bench:load -- --quick", () => {

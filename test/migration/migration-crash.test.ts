@@ -13,15 +13,16 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Sql } from "postgres";
 import { connect } from "../helpers/db.ts";
 import { clusterFor, destroyCluster, ensureCluster, freeLocalPort, startStoppedCluster, stopCluster, type Cluster } from "../../scripts/lib/cluster.ts";
+import { testPort } from "../../scripts/lib/stack.ts";
 import { deployOntoDemoApp } from "../../scripts/lib/deploy.ts";
 import { startAppLoad } from "../../scripts/lib/app-load.ts";
 import { backfill, migrateOnline, monitor, startMigration } from "../../scripts/lib/migration-driver.ts";
 import { compareTables, loadSmallDemo, phaseOf } from "../helpers/migration.ts";
 import { sleep } from "../helpers/time.ts";
 
-// below the ephemeral range: the cluster starts (and restarts) while the other suites hold many
-// client sockets, and one of their local ports must not take it
-const PORT_FROM = 24360 + (Number(process.env.TEST_DB_PORT ?? 54330) - 54330) * 10;
+// its own test ports, outside the ephemeral range (scripts/lib/stack.ts): the cluster starts (and
+// restarts) while the other suites hold many client sockets, and one of their local ports must not take it
+const PORT_FROM = testPort("migrationCrash");
 
 describe("interrupted backfill", () => {
   let cluster: Cluster;

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { clusterFor, freeLocalPort } from "../../scripts/lib/cluster.ts";
 import { poolerPid, poolerSettings, startPooler, stopPooler } from "../../scripts/lib/pooler.ts";
 import { runProgram } from "../../scripts/lib/processes.ts";
-import { TEST_STACK } from "../../scripts/lib/stack.ts";
+import { TEST_STACK, testPort } from "../../scripts/lib/stack.ts";
 import { asSuperuser, connect, emptyDatabase, withDatabase } from "../helpers/db.ts";
 import { requireEnv } from "../helpers/env.ts";
 import { poolerAdminConsole } from "../helpers/pooler.ts";
@@ -60,7 +60,7 @@ describe("the local transaction pooler", () => {
     const settings = poolerSettings();
     const cluster = clusterFor({ name: TEST_STACK.name, port: Number(requireEnv("TEST_DB_PORT")) });
     const own = await emptyDatabase(`pooler_clients_${process.pid}`);
-    const pooler = await startPooler({ ...cluster, name: `${cluster.name}-clients` }, await freeLocalPort(TEST_STACK.poolerPort + 20), settings);
+    const pooler = await startPooler({ ...cluster, name: `${cluster.name}-clients` }, await freeLocalPort(testPort("poolerClients"), 10), settings);
     const clients = Array.from({ length: settings.maxClientConn }, () => connect(pooler.url(own.name), 1, { fetch_types: false }));
     const serverConnections: number[] = [];
     let sampling = true;
@@ -92,7 +92,7 @@ describe("the local transaction pooler", () => {
 
   it("leaves no pgbouncer process once stopped", async () => {
     const cluster = clusterFor({ name: TEST_STACK.name, port: Number(requireEnv("TEST_DB_PORT")) });
-    const port = await freeLocalPort(TEST_STACK.poolerPort + 10);
+    const port = await freeLocalPort(testPort("poolerExtra"), 10);
     const pooler = await startPooler({ ...cluster, name: `${cluster.name}-extra` }, port);
     const pid = poolerPid(pooler);
     expect(pid).not.toBeNull();
