@@ -46,6 +46,14 @@ export async function writeDay(url: string, rows: number): Promise<DayWrites> {
     const seconds = (performance.now() - t0) / 1000;
     const [g] = await sql<{ groups: number; entries: number }[]>`
       select count(distinct (program_id, site_id, day))::int as groups, count(*)::int as entries from analytics.metrics_dirty`;
-    return { rows, statements, sites: t.length, seconds, dirtyGroups: g?.groups ?? 0, dirtyEntries: g?.entries ?? 0 };
+    // what the refresh will recompute: every row of the changed groups, one keyed count per group
+    const [n] = await sql<{ rows: number }[]>`
+      select coalesce(sum(c.n), 0)::float8 as rows
+      from (select distinct program_id, site_id, day from analytics.metrics_dirty) d
+      cross join lateral (
+        select count(*) as n from public.petri_observations o
+        where o.program_id = d.program_id and o.site_id = d.site_id
+          and o.created_at >= d.day::timestamp at time zone 'UTC' and o.created_at < (d.day + 1)::timestamp at time zone 'UTC') c`;
+    return { rows, statements, sites: t.length, seconds, dirtyGroups: g?.groups ?? 0, dirtyEntries: g?.entries ?? 0, groupRows: n?.rows ?? 0 };
   });
 }

@@ -16,7 +16,7 @@ import * as driver from "../migration-driver.ts";
 import { writeDay } from "./day-writes.ts";
 import type { BenchOptions } from "./options.ts";
 import type { Progress } from "./progress.ts";
-import { fmtInt, maxOf, percentile } from "./stats.ts";
+import { fmtChangedGroups, fmtInt, maxOf, percentile } from "./stats.ts";
 import type { MaintenanceResult, MigrationPhase, MigrationResult, SteadyMaintenance } from "./types.ts";
 import { benchSession, inSession } from "./session.ts";
 
@@ -33,7 +33,7 @@ export async function runMaintenance(url: string, progress: Progress, dayRows: n
   const settle = await inSession(url, "bench-maintenance-settle", (sql) => maintenance(sql, progress));
   progress.step(`maintenance: a day of new writes first (${fmtInt(dayRows)} petri rows over the current day)`);
   const dayWrites = await writeDay(url, dayRows);
-  progress.done(`${fmtInt(dayWrites.statements)} statements in ${dayWrites.seconds.toFixed(1)} s; ${fmtInt(dayWrites.dirtyGroups)} changed groups`);
+  progress.done(`${fmtInt(dayWrites.statements)} statements in ${dayWrites.seconds.toFixed(1)} s; ${fmtChangedGroups(dayWrites)}`);
   const sql = benchSession(url, "bench-maintenance");
   let measured: MeasuredRun;
   try {

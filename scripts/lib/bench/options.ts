@@ -229,8 +229,20 @@ export function benchOptionsFrom(flags: BenchFlags): BenchOptions {
   return benchOptions({ ...over, sections: s });
 }
 
+/**
+ * The last instant of the previous UTC month: the bench's history ends there, so every month of it
+ * is a whole calendar month at the same rate of rows per day. Ending it at the time of the run (the
+ * generator's default) squeezes the current month's rows into the days elapsed: on the 7th, each day
+ * of the month held 4.4 days' worth, and the day of writes before maintenance landed on groups that
+ * already held several times a day's rows, more the larger the scale and the earlier in the month.
+ * The current month then holds only what the bench itself writes (inserts, the day of writes).
+ */
+export function historyEnd(now = new Date()): Date {
+  return new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1) - 1);
+}
+
 /** The demo generator's options for a bench scale: programs split into companies of up to 5. */
-export function demoShape(o: BenchOptions): DemoDataOptions {
+export function demoShape(o: BenchOptions, now = new Date()): DemoDataOptions {
   const perCompany = [5, 4, 3, 2, 1].find((k) => o.programs % k === 0) ?? 1;
   const siteMonths = o.programs * o.sitesPerProgram * o.months;
   return {
@@ -244,5 +256,6 @@ export function demoShape(o: BenchOptions): DemoDataOptions {
     gasifierPerSiteMonth: o.gasifierPerSiteMonth,
     observationsPerSubmission: 10,
     gasifierNullProgramShare: 0.05,
+    asOf: historyEnd(now),
   };
 }

@@ -5,7 +5,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { REPO_ROOT } from "../cluster.ts";
 import { chartRows, ratioChartSvg } from "./chart.ts";
-import { fmtDuration, fmtInt, fmtMs, fmtRatio } from "./stats.ts";
+import { fmtChangedGroups, fmtDuration, fmtInt, fmtMs, fmtRatio } from "./stats.ts";
 import type { BenchResult, GoalResult, LeafRows, QueryClassResult, VariantResult } from "./types.ts";
 
 const mb = (b: number) => `${(b / 1024 ** 2).toLocaleString("en-US", { maximumFractionDigits: 0 })} MB`;
@@ -236,7 +236,7 @@ export function markdownReport(r: BenchResult, chartFile: string): string {
     out.push(`The statement \`partition_mgmt.maintenance_runner()\` returns (the nightly job's: a DO block committing after every step), on the built trees (petri and gasifier, ${fmtInt(b.tree.allTablesLeaves)} leaves in all), in a session with the database's statement_timeout: **${fmtDuration(r.maintenance.seconds)}**` +
       (r.maintenance.unfinished ? `, **unfinished**: ${r.maintenance.unfinished}.` : "."));
     const d = r.maintenance.dayWrites;
-    if (d) out.push("", `Before it, a day of new writes, the same at every scale: ${fmtInt(d.rows)} petri rows over the current UTC day on the ${fmtInt(d.sites)} sites of running programs, ${fmtInt(d.statements)} INSERTs of a submission's rows (${d.seconds.toFixed(1)} s), leaving ${fmtInt(d.dirtyGroups)} changed (program, site, day) groups to recompute${r.maintenance.settleSeconds !== undefined ? ` (what the sections before wrote was processed first by an untimed run of ${r.maintenance.settleSeconds.toFixed(1)} s)` : " (with what the sections before it wrote)"}.`);
+    if (d) out.push("", `Before it, a day of new writes, the same at every scale: ${fmtInt(d.rows)} petri rows over the current UTC day on the ${fmtInt(d.sites)} sites of running programs, ${fmtInt(d.statements)} INSERTs of a submission's rows (${d.seconds.toFixed(1)} s), leaving ${fmtInt(d.dirtyGroups)} changed (program, site, day) groups to recompute${d.groupRows !== undefined ? ` (${fmtInt(d.groupRows)} rows in them after the writes; the bench's history ends with the previous month, so the current day holds only what the bench wrote)` : ""}${r.maintenance.settleSeconds !== undefined ? ` (what the sections before wrote was processed first by an untimed run of ${r.maintenance.settleSeconds.toFixed(1)} s)` : " (with what the sections before it wrote)"}.`);
     out.push("");
     out.push("| Table | Step | Status | Seconds | Partitions | Rows moved | Error |");
     out.push("| --- | --- | --- | ---: | ---: | ---: | --- |");
@@ -246,7 +246,7 @@ export function markdownReport(r: BenchResult, chartFile: string): string {
       out.push("", `**Once the tree has settled.** The run above restructured the tree (promotions the day of writes asked for)${r.maintenance.unfinished ? " and stopped at its budget" : ""}, ` +
         `so the nightly runs went on, untimed: ${st.settleRuns} run(s), ${fmtDuration(st.settleSeconds)} in all, ${fmtInt(st.cutovers)} promotion(s) cut over` +
         `${st.settled ? "" : `, **not settled** after ${st.settleRuns} runs`}${st.held ? `; then a promotion was held: ${st.held}` : ""}. ` +
-        `Then a second day of writes (${fmtInt(st.dayWrites.rows)} rows, ${fmtInt(st.dayWrites.dirtyGroups)} changed groups) and the run on it: **${fmtDuration(st.seconds)}**` +
+        `Then a second day of writes (${fmtInt(st.dayWrites.rows)} rows, ${fmtChangedGroups(st.dayWrites)}) and the run on it: **${fmtDuration(st.seconds)}**` +
         (st.unfinished ? `, **unfinished**: ${st.unfinished}.` : "."));
       out.push("");
       out.push("| Table | Step | Status | Seconds | Partitions | Rows moved | Error |");

@@ -14,7 +14,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { basename, dirname, join, relative } from "node:path";
 import { REPO_ROOT } from "../cluster.ts";
 import { esc } from "./chart.ts";
-import { fmtInt } from "./stats.ts";
+import { fmtChangedGroups, fmtInt } from "./stats.ts";
 import type { BenchResult } from "./types.ts";
 
 /** exponent above the rows' own by more than this: grows faster than the rows it touches */
@@ -132,7 +132,7 @@ function benchSamples(r: BenchResult, source: string): Sample[] {
     const slow = [...mt.steps].sort((a, b) => b.seconds - a.seconds)[0];
     out.push({ id: "maintenance.run", group: "maintenance", label: "Maintenance run (maintenance_runner(), the nightly job)", unit: "s", touches: 0,
       touchesWhat: `the day of writes (${fmtInt(mt.dayWrites.rows)} rows)`, rowsOf: "petri",
-      point: point(scale, mt.seconds, `${fmtInt(mt.dayWrites.rows)} rows written in ${fmtInt(mt.dayWrites.statements)} statements, ${fmtInt(mt.dayWrites.dirtyGroups)} changed groups; ` +
+      point: point(scale, mt.seconds, `${fmtInt(mt.dayWrites.rows)} rows written in ${fmtInt(mt.dayWrites.statements)} statements, ${fmtChangedGroups(mt.dayWrites)}; ` +
         `${mt.steps.length} steps, slowest ${slow ? `${slow.table ?? "–"} ${slow.action} ${slow.seconds.toFixed(2)} s` : "–"}${mt.unfinished ? `; unfinished: ${mt.unfinished}` : ""}` +
         (mt.settleSeconds === undefined && (r.queries.length > 0 || r.inserts) ? "; also what the sections before it wrote (a run without the untimed first run)" : "")) });
   }
@@ -149,7 +149,7 @@ function benchSamples(r: BenchResult, source: string): Sample[] {
       out.push({ ...STEADY,
         touchesWhat: `the day of writes (${fmtInt(st.dayWrites.rows)} rows)`, rowsOf: "petri",
         point: point(scale, st.seconds, `after ${st.settleRuns} nightly runs (${Math.round(st.settleSeconds)} s, ${st.cutovers} promotions cut over${st.held ? ", then held by the lock budget" : ""}), ` +
-          `a second day of ${fmtInt(st.dayWrites.rows)} rows, ${fmtInt(st.dayWrites.dirtyGroups)} changed groups; ${st.steps.length} steps, slowest ${slow ? `${slow.table ?? "–"} ${slow.action} ${slow.seconds.toFixed(2)} s` : "–"}`) });
+          `a second day of ${fmtInt(st.dayWrites.rows)} rows, ${fmtChangedGroups(st.dayWrites)}; ${st.steps.length} steps, slowest ${slow ? `${slow.table ?? "–"} ${slow.action} ${slow.seconds.toFixed(2)} s` : "–"}`) });
     } else if (!st && settledAlready) {
       out.push({ ...STEADY,
         touchesWhat: `the day of writes (${fmtInt(mt.dayWrites.rows)} rows)`, rowsOf: "petri",

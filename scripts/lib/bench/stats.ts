@@ -75,3 +75,8 @@ export function fmtDuration(seconds: number): string {
   const s = Math.round(seconds - m * 60);
   return `${m} min ${String(s).padStart(2, "0")} s`;
 }
+
+/** "N changed groups" and, where the result has it, the rows they held after the writes. */
+export function fmtChangedGroups(d: { dirtyGroups: number; groupRows?: number }): string {
+  return `${fmtInt(d.dirtyGroups)} changed groups${d.groupRows !== undefined ? ` of ${fmtInt(d.groupRows)} rows` : ""}`;
+}

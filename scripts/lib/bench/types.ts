@@ -204,6 +204,11 @@ export interface DayWrites {
   /** analytics.metrics_dirty after the writes: distinct (program, site, day) groups and entries */
   dirtyGroups: number;
   dirtyEntries: number;
+  /**
+   * rows in those groups after the writes: what the refresh recomputes (the written rows and any
+   * the groups held before; absent in older results)
+   */
+  groupRows?: number;
 }
 
 export interface MaintenanceResult {
