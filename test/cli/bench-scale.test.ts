@@ -10,6 +10,7 @@
 //    both scales, with the exponent log(cost ratio) / log(rows ratio) and the "faster than the
 //    rows it touches" flag following from it and the margin;
 //  - a result without a day of writes gives no maintenance point (a stale figure stays out);
+//  - the settled run's second day of writes goes on a day of its own (its groups hold its rows only);
 //  - the settled maintenance run: the measured one where it promoted nothing, the bench's steady
 //    run (after the nights that promoted) where it did, none for a run that stopped at its budget;
 //  - the push bench's JSON (the published adoption.json) gives the push and every setup step;
@@ -19,6 +20,8 @@
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { steadyMaintenance } from "../../scripts/lib/bench/operations.ts";
+import { createProgress } from "../../scripts/lib/bench/progress.ts";
 import { QUERY_CLASS_IDS } from "../../scripts/lib/bench/queries.ts";
 import { buildCurve, loadInput, MARGIN, type ScaleReport, writeScaleReport } from "../../scripts/lib/bench/scale-report.ts";
 import { runScales } from "../../scripts/lib/bench/scale-runs.ts";
@@ -72,9 +75,20 @@ describe("npm run bench:scale -- --quick", () => {
       // the history ends with the previous month: the refresh recomputes the written rows only, not
       // a current month's rows squeezed into its elapsed days (more at the larger scale)
       expect(d?.groupRows).toBe(500);
+      expect(d?.day).toBe(new Date().toISOString().slice(0, 10));
       // the queries section wrote before it: an untimed run processed that first
       expect(r.maintenance?.settleSeconds).toBeGreaterThan(0);
     }
+  });
+
+  it("the settled run's second day of writes goes on a day of its own: its groups hold its rows only", async () => {
+    const steady = await steadyMaintenance(dbs[0]!.url, createProgress({ quiet: true }), 500, 2);
+    expect(steady.settled).toBe(true);
+    expect(steady.dayWrites.dirtyGroups).toBeGreaterThan(0);
+    expect(steady.dayWrites.day).not.toBe(results[0]!.maintenance!.dayWrites!.day);
+    // on the first day's, the groups would hold both days' rows (1,000)
+    expect(steady.dayWrites.groupRows).toBe(500);
+    expect(Number.isFinite(steady.seconds)).toBe(true);
   });
 
   it("has every query class on the three tables, maintenance and the migration phases at both scales", () => {

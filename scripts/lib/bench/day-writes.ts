@@ -14,13 +14,25 @@ const ROWS_PER_STATEMENT = 10;
 /** app sessions writing at once (each statement commits on its own) */
 const SESSIONS = 4;
 
-export async function writeDay(url: string, rows: number): Promise<DayWrites> {
+/**
+ * Which day the rows go on: the current UTC day up to now, or a whole day of its own in the current
+ * month (the day before, or on the 1st the day after), for a second day of writes whose groups must
+ * not also hold the first day's rows.
+ */
+export type WriteDay = "today" | "a day of its own";
+
+export async function writeDay(url: string, rows: number, which: WriteDay = "today"): Promise<DayWrites> {
   return inSession(url, "bench-day-writes", async (sql) => {
     // the insert section's targets: every site of a running program (its current month has a leaf)
     const t = await targets(sql);
     const [day] = await sql<{ start: Date; span_ms: number }[]>`
-      select date_trunc('day', now() at time zone 'utc') at time zone 'utc' as start,
-             (extract(epoch from now() - (date_trunc('day', now() at time zone 'utc') at time zone 'utc')) * 1000)::float8 as span_ms`;
+      with d as (select date_trunc('day', now() at time zone 'utc') as today)
+      select case when ${which} = 'today' then today
+                  when extract(day from today) > 1 then today - interval '1 day'
+                  else today + interval '1 day' end at time zone 'utc' as start,
+             case when ${which} = 'today' then (extract(epoch from (now() at time zone 'utc') - today) * 1000)::float8
+                  else 86400000::float8 end as span_ms
+      from d`;
     const start = day!.start.getTime();
     const span = Math.max(1, day!.span_ms - 1000);
     const sessions = Array.from({ length: SESSIONS }, (_, i) => benchSession(url, `bench-day-writes-${i + 1}`));
@@ -54,6 +66,7 @@ export async function writeDay(url: string, rows: number): Promise<DayWrites> {
         select count(*) as n from public.petri_observations o
         where o.program_id = d.program_id and o.site_id = d.site_id
           and o.created_at >= d.day::timestamp at time zone 'UTC' and o.created_at < (d.day + 1)::timestamp at time zone 'UTC') c`;
-    return { rows, statements, sites: t.length, seconds, dirtyGroups: g?.groups ?? 0, dirtyEntries: g?.entries ?? 0, groupRows: n?.rows ?? 0 };
+    return { rows, statements, sites: t.length, seconds, dirtyGroups: g?.groups ?? 0, dirtyEntries: g?.entries ?? 0, groupRows: n?.rows ?? 0,
+      day: new Date(start).toISOString().slice(0, 10) };
   });
 }

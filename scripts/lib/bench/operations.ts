@@ -76,7 +76,9 @@ export async function steadyMaintenance(url: string, progress: Progress, dayRows
     }
   });
   progress.step(`maintenance: ${settleRuns} nightly runs (${settleSeconds.toFixed(0)} s, ${cutovers} promotions cut over${held ? ", one held by the lock budget" : ""}); then a second day of writes (${fmtInt(dayRows)} rows)`);
-  const dayWrites = await writeDay(url, dayRows);
+  // on a day of its own: on today's, its groups would hold both days' rows, twice what the first
+  // run recomputed
+  const dayWrites = await writeDay(url, dayRows, "a day of its own");
   const run = await inSession(url, "bench-maintenance-steady", (sql) => maintenance(sql, progress));
   return {
     settleRuns, settleSeconds, settled, cutovers, held, dayWrites, seconds: run.seconds, steps: run.steps,

@@ -76,7 +76,7 @@ export function fmtDuration(seconds: number): string {
   return `${m} min ${String(s).padStart(2, "0")} s`;
 }
 
-/** "N changed groups" and, where the result has it, the rows they held after the writes. */
-export function fmtChangedGroups(d: { dirtyGroups: number; groupRows?: number }): string {
-  return `${fmtInt(d.dirtyGroups)} changed groups${d.groupRows !== undefined ? ` of ${fmtInt(d.groupRows)} rows` : ""}`;
+/** "N changed groups" and, where the result has it, the rows they held after the writes and their day. */
+export function fmtChangedGroups(d: { dirtyGroups: number; groupRows?: number; day?: string }): string {
+  return `${fmtInt(d.dirtyGroups)} changed groups${d.groupRows !== undefined ? ` of ${fmtInt(d.groupRows)} rows` : ""}${d.day ? ` on ${d.day}` : ""}`;
 }

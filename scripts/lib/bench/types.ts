@@ -209,6 +209,8 @@ export interface DayWrites {
    * the groups held before; absent in older results)
    */
   groupRows?: number;
+  /** the UTC day the rows went on (absent in older results) */
+  day?: string;
 }
 
 export interface MaintenanceResult {
