@@ -1,10 +1,13 @@
 // The day of new writes the maintenance section processes: a fixed number of petri rows (by default
 // 50,000, 1% of the 5M table, the same at every scale) inserted into the live partitioned table
-// with created_at spread evenly from the start of the current UTC day to now, on every site of a
-// running program, as the app posts them: a submission's observations in one INSERT (statement
-// triggers record the changed (program, site, day) groups once per statement, as they would for
-// the app). Maintenance then recomputes what these writes changed, so its figure is comparable
-// across table sizes.
+// with created_at spread evenly over a UTC day of their own, on every site of a running program, as
+// the app posts them: a submission's observations in one INSERT (statement triggers record the
+// changed (program, site, day) groups once per statement, as they would for the app). Maintenance
+// then recomputes what these writes changed, so its figure is comparable across table sizes.
+// A day of their own: the bench's history ends with the previous month (options.ts historyEnd), and
+// the days of the current month other than today hold nothing the bench did not write there; today
+// holds what the sections before wrote (the inserts, at each scale's own rate). So the groups the
+// run recomputes hold the day's rows only, as the nightly run after a day of the app's writes.
 import { targets } from "./inserts.ts";
 import { benchSession, inSession } from "./session.ts";
 import type { DayWrites } from "./types.ts";
@@ -15,26 +18,26 @@ const ROWS_PER_STATEMENT = 10;
 const SESSIONS = 4;
 
 /**
- * Which day the rows go on: the current UTC day up to now, or a whole day of its own in the current
- * month (the day before, or on the 1st the day after), for a second day of writes whose groups must
- * not also hold the first day's rows.
+ * The nth day of writes goes on the nth day of the current UTC month other than today: yesterday,
+ * the day before, … back to the 1st, then tomorrow, the day after (early in the month). So a second
+ * day of writes does not land on the first one's groups.
  */
-export type WriteDay = "today" | "a day of its own";
-
-export async function writeDay(url: string, rows: number, which: WriteDay = "today"): Promise<DayWrites> {
+export async function writeDay(url: string, rows: number, nth = 1): Promise<DayWrites> {
   return inSession(url, "bench-day-writes", async (sql) => {
     // the insert section's targets: every site of a running program (its current month has a leaf)
     const t = await targets(sql);
-    const [day] = await sql<{ start: Date; span_ms: number }[]>`
+    const [day] = await sql<{ start: Date }[]>`
       with d as (select date_trunc('day', now() at time zone 'utc') as today)
-      select case when ${which} = 'today' then today
-                  when extract(day from today) > 1 then today - interval '1 day'
-                  else today + interval '1 day' end at time zone 'utc' as start,
-             case when ${which} = 'today' then (extract(epoch from (now() at time zone 'utc') - today) * 1000)::float8
-                  else 86400000::float8 end as span_ms
-      from d`;
-    const start = day!.start.getTime();
-    const span = Math.max(1, day!.span_ms - 1000);
+      select x.day at time zone 'utc' as start
+      from d, lateral (
+        select g as day, case when g < today then 0 else 1 end as after_today, abs(extract(epoch from g - today)) as distance
+        from generate_series(date_trunc('month', today), date_trunc('month', today) + interval '1 month' - interval '1 day', interval '1 day') g
+        where g <> today) x
+      order by x.after_today, x.distance
+      offset ${nth - 1} limit 1`;
+    if (!day) throw new Error(`no day ${nth} of the current month besides today for a day of writes`);
+    const start = day.start.getTime();
+    const span = 86_400_000 - 1000;
     const sessions = Array.from({ length: SESSIONS }, (_, i) => benchSession(url, `bench-day-writes-${i + 1}`));
     const statements = Math.ceil(rows / ROWS_PER_STATEMENT);
     const t0 = performance.now();

@@ -31,7 +31,7 @@ export async function runMaintenance(url: string, progress: Progress, dayRows: n
   // day of writes alone, the same work at every scale
   progress.step("maintenance: a first run for what the sections before wrote (not timed)");
   const settle = await inSession(url, "bench-maintenance-settle", (sql) => maintenance(sql, progress));
-  progress.step(`maintenance: a day of new writes first (${fmtInt(dayRows)} petri rows over the current day)`);
+  progress.step(`maintenance: a day of new writes first (${fmtInt(dayRows)} petri rows over a day of the current month before today)`);
   const dayWrites = await writeDay(url, dayRows);
   progress.done(`${fmtInt(dayWrites.statements)} statements in ${dayWrites.seconds.toFixed(1)} s; ${fmtChangedGroups(dayWrites)}`);
   const sql = benchSession(url, "bench-maintenance");
@@ -76,9 +76,9 @@ export async function steadyMaintenance(url: string, progress: Progress, dayRows
     }
   });
   progress.step(`maintenance: ${settleRuns} nightly runs (${settleSeconds.toFixed(0)} s, ${cutovers} promotions cut over${held ? ", one held by the lock budget" : ""}); then a second day of writes (${fmtInt(dayRows)} rows)`);
-  // on a day of its own: on today's, its groups would hold both days' rows, twice what the first
-  // run recomputed
-  const dayWrites = await writeDay(url, dayRows, "a day of its own");
+  // the second day of writes, on a day of its own: on the first one's, its groups would hold both
+  // days' rows, twice what the first run recomputed
+  const dayWrites = await writeDay(url, dayRows, 2);
   const run = await inSession(url, "bench-maintenance-steady", (sql) => maintenance(sql, progress));
   return {
     settleRuns, settleSeconds, settled, cutovers, held, dayWrites, seconds: run.seconds, steps: run.steps,

@@ -336,7 +336,7 @@ export function scaleMarkdown(r: ScaleReport, chartFile: string): string {
   const mt = r.maintenance;
   if (!mt.points.length) out.push("Not measured: no run with a day of writes before its maintenance.");
   else {
-    out.push("Before each maintenance run the bench writes the same day of new rows at every scale (day-writes.ts: the rows spread over the current UTC day on every site of a running program, a submission's 10 rows per INSERT), then times the statement `partition_mgmt.maintenance_runner()` returns, as the nightly job runs it.");
+    out.push("Before each maintenance run the bench writes the same day of new rows at every scale (day-writes.ts: the rows spread over a UTC day of their own in the current month, which the bench's history, ending with the previous month, leaves empty, on every site of a running program, a submission's 10 rows per INSERT), then times the statement `partition_mgmt.maintenance_runner()` returns, as the nightly job runs it.");
     out.push("");
     out.push("| Scale (petri rows) | Run date | Maintenance run | What it processed |");
     out.push("| ---: | --- | ---: | --- |");
