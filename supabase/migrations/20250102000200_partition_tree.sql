@@ -430,6 +430,19 @@ $$;
 comment on function partition_mgmt.lock_capacity() is
   'Slots in the shared lock table for all sessions together: max_locks_per_transaction x (max_connections + autovacuum_max_workers + 1 + max_worker_processes + max_wal_senders + max_prepared_transactions).';
 
+-- The budget rule in one place: a tree is within its lock budget while a statement without the
+-- partition keys locks at most this many slots, so that p_minimum such statements fit in the lock
+-- table at once (lock_budget(), start_promotion, the nightly promote step).
+create or replace function partition_mgmt.keyless_lock_allowance(p_minimum integer)
+returns bigint
+language sql stable
+set search_path = ''
+as $$
+  select partition_mgmt.lock_capacity() / greatest(p_minimum, 1)
+$$;
+comment on function partition_mgmt.keyless_lock_allowance(integer) is
+  'The most slots a statement without the partition keys may lock so that p_minimum such statements fit in the lock table at once: lock_capacity() / p_minimum.';
+
 -- Slots of the shared lock table this transaction holds now (fast-path locks excluded).
 create or replace function partition_mgmt.held_locks()
 returns integer
@@ -1863,8 +1876,8 @@ set search_path = ''
 as $$
   select m.table_key, t.relations, t.leaves, k.locks, partition_mgmt.lock_capacity(),
          partition_mgmt.lock_capacity() / greatest(k.locks, 1), m.min_keyless_statements,
-         case when partition_mgmt.lock_capacity() / greatest(k.locks, 1) >= m.min_keyless_statements then 'ok' else 'over budget' end,
-         case when partition_mgmt.lock_capacity() / greatest(k.locks, 1) >= m.min_keyless_statements then 'within budget'
+         case when k.locks <= partition_mgmt.keyless_lock_allowance(m.min_keyless_statements) then 'ok' else 'over budget' end,
+         case when k.locks <= partition_mgmt.keyless_lock_allowance(m.min_keyless_statements) then 'within budget'
               else format('a statement without the partition keys takes %s locks on %s (every partition, every index of every leaf); only %s fit in the lock table (%s slots) at once, fewer than %s. '
                           'Fewer leaves: raise target_rows_per_leaf (sized trees share small sites'' leaves), use coarser periods (set_site_granularity), '
                           'archive old periods (retention); or raise max_locks_per_transaction (supabase postgres-config update)',

@@ -1194,5 +1194,5 @@ grant execute on function partition_mgmt.replica_lag() to service_role;
 grant execute on function partition_mgmt.health(), partition_mgmt.schedule_maintenance(text),
   partition_mgmt.cleanup_empty_partitions(integer), partition_mgmt.analyze_all_partitions(boolean, text),
   partition_mgmt.validate_partitions(), partition_mgmt.leaf_budget_report(), partition_mgmt.lock_budget(), partition_mgmt.lock_capacity(),
-  partition_mgmt.apply_row_retention(text, integer), partition_mgmt.premake_partitions(text),
+  partition_mgmt.keyless_lock_allowance(integer), partition_mgmt.apply_row_retention(text, integer), partition_mgmt.premake_partitions(text),
   partition_mgmt.maintenance_runner(text), partition_mgmt.maintenance_begin(text), partition_mgmt.maintenance_continue(uuid) to service_role;

@@ -358,7 +358,7 @@ begin
   -- (or promote_step's subtransaction) takes the standalone tables back with it.
   v_locks := partition_mgmt.keyless_statement_locks(c.parent);
   v_adds := partition_mgmt.keyless_statement_locks(format('partitions.%I', v_child)::regclass);
-  if v_locks + v_adds > partition_mgmt.lock_capacity() / c.min_keyless_statements then
+  if v_locks + v_adds > partition_mgmt.keyless_lock_allowance(c.min_keyless_statements) then
     raise exception 'promoting % % of "%" would take the tree over its lock budget: a statement without the partition keys would lock % slots (% now, % more), so only % such statements would fit in the lock table (% slots) at once, fewer than the minimum of %',
       p_level, coalesce(p_site_id, p_program_id), p_table_key, v_locks + v_adds, v_locks, v_adds,
       partition_mgmt.lock_capacity() / (v_locks + v_adds), partition_mgmt.lock_capacity(), c.min_keyless_statements
@@ -605,7 +605,7 @@ begin
   -- indexes), no promotion can start: nothing is counted
   if c.tree_shape = 'sized' and c.parent is not null then
     v_locks := partition_mgmt.keyless_statement_locks(c.parent);
-    v_room := partition_mgmt.lock_capacity() / c.min_keyless_statements - v_locks;
+    v_room := partition_mgmt.keyless_lock_allowance(c.min_keyless_statements) - v_locks;
     -- held at this very budget within the week: the same answer, without counting
     select * into h from partition_mgmt.promotion_held x where x.table_key = p_table_key;
     if found and h.keyless_locks = v_locks and h.lock_capacity = partition_mgmt.lock_capacity() and h.min_keyless = c.min_keyless_statements
