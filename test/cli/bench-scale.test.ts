@@ -137,6 +137,8 @@ describe("npm run bench:scale -- --quick", () => {
     // the quick scales promote nothing: the measured run is the settled one
     const steady = curve.costs.find((c) => c.id === "maintenance.steady")!;
     expect(steady.points.map((p) => p.scale)).toEqual(SCALES);
+    // and the maintenance section judges it across the scales too
+    expect(md).toMatch(/- Once the tree has settled \(maintenance\.steady, below\): 4\.8k [\d.]+ s, 9\.6k [\d.]+ s; slowest ÷ fastest = [\d.]+× — (✅ met|❌ missed)\./);
     expect(steady.points.map((p) => p.value)).toEqual(results.map((r) => r.maintenance!.seconds));
     // a measured run that stopped at its budget is not the settled one, and nothing stands for it
     const grown = JSON.parse(readFileSync(resultFiles[1]!, "utf8")) as BenchResult;
