@@ -233,8 +233,9 @@ export function benchOptionsFrom(flags: BenchFlags): BenchOptions {
  * The last instant of the previous UTC month: the bench's history ends there, so every month of it
  * is a whole calendar month at the same rate of rows per day. Ending it at the time of the run (the
  * generator's default) squeezes the current month's rows into the days elapsed: on the 7th, each day
- * of the month held 4.4 days' worth, and the day of writes before maintenance landed on groups that
- * already held several times a day's rows, more the larger the scale and the earlier in the month.
+ * of the month held over 4 days' worth (31 days' rows in fewer than 7), and the day of writes
+ * before maintenance landed on groups that already held several times a day's rows, more the larger
+ * the scale and the earlier in the month.
  * The current month then holds only what the bench itself writes (inserts, the day of writes).
  */
 export function historyEnd(now = new Date()): Date {
