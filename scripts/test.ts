@@ -16,7 +16,7 @@ import { pgTapFailures, vitestFailures, type VitestReport } from "./lib/test-fai
 import { poolerSettings, startPooler, stopPooler, type Pooler } from "./lib/pooler.ts";
 import { destroyReplica, ensureReplica, type Replica } from "./lib/replica.ts";
 import {
-  DEFAULT_TEST_PORT_BASE, ephemeralPortRange, stackEnv, startFunctionsDaemon, stopFunctionsDaemon, TEST_REPLICA_STACK, TEST_STACK, testPort,
+  ephemeralPortRange, stackEnv, startFunctionsDaemon, stopFunctionsDaemon, TEST_PORT_BASE, TEST_REPLICA_STACK, TEST_STACK, testPort,
   testPortBaseProblem, writeEnvFile,
 } from "./lib/stack.ts";
 
@@ -127,7 +127,7 @@ const replicas: Replica[] = [];
 /** The replica function server's lag bound and check interval: short, so the suites see a fallback quickly. */
 const TEST_REPLICA_MAX_LAG_MS = "1000";
 const TEST_REPLICA_CHECK_MS = "100";
-const portProblem = testPortBaseProblem(Number(process.env.TEST_PORT_BASE ?? DEFAULT_TEST_PORT_BASE), ephemeralPortRange());
+const portProblem = testPortBaseProblem(TEST_PORT_BASE, ephemeralPortRange());
 if (portProblem) {
   console.error(portProblem);
   process.exit(2);

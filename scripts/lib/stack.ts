@@ -65,9 +65,10 @@ export const TEST_PORT_OFFSETS = {
 } as const;
 /** How many ports from the base a run may bind. */
 export const TEST_PORT_SPAN = 60;
-const testBase = Number(process.env.TEST_PORT_BASE ?? DEFAULT_TEST_PORT_BASE);
+/** This run's base (TEST_PORT_BASE, else the default); scripts/test.ts checks it with testPortBaseProblem. */
+export const TEST_PORT_BASE = Number(process.env.TEST_PORT_BASE ?? DEFAULT_TEST_PORT_BASE);
 /** The port `npm test` binds for a purpose (TEST_PORT_OFFSETS), from TEST_PORT_BASE. */
-export const testPort = (purpose: keyof typeof TEST_PORT_OFFSETS): number => testBase + TEST_PORT_OFFSETS[purpose];
+export const testPort = (purpose: keyof typeof TEST_PORT_OFFSETS): number => TEST_PORT_BASE + TEST_PORT_OFFSETS[purpose];
 
 /** The kernel's ephemeral port range, where it can tell it (Linux); null elsewhere. */
 export function ephemeralPortRange(): [number, number] | null {
@@ -98,12 +99,12 @@ export function testPortBaseProblem(base: number, range: [number, number] | null
 }
 
 export const TEST_STACK: StackProfile = {
-  name: testBase === DEFAULT_TEST_PORT_BASE ? "test" : `test-${testBase}`,
+  name: TEST_PORT_BASE === DEFAULT_TEST_PORT_BASE ? "test" : `test-${TEST_PORT_BASE}`,
   dbPort: testPort("db"),
   functionsPort: testPort("functions"),
   poolerPort: testPort("pooler"),
   replicaPort: testPort("replica"),
-  envFile: join(REPO_ROOT, ".local", testBase === DEFAULT_TEST_PORT_BASE ? "test.env" : `test-${testBase}.env`),
+  envFile: join(REPO_ROOT, ".local", TEST_PORT_BASE === DEFAULT_TEST_PORT_BASE ? "test.env" : `test-${TEST_PORT_BASE}.env`),
   workersPerFunction: workersFromEnv(),
 };
 

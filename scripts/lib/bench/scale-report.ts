@@ -71,7 +71,11 @@ export interface ScaleReport {
   margin: number;
   inputs: { source: string; kind: "bench" | "push" | "curve"; measuredAt: string; scale: number; mode: string; what: string; tree?: string; load?: string }[];
   costs: CostCurve[];
-  maintenance: { points: CostPoint[]; spread: number | null; withinSpread: boolean | null; at5m: number | null; at5mMet: boolean | null };
+  maintenance: {
+    points: CostPoint[]; spread: number | null; withinSpread: boolean | null; at5m: number | null; at5mMet: boolean | null;
+    /** the same spread over the runs once the tree had settled (maintenance.steady; absent in older curves) */
+    settled?: { points: CostPoint[]; spread: number | null; withinSpread: boolean | null };
+  };
   notMeasured: string[];
 }
 
@@ -254,9 +258,14 @@ export function buildCurve(loaded: Loaded[], causes: Record<string, string> = lo
   });
   const order: CostGroup[] = ["maintenance", "queries", "prepared", "inserts", "migration", "push"];
   costs.sort((a, b) => order.indexOf(a.group) - order.indexOf(b.group) || a.id.localeCompare(b.id));
-  const mt = costs.find((c) => c.id === "maintenance.run")?.points ?? [];
-  const values = mt.map((p) => p.value);
-  const spread = values.length > 1 ? Math.max(...values) / Math.min(...values) : null;
+  const pointsOf = (id: string) => costs.find((c) => c.id === id)?.points ?? [];
+  // slowest ÷ fastest, and whether it is within the goal's spread
+  const spreadOf = (points: CostPoint[]) => {
+    const values = points.map((p) => p.value);
+    const spread = values.length > 1 ? Math.max(...values) / Math.min(...values) : null;
+    return { points, spread, withinSpread: spread === null ? null : spread <= MAINTENANCE_SPREAD };
+  };
+  const mt = pointsOf("maintenance.run");
   const at5m = mt.find((p) => Math.abs(p.scale - 5_000_000) / 5_000_000 < 0.01)?.value ?? null;
   const notMeasured: string[] = [];
   const near = (a: number, b: number) => Math.abs(a - b) / b < 0.01;
@@ -269,7 +278,7 @@ export function buildCurve(loaded: Loaded[], causes: Record<string, string> = lo
     version: 1, writtenAt: writtenAt.toISOString(), margin: MARGIN,
     inputs: dedupeInputs(loaded.flatMap((l) => l.input)),
     costs,
-    maintenance: { points: mt, spread, withinSpread: spread === null ? null : spread <= MAINTENANCE_SPREAD, at5m, at5mMet: at5m === null ? null : at5m <= MAINTENANCE_5M_SECONDS },
+    maintenance: { ...spreadOf(mt), at5m, at5mMet: at5m === null ? null : at5m <= MAINTENANCE_5M_SECONDS, settled: spreadOf(pointsOf("maintenance.steady")) },
     notMeasured,
   };
 }
@@ -347,12 +356,10 @@ export function scaleMarkdown(r: ScaleReport, chartFile: string): string {
     out.push(`- At most ${MAINTENANCE_5M_SECONDS} s at 5M rows: ${mt.at5m === null ? "" : `${mt.at5m.toFixed(2)} s — `}${mark(mt.at5mMet)}.`);
     // the nightly cost once the day's promotions are done or held: a run that restructured the tree
     // measures that restructuring, once, not the nightly work
-    const settled = r.costs.find((c) => c.id === "maintenance.steady")?.points ?? [];
-    if (settled.length > 1) {
-      const values = settled.map((p) => p.value);
-      const spread = Math.max(...values) / Math.min(...values);
-      out.push(`- Once the tree has settled (maintenance.steady, below): ${settled.map((p) => `${scaleName(p.scale)} ${p.value.toFixed(2)} s`).join(", ")}; ` +
-        `slowest ÷ fastest = ${spread.toFixed(2)}× — ${mark(spread <= MAINTENANCE_SPREAD)}.`);
+    const settled = mt.settled;
+    if (settled && settled.spread !== null) {
+      out.push(`- Once the tree has settled (maintenance.steady, below): ${settled.points.map((p) => `${scaleName(p.scale)} ${p.value.toFixed(2)} s`).join(", ")}; ` +
+        `slowest ÷ fastest = ${settled.spread.toFixed(2)}× — ${mark(settled.withinSpread)}.`);
     }
   }
   out.push("");
