@@ -70,10 +70,87 @@ comment on function partition_mgmt.max_rows_per_value(regclass, text) is
   'Upper bound, from statistics, of the rows one value of the column has in the table (null without statistics): promotion counts a shared leaf only when it may come within promotion_margin() of the target (may_fill_leaf).';
 revoke execute on function partition_mgmt.max_rows_per_value(regclass, text) from public, anon, authenticated;
 
+-- Whether the daily metrics (analytics.daily_metrics, kept by what changed) can say how many rows
+-- each program or site of this table's shared leaves holds: the table is the live
+-- public.petri_observations with the metrics' column names, and the metrics were computed in full
+-- and no full computation is under way.
+create or replace function partition_mgmt.metrics_count_rows(p_table_key text)
+returns boolean
+language sql stable
+set search_path = ''
+as $$
+  select coalesce((
+    select m.parent = to_regclass('public.petri_observations')
+       and (m.program_column, m.site_column, m.time_column) = ('program_id', 'site_id', 'created_at')
+       and exists (select from analytics.metrics_state s where s.populated_at is not null and s.rebuild_started_at is null)
+       and not exists (select from analytics.metrics_rebuild)
+    from partition_mgmt.managed_tables m where m.table_key = p_table_key), false)
+$$;
+comment on function partition_mgmt.metrics_count_rows(text) is
+  'Whether promotion_candidates may take the rows per program or site of a shared leaf from the daily metrics (the table is the live public.petri_observations, the metrics are computed in full).';
+
+-- The rows of every program (p_level 'program': the root's DEFAULT leaf) or every site of
+-- p_program (p_level 'site': the program's DEFAULT leaf) in the shared leaf p_leaf, without
+-- reading the leaf's other rows: a group (program, site, UTC day) no write touched since it was
+-- computed counts its observation_count; a group written since (analytics.metrics_dirty) is counted
+-- in the leaf, through its site index. Exact while the leaf holds every row of the values it
+-- holds (the values without partitions of their own) and every write marks its group, which
+-- promotion_candidates checks against the leaf's own live-row count. The cost follows the metrics'
+-- groups of the leaf's values and the rows written since the last refresh, not the leaf's rows.
+create or replace function partition_mgmt.rows_per_value_from_metrics(p_table_key text, p_leaf regclass, p_level text, p_program uuid)
+returns table (value uuid, rows bigint)
+language plpgsql
+set search_path = ''
+set jit = off
+as $$
+declare
+  c partition_mgmt.managed_tables := partition_mgmt.config(p_table_key);
+begin
+  if p_level not in ('program', 'site') or (p_level = 'site') <> (p_program is not null) then
+    raise exception 'rows_per_value_from_metrics(%, %, %, %): a program''s DEFAULT leaf needs its program, the root''s none',
+      p_table_key, p_leaf, p_level, p_program;
+  end if;
+  return query execute format($q$
+    with changed as (
+      select distinct d.program_id, d.site_id, d.day from analytics.metrics_dirty d
+      where %5$s),
+    held as (   -- the values with partitions of their own hold no rows here
+      select case $2 when 'program' then r.program_id else r.site_id end as value
+      from partition_mgmt.partition_registry r
+      where r.table_key = $3 and r.level = $2 and not r.is_default and (r.level = 'program' or r.program_id = $1))
+    select u.value, sum(u.n)::bigint
+    from (
+      select case $2 when 'program' then m.program_id else m.site_id end as value, m.observation_count as n
+      from analytics.daily_metrics m
+      where %6$s
+        and not exists (select from changed d where d.program_id = m.program_id and d.site_id = m.site_id and d.day = m.day)
+      union all
+      select case $2 when 'program' then d.program_id else d.site_id end,
+             (select count(*) from %1$s x
+              where x.%2$I = d.site_id and x.%3$I = d.program_id
+                and x.%4$I >= d.day::timestamp at time zone 'UTC' and x.%4$I < (d.day + 1)::timestamp at time zone 'UTC')
+      from changed d) u
+    where u.value not in (select h.value from held h where h.value is not null)
+    group by u.value$q$,
+    p_leaf, c.site_column, c.program_column, c.time_column,
+    case when p_program is null then 'true' else 'd.program_id = $1' end,
+    case when p_program is null then 'true' else 'm.program_id = $1' end)
+  using p_program, p_level, p_table_key;
+end
+$$;
+comment on function partition_mgmt.rows_per_value_from_metrics(text, regclass, text, uuid) is
+  'Rows per program (root''s DEFAULT leaf) or per site of a program (its DEFAULT leaf) from the daily metrics, the groups written since their last refresh counted in the leaf: promotion_candidates counts a shared leaf only for the values this puts within promotion_margin() of the target.';
+
+revoke execute on function partition_mgmt.metrics_count_rows(text), partition_mgmt.rows_per_value_from_metrics(text, regclass, text, uuid)
+  from public, anon, authenticated;
+
 -- Programs in the root's DEFAULT leaf and sites in a program's DEFAULT leaf that should have
 -- partitions of their own: pinned sites (and their programs) first, then those whose rows fill a
 -- leaf, largest first. Counts rows only in DEFAULT leaves whose statistics say one program or site
--- may fill a leaf (may_fill_leaf: the sizing rule in 20250102000200_partition_tree.sql).
+-- may fill a leaf (may_fill_leaf: the sizing rule in 20250102000200_partition_tree.sql), and there,
+-- where the daily metrics give the rows per value (metrics_count_rows), only the values they put
+-- within the margin: statistics bound every value by all the rows changed since the last analyze,
+-- so a day of writes on a shared leaf would have it counted whole every night.
 create or replace function partition_mgmt.promotion_candidates(p_table_key text)
 returns table (level text, program_id uuid, site_id uuid, rows bigint, reason text)
 language plpgsql
@@ -83,10 +160,14 @@ as $$
 declare
   c partition_mgmt.managed_tables := partition_mgmt.config(p_table_key);
   d record;
+  v_by_metrics boolean;
+  v_values uuid[];
+  v_rows bigint;
 begin
   if c.tree_shape <> 'sized' or c.parent is null then
     return;
   end if;
+  v_by_metrics := partition_mgmt.metrics_count_rows(p_table_key);
   -- pinned sites whose program still shares the root's leaf, then pinned sites themselves
   return query
     select 'program'::text, s.program_id, null::uuid, null::bigint, format('site %s is pinned to %s', g.site_id, g.granularity)
@@ -103,7 +184,7 @@ begin
       and not exists (select from partition_mgmt.partition_registry r where r.table_key = p_table_key and r.level = 'site'
                       and not r.is_default and r.site_id = g.site_id);
   for d in
-    select r.level, r.program_id, k.oid::regclass as leaf
+    select r.level, r.program_id, k.oid::regclass as leaf, greatest(k.reltuples, 0) as reltuples
     from partition_mgmt.partition_registry r
     join pg_catalog.pg_class k on k.oid = to_regclass(format('%I.%I', r.partition_schema, r.partition_name))
     where r.table_key = p_table_key and r.is_default and r.level in ('program', 'site')
@@ -111,16 +192,35 @@ begin
       and coalesce(partition_mgmt.may_fill_leaf(partition_mgmt.max_rows_per_value(k.oid, case r.level when 'program' then c.program_column else c.site_column end),
                                                 c.target_rows_per_leaf), true)
   loop
+    v_values := null;
+    if v_by_metrics then
+      select array_agg(e.value) filter (where partition_mgmt.may_fill_leaf(e.rows, c.target_rows_per_leaf)), coalesce(sum(e.rows), 0)
+      into v_values, v_rows
+      from partition_mgmt.rows_per_value_from_metrics(p_table_key, d.leaf, d.level, case d.level when 'site' then d.program_id end) e;
+      -- the metrics must account for the rows the leaf's last analyze found (a write that marked no
+      -- group, under session_replication_role = replica, would hide a value that grew); if they do
+      -- not, the leaf is counted as without them. (Not the live-row counter: a session's inserts
+      -- reported after an analyze are counted twice there.)
+      if v_rows >= d.reltuples * partition_mgmt.promotion_margin() then
+        continue when v_values is null;
+      else
+        v_values := null;
+      end if;
+    end if;
     if d.level = 'program' then
       return query execute format(
         'select ''program''::text, x.%1$I, null::uuid, count(*)::bigint, format(''%%s rows in the root''''s DEFAULT leaf'', count(*))
-         from %2$s x where exists (select from public.pilot_programs p where p.program_id = x.%1$I)
-         group by x.%1$I having partition_mgmt.fills_leaf(count(*), %3$s) order by count(*) desc', c.program_column, d.leaf, c.target_rows_per_leaf);
+         from %2$s x where exists (select from public.pilot_programs p where p.program_id = x.%1$I) %4$s
+         group by x.%1$I having partition_mgmt.fills_leaf(count(*), %3$s) order by count(*) desc', c.program_column, d.leaf, c.target_rows_per_leaf,
+        case when v_values is not null then format('and x.%I = any($1)', c.program_column) else '' end)
+        using v_values;
     else
       return query execute format(
         'select ''site''::text, %1$L::uuid, x.%2$I, count(*)::bigint, format(''%%s rows in the program''''s DEFAULT leaf'', count(*))
-         from %3$s x where exists (select from public.sites s where s.site_id = x.%2$I)
-         group by x.%2$I having partition_mgmt.fills_leaf(count(*), %4$s) order by count(*) desc', d.program_id, c.site_column, d.leaf, c.target_rows_per_leaf);
+         from %3$s x where exists (select from public.sites s where s.site_id = x.%2$I) %5$s
+         group by x.%2$I having partition_mgmt.fills_leaf(count(*), %4$s) order by count(*) desc', d.program_id, c.site_column, d.leaf, c.target_rows_per_leaf,
+        case when v_values is not null then format('and x.%I = any($1)', c.site_column) else '' end)
+        using v_values;
     end if;
   end loop;
 end

@@ -438,6 +438,137 @@ describe("maintenance reads what changed, not every row (analyze_threshold, max_
   });
 });
 
+describe("promotion takes the rows per program and site of a shared leaf from the daily metrics (the live table)", () => {
+  let db: FreshDb;
+  let f: Fixture;
+  let leaf: string;
+  beforeAll(async () => {
+    db = await freshDatabase("metrics_counts", { treeShape: "sized", targetRowsPerLeaf: 1000 });
+    f = await seed(db.sql);
+    expect((await migrateOnline(db.sql, "petri", { swap: true })).phase).toBe("swapped");
+    await db.sql`select partition_mgmt.finalize_migration('petri')`;
+    const [r] = await db.sql<{ leaf: string }[]>`
+      select format('%I.%I', partition_schema, partition_name) as leaf from partition_mgmt.partition_registry
+      where table_key = 'petri' and level = 'program' and is_default`;
+    leaf = r!.leaf;
+    await db.sql`${db.sql.unsafe(`alter table ${leaf} set (autovacuum_enabled = false)`)}`;   // statistics as the tests leave them
+    // both programs share the root's DEFAULT leaf: 550 and 880 rows (two months ago), against the
+    // target of 1,000 (counted from 900)
+    const [{ at } = { at: "" }] = await db.sql<{ at: string }[]>`select (date_trunc('month', now()) - interval '2 months' + interval '3 days')::text as at`;
+    await addObservations(db.sql, f.running, f.runningSites[0]!, at, 550, "public.petri_observations");
+    await addObservations(db.sql, f.ended, f.endedSites[0]!, at, 440, "public.petri_observations");
+    await addObservations(db.sql, f.ended, f.endedSites[1]!, at, 440, "public.petri_observations");
+    await db.sql`${db.sql.unsafe(`analyze ${leaf}`)}`;
+    await db.sql`select analytics.refresh_daily_metrics()`;
+  });
+  afterAll(async () => {
+    await db?.drop();
+  });
+
+  /** promotion_candidates in a transaction of its own, with what it read from the shared leaf. */
+  async function candidates(): Promise<{ candidates: string[]; seqScans: number; indexRows: number }> {
+    const one = await db.sql.reserve();
+    try {
+      await one`begin`;
+      const read = async () => (await one<{ seq: number; idx: number }[]>`
+        select pg_stat_get_xact_numscans(${leaf}::regclass)::int as seq,
+               coalesce((select sum(pg_stat_get_xact_tuples_returned(i.indexrelid)) from pg_index i where i.indrelid = ${leaf}::regclass), 0)::int as idx`)[0]!;
+      const b = await read();
+      const c = await one<{ id: string }[]>`select coalesce(site_id, program_id) as id from partition_mgmt.promotion_candidates('petri')`;
+      const a = await read();
+      await one`rollback`;
+      return { candidates: c.map((x) => x.id), seqScans: a.seq - b.seq, indexRows: a.idx - b.idx };
+    } finally {
+      one.release();
+    }
+  }
+  /** rows_per_value_from_metrics beside a count of the leaf's rows per value. */
+  async function fromMetricsAndCounted(level: "program" | "site", rel: string, program: string | null) {
+    const col = level === "program" ? "program_id" : "site_id";
+    const [r] = await db.sql<{ metrics: Record<string, number> | null; counted: Record<string, number> | null }[]>`
+      select (select jsonb_object_agg(value, rows) from partition_mgmt.rows_per_value_from_metrics('petri', ${rel}::regclass, ${level}, ${program}::uuid)) as metrics,
+             (select jsonb_object_agg(v, n) from (select x.${db.sql(col)} as v, count(*) as n from ${db.sql.unsafe(rel)} x group by 1) c) as counted`;
+    return r!;
+  }
+
+  it("counts nothing while the metrics put no program near the target, where the statistics would have counted the leaf", async () => {
+    expect((await db.sql<{ on: boolean }[]>`select partition_mgmt.metrics_count_rows('petri') as on`)[0]!.on).toBe(true);
+    // a day of writes: 30 rows of the smaller program, yesterday (its group is written since the refresh)
+    await addObservations(db.sql, f.running, f.runningSites[1]!, new Date(Date.now() - 86400_000).toISOString(), 30, "public.petri_observations");
+    await db.sql`select pg_stat_force_next_flush()`;
+    // the statistics' bound (the larger program's 880 rows plus every row changed since) reaches 900
+    for (let i = 0; i < 100; i++) {
+      const [b] = await db.sql<{ b: number }[]>`select partition_mgmt.max_rows_per_value(${leaf}::regclass, 'program_id') as b`;
+      if (b!.b >= 900) break;
+      await sleep(50);
+    }
+    const [bound] = await db.sql<{ b: number }[]>`select partition_mgmt.max_rows_per_value(${leaf}::regclass, 'program_id') as b`;
+    expect(bound!.b).toBeGreaterThanOrEqual(900);
+    // the metrics: 580 and 880, exact (the written group counted in the leaf)
+    const m = await fromMetricsAndCounted("program", leaf, null);
+    expect(m.metrics).toEqual(m.counted);
+    expect(m.metrics).toEqual({ [f.running]: 580, [f.ended]: 880 });
+    const c = await candidates();
+    expect(c.candidates).toEqual([]);
+    expect(c.seqScans).toBe(0);
+    expect(c.indexRows).toBeLessThanOrEqual(30);   // the written group only, through the site index
+  });
+
+  it("counts the program they put near the target, and finds it once it fills a leaf; exact after moves and deletes", async () => {
+    const yesterday = new Date(Date.now() - 86400_000).toISOString();
+    await addObservations(db.sql, f.ended, f.endedSites[0]!, yesterday, 30, "public.petri_observations");
+    expect((await candidates()).candidates).toEqual([]);   // 910 of 1,000
+    // a row moved from one program to the other, a row deleted, a day moved: still exact
+    await db.sql`update public.petri_observations set program_id = ${f.ended}, site_id = ${f.endedSites[1]!}
+                 where observation_id = (select observation_id from public.petri_observations where program_id = ${f.running} limit 1)`;
+    await db.sql`delete from public.petri_observations where observation_id = (select observation_id from public.petri_observations where program_id = ${f.running} limit 1)`;
+    await db.sql`update public.petri_observations set created_at = created_at - interval '5 days'
+                 where observation_id = (select observation_id from public.petri_observations where program_id = ${f.ended} limit 1)`;
+    const m = await fromMetricsAndCounted("program", leaf, null);
+    expect(m.metrics).toEqual(m.counted);
+    expect(m.metrics).toEqual({ [f.running]: 578, [f.ended]: 911 });
+    await addObservations(db.sql, f.ended, f.endedSites[1]!, yesterday, 89, "public.petri_observations");
+    expect((await candidates()).candidates).toEqual([f.ended]);   // 1,000 rows
+  });
+
+  it("a program's DEFAULT leaf: its sites from the metrics too", async () => {
+    await runMaintenance(db.sql, "petri");   // promotes the program that filled a leaf
+    const [r] = await db.sql<{ leaf: string }[]>`
+      select format('%I.%I', partition_schema, partition_name) as leaf from partition_mgmt.partition_registry
+      where table_key = 'petri' and level = 'site' and is_default and program_id = ${f.ended}`;
+    expect(r?.leaf).toBeTruthy();
+    await addObservations(db.sql, f.ended, f.endedSites[1]!, new Date(Date.now() - 2 * 86400_000).toISOString(), 12, "public.petri_observations");
+    const m = await fromMetricsAndCounted("site", r!.leaf, f.ended);
+    expect(m.metrics).toEqual(m.counted);
+    expect(Object.keys(m.metrics ?? {}).sort()).toEqual([...f.endedSites].sort());
+  });
+
+  it("writes the metrics did not see (triggers off): the leaf is counted as without them, and a program that grew is found", async () => {
+    // 450 rows of the remaining program written with the table's triggers off (no group marked)
+    await asSuperuser(async (admin) => {
+      await admin.begin(async (tx) => {
+        await tx`set local session_replication_role = replica`;
+        await tx`
+          insert into public.petri_observations (submission_id, site_id, program_id, company_id, petri_code, growth_index, created_at)
+          select (select submission_id from public.submissions where program_id = ${f.running} limit 1), ${f.runningSites[0]!}, ${f.running},
+                 ${COMPANY}, 'unseen-' || g, 1, now() - interval '3 days' + make_interval(mins => g)
+          from generate_series(1, 450) g`;
+      });
+    }, db.name);
+    // the root's DEFAULT leaf is a new table since the promotion; its statistics see the rows
+    const [r] = await db.sql<{ leaf: string }[]>`
+      select format('%I.%I', partition_schema, partition_name) as leaf from partition_mgmt.partition_registry
+      where table_key = 'petri' and level = 'program' and is_default`;
+    leaf = r!.leaf;
+    await db.sql`${db.sql.unsafe(`analyze ${leaf}`)}`;
+    const m = await fromMetricsAndCounted("program", leaf, null);
+    expect(m.metrics).toEqual({ [f.running]: 578 });
+    expect(m.counted).toEqual({ [f.running]: 1028 });
+    const c = await candidates();
+    expect(c.candidates).toEqual([f.running]);
+  });
+});
+
 describe("maintenance steps end within step_seconds (maintenance_settings.step_seconds)", () => {
   let db: FreshDb;
   beforeAll(async () => {
