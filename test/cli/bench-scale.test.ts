@@ -10,7 +10,10 @@
 //    both scales, with the exponent log(cost ratio) / log(rows ratio) and the "faster than the
 //    rows it touches" flag following from it and the margin;
 //  - a result without a day of writes gives no maintenance point (a stale figure stays out);
-//  - the settled run's second day of writes goes on a day of its own (its groups hold its rows only);
+//  - the settled run's second day of writes goes on a day of its own (its groups hold its rows only),
+//    and so does a repeated bench's second run (--runs);
+//  - the maintenance spread is judged at the goal's scales (1M, 5M, 20M) once two of them are
+//    measured, the spread across every scale said beside it;
 //  - the settled maintenance run: the measured one where it promoted nothing, the bench's steady
 //    run (after the nights that promoted) where it did, none for a run that stopped at its budget;
 //  - the push bench's JSON (the published adoption.json) gives the push and every setup step;
@@ -20,10 +23,10 @@
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { steadyMaintenance } from "../../scripts/lib/bench/operations.ts";
+import { runMaintenance, steadyMaintenance } from "../../scripts/lib/bench/operations.ts";
 import { createProgress } from "../../scripts/lib/bench/progress.ts";
 import { QUERY_CLASS_IDS } from "../../scripts/lib/bench/queries.ts";
-import { buildCurve, loadInput, MARGIN, type ScaleReport, writeScaleReport } from "../../scripts/lib/bench/scale-report.ts";
+import { buildCurve, loadInput, MARGIN, type ScaleReport, scaleMarkdown, writeScaleReport } from "../../scripts/lib/bench/scale-report.ts";
 import { runScales } from "../../scripts/lib/bench/scale-runs.ts";
 import type { BenchResult } from "../../scripts/lib/bench/types.ts";
 import { REPO_ROOT } from "../../scripts/lib/cluster.ts";
@@ -93,6 +96,14 @@ describe("npm run bench:scale -- --quick", () => {
     expect(Number.isFinite(steady.seconds)).toBe(true);
   });
 
+  it("a repeated bench's second run writes on days of its own: its groups hold its rows only", async () => {
+    const second = await runMaintenance(dbs[1]!.url, createProgress({ quiet: true }), 500, 2);
+    expect(second.error).toBeUndefined();
+    expect(second.dayWrites!.day).not.toBe(results[1]!.maintenance!.dayWrites!.day);
+    // on the first run's day, the groups would hold both runs' rows (1,000)
+    expect(second.dayWrites!.groupRows).toBe(500);
+  });
+
   it("has every query class on the three tables, maintenance and the migration phases at both scales", () => {
     const ids = [
       ...QUERY_CLASS_IDS.flatMap((q) => ["legacy", "indexed", "partitioned"].map((t) => `query.${q}.${t}`)),
@@ -138,7 +149,7 @@ describe("npm run bench:scale -- --quick", () => {
     const steady = curve.costs.find((c) => c.id === "maintenance.steady")!;
     expect(steady.points.map((p) => p.scale)).toEqual(SCALES);
     // and the maintenance section judges it across the scales too
-    expect(md).toMatch(/- Once the tree has settled \(maintenance\.steady, below\): 4\.8k [\d.]+ s, 9\.6k [\d.]+ s; slowest ÷ fastest = [\d.]+× — (✅ met|❌ missed)\./);
+    expect(md).toMatch(/- Once the tree has settled \(maintenance\.steady, below\): 4\.8k [\d.]+ s, 9\.6k [\d.]+ s; across the scales measured \(4\.8k, 9\.6k\): slowest ÷ fastest = [\d.]+× — (✅ met|❌ missed) \(the goal names 1M, 5M, 20M; 1M, 5M, 20M not measured\)\./);
     expect(steady.points.map((p) => p.value)).toEqual(results.map((r) => r.maintenance!.seconds));
     // a measured run that stopped at its budget is not the settled one, and nothing stands for it
     const grown = JSON.parse(readFileSync(resultFiles[1]!, "utf8")) as BenchResult;
@@ -155,6 +166,33 @@ describe("npm run bench:scale -- --quick", () => {
     const points = buildCurve([loadInput(resultFiles[0]!), loadInput(file)], {}).costs.find((c) => c.id === "maintenance.steady")!.points;
     expect(points.map((p) => p.value)).toEqual([results[0]!.maintenance!.seconds, 0.5]);
     expect(points[1]!.detail).toMatch(/^after 3 nightly runs \(200 s, 7 promotions cut over\)/);
+  });
+
+  it("judges the maintenance spread at the goal's scales (1M, 5M, 20M) once two of them are measured, and says the spread across every scale", () => {
+    // the quick run's result relabelled as four scales, with the run times of each
+    const at = (rows: number, seconds: number) => {
+      const r = JSON.parse(readFileSync(resultFiles[0]!, "utf8")) as BenchResult;
+      r.build.rows.legacy = rows;
+      r.maintenance!.seconds = seconds;
+      const file = join(outDir, `relabelled-${rows}.json`);
+      writeFileSync(file, JSON.stringify(r));
+      return loadInput(file);
+    };
+    const four = buildCurve([at(250_000, 0.43), at(1_000_000, 0.14), at(5_000_000, 0.18), at(20_000_000, 0.16)], {});
+    expect(four.maintenance.judgedScales).toEqual([1_000_000, 5_000_000, 20_000_000]);
+    expect(four.maintenance.spread).toBeCloseTo(0.18 / 0.14, 9);
+    expect(four.maintenance.withinSpread).toBe(true);
+    expect(four.maintenance.spreadAll).toBeCloseTo(0.43 / 0.14, 9);
+    expect(four.maintenance.settled?.spread).toBeCloseTo(0.18 / 0.14, 9);
+    const fourMd = scaleMarkdown(four, "scale.svg");
+    expect(fourMd).toContain("- Within 1.5× of each other at the goal's scales (1M, 5M, 20M): slowest ÷ fastest = 1.29× — ✅ met; " +
+      "across every scale measured (250k, 1M, 5M, 20M): 3.07×, not judged.");
+    // one of the goal's scales: judged across the scales measured, with the missing ones named
+    const two = buildCurve([at(250_000, 0.43), at(1_000_000, 0.14)], {});
+    expect(two.maintenance.judgedScales).toEqual([250_000, 1_000_000]);
+    expect(two.maintenance.withinSpread).toBe(false);
+    expect(scaleMarkdown(two, "scale.svg")).toContain("- Within 1.5× of each other across the scales measured (250k, 1M): slowest ÷ fastest = 3.07× — ❌ missed " +
+      "(the goal names 1M, 5M, 20M; 5M, 20M not measured).");
   });
 
   it("takes the push and its setup steps from the push bench's result", () => {

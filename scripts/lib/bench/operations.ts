@@ -24,15 +24,18 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * The day of writes (day-writes.ts, in sessions of their own, as the app's), then the run in a
- * session of its own with the database's statement_timeout, as pg_cron runs it.
+ * session of its own with the database's statement_timeout, as pg_cron runs it. Run `run` of a
+ * repeated bench (--runs) writes on days of its own: its first day is the (2 × run − 1)th day
+ * writeDay picks, the settled run's second the (2 × run)th, so no run recomputes an earlier
+ * run's rows.
  */
-export async function runMaintenance(url: string, progress: Progress, dayRows: number): Promise<MaintenanceResult> {
+export async function runMaintenance(url: string, progress: Progress, dayRows: number, run = 1): Promise<MaintenanceResult> {
   // what the sections before wrote is processed first, untimed: the timed run then processes the
   // day of writes alone, the same work at every scale
   progress.step("maintenance: a first run for what the sections before wrote (not timed)");
   const settle = await inSession(url, "bench-maintenance-settle", (sql) => maintenance(sql, progress));
   progress.step(`maintenance: a day of new writes first (${fmtInt(dayRows)} petri rows over a day of the current month before today)`);
-  const dayWrites = await writeDay(url, dayRows);
+  const dayWrites = await writeDay(url, dayRows, 2 * run - 1);
   progress.done(`${fmtInt(dayWrites.statements)} statements in ${dayWrites.seconds.toFixed(1)} s; ${fmtChangedGroups(dayWrites)}`);
   const sql = benchSession(url, "bench-maintenance");
   let measured: MeasuredRun;
@@ -42,7 +45,7 @@ export async function runMaintenance(url: string, progress: Progress, dayRows: n
     await sql.end({ timeout: 5 });
   }
   if (measured.error || (!measured.unfinished && !measured.promotionWork)) return withoutMarks(measured);
-  return { ...withoutMarks(measured), steady: await steadyMaintenance(url, progress, dayRows) };
+  return { ...withoutMarks(measured), steady: await steadyMaintenance(url, progress, dayRows, MAX_SETTLE_RUNS, 2 * run) };
 }
 
 /** MAX_SETTLE_RUNS nightly runs at most before the steady-state run (30 nights of 90 s). */
@@ -58,7 +61,7 @@ function withoutMarks(m: MeasuredRun): MaintenanceResult {
  * promotion work (a held promotion is no work: it waits for the lock budget), then a second day of
  * writes and the run on it, timed. Exported for a kept cluster (npm run bench -- --keep).
  */
-export async function steadyMaintenance(url: string, progress: Progress, dayRows: number, maxRuns = MAX_SETTLE_RUNS): Promise<SteadyMaintenance> {
+export async function steadyMaintenance(url: string, progress: Progress, dayRows: number, maxRuns = MAX_SETTLE_RUNS, day = 2): Promise<SteadyMaintenance> {
   let settleRuns = 0;
   let settleSeconds = 0;
   let cutovers = 0;
@@ -78,7 +81,7 @@ export async function steadyMaintenance(url: string, progress: Progress, dayRows
   progress.step(`maintenance: ${settleRuns} nightly runs (${settleSeconds.toFixed(0)} s, ${cutovers} promotions cut over${held ? ", one held by the lock budget" : ""}); then a second day of writes (${fmtInt(dayRows)} rows)`);
   // the second day of writes, on a day of its own: on the first one's, its groups would hold both
   // days' rows, twice what the first run recomputed
-  const dayWrites = await writeDay(url, dayRows, 2);
+  const dayWrites = await writeDay(url, dayRows, day);
   const run = await inSession(url, "bench-maintenance-steady", (sql) => maintenance(sql, progress));
   return {
     settleRuns, settleSeconds, settled, cutovers, held, dayWrites, seconds: run.seconds, steps: run.steps,

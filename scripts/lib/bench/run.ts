@@ -62,7 +62,7 @@ export async function runBench(o: BenchOptions): Promise<{ result: BenchResult; 
       const prepared = o.sections.has("queries") ? await runPrepared(db.url, o, progress) : null;
       const inserts = o.sections.has("inserts") ? await runInserts(db.url, o, progress) : null;
       // maintenance before the planning series (whose extra managed table it would also process)
-      const maintenance = o.sections.has("maintenance") ? await runMaintenance(db.url, progress, o.dayWrites) : null;
+      const maintenance = o.sections.has("maintenance") ? await runMaintenance(db.url, progress, o.dayWrites, run) : null;
       if (run === 1) planning = o.sections.has("planning") ? await runPlanning(db.url, o, progress) : null;
       const migration = o.sections.has("migration") ? await runMigration(db.url, o, progress) : { status: "skipped" as const, reason: "--skip migration" };
       measured.push({ queries: q?.classes ?? [], roundTrip: q?.roundTrip ?? null, prepared, inserts, maintenance, migration });
