@@ -95,8 +95,9 @@ comment on function partition_mgmt.metrics_count_rows(text) is
 -- computed counts its observation_count; a group written since (analytics.metrics_dirty) is counted
 -- in the leaf, through its site index. Exact while the leaf holds every row of the values it
 -- holds (the values without partitions of their own) and every write marks its group, which
--- promotion_candidates checks against the leaf's own live-row count. The cost follows the metrics'
--- groups of the leaf's values and the rows written since the last refresh, not the leaf's rows.
+-- promotion_candidates checks against the rows the leaf's last analyze found. The cost follows the
+-- metrics' groups of the leaf's values and the rows written since the last refresh, not the leaf's
+-- rows.
 create or replace function partition_mgmt.rows_per_value_from_metrics(p_table_key text, p_leaf regclass, p_level text, p_program uuid)
 returns table (value uuid, rows bigint)
 language plpgsql
