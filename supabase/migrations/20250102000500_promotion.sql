@@ -119,7 +119,7 @@ declare
   c partition_mgmt.managed_tables := partition_mgmt.config(p_table_key);
 begin
   if p_level not in ('program', 'site') or (p_level = 'site') <> (p_program is not null) then
-    raise exception 'rows_per_value_from_metrics(%, %, %, %): a program''s DEFAULT leaf needs its program, the root''s none',
+    raise exception 'rows_per_value_from_metrics(%, %, %, %): the level is ''program'' (the root''s DEFAULT leaf, no program) or ''site'' (a program''s DEFAULT leaf, with its program)',
       p_table_key, p_leaf, p_level, p_program;
   end if;
   return query execute format($q$

@@ -541,6 +541,11 @@ describe("promotion takes the rows per program and site of a shared leaf from th
     const m = await fromMetricsAndCounted("site", r!.leaf, f.ended);
     expect(m.metrics).toEqual(m.counted);
     expect(Object.keys(m.metrics ?? {}).sort()).toEqual([...f.endedSites].sort());
+    // a level without its program, or one that is not a shared leaf's, is refused with the arguments
+    await expect(db.sql`select * from partition_mgmt.rows_per_value_from_metrics('petri', ${r!.leaf}::regclass, 'site', null)`)
+      .rejects.toThrow(/^rows_per_value_from_metrics\(petri, .*, site, <NULL>\): the level is 'program' \(the root's DEFAULT leaf, no program\) or 'site' \(a program's DEFAULT leaf, with its program\)$/);
+    await expect(db.sql`select * from partition_mgmt.rows_per_value_from_metrics('petri', ${r!.leaf}::regclass, 'month', ${f.ended}::uuid)`)
+      .rejects.toThrow(/^rows_per_value_from_metrics\(petri, .*, month, /);
   });
 
   it("writes the metrics did not see (triggers off): the leaf is counted as without them, and a program that grew is found", async () => {
