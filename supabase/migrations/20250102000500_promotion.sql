@@ -146,7 +146,11 @@ begin
     group by u.value$q$,
     p_leaf, c.site_column, c.program_column, c.time_column,
     case when p_program is null then 'true' else 'd.program_id = $1' end,
-    case when p_program is null then 'true' else 'm.program_id = $1' end)
+    -- (through the metrics' index: the programs without partitions of their own, or the program)
+    case when p_program is null
+      then 'm.program_id = any (array(select p.program_id from public.pilot_programs p
+                                      where p.program_id not in (select h.value from held h where h.value is not null)))'
+      else 'm.program_id = $1' end)
   using p_program, p_level, p_table_key;
 end
 $$;
