@@ -23,6 +23,7 @@ declare
   v_state partition_mgmt.migration_state;
   v_legacy regclass;
   v_from uuid;
+  v_upper uuid;
   v_filter text := 'true';
   v_t0 timestamptz := clock_timestamp();
   v_ms numeric;
@@ -45,15 +46,21 @@ begin
                                    select %L, l.%I from src l where l.%I is null on conflict do nothing)',
                      p_table_key, c.id_column, c.program_column);
   end if;
-  -- The upper bound is the n-th id after the mark; every row in (mark, bound] is then copied,
-  -- including rows a concurrent delete removed from the first scan's view. Rows inserted later
-  -- anywhere in the key space came through the sync trigger.
+  -- The upper bound is the n-th id after the mark, found first (through the primary key); every
+  -- row in (mark, bound] is then copied, including rows inserted into that range since and rows a
+  -- concurrent delete removed from the first scan's view. Rows inserted later anywhere in the key
+  -- space came through the sync trigger. Two statements, so that the copy is planned with both
+  -- bounds known: with the bound from a CTE the planner expected a third of the table in the range
+  -- and read the whole legacy table for every batch (1.07 s of a 100-row batch at 3.9M rows).
+  execute format('select x.%1$I from (select l.%1$I from %2$s l where %3$s and %4$s order by l.%1$I limit $2) x order by x.%1$I desc limit 1',
+    c.id_column, v_legacy, case when v_from is null then 'true' else format('l.%I > $1', c.id_column) end, v_filter)
+    into v_upper using v_from, p_batch_size;
+  if v_upper is null then
+    high_water := null;
+  else
   execute format($q$
-    with bounds as (
-      select (select x.%1$I from (select l.%1$I from %2$s l where ($1 is null or l.%1$I > $1) and %3$s order by l.%1$I limit $2) x
-              order by x.%1$I desc limit 1) as upper
-    ), src as (
-      select l.* from %2$s l, bounds b where ($1 is null or l.%1$I > $1) and l.%1$I <= b.upper and %3$s
+    with src as (
+      select l.* from %2$s l where %10$s and l.%1$I <= $3 and %3$s
       for share of l
     ), ins as (
       -- in leaf order: the AFTER row events of one statement are fired in the order of the rows,
@@ -61,10 +68,11 @@ begin
       -- (ExecGetTriggerResultRel), so random ids over thousands of leaves cost O(rows x leaves)
       insert into %4$s (%5$s) select %6$s from src l order by l.%7$I, l.%8$I on conflict do nothing returning 1
     )%9$s
-    select (select count(*) from src), (select count(*) from ins), (select upper from bounds)$q$,
+    select (select count(*) from src), (select count(*) from ins), $3$q$,
     c.id_column, v_legacy, v_filter, c.parent, partition_mgmt.column_list(c.parent), partition_mgmt.legacy_select_list(p_table_key, 'l'),
-    c.site_column, c.time_column, v_list)
-    into rows_scanned, rows_copied, high_water using v_from, p_batch_size;
+    c.site_column, c.time_column, v_list, case when v_from is null then 'true' else format('l.%I > $1', c.id_column) end)
+    into rows_scanned, rows_copied, high_water using v_from, p_batch_size, v_upper;
+  end if;
   v_ms := extract(epoch from clock_timestamp() - v_t0) * 1000;
   if high_water is null then
     rows_scanned := 0;
