@@ -156,6 +156,15 @@ begin
     end loop;
     select count(*), string_agg(t.tgname, ', ') into v_n, v_text from pg_catalog.pg_trigger t where t.tgrelid = v_legacy and not t.tgisinternal;
     return query select m.table_key, 'triggers', 'ok', format('%s trigger(s), carried at the swap: %s', v_n, coalesce(v_text, '-'));
+    -- new ids: time-ordered where the legacy ones are random (create_partitioned_table)
+    return query select m.table_key, 'new ids', 'ok',
+      case when partition_mgmt.random_uuid_default(v_legacy, m.id_column) and m.time_ordered_ids then
+        format('%s defaults to a random UUID (%s); on the partitioned table new ids default to time-ordered ones (UUID version 7: the time in milliseconds, then 74 random bits; partition_mgmt.time_ordered_uuid_default()), so the id indexes take them at their right edge instead of a random page. Existing ids and ids the app sends are kept. To keep the random default: update partition_mgmt.managed_tables set time_ordered_ids = false where table_key = %L (before prepare_migration)',
+               m.id_column, (select pg_catalog.pg_get_expr(d.adbin, d.adrelid) from pg_catalog.pg_attrdef d join pg_catalog.pg_attribute a on a.attrelid = d.adrelid and a.attnum = d.adnum
+                             where d.adrelid = v_legacy and a.attname = m.id_column), m.table_key)
+      when partition_mgmt.random_uuid_default(v_legacy, m.id_column) then
+        format('%s keeps its random UUID default (time_ordered_ids = false)', m.id_column)
+      else format('%s keeps the legacy table''s default', m.id_column) end;
     -- the app's upserts on the id alone: PostgreSQL refuses them on a partitioned table (42P10, at
     -- planning, before any trigger could help), so say so from what the app has sent
     v_text := (select e.extnamespace::regnamespace::text from pg_catalog.pg_extension e where e.extname = 'pg_stat_statements');

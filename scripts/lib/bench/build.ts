@@ -445,14 +445,21 @@ export async function buildData(db: BenchDatabase, o: BenchOptions, p: Progress)
 
     // 5. the partitioned table becomes the live table
     const swap = "simulated: legacy renamed to petri_observations_legacy_bench, the partitioned table to petri_observations, " +
+      "the app's triggers, policies and grants carried as the swap carries them (partition_mgmt.carry_dependents), " +
       "then partition_mgmt.install_read_api('petri') (the routed view and RPCs now read the partitioned table)";
     await timed("simulated swap", async () => {
-      await sql.begin(async (tx) => {
+      const carried = await sql.begin(async (tx) => {
         await tx.unsafe(`alter table public.petri_observations rename to ${LEGACY_NAME}`);
         await tx.unsafe(`alter table public.petri_observations_partitioned rename to petri_observations`);
+        // the app's own triggers (e.g. the demo app's touch_updated_at) fire on the live table
+        // after a real swap, so the partitioned table's updates are measured with them too
+        const [c] = await tx<{ carried: string[] }[]>`
+          select partition_mgmt.carry_dependents('petri', ${TABLES.legacy}::regclass, ${TABLES.partitioned}::regclass, '[]'::jsonb, true) as carried`;
         await tx`select partition_mgmt.install_read_api('petri')`;
+        return c?.carried ?? [];
       });
-    });
+      return carried;
+    }, (carried) => `triggers carried: ${carried.length ? carried.join(", ") : "none"}`);
 
     // The daily metrics' statement triggers and the index they are recomputed through serve the
     // live table, now the partitioned one: the legacy reference stays the table as shipped (the

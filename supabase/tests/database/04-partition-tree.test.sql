@@ -6,12 +6,13 @@
 -- (<prefix>_p_<12 hex>_s_<12 hex>_YYYY_MM), also for hand-written seed ids that share a long prefix;
 -- parent columns equal the legacy table's (names, types, order); a NEW managed table registered
 -- after a column was added to (and another dropped from) its legacy table gets a parent with those
--- columns, defaults and CHECK constraints (enforced on the partitions); keys NOT NULL and in the
+-- columns, defaults and CHECK constraints (enforced on the partitions), its random id default
+-- replaced by time-ordered ids (UUID version 7); keys NOT NULL and in the
 -- primary key; RLS on and no anon/authenticated privileges on every partition; the API roles
 -- cannot use schema `partitions`; validate_partitions() all ok on a fresh tree; the leaf budget
 -- warning when managed_tables.leaf_budget is below the leaf count.
 begin;
-select plan(52);
+select plan(57);
 -- the plan's literal tree (every program, site and period, created on insert); 08 covers the sized tree
 update partition_mgmt.managed_tables set tree_shape = 'literal';
 -- the whole file is one transaction: let its partition DDL use most of the lock table
@@ -184,11 +185,16 @@ select results_eq(
 select results_eq(
   $$select a.attname::text collate "default", pg_get_expr(d.adbin, d.adrelid) from pg_attrdef d
     join pg_attribute a on a.attrelid = d.adrelid and a.attnum = d.adnum
-    where d.adrelid = 'public.zz_probe_observations_partitioned'::regclass order by a.attnum$$,
+    where d.adrelid = 'public.zz_probe_observations_partitioned'::regclass and a.attname <> 'observation_id' order by a.attnum$$,
   $$select a.attname::text collate "default", pg_get_expr(d.adbin, d.adrelid) from pg_attrdef d
     join pg_attribute a on a.attrelid = d.adrelid and a.attnum = d.adnum
-    where d.adrelid = 'public.zz_probe_observations'::regclass order by a.attnum$$,
+    where d.adrelid = 'public.zz_probe_observations'::regclass and a.attname <> 'observation_id' order by a.attnum$$,
   'the new parent carries the legacy column defaults, including the added column''s');
+select matches(
+  (select pg_get_expr(d.adbin, d.adrelid) from pg_attrdef d join pg_attribute a on a.attrelid = d.adrelid and a.attnum = d.adnum
+   where d.adrelid = 'public.zz_probe_observations_partitioned'::regclass and a.attname = 'observation_id'),
+  '^\(?encode\(set_bit\(set_bit\(OVERLAY\(uuid_send\(gen_random_uuid\(\)\) PLACING .*clock_timestamp\(\)',
+  'where the legacy ids default to gen_random_uuid(), the new parent''s default to time-ordered ones (partition_mgmt.time_ordered_uuid_default())');
 select results_eq(
   $$select conname::text collate "default", pg_get_constraintdef(oid) from pg_constraint
     where conrelid = 'public.zz_probe_observations_partitioned'::regclass and contype = 'c' order by conname$$,
@@ -210,6 +216,33 @@ select lives_ok(
 select is(
   (select (reading, label, added_later)::text from public.zz_probe_observations_partitioned),
   '(1.50,none,late)', 'the carried-over defaults fill the row');
+select ok(
+  (select substr(observation_id::text, 15, 1) = '7' and substr(observation_id::text, 20, 1) in ('8', '9', 'a', 'b')
+          and abs(('x' || lpad(replace(left(observation_id::text, 13), '-', ''), 16, '0'))::bit(64)::bigint
+                  - floor(extract(epoch from clock_timestamp()) * 1000)::bigint) < 60000
+   from public.zz_probe_observations_partitioned),
+  'the row''s id is a UUID of version 7 (RFC 9562 variant) whose first 48 bits are the time of the insert in milliseconds');
+
+-- the pre-check says so before anything is built, and time_ordered_ids = false keeps random ids
+select matches(
+  (select detail from partition_mgmt.pre_migration_check('petri') where check_name = 'new ids'),
+  '^observation_id defaults to a random UUID \(gen_random_uuid\(\)\); on the partitioned table new ids default to time-ordered ones \(UUID version 7',
+  'pre_migration_check tells that new ids will be time-ordered, and how to keep the random default');
+create table public.zz_keep_observations (
+  observation_id uuid primary key default gen_random_uuid(),
+  program_id     uuid,
+  site_id        uuid,
+  created_at     timestamptz not null default now()
+);
+insert into partition_mgmt.managed_tables (table_key, source_table, partitioned_table, name_prefix, tree_shape, time_ordered_ids)
+values ('zzkeep', 'zz_keep_observations', 'zz_keep_observations_partitioned', 'zzk', 'sized', false);
+select is((select detail from partition_mgmt.pre_migration_check('zzkeep') where check_name = 'new ids'),
+  'observation_id keeps its random UUID default (time_ordered_ids = false)', 'the pre-check tells the random default is kept');
+select partition_mgmt.create_partitioned_table('zzkeep');
+select is(
+  (select pg_get_expr(d.adbin, d.adrelid) from pg_attrdef d join pg_attribute a on a.attrelid = d.adrelid and a.attnum = d.adnum
+   where d.adrelid = 'public.zz_keep_observations_partitioned'::regclass and a.attname = 'observation_id'),
+  'gen_random_uuid()', 'with time_ordered_ids = false the parent keeps the legacy random default');
 
 -- ---------------------------------------------------------------------------
 -- Security of the partitions
