@@ -41,8 +41,8 @@ create table if not exists partition_mgmt.managed_tables (
   -- pre_migration_check() blocks, and health() warns about, a tree on which fewer statements
   -- without the partition keys than this could run at once before the lock table is full
   min_keyless_statements integer not null default 20 check (min_keyless_statements >= 1),
-  -- the partitioned table's new ids in time order (partition_mgmt.time_ordered_uuid(), UUID version
-  -- 7) where the legacy table's id default is a random UUID; false keeps the legacy default
+  -- the partitioned table's new ids in time order (UUID version 7, time_ordered_uuid_default())
+  -- where the legacy table's id default is a random UUID; false keeps the legacy default
   time_ordered_ids     boolean not null default true,
   -- the partitioned parent once created; regclass follows it through the swap's renames
   parent               regclass,
@@ -55,7 +55,7 @@ comment on table partition_mgmt.managed_tables is
 comment on column partition_mgmt.managed_tables.tree_shape is
   'sized (default): a program or site gets partitions of its own only once its rows fill a leaf (target_rows_per_leaf), with periods as long as it takes the site to fill one; until then it shares its parent''s DEFAULT leaf. literal: the plan''s tree, every site, every period of default_granularity.';
 comment on column partition_mgmt.managed_tables.time_ordered_ids is
-  'true (default): where the legacy id column defaults to a random UUID (gen_random_uuid(), uuid_generate_v4()), the partitioned table defaults to partition_mgmt.time_ordered_uuid() (UUID version 7: the creation time in milliseconds, then 74 random bits), so the two indexes every insert writes by id (the leaf''s primary key and observation_keys) take new ids at their right edge. false: the legacy default. Read when the partitioned table is created (prepare_migration).';
+  'true (default): where the legacy id column defaults to a random UUID (gen_random_uuid(), uuid_generate_v4()), the partitioned table defaults to a UUID of version 7 (the creation time in milliseconds, then 74 random bits; partition_mgmt.time_ordered_uuid_default()), so the two indexes every insert writes by id (the leaf''s primary key and observation_keys) take new ids at their right edge. false: the legacy default. Read when the partitioned table is created (prepare_migration).';
 comment on column partition_mgmt.managed_tables.target_rows_per_leaf is
   'Rows a leaf should hold (sized trees): the promotion threshold of a program or site, and the period length of a site (the shortest period that holds this many rows at its rate).';
 create table if not exists partition_mgmt.partition_registry (
