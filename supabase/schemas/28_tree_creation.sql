@@ -196,10 +196,7 @@ declare
   v_hint text;
 begin
   foreach v_col in array array[c.id_column, c.site_column, c.program_column, c.time_column] loop
-    select pg_catalog.pg_get_expr(d.adbin, d.adrelid) into v_default
-    from pg_catalog.pg_attrdef d
-    join pg_catalog.pg_attribute a on a.attrelid = d.adrelid and a.attnum = d.adnum
-    where d.adrelid = v_parent and a.attname = v_col;
+    v_default := partition_mgmt.column_default(v_parent, v_col);
     v_hint := case
       when v_col = c.program_column then
         format('format(%L, new.%I)',
@@ -412,6 +409,21 @@ revoke all on function partition_mgmt.install_program_from_site(text, regclass) 
 comment on function partition_mgmt.install_program_from_site(text, regclass) is
   'Puts the triggers that give a row written without program_id its site''s program on a managed table''s partitioned parent (create_partitioned_table does, where the legacy table''s program column is nullable). Idempotent.';
 
+-- A column's default expression as text (NULL without one): the hints of install_require_keys,
+-- random_uuid_default and the pre-check's 'new ids' row read it.
+create or replace function partition_mgmt.column_default(p_table regclass, p_column text)
+returns text
+language sql
+stable
+set search_path = ''
+as $$
+  select pg_catalog.pg_get_expr(d.adbin, d.adrelid)
+  from pg_catalog.pg_attrdef d
+  join pg_catalog.pg_attribute a on a.attrelid = d.adrelid and a.attnum = d.adnum
+  where d.adrelid = p_table and a.attname = p_column
+$$;
+revoke all on function partition_mgmt.column_default(regclass, text) from public;
+
 -- Whether a column's default is a random UUID (gen_random_uuid(), uuid-ossp's uuid_generate_v4()).
 create or replace function partition_mgmt.random_uuid_default(p_table regclass, p_column text)
 returns boolean
@@ -419,10 +431,7 @@ language sql
 stable
 set search_path = ''
 as $$
-  select coalesce((select pg_catalog.pg_get_expr(d.adbin, d.adrelid) operator(pg_catalog.~) '^([a-z_]+\.)?(gen_random_uuid|uuid_generate_v4)\(\)$'
-                   from pg_catalog.pg_attrdef d
-                   join pg_catalog.pg_attribute a on a.attrelid = d.adrelid and a.attnum = d.adnum
-                   where d.adrelid = p_table and a.attname = p_column), false)
+  select coalesce(partition_mgmt.column_default(p_table, p_column) operator(pg_catalog.~) '^([a-z_]+\.)?(gen_random_uuid|uuid_generate_v4)\(\)$', false)
 $$;
 revoke all on function partition_mgmt.random_uuid_default(regclass, text) from public;
 

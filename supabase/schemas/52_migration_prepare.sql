@@ -156,8 +156,7 @@ begin
     return query select m.table_key, 'new ids', 'ok',
       case when partition_mgmt.random_uuid_default(v_legacy, m.id_column) and m.time_ordered_ids then
         format('%s defaults to a random UUID (%s); on the partitioned table new ids default to time-ordered ones (UUID version 7: the time in milliseconds, then 74 random bits; partition_mgmt.time_ordered_uuid_default()), so the id indexes take them at their right edge instead of a random page. Existing ids and ids the app sends are kept. To keep the random default: update partition_mgmt.managed_tables set time_ordered_ids = false where table_key = %L (before prepare_migration)',
-               m.id_column, (select pg_catalog.pg_get_expr(d.adbin, d.adrelid) from pg_catalog.pg_attrdef d join pg_catalog.pg_attribute a on a.attrelid = d.adrelid and a.attnum = d.adnum
-                             where d.adrelid = v_legacy and a.attname = m.id_column), m.table_key)
+               m.id_column, partition_mgmt.column_default(v_legacy, m.id_column), m.table_key)
       when partition_mgmt.random_uuid_default(v_legacy, m.id_column) then
         format('%s keeps its random UUID default (time_ordered_ids = false)', m.id_column)
       else format('%s keeps the legacy table''s default', m.id_column) end;
